@@ -1,0 +1,78 @@
+"""Settings for every chatmq process, read from CHATMQ_* environment variables and CLI overrides.
+
+One object is built at start-up and passed down (Flask's config-object habit): no module reads
+the environment on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatcore.protocol import DEFAULT_MAX_BODY_BYTES
+
+SERVICE_USER = "@bridge"  # '@' is outside the user-id alphabet, so no device can claim it
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATMQ_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="where embedded state lives")
+    store_url: str | None = Field(default=None, description="sqlite:///path or mongodb://...")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    host: str = Field(default="127.0.0.1", description="address the servers listen on")
+    mqtt_port: int = 1883
+    ws_port: int = 8083
+    http_port: int = 8080
+    # Where the bridge and API find the broker (they work with any MQTT 3.1.1 broker).
+    broker_host: str = "127.0.0.1"
+    broker_port: int | None = None  # defaults to mqtt_port
+
+    secret_key: str | None = Field(default=None, description="token signing key (else data_dir/secret.key)")
+    token_ttl_s: int = 24 * 3600
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    heartbeat_interval_s: float = 30.0
+    presence_ttl_factor: float = 2.5  # a device is offline after this many missed heartbeats
+    membership_refresh_s: float = 0.5
+    api_workers: int = 2
+    log_level: str = "INFO"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'chatmq.db').resolve()}"
+
+    @property
+    def resolved_broker_port(self) -> int:
+        return self.broker_port or self.mqtt_port
+
+    @property
+    def presence_ttl_s(self) -> float:
+        return self.heartbeat_interval_s * self.presence_ttl_factor
+
+    def load_secret(self) -> str:
+        """The token signing key: CHATMQ_SECRET_KEY, else a key file created once in the data dir.
+
+        Every process of one deployment must see the same key, so compose sets the variable;
+        embedded runs share the data dir instead.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            try:  # link() fails if another process won the race: then its key is the key
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()

@@ -1,0 +1,136 @@
+"""Presence in Redis: per-device state with deadlines refreshed by heartbeats, aggregated per user.
+
+Keys (the ``{user}`` hash tag keeps one user's keys in one Redis Cluster slot):
+  chatmq:pres:{user}:dev    hash  device -> "conn|deadline_ms"
+  chatmq:pres:{user}:state  hash  status, last_seen
+  chatmq:pres:deadlines     zset  "user/device" scored by deadline, for the expiry sweep
+Each transition runs as one Lua script, so concurrent bridges never interleave a read and a write.
+A device is online until its deadline (about 2.5 heartbeats); an offline with a ``conn`` other
+than the device's current one is a late will from a replaced connection and is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+DEADLINES = "chatmq:pres:deadlines"
+
+# Shared tail: recompute the user's aggregate; return {changed, status, last_seen}.
+_AGGREGATE = """
+local function aggregate(dev_key, state_key, now)
+  local online = false
+  local all = redis.call('HGETALL', dev_key)
+  for i = 2, #all, 2 do
+    local deadline = tonumber(string.match(all[i], '|(%d+)$'))
+    if deadline and deadline > now then online = true end
+  end
+  local status = online and 'online' or 'offline'
+  local prev = redis.call('HGET', state_key, 'status')
+  if online then redis.call('HSET', state_key, 'last_seen', now) end
+  if prev ~= status then
+    redis.call('HSET', state_key, 'status', status)
+    if not online then redis.call('HSET', state_key, 'last_seen', now) end
+    return {1, status, redis.call('HGET', state_key, 'last_seen')}
+  end
+  return {0, status, redis.call('HGET', state_key, 'last_seen') or '0'}
+end
+"""
+
+_ONLINE = _AGGREGATE + """
+local now = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+return aggregate(KEYS[1], KEYS[2], now)
+"""
+
+_OFFLINE = _AGGREGATE + """
+local now = tonumber(ARGV[3])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {-1} end
+local conn = string.match(cur, '^(.*)|%d+$')
+if ARGV[2] ~= '' and conn ~= ARGV[2] then return {-2} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[4])
+return aggregate(KEYS[1], KEYS[2], now)
+"""
+
+_EXPIRE = _AGGREGATE + """
+local now = tonumber(ARGV[2])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local deadline = tonumber(string.match(cur, '|(%d+)$'))
+  if deadline and deadline > now then return {-3} end
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+redis.call('ZREM', KEYS[3], ARGV[3])
+return aggregate(KEYS[1], KEYS[2], now)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    user: str
+    online: bool
+    last_seen: int  # ms since epoch; 0 if never seen
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"user": self.user, "status": "online" if self.online else "offline", "last_seen": self.last_seen}
+
+
+def _keys(user: str) -> tuple[str, str]:
+    return f"chatmq:pres:{{{user}}}:dev", f"chatmq:pres:{{{user}}}:state"
+
+
+class Presence:
+    """Presence transitions. Each method returns the new aggregate when it changed, else None."""
+
+    def __init__(self, client: redis.Redis, ttl_ms: int) -> None:
+        self._redis = client
+        self._ttl_ms = ttl_ms
+        self._online = client.register_script(_ONLINE)
+        self._offline = client.register_script(_OFFLINE)
+        self._expire = client.register_script(_EXPIRE)
+
+    def device_online(self, user: str, device: str, conn: str, now_ms: int) -> UserPresence | None:
+        dev, state = _keys(user)
+        deadline = now_ms + self._ttl_ms
+        result = self._online(keys=[dev, state, DEADLINES], args=[device, conn, deadline, now_ms, f"{user}/{device}"])
+        return _changed(user, result)
+
+    def device_offline(self, user: str, device: str, conn: str, now_ms: int) -> UserPresence | None:
+        """Mark a device offline, unless ``conn`` names a connection that was already replaced."""
+        dev, state = _keys(user)
+        result = self._offline(keys=[dev, state, DEADLINES], args=[device, conn, now_ms, f"{user}/{device}"])
+        return _changed(user, result)
+
+    def expire(self, now_ms: int, limit: int = 1000) -> list[UserPresence]:
+        """Take devices whose heartbeat deadline passed offline; return users whose state changed."""
+        due = self._redis.zrangebyscore(DEADLINES, "-inf", now_ms, start=0, num=limit)
+        changes = []
+        for member in due:
+            name = member.decode() if isinstance(member, bytes) else member
+            user, _, device = name.partition("/")
+            dev, state = _keys(user)
+            change = _changed(user, self._expire(keys=[dev, state, DEADLINES], args=[device, now_ms, name]))
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def get(self, user: str, now_ms: int) -> UserPresence:
+        dev, state = _keys(user)
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(dev)
+            pipe.hget(state, "last_seen")
+            devices, last_seen = pipe.execute()
+        online = any(int(v.rsplit(b"|", 1)[1]) > now_ms for v in devices.values())
+        return UserPresence(user, online, int(last_seen or 0))
+
+
+def _changed(user: str, result: list[Any]) -> UserPresence | None:
+    if not result or int(result[0]) != 1:
+        return None
+    status = result[1].decode() if isinstance(result[1], bytes) else result[1]
+    return UserPresence(user, status == "online", int(result[2] or 0))

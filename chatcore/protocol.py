@@ -1,0 +1,224 @@
+"""The wire contract v1: topic names and payload schemas, defined once (see docs/protocol.md).
+
+Every component builds and parses topics through this module and validates inbound payloads with
+its models, so the broker's access rules, the bridge and the clients can never disagree on a name.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatcore.ids import is_valid_id
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_BODY_BYTES = 4096
+MAX_CLIENT_MSG_ID_CHARS = 64
+MAX_ATTACHMENTS = 16
+
+# QoS per topic kind, as the contract states.
+QOS_SEND = 1
+QOS_MSG = 1
+QOS_ACK = 1
+QOS_TYPING = 0
+QOS_PRESENCE = 1
+
+
+class TopicKind(enum.Enum):
+    SEND = "send"  # chat/{conv}/send/{user}
+    MSG = "msg"  # chat/{conv}/msg
+    TYPING = "typing"  # chat/{conv}/typing/{user}
+    ACK = "ack"  # user/{user}/ack
+    DEVICE_PRESENCE = "device_presence"  # presence/{user}/{device}
+    USER_PRESENCE = "user_presence"  # presence/{user}
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed chat topic. Fields not used by the kind are None."""
+
+    kind: TopicKind
+    conv: str | None = None
+    user: str | None = None
+    device: str | None = None
+
+
+def send_topic(conv: str, user: str) -> str:
+    return f"chat/{conv}/send/{user}"
+
+
+def msg_topic(conv: str) -> str:
+    return f"chat/{conv}/msg"
+
+
+def typing_topic(conv: str, user: str) -> str:
+    return f"chat/{conv}/typing/{user}"
+
+
+def ack_topic(user: str) -> str:
+    return f"user/{user}/ack"
+
+
+def device_presence_topic(user: str, device: str) -> str:
+    return f"presence/{user}/{device}"
+
+
+def presence_topic(user: str) -> str:
+    return f"presence/{user}"
+
+
+# What the bridge subscribes to (as the service identity).
+BRIDGE_SUBSCRIPTIONS: tuple[tuple[str, int], ...] = (
+    ("chat/+/send/+", QOS_SEND),
+    ("presence/+/+", QOS_PRESENCE),
+)
+
+# Top-level topic levels owned by chatmq; everything else is outside the chat namespace.
+NAMESPACES = frozenset({"chat", "user", "presence"})
+
+
+def parse_topic(topic: str) -> Topic | None:
+    """Parse a concrete topic name (no wildcards) into a Topic, or None if it is not a chat topic.
+
+    Every id level must be a valid id, so a topic with ``+``, ``#`` or ``$`` in an id never parses.
+    """
+    levels = topic.split("/")
+    n = len(levels)
+    head = levels[0]
+    if head == "chat" and n >= 3 and is_valid_id(levels[1]):
+        conv, verb = levels[1], levels[2]
+        if n == 3 and verb == "msg":
+            return Topic(TopicKind.MSG, conv=conv)
+        if n == 4 and is_valid_id(levels[3]):
+            if verb == "send":
+                return Topic(TopicKind.SEND, conv=conv, user=levels[3])
+            if verb == "typing":
+                return Topic(TopicKind.TYPING, conv=conv, user=levels[3])
+        return None
+    if head == "user" and n == 3 and levels[2] == "ack" and is_valid_id(levels[1]):
+        return Topic(TopicKind.ACK, user=levels[1])
+    if head == "presence" and is_valid_id(levels[1] if n > 1 else None):
+        if n == 2:
+            return Topic(TopicKind.USER_PRESENCE, user=levels[1])
+        if n == 3 and is_valid_id(levels[2]):
+            return Topic(TopicKind.DEVICE_PRESENCE, user=levels[1], device=levels[2])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads. Inbound ones (from devices) are pydantic models; outbound ones are built by the
+# server from stored data and encoded directly.
+
+
+class ErrorCode(str, enum.Enum):
+    BAD_PAYLOAD = "bad_payload"
+    TOO_LARGE = "too_large"
+    NOT_MEMBER = "not_member"
+    UNKNOWN_CONVERSATION = "unknown_conversation"
+    INTERNAL = "internal"
+
+
+class _Inbound(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SendPayload(_Inbound):
+    """``chat/{conv}/send/{user}``: what a device sends."""
+
+    client_msg_id: str = Field(min_length=1, max_length=MAX_CLIENT_MSG_ID_CHARS)
+    body: str
+    attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+
+
+class TypingPayload(_Inbound):
+    """``chat/{conv}/typing/{user}``: ephemeral, never stored."""
+
+    typing: bool
+
+
+class DevicePresencePayload(_Inbound):
+    """``presence/{user}/{device}``: published by the device (online) and by its last will (offline)."""
+
+    status: Literal["online", "offline"]
+    conn: str = Field(min_length=1, max_length=64)
+
+
+class PayloadError(ValueError):
+    """A payload the contract refuses; carries the error code and, if readable, the client_msg_id."""
+
+    def __init__(self, code: ErrorCode, message: str, client_msg_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_msg_id = client_msg_id
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    return f"{where}: {first['msg']}"
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, f"payload is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, "payload must be a JSON object")
+    return data
+
+
+def parse_send(raw: bytes, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> SendPayload:
+    """Validate a send payload. Raises PayloadError with the client_msg_id when it can be read."""
+    data = decode_json_object(raw)
+    cmid = data.get("client_msg_id")
+    readable_id = cmid if isinstance(cmid, str) and 0 < len(cmid) <= MAX_CLIENT_MSG_ID_CHARS else None
+    body = data.get("body")
+    if isinstance(body, str) and len(body.encode("utf-8", "surrogatepass")) > max_body_bytes:
+        raise PayloadError(
+            ErrorCode.TOO_LARGE, f"body exceeds {max_body_bytes} bytes of UTF-8", readable_id
+        )
+    try:
+        return SendPayload.model_validate(data)
+    except ValidationError as exc:
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc), readable_id) from None
+
+
+def parse_typing(raw: bytes) -> TypingPayload:
+    try:
+        return TypingPayload.model_validate(decode_json_object(raw))
+    except ValidationError as exc:
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc)) from None
+
+
+def parse_device_presence(raw: bytes) -> DevicePresencePayload:
+    try:
+        return DevicePresencePayload.model_validate(decode_json_object(raw))
+    except ValidationError as exc:
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc)) from None
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload)
+
+
+def received_ack(client_msg_id: str, conv: str, seq: int, ts: int) -> dict[str, Any]:
+    return {"client_msg_id": client_msg_id, "conv": conv, "status": "received", "seq": seq, "ts": ts}
+
+
+def rejected_ack(client_msg_id: str, conv: str, code: ErrorCode, message: str) -> dict[str, Any]:
+    return {
+        "client_msg_id": client_msg_id,
+        "conv": conv,
+        "status": "rejected",
+        "error": {"code": code.value, "message": message},
+    }
+
+
+def user_presence(user: str, online: bool, last_seen: int) -> dict[str, Any]:
+    return {"user": user, "status": "online" if online else "offline", "last_seen": last_seen}

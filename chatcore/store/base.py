@@ -1,0 +1,176 @@
+"""The storage interface shared by every backend (SQLite embedded, MongoDB in production).
+
+One contract test suite (tests/store/) runs against each backend, so the bridge and the API never
+need to know which one they talk to. All methods are blocking; callers in an event loop use a thread.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StoreError(Exception):
+    """Base for storage errors callers are expected to handle."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    password_hash: str
+    disabled: bool = False
+    created_at: int = 0  # ms since epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    members: tuple[str, ...]  # sorted
+    title: str | None = None
+    owner: str | None = None
+    created_at: int = 0
+    last_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message as the bridge accepted it, before it has a seq."""
+
+    conv: str
+    sender: str
+    client_msg_id: str
+    body: str
+    ts: int  # ms since epoch, assigned by the server on receipt
+    attachments: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    conv: str
+    seq: int
+    id: str
+    sender: str
+    client_msg_id: str
+    body: str
+    ts: int
+    attachments: tuple[Mapping[str, Any], ...] = field(default=())
+
+    def to_payload(self) -> dict[str, Any]:
+        """The ``chat/{conv}/msg`` payload and the API's message representation."""
+        return {
+            "conv": self.conv,
+            "seq": self.seq,
+            "id": self.id,
+            "sender": self.sender,
+            "client_msg_id": self.client_msg_id,
+            "body": self.body,
+            "attachments": [dict(a) for a in self.attachments],
+            "ts": self.ts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    message: Message
+    duplicate: bool  # True: an earlier send with the same (conv, sender, client_msg_id) won
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    messages: list[Message]  # ascending seq
+    has_more: bool
+
+
+class Store(abc.ABC):
+    """Users, conversations, memberships and the per-conversation message log."""
+
+    # --- users ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_user(self, user_id: str, password_hash: str) -> User:
+        """Raises AlreadyExists."""
+
+    @abc.abstractmethod
+    def get_user(self, user_id: str) -> User | None: ...
+
+    @abc.abstractmethod
+    def list_users(self) -> list[User]: ...
+
+    @abc.abstractmethod
+    def set_password(self, user_id: str, password_hash: str) -> None:
+        """Raises NotFound."""
+
+    @abc.abstractmethod
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        """Raises NotFound."""
+
+    # --- conversations ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_conversation(
+        self, conv_id: str, members: Sequence[str], title: str | None = None, owner: str | None = None
+    ) -> Conversation:
+        """Raises AlreadyExists for a taken id and NotFound naming the first unknown member."""
+
+    @abc.abstractmethod
+    def get_conversation(self, conv_id: str) -> Conversation | None: ...
+
+    @abc.abstractmethod
+    def list_conversations(self, member: str | None = None) -> list[Conversation]:
+        """All conversations, or those ``member`` belongs to; ordered by id."""
+
+    @abc.abstractmethod
+    def add_member(self, conv_id: str, user_id: str) -> None:
+        """Idempotent. Raises NotFound for an unknown conversation or user."""
+
+    @abc.abstractmethod
+    def remove_member(self, conv_id: str, user_id: str) -> None:
+        """Idempotent. Raises NotFound for an unknown conversation."""
+
+    @abc.abstractmethod
+    def memberships(self) -> dict[str, frozenset[str]]:
+        """Every conversation's member set: the broker's and bridge's access view."""
+
+    @abc.abstractmethod
+    def membership_version(self) -> int:
+        """A number that changes whenever any membership changes (cheap to poll)."""
+
+    # --- message log ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+        """Durably store a batch, one result per input in input order.
+
+        Each conversation's new messages get the next gapless seqs in batch order. A message whose
+        (conv, sender, client_msg_id) is already stored, or repeated earlier in the batch, is not
+        stored again: its result carries the original message and ``duplicate=True``. When this
+        returns, the batch is durable. Raises NotFound (and stores nothing) if any conversation
+        does not exist.
+        """
+
+    @abc.abstractmethod
+    def history(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> HistoryPage:
+        """A page of the log in ascending seq.
+
+        Neither bound: the newest ``limit``. ``before``: the newest ``limit`` with seq < before,
+        has_more meaning older ones exist. ``after``: the oldest ``limit`` with seq > after,
+        has_more meaning newer ones exist. Both bounds together: the oldest ``limit`` strictly
+        between them.
+        """
+
+    # --- lifecycle --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise if the backing database is unreachable."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
