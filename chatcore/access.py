@@ -96,8 +96,6 @@ def _may_subscribe(user: str, topic_filter: str, membership: Membership) -> bool
         return _may_read(user, parsed.kind, parsed.conv, parsed.user, membership)
     if len(prefix) == 3 and prefix[0] == "chat" and prefix[2] == "typing" and is_valid_id(prefix[1]):
         return membership.is_member(prefix[1], user)
-    if len(prefix) == 2 and prefix[0] == "presence" and prefix[1] == user:
-        return True
-    return False
+    return len(prefix) == 2 and prefix[0] == "presence" and prefix[1] == user
 
 

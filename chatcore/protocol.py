@@ -114,7 +114,7 @@ def parse_topic(topic: str) -> Topic | None:
 # server from stored data and encoded directly.
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     BAD_PAYLOAD = "bad_payload"
     TOO_LARGE = "too_large"
     NOT_MEMBER = "not_member"

@@ -1,0 +1,61 @@
+"""What every request needs, kept on ``app.extensions["chatmq"]`` instead of module globals.
+
+The store is opened lazily and per process: gunicorn forks workers after loading the app, and a
+SQLite connection must never cross a fork, so each worker opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+from flask import Flask, current_app
+
+from chatcore.auth import Authenticator
+from chatcore.config import Settings
+from chatcore.presence import Presence
+from chatcore.store import Store, open_store
+
+EXTENSION = "chatmq"
+
+
+class ApiContext:
+    def __init__(self, settings: Settings, store: Store | None, redis_client: redis.Redis | None) -> None:
+        self.settings = settings
+        self.secret = settings.load_secret()
+        self.redis: redis.Redis = redis_client or redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=0.5, socket_timeout=2.0
+        )
+        self.presence = Presence(self.redis, int(settings.presence_ttl_s * 1000))
+        self._given_store = store
+        self._store: Store | None = store
+        self._store_pid = os.getpid()
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> Store:
+        if self._given_store is not None:
+            return self._given_store
+        pid = os.getpid()
+        if self._store is None or self._store_pid != pid:
+            with self._lock:
+                if self._store is None or self._store_pid != pid:
+                    # After a fork the inherited handle belongs to the parent: drop it, never close it.
+                    self._store = open_store(self.settings.resolved_store_url)
+                    self._store_pid = pid
+        return self._store
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.store, self.secret)
+
+    def close(self) -> None:
+        """Close what this context opened itself (a store handed in belongs to the caller)."""
+        if self._given_store is None and self._store is not None and self._store_pid == os.getpid():
+            self._store.close()
+            self._store = None
+
+
+def get_context(app: Flask | None = None) -> ApiContext:
+    return (app or current_app).extensions[EXTENSION]

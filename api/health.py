@@ -1,0 +1,87 @@
+"""``GET /healthz``: is everything this API and the chat path depend on reachable?
+
+Unauthenticated and cheap (one store ping, two Redis round trips, one TCP connect), so a load
+balancer or compose healthcheck can call it every few seconds. 503 names each failing check.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from api.context import ApiContext, get_context
+from chatcore.liveness import BRIDGE_ALIVE_KEY
+
+BROKER_CONNECT_TIMEOUT_S = 0.5
+OK = "ok"
+
+bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")])
+
+
+class HealthChecks(BaseModel):
+    store: str
+    redis: str
+    broker: str
+    bridge: str
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok | unavailable")
+    checks: HealthChecks = Field(description='"ok", or why the check failed')
+
+
+@bp.get("/healthz", responses={200: HealthResponse, 503: HealthResponse})
+def healthz() -> ResponseReturnValue:
+    """Liveness of the store, Redis, the MQTT broker and at least one bridge."""
+    checks = run_checks(get_context())
+    healthy = all(v == OK for v in checks.values())
+    response = jsonify({"status": "ok" if healthy else "unavailable", "checks": checks})
+    response.status_code = 200 if healthy else 503
+    return response
+
+
+def run_checks(ctx: ApiContext) -> dict[str, str]:
+    checks = {"store": _check_store(ctx), "redis": _check_redis(ctx)}
+    checks["broker"] = _check_broker(ctx.settings.broker_host, ctx.settings.resolved_broker_port)
+    checks["bridge"] = _check_bridge(ctx) if checks["redis"] == OK else "unknown: redis is unreachable"
+    return checks
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _check_store(ctx: ApiContext) -> str:
+    try:
+        ctx.store.ping()
+    except Exception as exc:
+        return f"unreachable: {_describe(exc)}"
+    return OK
+
+
+def _check_redis(ctx: ApiContext) -> str:
+    try:
+        ctx.redis.ping()
+    except Exception as exc:
+        return f"unreachable: {_describe(exc)}"
+    return OK
+
+
+def _check_broker(host: str, port: int) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=BROKER_CONNECT_TIMEOUT_S):
+            return OK
+    except OSError as exc:
+        return f"unreachable: {host}:{port}: {_describe(exc)}"
+
+
+def _check_bridge(ctx: ApiContext) -> str:
+    try:
+        alive = bool(ctx.redis.exists(BRIDGE_ALIVE_KEY))
+    except Exception as exc:
+        return f"unknown: {_describe(exc)}"
+    return OK if alive else f"down: no bridge heartbeat ({BRIDGE_ALIVE_KEY} is missing)"

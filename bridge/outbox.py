@@ -1,0 +1,50 @@
+"""Everything the bridge sends to the broker goes through here, so shutdown can wait for it.
+
+paho queues publishes in memory and sends them from its network thread; a process that
+disconnects right after ``publish()`` may lose what was still queued. The outbox remembers the
+QoS 1 publishes not yet confirmed by the broker so ``flush()`` can wait for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from chatcore.protocol import encode
+
+
+class Outbox:
+    def __init__(self, client: mqtt.Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._pending: list[mqtt.MQTTMessageInfo] = []
+
+    def publish(self, topic: str, payload: dict[str, Any], qos: int = 1, retain: bool = False) -> None:
+        info = self._client.publish(topic, encode(payload), qos=qos, retain=retain)
+        if qos > 0:
+            with self._lock:
+                self._pending = [p for p in self._pending if not p.is_published()]
+                self._pending.append(info)
+
+    def ack(self, mid: int, qos: int) -> None:
+        """PUBACK an inbound message (manual acks): the broker may now forget it."""
+        if qos > 0:
+            self._client.ack(mid, qos)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the broker confirmed every QoS 1 publish; False if the timeout passed first."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for info in pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return all(p.is_published() for p in pending)
+            try:
+                info.wait_for_publish(left)
+            except (RuntimeError, ValueError):  # not connected or refused: paho keeps it queued
+                continue
+        return all(p.is_published() for p in pending)

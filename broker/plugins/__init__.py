@@ -1,0 +1,1 @@
+"""amqtt plugins, registered by dotted class path in the broker config (see broker.config)."""

@@ -1,0 +1,46 @@
+"""Access control: every SUBSCRIBE, PUBLISH and delivery (RECEIVE) goes through chatcore.access.
+
+The RECEIVE check is what makes a membership change bite on existing subscriptions: a user removed
+from a conversation keeps the subscription amqtt already granted but stops receiving through it
+once the membership view refreshes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amqtt.contexts import Action as AmqttAction
+from amqtt.contexts import BaseContext
+from amqtt.plugins.base import BaseTopicPlugin
+from amqtt.session import Session
+
+from broker.services import BrokerServices, session_identity
+from chatcore.access import Action, authorize
+
+_ACTIONS = {
+    AmqttAction.SUBSCRIBE: Action.SUBSCRIBE,
+    AmqttAction.PUBLISH: Action.PUBLISH,
+    AmqttAction.RECEIVE: Action.RECEIVE,
+}
+
+
+class ChatAclPlugin(BaseTopicPlugin):
+    @dataclass
+    class Config:
+        services: BrokerServices
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.services: BrokerServices = self.config.services
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None
+    ) -> bool:
+        """Always a bool: amqtt 0.12 treats None as a denial anyway, so be explicit."""
+        if session is None or topic is None or action is None:
+            return False
+        identity = session_identity(session.attributes)
+        ours = _ACTIONS.get(action)
+        if identity is None or ours is None:
+            return False
+        return authorize(identity, ours, topic, self.services.membership)

@@ -1,0 +1,62 @@
+"""Authentication: who may connect, and which last will they may leave.
+
+Devices log in with their user id and a password or API token; the bridge logs in as the service
+identity with a service token. amqtt publishes a last will without any topic check, so the will is
+checked here, at CONNECT: a device may only leave ``presence/{self}/{device}`` (its offline notice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from amqtt.contexts import BaseContext
+from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import Session
+
+from broker.services import IDENTITY_KEY, BrokerServices
+from chatcore.access import Identity
+from chatcore.protocol import TopicKind, parse_topic
+
+log = logging.getLogger(__name__)
+
+
+def will_allowed(identity: Identity, will_topic: str | None) -> bool:
+    if identity.is_service:
+        return True
+    parsed = parse_topic(will_topic or "")
+    return parsed is not None and parsed.kind is TopicKind.DEVICE_PRESENCE and parsed.user == identity.user
+
+
+class ChatAuthPlugin(BaseAuthPlugin):
+    @dataclass
+    class Config:
+        services: BrokerServices
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.services: BrokerServices = self.config.services
+
+    async def authenticate(self, *, session: Session) -> bool:
+        # A persistent session is reused across connections: never let a previous login's
+        # identity survive a failed one.
+        session.attributes.pop(IDENTITY_KEY, None)
+        where = f"client_id={session.client_id!r} user={session.username!r} from {session.remote_address}"
+        try:
+            # argon2 costs ~0.1 s of CPU by design: keep it off the event loop.
+            identity = await asyncio.to_thread(
+                self.services.authenticator.authenticate, session.username, session.password
+            )
+        except Exception:
+            log.exception("refused login (authentication error): %s", where)
+            return False
+        if identity is None:
+            reason = "no credentials" if not session.username or not session.password else "bad credentials"
+            log.warning("refused login (%s): %s", reason, where)
+            return False
+        if session.will_flag and not will_allowed(identity, session.will_topic):
+            log.warning("refused login (will topic %r not allowed): %s", session.will_topic, where)
+            return False
+        session.attributes[IDENTITY_KEY] = identity
+        return True

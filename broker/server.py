@@ -1,0 +1,97 @@
+"""Run the broker until SIGINT or SIGTERM, and always shut amqtt down cleanly.
+
+Stock amqtt only handles SIGINT; a container or supervisor stops processes with SIGTERM, so both
+signals end ``serve`` the same way: ``broker.shutdown()``, then the store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+
+from amqtt.broker import Broker
+
+from broker.config import build_config
+from broker.services import BrokerServices, keep_membership_fresh
+from chatcore.auth import Authenticator
+from chatcore.config import Settings
+from chatcore.membership import MembershipView
+from chatcore.store import open_store
+
+log = logging.getLogger(__name__)
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (when run in the main thread) or until cancelled.
+
+    ``ready`` is set once both listeners accept connections.
+    """
+    loop = asyncio.get_running_loop()
+    store = await asyncio.to_thread(open_store, settings.resolved_store_url)
+    try:
+        secret = await asyncio.to_thread(settings.load_secret)
+        view = MembershipView(store)
+        await asyncio.to_thread(view.refresh)  # access checks must not start from an empty view
+        services = BrokerServices(authenticator=Authenticator(store, secret), membership=view)
+        refresher = asyncio.create_task(keep_membership_fresh(view, settings.membership_refresh_s))
+        try:
+            broker = Broker(build_config(settings, services), loop=loop)
+            await broker.start()
+            try:
+                await _run_until_stopped(loop, settings, ready)
+            finally:
+                await broker.shutdown()
+                log.info("broker stopped")
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+async def _run_until_stopped(
+    loop: asyncio.AbstractEventLoop, settings: Settings, ready: asyncio.Event | None
+) -> None:
+    stop = asyncio.Event()
+    handled = threading.current_thread() is threading.main_thread()
+    if handled:  # signal handlers can only be installed from the main thread
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, _on_signal, sig, stop)
+    try:
+        log.info(
+            "broker listening mqtt=%s:%d ws=%s:%d",
+            settings.host,
+            settings.mqtt_port,
+            settings.host,
+            settings.ws_port,
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        if handled:
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("received %s, shutting down", sig.name)
+    stop.set()
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point: uvloop when installed (faster relaying), else the stock loop."""
+    try:
+        import uvloop
+    except ImportError:
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(settings))

@@ -1,0 +1,439 @@
+"""The embedded store: one SQLite file shared by the broker, bridge, API and admin CLI processes.
+
+Durability: WAL with ``synchronous=FULL`` fsyncs the log on every commit, so once ``append``
+returns the batch survives a power cut and the bridge may ack it. Concurrency: every write runs in
+``BEGIN IMMEDIATE`` so writers in any process queue on SQLite's file lock (``busy_timeout``) instead
+of failing half way; seqs are read and bumped inside that one write transaction, which is what
+keeps them gapless even with several writers. Within a process a small connection pool serves the
+calling threads: a SQLite connection must not run two statements at once, and pooling (rather than
+one connection per thread) keeps short-lived request threads from leaking connections.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chatcore.ids import require_id
+from chatcore.store.base import (
+    AlreadyExists,
+    AppendResult,
+    Conversation,
+    HistoryPage,
+    Message,
+    NewMessage,
+    NotFound,
+    Store,
+    User,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+MAX_IDLE_CONNECTIONS = 8
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT,
+    owner TEXT,
+    created_at INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    conv TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    user TEXT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (conv, user)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members(user, conv);
+CREATE TABLE IF NOT EXISTS messages (
+    conv TEXT NOT NULL REFERENCES conversations(id),
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    client_msg_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    attachments TEXT,
+    PRIMARY KEY (conv, seq),
+    UNIQUE (conv, sender, client_msg_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('membership_version', 0);
+"""
+
+_MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def encode_attachments(attachments: Sequence[Any]) -> str | None:
+    """JSON text, or None for none; raises ValueError before anything is written."""
+    if not attachments:
+        return None
+    try:
+        return orjson.dumps([dict(a) for a in attachments]).decode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"attachments are not JSON-serializable: {exc}") from exc
+
+
+def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
+    conv, seq, msg_id, sender, client_msg_id, body, ts, attachments = row
+    return Message(
+        conv=conv,
+        seq=seq,
+        id=msg_id,
+        sender=sender,
+        client_msg_id=client_msg_id,
+        body=body,
+        ts=ts,
+        attachments=tuple(orjson.loads(attachments)) if attachments else (),
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = str(Path(path).expanduser())
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        with self._connection() as conn, _write(conn):
+            if conn.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} was written by a newer chatmq (schema is too new)")
+            conn.executescript_in_txn = None  # type: ignore[attr-defined]  # (no-op marker, see below)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- connections ------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # an error mid-statement: never hand out a dirty connection
+                conn.close()
+                raise
+            self._release(conn)
+            raise
+        self._release(conn)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    # --- users ------------------------------------------------------------------------------
+    def create_user(self, user_id: str, password_hash: str) -> User:
+        require_id(user_id, "user id")
+        user = User(id=user_id, password_hash=password_hash, disabled=False, created_at=now_ms())
+        with self._connection() as conn, _write(conn):
+            try:
+                conn.execute(
+                    "INSERT INTO users (id, password_hash, disabled, created_at) VALUES (?, ?, 0, ?)",
+                    (user.id, user.password_hash, user.created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"user {user_id!r} already exists") from exc
+        return user
+
+    def get_user(self, user_id: str) -> User | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT id, password_hash, disabled, created_at FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        return _user(row) if row else None
+
+    def list_users(self) -> list[User]:
+        with self._connection() as conn:
+            rows = conn.execute("SELECT id, password_hash, disabled, created_at FROM users ORDER BY id")
+            return [_user(row) for row in rows]
+
+    def set_password(self, user_id: str, password_hash: str) -> None:
+        self._update_user(user_id, "password_hash", password_hash)
+
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        self._update_user(user_id, "disabled", int(bool(disabled)))
+
+    def _update_user(self, user_id: str, column: str, value: object) -> None:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute(f"UPDATE users SET {column} = ? WHERE id = ?", (value, user_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {user_id!r}")
+
+    # --- conversations ----------------------------------------------------------------------
+    def create_conversation(
+        self, conv_id: str, members: Sequence[str], title: str | None = None, owner: str | None = None
+    ) -> Conversation:
+        require_id(conv_id, "conversation id")
+        unique = sorted(set(members))
+        created_at = now_ms()
+        with self._connection() as conn, _write(conn):
+            for user in members:
+                if not _user_exists(conn, user):
+                    raise NotFound(f"no user {user!r}")
+            try:
+                conn.execute(
+                    "INSERT INTO conversations (id, title, owner, created_at, last_seq)"
+                    " VALUES (?, ?, ?, ?, 0)",
+                    (conv_id, title, owner, created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"conversation {conv_id!r} already exists") from exc
+            conn.executemany(
+                "INSERT INTO members (conv, user) VALUES (?, ?)", [(conv_id, u) for u in unique]
+            )
+            _bump_membership(conn)
+        return Conversation(
+            id=conv_id, members=tuple(unique), title=title, owner=owner, created_at=created_at, last_seq=0
+        )
+
+    def get_conversation(self, conv_id: str) -> Conversation | None:
+        with self._connection() as conn, _read(conn):
+            row = conn.execute(
+                "SELECT id, title, owner, created_at, last_seq FROM conversations WHERE id = ?", (conv_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            members = [
+                r[0] for r in conn.execute("SELECT user FROM members WHERE conv = ? ORDER BY user", (conv_id,))
+            ]
+        return _conversation(row, members)
+
+    def list_conversations(self, member: str | None = None) -> list[Conversation]:
+        with self._connection() as conn, _read(conn):
+            if member is None:
+                rows = conn.execute(
+                    "SELECT id, title, owner, created_at, last_seq FROM conversations ORDER BY id"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT c.id, c.title, c.owner, c.created_at, c.last_seq FROM conversations c"
+                    " JOIN members m ON m.conv = c.id WHERE m.user = ? ORDER BY c.id",
+                    (member,),
+                ).fetchall()
+            members = _members_of(conn, [row[0] for row in rows], all_convs=member is None)
+        return [_conversation(row, members.get(row[0], [])) for row in rows]
+
+    def add_member(self, conv_id: str, user_id: str) -> None:
+        with self._connection() as conn, _write(conn):
+            _require_conversation(conn, conv_id)
+            if not _user_exists(conn, user_id):
+                raise NotFound(f"no user {user_id!r}")
+            cur = conn.execute("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)", (conv_id, user_id))
+            if cur.rowcount:
+                _bump_membership(conn)
+
+    def remove_member(self, conv_id: str, user_id: str) -> None:
+        with self._connection() as conn, _write(conn):
+            _require_conversation(conn, conv_id)
+            cur = conn.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv_id, user_id))
+            if cur.rowcount:
+                _bump_membership(conn)
+
+    def memberships(self) -> dict[str, frozenset[str]]:
+        with self._connection() as conn, _read(conn):
+            result: dict[str, set[str]] = {row[0]: set() for row in conn.execute("SELECT id FROM conversations")}
+            for conv, user in conn.execute("SELECT conv, user FROM members"):
+                result.setdefault(conv, set()).add(user)
+        return {conv: frozenset(users) for conv, users in result.items()}
+
+    def membership_version(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'membership_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # --- message log ------------------------------------------------------------------------
+    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+        if not batch:
+            return []
+        encoded = [encode_attachments(item.attachments) for item in batch]  # fail before writing
+        results: list[AppendResult] = []
+        rows: list[tuple[Any, ...]] = []
+        with self._connection() as conn, _write(conn):
+            last_seq: dict[str, int] = {}
+            for conv in dict.fromkeys(item.conv for item in batch):
+                row = conn.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no conversation {conv!r}")
+                last_seq[conv] = row[0]
+            first_of: dict[tuple[str, str, str], Message] = {}
+            for item, attachments in zip(batch, encoded, strict=True):
+                key = (item.conv, item.sender, item.client_msg_id)
+                original = first_of.get(key)
+                if original is None:
+                    stored = conn.execute(
+                        f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                        " WHERE conv = ? AND sender = ? AND client_msg_id = ?",
+                        key,
+                    ).fetchone()
+                    original = _message(stored) if stored else None
+                if original is not None:
+                    first_of[key] = original
+                    results.append(AppendResult(message=original, duplicate=True))
+                    continue
+                seq = last_seq[item.conv] = last_seq[item.conv] + 1
+                message = Message(
+                    conv=item.conv,
+                    seq=seq,
+                    id=new_message_id(),
+                    sender=item.sender,
+                    client_msg_id=item.client_msg_id,
+                    body=item.body,
+                    ts=item.ts,
+                    attachments=tuple(orjson.loads(attachments)) if attachments else (),
+                )
+                first_of[key] = message
+                results.append(AppendResult(message=message, duplicate=False))
+                rows.append((*key[:1], seq, message.id, item.sender, item.client_msg_id, item.body, item.ts,
+                             attachments))
+            if rows:
+                conn.executemany(
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                conn.executemany(
+                    "UPDATE conversations SET last_seq = ? WHERE id = ?",
+                    [(seq, conv) for conv, seq in last_seq.items()],
+                )
+        return results
+
+    def history(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> HistoryPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        where = ["conv = ?"]
+        params: list[Any] = [conv_id]
+        if before is not None:
+            where.append("seq < ?")
+            params.append(before)
+        if after is not None:
+            where.append("seq > ?")
+            params.append(after)
+        newest_first = after is None  # no bound or only `before`: the page nearest the top
+        order = "DESC" if newest_first else "ASC"
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
+            f" ORDER BY seq {order} LIMIT ?"
+        )
+        with self._connection() as conn:
+            rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+        has_more = len(rows) > limit
+        messages = [_message(row) for row in rows[:limit]]
+        if newest_first:
+            messages.reverse()
+        return HistoryPage(messages=messages, has_more=has_more)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._connection() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the database write lock up front (no upgrade deadlocks)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def _read(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction: several SELECTs that see one consistent snapshot."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(id=row[0], password_hash=row[1], disabled=bool(row[2]), created_at=row[3])
+
+
+def _conversation(row: tuple[Any, ...], members: Sequence[str]) -> Conversation:
+    conv_id, title, owner, created_at, last_seq = row
+    return Conversation(
+        id=conv_id, members=tuple(sorted(members)), title=title, owner=owner, created_at=created_at,
+        last_seq=last_seq,
+    )
+
+
+def _members_of(conn: sqlite3.Connection, convs: list[str], *, all_convs: bool) -> dict[str, list[str]]:
+    members: dict[str, list[str]] = {}
+    if all_convs:
+        for conv, user in conn.execute("SELECT conv, user FROM members ORDER BY conv, user"):
+            members.setdefault(conv, []).append(user)
+        return members
+    for conv in convs:
+        members[conv] = [
+            r[0] for r in conn.execute("SELECT user FROM members WHERE conv = ? ORDER BY user", (conv,))
+        ]
+    return members
+
+
+def _user_exists(conn: sqlite3.Connection, user_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
+
+
+def _require_conversation(conn: sqlite3.Connection, conv_id: str) -> None:
+    if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
+        raise NotFound(f"no conversation {conv_id!r}")
+
+
+def _bump_membership(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'membership_version'")

@@ -1,0 +1,106 @@
+"""The ``chatmq`` command line: run the stack and administer it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chatmq.admin import conv, history, presence, user
+from chatmq.settings_opts import (
+    broker_address_options,
+    make_settings,
+    redis_option,
+    server_options,
+    store_options,
+)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # amqtt logs every connection at INFO; keep its chatter to warnings.
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", envvar="CHATMQ_LOG_LEVEL", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="chatmq")
+def cli(log_level: str) -> None:
+    """chatmq: a chat backend for devices that speak MQTT.
+
+    Run the whole stack with `chatmq up`, or the broker, bridge and API as separate services.
+    Admin commands (user, conv, history, presence) work on the same store while it runs.
+    """
+    _configure_logging(log_level)
+
+
+@cli.command()
+@store_options
+@server_options
+@redis_option
+def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **ports: Any) -> None:
+    """Run broker, bridge and API together until SIGINT or SIGTERM.
+
+    Uses CHATMQ_REDIS_URL when it is reachable, else starts a private redis-server in the data dir.
+    """
+    from chatmq.supervisor import Supervisor
+
+    settings = make_settings(data_dir=data_dir, store_url=store_url, **ports)
+    raise SystemExit(Supervisor(settings, redis_url=redis_url).run())
+
+
+@cli.command()
+@store_options
+@server_options
+@redis_option
+def broker(data_dir: Path | None, store_url: str | None, redis_url: str | None, **ports: Any) -> None:
+    """Run the MQTT broker (authentication, access control, routing)."""
+    from broker.server import run
+
+    run(make_settings(data_dir=data_dir, store_url=store_url, redis_url=redis_url, **ports))
+
+
+@cli.command()
+@store_options
+@redis_option
+@broker_address_options
+def bridge(**options: Any) -> None:
+    """Run the bridge: sequence, store, ack and fan out messages; track presence."""
+    from bridge.service import run
+
+    run(make_settings(**options))
+
+
+@cli.command()
+@store_options
+@redis_option
+@broker_address_options
+@click.option("--host", default=None, help="address to listen on [default 127.0.0.1]")
+@click.option("--http-port", type=int, default=None, help="HTTP port [default 8080]")
+@click.option("--workers", "api_workers", type=int, default=None, help="WSGI worker processes [default 2]")
+def api(**options: Any) -> None:
+    """Run the HTTP API (history, tokens, conversations, presence, health)."""
+    from api.server import run
+
+    run(make_settings(**options))
+
+
+cli.add_command(user)
+cli.add_command(conv)
+cli.add_command(history)
+cli.add_command(presence)
+
+
+def main() -> None:
+    cli(prog_name="chatmq")
+
+
+if __name__ == "__main__":
+    main()
