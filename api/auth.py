@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify
-from flask.typing import ResponseReturnValue
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,12 +26,10 @@ class TokenResponse(BaseModel):
 
 
 @bp.post("/token", responses={200: TokenResponse, **error_responses(400, 401, 500)})
-def issue(body: TokenRequest) -> ResponseReturnValue:
-    """Issue an API/MQTT token.
-
-    A token is not accepted as the password here: otherwise a token could renew itself forever
-    and a leaked one would never expire.
-    """
+def issue(body: TokenRequest) -> Response:
+    """Issue a bearer token (also accepted as the MQTT password); expires_at is in ms."""
+    # A token is not accepted as the password here: otherwise a token could renew itself forever
+    # and a leaked one would never expire.
     ctx = get_context()
     identity = None
     if not looks_like_token(body.password):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify
-from flask.typing import ResponseReturnValue
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +66,7 @@ class HistoryQuery(BaseModel):
 
 
 @bp.get("", responses={200: ConversationsResponse})
-def list_conversations() -> ResponseReturnValue:
+def list_conversations() -> Response:
     """The conversations the caller belongs to, ordered by id."""
     convs = get_context().store.list_conversations(member=current_user())
     return jsonify(
@@ -81,11 +80,11 @@ def list_conversations() -> ResponseReturnValue:
 
 
 @bp.get("/<conv>/messages", responses={200: MessagesResponse, **error_responses(403, 404)})
-def history(path: ConvPath, query: HistoryQuery) -> ResponseReturnValue:
+def history(path: ConvPath, query: HistoryQuery) -> Response:
     """A page of a conversation's messages in ascending seq.
 
-    No bound: the newest ``limit``. ``before``: the newest ``limit`` older than it (walk back).
-    ``after``: the oldest ``limit`` newer than it (catch up). Use one of them, not both.
+    No bound: the newest limit messages. before: the newest limit older than it (walk back).
+    after: the oldest limit newer than it (catch up). Use one of them, not both.
     """
     if query.before is not None and query.after is not None:
         raise ApiError(400, "use either before or after, not both")

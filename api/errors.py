@@ -57,18 +57,16 @@ def error_response(status: int, message: str, code: str | None = None) -> Respon
 
 def validation_error_response(exc: ValidationError) -> Response:
     """flask-openapi3's ``validation_error_callback``: a 400 in our shape, naming the field."""
-    if request.content_length and request.get_json(silent=True) is None and _expects_body(exc):
+    errors = exc.errors(include_url=False)
+    if any(not err["loc"] for err in errors):
+        # The body as a whole failed: it reaches pydantic as None when it is not parseable JSON.
+        if request.get_json(silent=True) is not None:
+            return error_response(400, "request body must be a JSON object")
+        if request.is_json and request.get_data(cache=True):
+            return error_response(400, "request body is not valid JSON")
         return error_response(400, "request body must be a JSON object (Content-Type: application/json)")
-    parts = []
-    for err in exc.errors(include_url=False)[:3]:
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return error_response(400, "; ".join(parts) or "invalid request")
-
-
-def _expects_body(exc: ValidationError) -> bool:
-    # A body that failed to parse reaches pydantic as None: one error at the model's root.
-    return any(not err["loc"] for err in exc.errors(include_url=False))
+    parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in errors[:3]]
+    return error_response(400, "; ".join(parts))
 
 
 def _handle_api_error(exc: ApiError) -> Response:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from flask import jsonify
-from flask.typing import ResponseReturnValue
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
@@ -35,7 +34,7 @@ class HealthResponse(BaseModel):
 
 
 @bp.get("/healthz", responses={200: HealthResponse, 503: HealthResponse})
-def healthz() -> ResponseReturnValue:
+def healthz() -> Response:
     """Liveness of the store, Redis, the MQTT broker and at least one bridge."""
     checks = run_checks(get_context())
     healthy = all(v == OK for v in checks.values())

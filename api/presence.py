@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 
-from flask import jsonify
-from flask.typing import ResponseReturnValue
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
@@ -39,7 +38,7 @@ class PresenceResponse(BaseModel):
 
 
 @bp.get("/<user>", responses={200: PresenceResponse})
-def get_presence(path: UserPath) -> ResponseReturnValue:
+def get_presence(path: UserPath) -> Response:
     """A user's presence: online while any of their devices is."""
     ctx = get_context()
     me = current_user()

@@ -123,7 +123,6 @@ class SQLiteStore(Store):
         with self._connection() as conn, _write(conn):
             if conn.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer chatmq (schema is too new)")
-            conn.executescript_in_txn = None  # type: ignore[attr-defined]  # (no-op marker, see below)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -327,8 +326,9 @@ class SQLiteStore(Store):
                 )
                 first_of[key] = message
                 results.append(AppendResult(message=message, duplicate=False))
-                rows.append((*key[:1], seq, message.id, item.sender, item.client_msg_id, item.body, item.ts,
-                             attachments))
+                rows.append(
+                    (item.conv, seq, message.id, item.sender, item.client_msg_id, item.body, item.ts, attachments)
+                )
             if rows:
                 conn.executemany(
                     f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows

@@ -1,0 +1,51 @@
+"""The Flask application factory.
+
+flask-openapi3 generates ``/openapi.json`` from the pydantic models the views declare, so the
+document and the validation can never drift apart. Its own doc UI is off: it would claim ``/``
+and ``/openapi/*``; the JSON document is served at exactly ``/openapi.json`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis
+from flask import Flask, Response, current_app, jsonify
+from flask_openapi3 import Info, OpenAPI
+
+from api import auth, conversations, health, presence
+from api.bearer import SECURITY_SCHEMES
+from api.context import EXTENSION, ApiContext
+from api.errors import ErrorResponse, register_error_handlers, validation_error_response
+from chatcore.config import Settings
+from chatcore.store import Store
+
+MAX_REQUEST_BYTES = 64 * 1024  # the only request body is a login
+
+
+def create_app(settings: Settings, *, store: Store | None = None, redis_client: redis.Redis | None = None) -> Flask:
+    """Build the API. ``store``/``redis_client`` are for tests and embedding; by default each
+    worker process opens its own store on first use and Redis connects lazily."""
+    app = OpenAPI(
+        __name__,
+        info=Info(title="chatmq API", version="1"),
+        security_schemes=SECURITY_SCHEMES,
+        validation_error_status=400,
+        validation_error_model=ErrorResponse,
+        validation_error_callback=validation_error_response,
+        doc_ui=False,
+    )
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = ApiContext(settings, store, redis_client)
+
+    for bp in (auth.bp, conversations.bp, presence.bp, health.bp):
+        app.register_api(bp)
+    app.add_url_rule("/openapi.json", "openapi_json", _openapi_json, methods=["GET"])
+    register_error_handlers(app)
+    return app
+
+
+def _openapi_json() -> Response:
+    """The generated OpenAPI 3 document (built once, on first request)."""
+    return jsonify(cast(OpenAPI, current_app).api_doc)

@@ -1,0 +1,230 @@
+"""The bridge's MQTT wiring: one persistent paho session, routing inbound messages to workers.
+
+The session is persistent (clean_session=False, fixed client id) so the broker queues sends while
+the bridge is down, and acks are manual so the broker only forgets a send once it is stored and
+its ack is on the wire. paho's network thread only parses and routes; store and Redis I/O happen
+on the writer and presence threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import paho.mqtt.client as mqtt
+import redis
+
+from bridge.outbox import Outbox
+from bridge.presence import DeviceEvent, PresenceTracker
+from bridge.ticker import Ticker
+from bridge.writer import Inbound, Writer
+from chatcore.auth import issue_token
+from chatcore.config import SERVICE_USER, Settings
+from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
+from chatcore.membership import MembershipView
+from chatcore.presence import Presence
+from chatcore.protocol import (
+    BRIDGE_SUBSCRIPTIONS,
+    PayloadError,
+    TopicKind,
+    ack_topic,
+    parse_send,
+    parse_topic,
+    rejected_ack,
+)
+from chatcore.store import NewMessage, Store, open_store
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "chatmq-bridge"
+KEEPALIVE_S = 30
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+MAX_INFLIGHT_OUT = 1000  # our own publishes (msgs, acks) in flight before paho queues locally
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        redis_client: redis.Redis,
+        *,
+        client_id: str = CLIENT_ID,
+        store_label: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._redis = redis_client
+        self._secret = settings.load_secret()
+        self._store_label = store_label or type(store).__name__
+        self._connected = threading.Event()
+        self._closing = False
+
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        self._client.suppress_exceptions = True
+        self._client.max_inflight_messages_set(MAX_INFLIGHT_OUT)
+        self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self._client.on_pre_connect = self._on_pre_connect
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+        self._outbox = Outbox(self._client)
+        self._membership = MembershipView(store)
+        self._writer = Writer(store, self._membership, self._outbox)
+        self._presence = PresenceTracker(
+            Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox
+        )
+        self._tickers = [
+            Ticker("membership refresh", settings.membership_refresh_s, self._membership.refresh),
+            Ticker("liveness beat", BRIDGE_ALIVE_INTERVAL_S, self._beat),
+        ]
+        self._alive_value = f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Connect in the background (retrying forever) and start the worker threads."""
+        self._tickers[0].run_once()  # know the conversations before the first send arrives
+        self._writer.start()
+        self._presence.start()
+        for ticker in self._tickers:
+            ticker.start()
+        self._client.connect_async(self._settings.broker_host, self._settings.resolved_broker_port, KEEPALIVE_S)
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish in-flight writes and acks, then disconnect; later sends wait in the broker."""
+        self._closing = True
+        self._writer.stop(timeout)
+        self._presence.stop(timeout)
+        for ticker in self._tickers:
+            ticker.stop()
+        if self._connected.is_set():
+            self._outbox.flush(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    # --- paho callbacks (network thread) -------------------------------------------------------
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        # A fresh token on every attempt, so a bridge that ran past the token TTL still reconnects.
+        token = issue_token(self._secret, SERVICE_USER, self._settings.token_ttl_s, service=True)
+        client.username_pw_set(SERVICE_USER, token.token)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the bridge: %s", reason_code)
+            return
+        client.subscribe(list(BRIDGE_SUBSCRIPTIONS))
+        self._connected.set()
+        log.info(
+            "bridge connected to broker %s:%d store=%s redis=%s",
+            self._settings.broker_host, self._settings.resolved_broker_port,
+            self._store_label, _redis_label(self._redis),
+        )  # fmt: skip
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        self._connected.clear()
+        if not self._closing:
+            log.warning("bridge lost the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._closing:
+            return  # not PUBACKed: the broker redelivers it to the next session
+        topic = parse_topic(msg.topic)
+        if topic is not None and topic.kind is TopicKind.SEND:
+            self._on_send(topic.conv or "", topic.user or "", msg)
+        elif topic is not None and topic.kind is TopicKind.DEVICE_PRESENCE and not msg.retain:
+            # A retained device presence is a replay of old state, not a live event.
+            self._presence.submit(DeviceEvent(topic.user or "", topic.device or "", msg.payload, msg.mid, msg.qos))
+        else:
+            self._outbox.ack(msg.mid, msg.qos)
+
+    def _on_send(self, conv: str, sender: str, msg: mqtt.MQTTMessage) -> None:
+        try:
+            payload = parse_send(msg.payload, self._settings.max_body_bytes)
+        except PayloadError as exc:
+            ack = rejected_ack(exc.client_msg_id or "", conv, exc.code, exc.message)
+            self._outbox.publish(ack_topic(sender), ack)
+            self._outbox.ack(msg.mid, msg.qos)
+            return
+        message = NewMessage(
+            conv=conv,
+            sender=sender,
+            client_msg_id=payload.client_msg_id,
+            body=payload.body,
+            ts=int(time.time() * 1000),
+            attachments=tuple(payload.attachments),
+        )
+        self._writer.submit(Inbound(message, msg.mid, msg.qos, redelivered=bool(msg.dup)))
+
+    # --- liveness --------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        """Tell the API we are alive, but only while we can actually do our job."""
+        if not self._connected.is_set():
+            return
+        self._store.ping()
+        self._redis.set(BRIDGE_ALIVE_KEY, self._alive_value, px=BRIDGE_ALIVE_TTL_MS)
+
+
+def _redis_label(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw:
+        return f"unix:{kw['path']}"
+    return f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log line: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def run(settings: Settings) -> None:
+    """Run the bridge until SIGINT or SIGTERM, then stop cleanly."""
+    store = open_store(settings.resolved_store_url)
+    redis_client = redis.Redis.from_url(settings.redis_url)
+    bridge = Bridge(settings, store, redis_client, store_label=redact(settings.resolved_store_url))
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("bridge stopping (%s)", signal.Signals(signum).name)
+        done.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        bridge.start()
+        while not done.wait(1.0):
+            pass
+    finally:
+        bridge.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+        redis_client.close()

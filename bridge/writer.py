@@ -1,0 +1,185 @@
+"""The writer: the one thread that appends accepted sends to the store, then fans out and acks.
+
+paho calls ``on_message`` on its network thread, which must never wait on a database; sends are
+queued here instead. Whatever has queued up is written as one batch (one transaction), so a lone
+message is written at once and a burst costs one commit. Order matters and is kept: items are
+appended in arrival order, so each conversation's ``chat/{conv}/msg`` publishes leave in seq order.
+
+Nothing is acknowledged before the append returned: if the store fails, the batch is retried with
+backoff until it succeeds (or the bridge stops, leaving the sends un-PUBACKed so the broker
+redelivers them to the next bridge session).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+from bridge.outbox import Outbox
+from chatcore.membership import MembershipView
+from chatcore.protocol import ErrorCode, ack_topic, msg_topic, received_ack, rejected_ack
+from chatcore.store.base import AppendResult, NewMessage, NotFound, Store
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A parsed send waiting for the store, with what is needed to PUBACK it afterwards."""
+
+    message: NewMessage
+    mid: int
+    qos: int
+    redelivered: bool = False  # the broker's DUP flag: an earlier bridge session may have stored it
+
+
+@dataclass(slots=True)
+class _Outcome:
+    result: AppendResult | None = None
+    rejection: tuple[ErrorCode, str] | None = None
+    broadcast_duplicate: bool = False
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        membership: MembershipView,
+        outbox: Outbox,
+        *,
+        batch_max: int = BATCH_MAX,
+        retry_min_s: float = 0.05,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._membership = membership
+        self._outbox = outbox
+        self._batch_max = batch_max
+        self._retry_min = retry_min_s
+        self._retry_max = retry_max_s
+        self._queue: queue.Queue[Inbound] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
+
+    def submit(self, item: Inbound) -> None:
+        self._queue.put(item)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write and ack everything already queued, then end the thread."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- the thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                self._write(batch)
+            elif self._stopping.is_set():
+                return
+
+    def _take(self) -> list[Inbound]:
+        try:
+            batch = [self._queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        while len(batch) < self._batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, batch: list[Inbound]) -> None:
+        outcomes: dict[int, _Outcome] = {}  # index in batch -> settled outcome
+        delay = self._retry_min
+        attempt = 0
+        while True:
+            try:
+                self._settle(batch, outcomes, retried=attempt > 0)
+                break
+            except Exception as exc:
+                attempt += 1
+                if attempt == 1:
+                    log.warning("store append failed (%s); retrying %d sends with backoff", exc, len(batch))
+                if self._stopping.wait(delay):
+                    unsettled = len(batch) - len(outcomes)
+                    log.warning("stopping with %d unstored sends; the broker will redeliver them", unsettled)
+                    self._publish(batch, outcomes)  # what did get stored is still fanned out and acked
+                    return
+                delay = min(delay * 2, self._retry_max)
+        if attempt:
+            log.info("store append recovered after %d retries", attempt)
+        self._publish(batch, outcomes)
+
+    def _settle(self, batch: list[Inbound], outcomes: dict[int, _Outcome], *, retried: bool) -> None:
+        """Decide every not-yet-settled item: rejected, or appended. Raises on store failure."""
+        todo = [i for i in range(len(batch)) if i not in outcomes]
+        refused = {i: self._refusal(batch[i].message) for i in todo}
+        if any(refused.values()) and self._membership.refresh():  # a conversation created a moment ago?
+            refused = {i: self._refusal(batch[i].message) for i in todo}
+        for i, why in refused.items():
+            if why is not None:
+                outcomes[i] = _Outcome(rejection=why)
+        todo = [i for i in todo if i not in outcomes]
+        if not todo:
+            return
+        try:
+            results = self._store.append([batch[i].message for i in todo])
+        except NotFound:  # a conversation vanished: one by one, so only its own sends are refused
+            for i in todo:
+                try:
+                    (result,) = self._store.append([batch[i].message])
+                except NotFound:
+                    outcomes[i] = _Outcome(rejection=(ErrorCode.UNKNOWN_CONVERSATION, "no such conversation"))
+                else:
+                    outcomes[i] = self._accepted(batch[i], result, retried)
+            return
+        for i, result in zip(todo, results, strict=True):
+            outcomes[i] = self._accepted(batch[i], result, retried)
+
+    @staticmethod
+    def _accepted(item: Inbound, result: AppendResult, retried: bool) -> _Outcome:
+        # After a failed attempt (or a broker redelivery) a "duplicate" may be our own earlier write
+        # whose fan-out never happened: broadcast it again; devices drop repeats by (conv, seq).
+        return _Outcome(result=result, broadcast_duplicate=retried or item.redelivered)
+
+    def _refusal(self, message: NewMessage) -> tuple[ErrorCode, str] | None:
+        if not self._membership.exists(message.conv):
+            return ErrorCode.UNKNOWN_CONVERSATION, f"no conversation {message.conv!r}"
+        if not self._membership.is_member(message.conv, message.sender):
+            return ErrorCode.NOT_MEMBER, f"{message.sender!r} is not a member of {message.conv!r}"
+        return None
+
+    def _publish(self, batch: list[Inbound], outcomes: dict[int, _Outcome]) -> None:
+        """Fan out new messages in seq order, then send acks, then PUBACK the sends."""
+        settled = sorted(outcomes)
+        broadcast: set[tuple[str, int]] = set()
+        for i in settled:
+            out = outcomes[i]
+            if out.result is None or (out.result.duplicate and not out.broadcast_duplicate):
+                continue
+            stored = out.result.message
+            if (stored.conv, stored.seq) not in broadcast:
+                broadcast.add((stored.conv, stored.seq))
+                self._outbox.publish(msg_topic(stored.conv), stored.to_payload())
+        for i in settled:
+            item, out = batch[i], outcomes[i]
+            msg = item.message
+            if out.result is not None:
+                stored = out.result.message
+                ack = received_ack(msg.client_msg_id, msg.conv, stored.seq, stored.ts)
+            else:
+                assert out.rejection is not None
+                ack = rejected_ack(msg.client_msg_id, msg.conv, *out.rejection)
+            self._outbox.publish(ack_topic(msg.sender), ack)
+        for i in settled:
+            self._outbox.ack(batch[i].mid, batch[i].qos)

@@ -1,0 +1,353 @@
+"""The production store on MongoDB: users, conversations (members array + ``last_seq`` counter),
+messages and a small ``meta`` collection, one collection per kind.
+
+Seqs: for each conversation in a batch the store reserves a contiguous range with one atomic
+``$inc`` on the conversation's ``last_seq`` and then inserts the messages (``ordered=True``, journaled
+majority write concern), so concurrent writers never share a seq and an ack means durable. Every
+message query carries ``conv``, the natural shard key; both unique indexes are prefixed by it.
+
+Known gap, stated honestly: MongoDB (without multi-document transactions, which a standalone server
+lacks) cannot make "reserve the range" and "insert the messages" one atomic step. If the process
+dies, or the insert fails, after the ``$inc`` and before the insert, those reserved seqs are never
+used and the log has a hole there. The bridge is the single writer, so this is the only way a gap
+can appear; readers walking history must tolerate it (they page by seq bounds, which does), and
+the messages in the failed batch were never acked, so senders retry and get fresh seqs.
+
+Membership changes are written before the membership version is bumped (two writes, no
+transaction), so a poller that sees the new version always reads the new memberships.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.mongo_client import MongoClient
+from pymongo.write_concern import WriteConcern
+
+from chatcore.ids import require_id
+from chatcore.store.base import (
+    AlreadyExists,
+    AppendResult,
+    Conversation,
+    HistoryPage,
+    Message,
+    NewMessage,
+    NotFound,
+    Store,
+    User,
+)
+from chatcore.store.sqlite import encode_attachments, new_message_id, now_ms
+
+DEFAULT_DATABASE = "chatmq"
+DURABLE = WriteConcern(w="majority", j=True)
+_MEMBERSHIP_VERSION = "membership_version"
+_DUPLICATE_KEY = 11000
+
+
+class MongoStore(Store):
+    def __init__(self, db: Database[Any], write_concern: WriteConcern | None = None) -> None:
+        self._db = db
+        concern = write_concern or DURABLE
+        self._users: Collection[Any] = db.get_collection("users").with_options(write_concern=concern)
+        self._convs: Collection[Any] = db.get_collection("conversations").with_options(write_concern=concern)
+        self._messages: Collection[Any] = db.get_collection("messages").with_options(write_concern=concern)
+        self._meta: Collection[Any] = db.get_collection("meta").with_options(write_concern=concern)
+        self._messages.create_index([("conv", ASCENDING), ("seq", ASCENDING)], unique=True, name="conv_seq")
+        self._messages.create_index(
+            [("conv", ASCENDING), ("sender", ASCENDING), ("client_msg_id", ASCENDING)],
+            unique=True,
+            name="conv_sender_client_msg_id",
+        )
+        self._convs.create_index([("members", ASCENDING)], name="members")
+
+    @classmethod
+    def from_url(cls, url: str) -> MongoStore:
+        """The database comes from the URL path (default "chatmq"). A write concern given in the
+        URL (``?w=...&journal=...``) wins over the journaled-majority default."""
+        client: MongoClient[Any] = MongoClient(url)
+        db = client.get_default_database(default=DEFAULT_DATABASE)
+        explicit = client.write_concern if client.write_concern.document else None
+        return cls(db, write_concern=explicit)
+
+    @classmethod
+    def mongomock(cls, name: str = DEFAULT_DATABASE) -> MongoStore:
+        """An in-process fake for tests; mongomock is a test-only dependency, hence the lazy import."""
+        import mongomock
+
+        return cls(mongomock.MongoClient().get_database(name))
+
+    # --- users ------------------------------------------------------------------------------
+    def create_user(self, user_id: str, password_hash: str) -> User:
+        require_id(user_id, "user id")
+        user = User(id=user_id, password_hash=password_hash, disabled=False, created_at=now_ms())
+        try:
+            self._users.insert_one(
+                {"_id": user.id, "password_hash": password_hash, "disabled": False, "created_at": user.created_at}
+            )
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(f"user {user_id!r} already exists") from exc
+        return user
+
+    def get_user(self, user_id: str) -> User | None:
+        doc = self._users.find_one({"_id": user_id})
+        return _user(doc) if doc else None
+
+    def list_users(self) -> list[User]:
+        return [_user(doc) for doc in self._users.find().sort("_id", ASCENDING)]
+
+    def set_password(self, user_id: str, password_hash: str) -> None:
+        self._update_user(user_id, {"password_hash": password_hash})
+
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        self._update_user(user_id, {"disabled": bool(disabled)})
+
+    def _update_user(self, user_id: str, fields: dict[str, Any]) -> None:
+        if self._users.update_one({"_id": user_id}, {"$set": fields}).matched_count == 0:
+            raise NotFound(f"no user {user_id!r}")
+
+    # --- conversations ----------------------------------------------------------------------
+    def create_conversation(
+        self, conv_id: str, members: Sequence[str], title: str | None = None, owner: str | None = None
+    ) -> Conversation:
+        require_id(conv_id, "conversation id")
+        known = {doc["_id"] for doc in self._users.find({"_id": {"$in": list(members)}}, {"_id": 1})}
+        for user in members:
+            if user not in known:
+                raise NotFound(f"no user {user!r}")
+        conv = Conversation(
+            id=conv_id, members=tuple(sorted(set(members))), title=title, owner=owner, created_at=now_ms()
+        )
+        try:
+            self._convs.insert_one(
+                {
+                    "_id": conv.id,
+                    "members": list(conv.members),
+                    "title": title,
+                    "owner": owner,
+                    "created_at": conv.created_at,
+                    "last_seq": 0,
+                }
+            )
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(f"conversation {conv_id!r} already exists") from exc
+        self._bump_membership()
+        return conv
+
+    def get_conversation(self, conv_id: str) -> Conversation | None:
+        doc = self._convs.find_one({"_id": conv_id})
+        return _conversation(doc) if doc else None
+
+    def list_conversations(self, member: str | None = None) -> list[Conversation]:
+        query = {} if member is None else {"members": member}
+        return [_conversation(doc) for doc in self._convs.find(query).sort("_id", ASCENDING)]
+
+    def add_member(self, conv_id: str, user_id: str) -> None:
+        if self._users.find_one({"_id": user_id}, {"_id": 1}) is None:
+            if self._convs.find_one({"_id": conv_id}, {"_id": 1}) is None:
+                raise NotFound(f"no conversation {conv_id!r}")
+            raise NotFound(f"no user {user_id!r}")
+        result = self._convs.update_one({"_id": conv_id}, {"$addToSet": {"members": user_id}})
+        if result.matched_count == 0:
+            raise NotFound(f"no conversation {conv_id!r}")
+        if result.modified_count:
+            self._bump_membership()
+
+    def remove_member(self, conv_id: str, user_id: str) -> None:
+        result = self._convs.update_one({"_id": conv_id}, {"$pull": {"members": user_id}})
+        if result.matched_count == 0:
+            raise NotFound(f"no conversation {conv_id!r}")
+        if result.modified_count:
+            self._bump_membership()
+
+    def memberships(self) -> dict[str, frozenset[str]]:
+        return {doc["_id"]: frozenset(doc.get("members", ())) for doc in self._convs.find({}, {"members": 1})}
+
+    def membership_version(self) -> int:
+        doc = self._meta.find_one({"_id": _MEMBERSHIP_VERSION})
+        return int(doc["value"]) if doc else 0
+
+    def _bump_membership(self) -> None:
+        self._meta.update_one({"_id": _MEMBERSHIP_VERSION}, {"$inc": {"value": 1}}, upsert=True)
+
+    # --- message log ------------------------------------------------------------------------
+    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+        if not batch:
+            return []
+        # Reject what cannot be stored before writing anything; the JSON round trip also makes the
+        # returned attachments look exactly like what history() reads back later.
+        encoded = [encode_attachments(item.attachments) for item in batch]
+        convs = list(dict.fromkeys(item.conv for item in batch))
+        found = {doc["_id"] for doc in self._convs.find({"_id": {"$in": convs}}, {"_id": 1})}
+        for conv in convs:
+            if conv not in found:
+                raise NotFound(f"no conversation {conv!r}")
+
+        stored = self._stored_originals(batch)
+        results: list[AppendResult | None] = [None] * len(batch)
+        first_of: dict[tuple[str, str, str], int] = {}  # key -> index of its first new occurrence
+        fresh: defaultdict[str, list[int]] = defaultdict(list)  # conv -> indexes needing a seq
+        for index, item in enumerate(batch):
+            key = (item.conv, item.sender, item.client_msg_id)
+            if key in stored:
+                results[index] = AppendResult(message=stored[key], duplicate=True)
+            elif key not in first_of:
+                first_of[key] = index
+                fresh[item.conv].append(index)
+
+        docs: list[dict[str, Any]] = []
+        for conv, indexes in fresh.items():
+            counter = self._convs.find_one_and_update(
+                {"_id": conv}, {"$inc": {"last_seq": len(indexes)}}, return_document=ReturnDocument.AFTER
+            )
+            first_seq = counter["last_seq"] - len(indexes) + 1
+            for offset, index in enumerate(indexes):
+                item = batch[index]
+                message = Message(
+                    conv=item.conv,
+                    seq=first_seq + offset,
+                    id=new_message_id(),
+                    sender=item.sender,
+                    client_msg_id=item.client_msg_id,
+                    body=item.body,
+                    ts=item.ts,
+                    attachments=tuple(orjson.loads(encoded[index])) if encoded[index] else (),
+                )
+                results[index] = AppendResult(message=message, duplicate=False)
+                docs.append(_message_doc(message))
+        for raced in self._insert(docs):  # another writer stored the same client id first
+            index = first_of[raced.key]
+            results[index] = AppendResult(message=raced.original, duplicate=True)
+
+        for index, item in enumerate(batch):  # later repeats inside the batch resolve to the first
+            if results[index] is None:
+                first = results[first_of[(item.conv, item.sender, item.client_msg_id)]]
+                assert first is not None
+                results[index] = AppendResult(message=first.message, duplicate=True)
+        return [result for result in results if result is not None]
+
+    def _stored_originals(self, batch: Sequence[NewMessage]) -> dict[tuple[str, str, str], Message]:
+        """Messages already stored under a batch item's client id: one query per conversation."""
+        wanted: defaultdict[str, defaultdict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for item in batch:
+            wanted[item.conv][item.sender].add(item.client_msg_id)
+        originals: dict[tuple[str, str, str], Message] = {}
+        for conv, by_sender in wanted.items():
+            query = {
+                "conv": conv,
+                "$or": [
+                    {"sender": sender, "client_msg_id": {"$in": sorted(ids)}} for sender, ids in by_sender.items()
+                ],
+            }
+            for doc in self._messages.find(query):
+                message = _message(doc)
+                originals[(message.conv, message.sender, message.client_msg_id)] = message
+        return originals
+
+    def _insert(self, docs: list[dict[str, Any]]) -> list[_Raced]:
+        """insert_many, resolving a client id that a concurrent writer stored first; such a message's
+        reserved seq stays unused (a gap) rather than being acked twice."""
+        raced: list[_Raced] = []
+        while docs:
+            try:
+                self._messages.insert_many(docs, ordered=True)
+                return raced
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or errors[0].get("code") != _DUPLICATE_KEY:
+                    raise
+                failed = docs[errors[0]["index"]]
+                key = (failed["conv"], failed["sender"], failed["client_msg_id"])
+                original = self._messages.find_one(
+                    {"conv": key[0], "sender": key[1], "client_msg_id": key[2]}
+                )
+                if original is None:  # the (conv, seq) index fired: the counter is broken, stop
+                    raise
+                raced.append(_Raced(key, _message(original)))
+                docs = docs[errors[0]["index"] + 1 :]
+        return raced
+
+    def history(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> HistoryPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        seq: dict[str, int] = {}
+        if before is not None:
+            seq["$lt"] = before
+        if after is not None:
+            seq["$gt"] = after
+        query: dict[str, Any] = {"conv": conv_id}
+        if seq:
+            query["seq"] = seq
+        newest_first = after is None
+        cursor = self._messages.find(query).sort("seq", DESCENDING if newest_first else ASCENDING).limit(limit + 1)
+        docs = list(cursor)
+        messages = [_message(doc) for doc in docs[:limit]]
+        if newest_first:
+            messages.reverse()
+        return HistoryPage(messages=messages, has_more=len(docs) > limit)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def ping(self) -> None:
+        self._db.command("ping")
+
+    def close(self) -> None:
+        self._db.client.close()
+
+
+class _Raced(NamedTuple):
+    key: tuple[str, str, str]
+    original: Message
+
+
+def _user(doc: dict[str, Any]) -> User:
+    return User(
+        id=doc["_id"],
+        password_hash=doc["password_hash"],
+        disabled=bool(doc.get("disabled", False)),
+        created_at=int(doc.get("created_at", 0)),
+    )
+
+
+def _conversation(doc: dict[str, Any]) -> Conversation:
+    return Conversation(
+        id=doc["_id"],
+        members=tuple(sorted(doc.get("members", ()))),
+        title=doc.get("title"),
+        owner=doc.get("owner"),
+        created_at=int(doc.get("created_at", 0)),
+        last_seq=int(doc.get("last_seq", 0)),
+    )
+
+
+def _message_doc(message: Message) -> dict[str, Any]:
+    return {
+        "_id": message.id,
+        "conv": message.conv,
+        "seq": message.seq,
+        "sender": message.sender,
+        "client_msg_id": message.client_msg_id,
+        "body": message.body,
+        "ts": message.ts,
+        "attachments": [dict(a) for a in message.attachments],
+    }
+
+
+def _message(doc: dict[str, Any]) -> Message:
+    return Message(
+        conv=doc["conv"],
+        seq=int(doc["seq"]),
+        id=str(doc["_id"]),
+        sender=doc["sender"],
+        client_msg_id=doc["client_msg_id"],
+        body=doc["body"],
+        ts=int(doc["ts"]),
+        attachments=tuple(doc.get("attachments") or ()),
+    )

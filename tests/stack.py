@@ -1,0 +1,165 @@
+"""Run the real stack (`chatmq up`) as a subprocess on ephemeral ports, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from chatcore.netutil import free_port
+from clients import ChatClient
+
+PASSWORD = "correct horse battery"
+
+
+class Stack:
+    def __init__(self, data_dir: Path, redis_url: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.mqtt_port, self.ws_port, self.http_port = free_port(), free_port(), free_port()
+        self.extra_env = {"CHATMQ_HEARTBEAT_INTERVAL_S": "1", **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"up-{self.http_port}.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
+        env.update(self.extra_env)
+        env["CHATMQ_DATA_DIR"] = str(self.data_dir)
+        return env
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        command = [
+            sys.executable, "-m", "chatmq.cli", "up", "--data-dir", str(self.data_dir),
+            "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
+            "--http-port", str(self.http_port), "--redis-url", self.redis_url,
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chatmq up exited with {self.process.returncode}:\n{self.log()}")
+            status, _ = self.http("GET", "/healthz")
+            if status == 200:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"stack not healthy within {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+    # --- helpers ------------------------------------------------------------------------------
+    def admin(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "chatmq.cli", *args], env=self.env(), input=stdin,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"chatmq {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def add_user(self, name: str, password: str = PASSWORD) -> None:
+        self.admin("user", "add", name, "--password-stdin", stdin=password + "\n")
+
+    def create_conv(self, conv: str, *members: str) -> None:
+        self.admin("conv", "create", "--id", conv, "--members", ",".join(members))
+
+    def client(self, user: str, password: str = PASSWORD, device: str = "phone", **kwargs: Any) -> ChatClient:
+        port = self.ws_port if kwargs.get("transport") == "websockets" else self.mqtt_port
+        return ChatClient("127.0.0.1", port, user, password, device=device, **kwargs).connect()
+
+    def http(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"null")
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, None
+
+    def token(self, user: str, password: str = PASSWORD) -> str:
+        status, body = self.http("POST", "/v1/auth/token", body={"username": user, "password": password})
+        assert status == 200, body
+        return str(body["token"])
+
+
+class RawClient:
+    """A bare paho client for what ChatClient deliberately cannot do: malformed payloads,
+    forbidden topics, abusive wills. Received messages land on ``received``."""
+
+    def __init__(self, port: int, user: str, password: str = PASSWORD, *, client_id: str = "",
+                 will: tuple[str, bytes] | None = None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.received: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connack: queue.Queue[Any] = queue.Queue()
+        self.subacks: queue.Queue[list[Any]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"raw-{user}-{port}")
+        self.client.username_pw_set(user, password)
+        if will:
+            self.client.will_set(will[0], will[1], qos=1)
+        self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
+        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.put(list(codes))
+        self.client.on_message = lambda _c, _u, m: self.received.put((m.topic, m.payload))
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        self.reason = self.connack.get(timeout=10)
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.reason.is_failure)
+
+    def subscribe(self, topic: str, qos: int = 1) -> bool:
+        """True if the broker granted the subscription."""
+        self.client.subscribe(topic, qos)
+        return not any(code.is_failure for code in self.subacks.get(timeout=10))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(10)
+
+    def expect(self, topic: str, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            got_topic, payload = self.received.get(timeout=left)
+            if got_topic == topic:
+                return payload
+        raise queue.Empty(topic)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
