@@ -79,6 +79,7 @@ class Bridge:
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
 
@@ -99,6 +100,7 @@ class Bridge:
         return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected to the broker and subscribed."""
         return self._connected.wait(timeout)
 
     def start(self) -> None:
@@ -113,6 +115,8 @@ class Bridge:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish in-flight writes and acks, then disconnect; later sends wait in the broker."""
+        if self._closing:
+            return
         self._closing = True
         self._writer.stop(timeout)
         self._presence.stop(timeout)
@@ -137,12 +141,20 @@ class Bridge:
             log.warning("broker refused the bridge: %s", reason_code)
             return
         client.subscribe(list(BRIDGE_SUBSCRIPTIONS))
-        self._connected.set()
         log.info(
             "bridge connected to broker %s:%d store=%s redis=%s",
             self._settings.broker_host, self._settings.resolved_broker_port,
             self._store_label, _redis_label(self._redis),
         )  # fmt: skip
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any
+    ) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("broker refused the bridge's subscriptions: %s", refused)
+            return
+        self._connected.set()  # connected and subscribed: sends reach us from now on
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

@@ -17,13 +17,7 @@ from tests.conftest import mongo_test_url
 BACKENDS = [
     "sqlite",
     "mongomock",
-    pytest.param(
-        "mongo",
-        marks=[
-            pytest.mark.mongo_real,
-            pytest.mark.skipif(mongo_test_url() is None, reason="CHATMQ_TEST_MONGO_URL is not set"),
-        ],
-    ),
+    *([pytest.param("mongo", marks=pytest.mark.mongo_real)] if mongo_test_url() else []),
 ]
 
 

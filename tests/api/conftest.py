@@ -1,0 +1,58 @@
+"""Fixtures for the API tests: a real SQLite store in tmp_path, the private Redis, and an app
+factory so each test can choose the settings (broker port, etc.) it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from chatcore.auth import hash_password
+from chatcore.config import Settings
+from chatcore.netutil import free_port
+from chatcore.store import Store, open_store
+from tests.api.helpers import PASSWORDS, SECRET
+
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """alice+bob share c1, alice+carol share c2; dave is disabled; erin is in no conversation."""
+    store = open_store("sqlite:///" + str(tmp_path / "chatmq.db"))
+    for user, password in PASSWORDS.items():
+        store.create_user(user, hash_password(password))
+    store.set_disabled("dave", True)
+    store.create_conversation("c1", ["alice", "bob", "dave"], title="alice & bob")
+    store.create_conversation("c2", ["alice", "carol"])
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def settings(data_dir: Path, redis_url: str) -> Settings:
+    # Nothing listens on a fresh free port: the broker check fails unless a test opens it.
+    return Settings(data_dir=data_dir, secret_key=SECRET, redis_url=redis_url, broker_port=free_port())
+
+
+@pytest.fixture
+def make_app(settings: Settings, store: Store, redis_client: redis.Redis) -> Callable[..., Flask]:
+    def make(**overrides: Any) -> Flask:
+        return create_app(settings.model_copy(update=overrides), store=store, redis_client=redis_client)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
