@@ -141,11 +141,6 @@ class Bridge:
             log.warning("broker refused the bridge: %s", reason_code)
             return
         client.subscribe(list(BRIDGE_SUBSCRIPTIONS))
-        log.info(
-            "bridge connected to broker %s:%d store=%s redis=%s",
-            self._settings.broker_host, self._settings.resolved_broker_port,
-            self._store_label, _redis_label(self._redis),
-        )  # fmt: skip
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any
@@ -155,6 +150,11 @@ class Bridge:
             log.error("broker refused the bridge's subscriptions: %s", refused)
             return
         self._connected.set()  # connected and subscribed: sends reach us from now on
+        log.info(
+            "bridge connected to broker %s:%d store=%s redis=%s",
+            self._settings.broker_host, self._settings.resolved_broker_port,
+            self._store_label, _redis_label(self._redis),
+        )  # fmt: skip
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

@@ -7,9 +7,31 @@ need to know which one they talk to. All methods are blocking; callers in an eve
 from __future__ import annotations
 
 import abc
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def encode_attachments(attachments: Sequence[Any]) -> str | None:
+    """JSON text, or None for none; raises ValueError before anything is written."""
+    if not attachments:
+        return None
+    try:
+        return orjson.dumps([dict(a) for a in attachments]).decode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"attachments are not JSON-serializable: {exc}") from exc
 
 
 class StoreError(Exception):

@@ -42,8 +42,10 @@ from chatcore.store.base import (
     NotFound,
     Store,
     User,
+    encode_attachments,
+    new_message_id,
+    now_ms,
 )
-from chatcore.store.sqlite import encode_attachments, new_message_id, now_ms
 
 DEFAULT_DATABASE = "chatmq"
 DURABLE = WriteConcern(w="majority", j=True)
@@ -74,7 +76,11 @@ class MongoStore(Store):
         client: MongoClient[Any] = MongoClient(url)
         db = client.get_default_database(default=DEFAULT_DATABASE)
         explicit = client.write_concern if client.write_concern.document else None
-        return cls(db, write_concern=explicit)
+        try:
+            return cls(db, write_concern=explicit)
+        except BaseException:  # unreachable server or bad credentials: do not leak the client's threads
+            client.close()
+            raise
 
     @classmethod
     def mongomock(cls, name: str = DEFAULT_DATABASE) -> MongoStore:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +31,9 @@ from chatcore.store.base import (
     NotFound,
     Store,
     User,
+    encode_attachments,
+    new_message_id,
+    now_ms,
 )
 
 SCHEMA_VERSION = 1
@@ -79,24 +80,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('membership_version', 0);
 """
 
 _MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
-
-def encode_attachments(attachments: Sequence[Any]) -> str | None:
-    """JSON text, or None for none; raises ValueError before anything is written."""
-    if not attachments:
-        return None
-    try:
-        return orjson.dumps([dict(a) for a in attachments]).decode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"attachments are not JSON-serializable: {exc}") from exc
 
 
 def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:

@@ -21,12 +21,18 @@ from tests.api.helpers import PASSWORDS, SECRET
 
 
 
+@pytest.fixture(scope="session")
+def password_hashes() -> dict[str, str]:
+    """argon2 is slow on purpose: hash each test password once per session."""
+    return {user: hash_password(password) for user, password in PASSWORDS.items()}
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """alice+bob share c1, alice+carol share c2; dave is disabled; erin is in no conversation."""
+def store(tmp_path: Path, password_hashes: dict[str, str]) -> Iterator[Store]:
+    """alice+bob+dave share c1, alice+carol share c2; dave is disabled; erin is in no conversation."""
     store = open_store("sqlite:///" + str(tmp_path / "chatmq.db"))
-    for user, password in PASSWORDS.items():
-        store.create_user(user, hash_password(password))
+    for user, password_hash in password_hashes.items():
+        store.create_user(user, password_hash)
     store.set_disabled("dave", True)
     store.create_conversation("c1", ["alice", "bob", "dave"], title="alice & bob")
     store.create_conversation("c2", ["alice", "carol"])

@@ -6,7 +6,7 @@ from typing import Any
 
 from chatcore.auth import issue_token
 
-SECRET = "api-test-secret"
+SECRET = "api-test-secret-of-at-least-32-bytes-long"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw", "erin": "erin-pw"}
 
 

@@ -70,7 +70,7 @@ def test_token_ttl_follows_settings(make_app, store: Store) -> None:  # type: ig
         {"Authorization": "Bearer"},
         {"Authorization": "Basic YWxpY2U6YWxpY2UtcHc="},
         {"Authorization": "Bearer not-a-token"},
-        bearer("alice", secret="some-other-secret"),
+        bearer("alice", secret="some-other-secret-also-32-bytes-or-longer"),
         bearer("alice", ttl_s=-5),
         bearer("dave"),
         bearer("ghost"),

@@ -42,7 +42,7 @@ def settings(data_dir: Path, mosquitto: LocalMosquitto, redis_url: str) -> Setti
         broker_host=mosquitto.host,
         broker_port=mosquitto.port,
         redis_url=redis_url,
-        secret_key="bridge-test-secret",
+        secret_key="bridge-test-secret-0123456789abcdef-xyz",
         membership_refresh_s=0.1,
     )
 

@@ -1,0 +1,157 @@
+"""What only the embedded store has to prove: durability across reopen and correct seqs when
+several threads and processes write the same file at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from chatcore.store import open_store
+from chatcore.store.base import AppendResult
+from chatcore.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.store.helpers import msg, seed
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_settings_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "chatmq.db"  # parent directories are created
+    store = SQLiteStore(str(path))
+    with store._connection() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: an ack means durable
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.close()
+    SQLiteStore(str(path)).close()  # opening an existing file is idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        store.get_user("alice")
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        SQLiteStore(str(path))
+
+
+def test_data_survives_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chatmq.db'}"
+    store = open_store(url)
+    seed(store)
+    store.add_member("general", "carol")
+    version = store.membership_version()
+    written = store.append([msg("general", "alice", "c1", body="persist ✓", attachments=({"k": "v"},))])
+    store.close()
+
+    reopened = open_store(url)
+    assert isinstance(reopened, SQLiteStore)
+    assert [u.id for u in reopened.list_users()] == ["alice", "bob", "carol"]
+    assert reopened.get_conversation("general").members == ("alice", "bob", "carol")  # type: ignore[union-attr]
+    assert reopened.membership_version() == version
+    assert reopened.history("general").messages == [written[0].message]
+    again = reopened.append([msg("general", "alice", "c1"), msg("general", "alice", "c2")])
+    assert [(r.message.seq, r.duplicate) for r in again] == [(1, True), (2, False)]
+    reopened.close()
+
+
+def test_large_batch_is_one_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "chatmq.db"))
+    seed(store, convs=("a", "b"))
+    batch = [msg("a" if i % 3 else "b", "alice", f"c{i}") for i in range(500)]
+    results = store.append(batch)
+    assert [r.message.seq for r in results if r.message.conv == "b"] == list(range(1, 168))
+    assert store.get_conversation("a").last_seq == 333  # type: ignore[union-attr]
+    store.close()
+
+
+def _check_log(path: Path, results: list[AppendResult], unique_ids: int) -> None:
+    store = SQLiteStore(str(path))
+    history = store.history("general", limit=10_000).messages
+    store.close()
+    assert [m.seq for m in history] == list(range(1, unique_ids + 1))  # gapless, each seq once
+    assert len({(m.sender, m.client_msg_id) for m in history}) == unique_ids
+    by_key = {(m.sender, m.client_msg_id): m for m in history}
+    for result in results:  # every writer was told the stored truth, duplicate or not
+        assert by_key[(result.message.sender, result.message.client_msg_id)] == result.message
+    assert sum(not r.duplicate for r in results) == unique_ids
+
+
+def test_threads_on_two_instances_get_gapless_seqs(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    stores = [SQLiteStore(str(path)), SQLiteStore(str(path))]
+    seed(stores[0])
+    results: list[AppendResult] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def writer(index: int) -> None:
+        store = stores[index % 2]
+        sender = ("alice", "bob", "carol")[index // 2]  # each sender writes through both instances
+        try:
+            start.wait()
+            for batch_no in range(20):
+                # half the client ids are shared by two writers of the same sender: a race to store them
+                batch = [msg("general", sender, f"shared-{batch_no}-{i}") for i in range(3)]
+                batch += [msg("general", sender, f"own{index}-{batch_no}-{i}") for i in range(3)]
+                got = store.append(batch)
+                with lock:
+                    results.extend(got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=50)
+    assert not errors, errors
+    for store in stores:
+        store.close()
+    keys = {(r.message.sender, r.message.client_msg_id) for r in results}
+    _check_log(path, results, unique_ids=len(keys))
+
+
+def _process_writer(path: str, index: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    store = SQLiteStore(path)
+    results: list[AppendResult] = []
+    for batch_no in range(15):
+        batch = [msg("general", "alice", f"shared-{batch_no}-{i}") for i in range(2)]
+        batch += [msg("general", "alice", f"p{index}-{batch_no}-{i}") for i in range(3)]
+        results.extend(store.append(batch))
+    store.close()
+    queue.put([(r.message.sender, r.message.client_msg_id, r.message.seq, r.message.id, r.duplicate)
+               for r in results])
+
+
+def test_processes_get_gapless_seqs(tmp_path: Path) -> None:
+    path = tmp_path / "chatmq.db"
+    store = SQLiteStore(str(path))
+    seed(store)
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = [context.Process(target=_process_writer, args=(str(path), i, queue)) for i in range(3)]
+    for process in processes:
+        process.start()
+    reports = [queue.get(timeout=50) for _ in processes]
+    for process in processes:
+        process.join(timeout=10)
+        assert process.exitcode == 0
+    rows = [row for report in reports for row in report]
+    check = SQLiteStore(str(path))
+    history = check.history("general", limit=10_000).messages
+    check.close()
+    assert [m.seq for m in history] == list(range(1, 15 * 2 + 3 * 15 * 3 + 1))
+    by_key = {(m.sender, m.client_msg_id): m for m in history}
+    for sender, client_msg_id, seq, msg_id, _duplicate in rows:
+        assert (by_key[(sender, client_msg_id)].seq, by_key[(sender, client_msg_id)].id) == (seq, msg_id)
+    assert sum(not row[4] for row in rows) == len(history)
