@@ -72,7 +72,7 @@ class Bridge:
             client_id=client_id,
             clean_session=False,
             protocol=mqtt.MQTTv311,
-            manual_ack=True,
+            manual_ack=False,
         )
         self._client.suppress_exceptions = True
         self._client.max_inflight_messages_set(MAX_INFLIGHT_OUT)

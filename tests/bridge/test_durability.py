@@ -119,3 +119,25 @@ def test_liveness_key_is_set_while_connected(bridge: Bridge, redis_client: redis
     redis_client.pexpire(BRIDGE_ALIVE_KEY, 1)  # age it out at once rather than sleeping 5 s
     time.sleep(1.5)  # more than one beat interval: a stopped bridge must not beat again
     assert redis_client.get(BRIDGE_ALIVE_KEY) is None
+
+
+def test_sends_not_stored_when_the_bridge_stops_are_redelivered_to_the_next_one(
+    start_bridge: Callable[..., Bridge], store: Store, device: Callable[..., Device]
+) -> None:
+    """Manual PUBACKs: the broker keeps what the bridge received but could not store."""
+    flaky = FlakyStore(store)
+    flaky.failing.set()
+    first = start_bridge(store=flaky)
+    watcher = device("watcher", ["chat/c1/msg"])
+    alice = device("alice", ["user/alice/ack"])
+    for i in range(3):
+        send(alice, "c1", "alice", f"m{i}")
+    flaky.wait_failures(2)
+    first.stop()  # gives up on the unstored batch without acking it
+    assert alice.on("user/alice/ack") == []
+
+    start_bridge()  # healthy store; same client id, so the same broker session
+    acks = alice.wait_count("user/alice/ack", 3)
+    assert sorted((a["client_msg_id"], a["seq"]) for a in acks) == [("m0", 1), ("m1", 2), ("m2", 3)]
+    assert [m["seq"] for m in watcher.wait_count("chat/c1/msg", 3)] == [1, 2, 3]
+    assert len(store.history("c1").messages) == 3

@@ -55,6 +55,8 @@ class Mqtt:
 
     # paho callbacks run on its network thread
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            client.disconnect()  # else paho's network thread keeps retrying the login
         self._connacks.put(rc)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
@@ -64,8 +66,7 @@ class Mqtt:
         self.messages.put(Received(msg.topic, msg.payload))
 
     def connect(self, timeout: float = 5.0) -> int:
-        """Connect and return the CONNACK reason code value (0 = accepted). A refused client is
-        stopped at once so paho does not keep retrying the login."""
+        """Connect and return the CONNACK reason code value (0 = accepted)."""
         self.client.connect(self.host, self.port, keepalive=60)
         self.client.loop_start()
         rc = self._connacks.get(timeout=timeout)

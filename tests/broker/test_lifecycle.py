@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,7 @@ def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path) -> Non
     )
     loop = asyncio.new_event_loop()
     ready = threading.Event()
+    stopping = asyncio.Event()
     outcome: list[BaseException | None] = []
 
     async def main() -> None:
@@ -92,7 +94,6 @@ def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path) -> Non
         except BaseException as exc:  # reported to the test thread
             outcome.append(exc)
 
-    stopping = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
     thread.start()
     try:
@@ -106,7 +107,5 @@ def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path) -> Non
         loop.close()
     assert outcome == [None]
     # the port is free again: the listeners were closed
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", settings.mqtt_port))

@@ -1,0 +1,73 @@
+"""GET /healthz: 200 only when store, Redis, broker and a bridge are all alive; 503 says why."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from flask import Flask
+
+from chatcore.liveness import BRIDGE_ALIVE_KEY
+from chatcore.netutil import free_port
+from chatcore.store import Store
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A TCP port that accepts connections (the kernel completes the handshake without accept())."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield int(sock.getsockname()[1])
+
+
+def test_healthy_when_everything_answers(
+    make_app: Callable[..., Flask], listening_port: int, redis_client: redis.Redis
+) -> None:
+    redis_client.set(BRIDGE_ALIVE_KEY, "1", px=60_000)
+    response = make_app(broker_port=listening_port).test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ok",
+        "checks": {"store": "ok", "redis": "ok", "broker": "ok", "bridge": "ok"},
+    }
+
+
+def test_503_names_closed_broker_and_missing_bridge(make_app: Callable[..., Flask]) -> None:
+    port = free_port()
+    response = make_app(broker_port=port).test_client().get("/healthz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "unavailable"
+    checks = body["checks"]
+    assert checks["store"] == "ok" and checks["redis"] == "ok"
+    assert checks["broker"].startswith("unreachable") and f"127.0.0.1:{port}" in checks["broker"]
+    assert checks["bridge"].startswith("down") and BRIDGE_ALIVE_KEY in checks["bridge"]
+
+
+def test_503_when_only_the_bridge_is_missing(make_app: Callable[..., Flask], listening_port: int) -> None:
+    response = make_app(broker_port=listening_port).test_client().get("/healthz")
+    assert response.status_code == 503
+    checks = response.get_json()["checks"]
+    assert checks["broker"] == "ok" and checks["bridge"] != "ok"
+
+
+def test_503_when_redis_and_store_are_down(
+    settings, store: Store, listening_port: int  # type: ignore[no-untyped-def]
+) -> None:
+    from api import create_app
+
+    dead_redis = redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
+    store.close()
+    app = create_app(settings.model_copy(update={"broker_port": listening_port}), store=store, redis_client=dead_redis)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    checks = response.get_json()["checks"]
+    assert checks["store"].startswith("unreachable")
+    assert checks["redis"].startswith("unreachable")
+    assert checks["bridge"].startswith("unknown")
+    assert checks["broker"] == "ok"

@@ -1,0 +1,225 @@
+"""docs/protocol.md against the code it describes, so the two cannot drift apart silently.
+
+Device developers build from the document, the server from chatcore.protocol and chatcore.access:
+every topic, QoS, error code, limit and setting the document names is checked against the code,
+its JSON examples are run through the real parsers and builders, and its access examples through
+authorize().
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.errors import CODES
+from chatcore import protocol
+from chatcore.access import Action, Identity, Membership, authorize
+from chatcore.config import SERVICE_USER, Settings
+from chatcore.ids import ID_PATTERN
+from chatcore.store.base import Message
+
+pytestmark = pytest.mark.timeout(30)
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+# Each topic builder, called with placeholders, and the QoS the contract gives its topic.
+TOPICS: dict[str, int] = {
+    protocol.send_topic("{conv}", "{user}"): protocol.QOS_SEND,
+    protocol.msg_topic("{conv}"): protocol.QOS_MSG,
+    protocol.ack_topic("{user}"): protocol.QOS_ACK,
+    protocol.typing_topic("{conv}", "{user}"): protocol.QOS_TYPING,
+    protocol.device_presence_topic("{user}", "{device}"): protocol.QOS_PRESENCE,
+    protocol.presence_topic("{user}"): protocol.QOS_PRESENCE,
+}
+
+
+@pytest.fixture(scope="module")
+def doc() -> str:
+    return DOC.read_text(encoding="utf-8")
+
+
+def _section(doc: str, heading: str) -> str:
+    """The text under a heading line (any level) up to the next heading of the same or higher level."""
+    match = re.search(rf"^(#+) {re.escape(heading)}\s*$", doc, re.M)
+    assert match, f"docs/protocol.md has no heading {heading!r}"
+    level = len(match[1])
+    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(doc, match.end())
+    return doc[match.end() : end.start() if end else len(doc)]
+
+
+def _table(text: str) -> list[list[str]]:
+    """The body rows of the first markdown table in text, cells stripped."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if all(re.fullmatch(r":?-+:?", c) for c in cells):
+            continue
+        rows.append(cells)
+    return rows[1:]  # drop the header
+
+
+def _json_blocks(text: str) -> list[dict[str, Any]]:
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", text, re.S)]
+
+
+def _code(value: str) -> str:
+    return f"`{value}`"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Topics
+
+
+def test_every_topic_is_documented_with_its_qos(doc: str) -> None:
+    rows = _table(_section(doc, "Topics"))
+    documented = {row[0].strip("`"): row for row in rows}
+    assert set(documented) == set(TOPICS), "the topics table must list exactly chatcore.protocol's topics"
+    for topic, qos in TOPICS.items():
+        assert _code(topic) in doc
+        assert documented[topic][3] == str(qos), f"{topic}: QoS in the doc is not {qos}"
+    retained = {topic for topic, row in documented.items() if row[4] == "yes"}
+    assert retained == {protocol.presence_topic("{user}")}
+
+
+def test_bridge_subscriptions_are_documented(doc: str) -> None:
+    for topic_filter, _qos in protocol.BRIDGE_SUBSCRIPTIONS:
+        assert _code(topic_filter) in doc, f"bridge subscription {topic_filter} is not documented"
+    assert _code(SERVICE_USER) in doc
+
+
+def test_namespaces_are_documented(doc: str) -> None:
+    access = _section(doc, "Access rules")
+    for namespace in protocol.NAMESPACES:
+        assert _code(f"{namespace}/") in access
+
+
+# ---------------------------------------------------------------------------------------------
+# Payload examples, run through the real parsers and builders
+
+
+def test_send_example_is_a_valid_send(doc: str) -> None:
+    (example,) = _json_blocks(_section(doc, "`chat/{conv}/send/{user}`: send a message"))
+    payload = protocol.parse_send(protocol.encode(example))
+    assert payload.attachments, "the example should show an attachment"
+
+
+def test_msg_example_has_the_stored_message_shape(doc: str) -> None:
+    (example,) = _json_blocks(_section(doc, "`chat/{conv}/msg`: a stored message"))
+    fields = {k: v for k, v in example.items() if k != "attachments"}
+    stored = Message(**fields, attachments=tuple(example["attachments"]))
+    assert stored.to_payload() == example
+
+
+def test_ack_examples_match_the_builders(doc: str) -> None:
+    received, rejected = _json_blocks(_section(doc, "`user/{user}/ack`: the result of a send"))
+    built = protocol.received_ack(received["client_msg_id"], received["conv"], received["seq"], received["ts"])
+    assert received == built
+    code = protocol.ErrorCode(rejected["error"]["code"])
+    built = protocol.rejected_ack(rejected["client_msg_id"], rejected["conv"], code, rejected["error"]["message"])
+    assert rejected == built
+
+
+def test_typing_and_presence_examples_parse(doc: str) -> None:
+    for heading, parse in (
+        ("`chat/{conv}/typing/{user}`: typing indicator", protocol.parse_typing),
+        ("`presence/{user}/{device}`: device presence", protocol.parse_device_presence),
+    ):
+        (example,) = _json_blocks(_section(doc, heading))
+        parse(protocol.encode(example))
+    (example,) = _json_blocks(_section(doc, "`presence/{user}`: user presence (retained)"))
+    assert example == protocol.user_presence(example["user"], example["status"] == "online", example["last_seen"])
+
+
+def test_every_json_example_parses(doc: str) -> None:
+    assert len(_json_blocks(doc)) >= 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors, limits, settings
+
+
+def test_every_error_code_is_explained(doc: str) -> None:
+    rows = _table(_section(doc, "Sending: acks, idempotence, errors"))
+    explained = {row[0].strip("`") for row in rows}
+    assert explained == {code.value for code in protocol.ErrorCode}
+
+
+def test_http_error_codes_are_documented(doc: str) -> None:
+    api = _section(doc, "HTTP API v1")
+    for code in [*CODES.values(), "invalid_credentials"]:
+        assert _code(code) in api, f"HTTP error code {code} is not documented"
+    assert '{"error": {"code":' in api
+
+
+def test_limits_match_the_code(doc: str) -> None:
+    limits = {row[0]: row[1] for row in _table(_section(doc, "Limits"))}
+    assert str(protocol.DEFAULT_MAX_BODY_BYTES) in limits["`body`"]
+    assert limits["`client_msg_id`"] == f"1 to {protocol.MAX_CLIENT_MSG_ID_CHARS} characters"
+    assert limits["`attachments`"] == f"at most {protocol.MAX_ATTACHMENTS} objects"
+    conn = protocol.DevicePresencePayload.model_fields["conn"].metadata
+    assert limits["`conn`"] == f"1 to {next(m.max_length for m in conn if hasattr(m, 'max_length'))} characters"
+    assert limits["user, conversation, device ids"] == _code(ID_PATTERN)
+
+
+def test_presence_timing_matches_the_settings(doc: str) -> None:
+    presence = _section(doc, "Presence")
+    defaults = Settings.model_fields
+    interval = defaults["heartbeat_interval_s"].default
+    factor = defaults["presence_ttl_factor"].default
+    assert f"every heartbeat interval ({_number(interval)} s by default" in presence
+    assert f"heartbeat interval \N{MULTIPLICATION SIGN} {_number(factor)}" in presence
+    assert f"({_number(interval * factor)} s by default" in presence
+
+
+def test_documented_settings_exist(doc: str) -> None:
+    prefix = str(Settings.model_config.get("env_prefix", "")).upper()
+    named = set(re.findall(rf"`({prefix}[A-Z0-9_]+)`", doc))
+    assert named, "the doc should name the settings a deployment can change"
+    for variable in named:
+        assert variable.removeprefix(prefix).lower() in Settings.model_fields, f"{variable} is not a setting"
+
+
+# ---------------------------------------------------------------------------------------------
+# Access examples, run through authorize()
+
+
+class _Memberships(Membership):
+    def __init__(self, convs: dict[str, set[str]]) -> None:
+        self._convs = convs
+
+    def is_member(self, conv: str, user: str) -> bool:
+        return user in self._convs.get(conv, set())
+
+    def shares_conversation(self, user: str, other: str) -> bool:
+        return any(user in members and other in members for members in self._convs.values())
+
+
+def _access_examples(doc: str) -> list[list[str]]:
+    match = re.search(r"<!-- access-examples:begin -->(.*?)<!-- access-examples:end -->", doc, re.S)
+    assert match, "the access examples table is missing its markers"
+    return _table(match[1])
+
+
+def test_access_examples_are_what_authorize_decides(doc: str) -> None:
+    membership = _Memberships({"team": {"alice", "bob"}, "other": {"carol"}})
+    rows = _access_examples(doc)
+    assert len(rows) >= 20
+    seen_actions = set()
+    for user, action, topic, allowed in rows:
+        verdict = authorize(Identity(user), Action(action), topic.strip("`"), membership)
+        assert verdict == (allowed == "yes"), f"{user} {action} {topic}: doc says {allowed}, code says {verdict}"
+        seen_actions.add(Action(action))
+    assert seen_actions == set(Action)
