@@ -11,6 +11,8 @@ import threading
 
 import redis
 from flask import Flask, current_app
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
@@ -24,8 +26,13 @@ class ApiContext:
     def __init__(self, settings: Settings, store: Store | None, redis_client: redis.Redis | None) -> None:
         self.settings = settings
         self.secret = settings.load_secret()
+        # Few, quick retries: redis-py's default (10, backing off to seconds) would make a request,
+        # and /healthz, hang for ~5 s while Redis is down instead of answering.
         self.redis: redis.Redis = redis_client or redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=0.5, socket_timeout=2.0
+            settings.redis_url,
+            socket_connect_timeout=0.5,
+            socket_timeout=2.0,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
         )
         self.presence = Presence(self.redis, int(settings.presence_ttl_s * 1000))
         self._given_store = store

@@ -72,9 +72,10 @@ class Bridge:
             client_id=client_id,
             clean_session=False,
             protocol=mqtt.MQTTv311,
-            manual_ack=False,
+            manual_ack=True,
         )
         self._client.suppress_exceptions = True
+        self._client.enable_logger(logging.getLogger("bridge.paho"))
         self._client.max_inflight_messages_set(MAX_INFLIGHT_OUT)
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._client.on_pre_connect = self._on_pre_connect
@@ -166,6 +167,13 @@ class Bridge:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._closing:
             return  # not PUBACKed: the broker redelivers it to the next session
+        try:
+            self._route(msg)
+        except Exception:  # paho would swallow it silently; say what happened and free the slot
+            log.exception("could not handle a message on %s; dropped", msg.topic)
+            self._outbox.ack(msg.mid, msg.qos)
+
+    def _route(self, msg: mqtt.MQTTMessage) -> None:
         topic = parse_topic(msg.topic)
         if topic is not None and topic.kind is TopicKind.SEND:
             self._on_send(topic.conv or "", topic.user or "", msg)

@@ -20,7 +20,6 @@ from chatcore.store import Store, open_store
 from tests.api.helpers import PASSWORDS, SECRET
 
 
-
 @pytest.fixture(scope="session")
 def password_hashes() -> dict[str, str]:
     """argon2 is slow on purpose: hash each test password once per session."""

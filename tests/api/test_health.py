@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chatcore.liveness import BRIDGE_ALIVE_KEY
 from chatcore.netutil import free_port
@@ -61,7 +63,7 @@ def test_503_when_redis_and_store_are_down(
 ) -> None:
     from api import create_app
 
-    dead_redis = redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
+    dead_redis = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     store.close()
     app = create_app(settings.model_copy(update={"broker_port": listening_port}), store=store, redis_client=dead_redis)
     response = app.test_client().get("/healthz")

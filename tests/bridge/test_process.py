@@ -64,3 +64,10 @@ def test_module_entry_point_serves_and_stops_on_signal(
             proc.kill()
             proc.wait()
     assert [m.body for m in store.history("c1").messages] == ["via process"]
+
+
+def test_log_lines_never_show_a_store_password() -> None:
+    from bridge.service import redact
+
+    assert redact("mongodb://chat:s3cret@db:27017/chatmq") == "mongodb://chat:***@db:27017/chatmq"
+    assert redact("sqlite:////var/lib/chatmq.db") == "sqlite:////var/lib/chatmq.db"

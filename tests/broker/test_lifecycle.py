@@ -106,6 +106,7 @@ def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path) -> Non
         thread.join(15)
         loop.close()
     assert outcome == [None]
-    # the port is free again: the listeners were closed
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", settings.mqtt_port))
+    # the listeners are closed
+    for port in (settings.mqtt_port, settings.ws_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -1,0 +1,91 @@
+"""``python -m api`` under gunicorn, over real HTTP, then SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from chatcore.auth import hash_password
+from chatcore.liveness import BRIDGE_ALIVE_KEY
+from chatcore.netutil import free_port, wait_for_port
+from chatcore.store import open_store
+from tests.api.helpers import SECRET
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_server_serves_and_stops_on_sigterm(data_dir: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    store = open_store("sqlite:///" + str(data_dir / "chatmq.db"))
+    store.create_user("alice", hash_password("pw"))
+    store.create_conversation("c1", ["alice"], title="notes")
+    store.close()
+    redis_client.set(BRIDGE_ALIVE_KEY, "1", px=60_000)
+
+    broker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    broker.bind(("127.0.0.1", 0))
+    broker.listen(8)
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHATMQ_DATA_DIR": str(data_dir),
+        "CHATMQ_HTTP_PORT": str(port),
+        "CHATMQ_HOST": "127.0.0.1",
+        "CHATMQ_REDIS_URL": redis_url,
+        "CHATMQ_BROKER_PORT": str(broker.getsockname()[1]),
+        "CHATMQ_SECRET_KEY": SECRET,
+        "CHATMQ_API_WORKERS": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, timeout=20), "api did not start listening"
+        base = f"http://127.0.0.1:{port}"
+        status, health = http("GET", f"{base}/healthz")
+        assert (status, health["status"]) == (200, "ok"), health
+
+        # The whole chain in the workers: lazy per-process SQLite store, argon2, token, bearer check.
+        status, issued = http("POST", f"{base}/v1/auth/token", {"username": "alice", "password": "pw"})
+        assert status == 200, issued
+        status, convs = http("GET", f"{base}/v1/conversations", token=issued["token"])
+        assert status == 200 and [c["id"] for c in convs["conversations"]] == ["c1"]
+        status, missing = http("GET", f"{base}/nope")
+        assert status == 404 and missing["error"]["code"] == "not_found"
+
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        broker.close()
+    assert proc.returncode == 0, output
+    assert f"api listening on http://127.0.0.1:{port}" in output
+    assert "Traceback" not in output, output
+    assert not wait_for_port("127.0.0.1", port, timeout=0.2)
