@@ -17,6 +17,7 @@ def main() -> None:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("amqtt").setLevel(logging.WARNING)  # one line per connection otherwise
         logging.getLogger("transitions").setLevel(logging.WARNING)
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     run(settings)
 
 

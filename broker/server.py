@@ -55,9 +55,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         await asyncio.to_thread(store.close)
 
 
-async def _run_until_stopped(
-    loop: asyncio.AbstractEventLoop, settings: Settings, ready: asyncio.Event | None
-) -> None:
+async def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings, ready: asyncio.Event | None) -> None:
     stop = asyncio.Event()
     handled = threading.current_thread() is threading.main_thread()
     if handled:  # signal handlers can only be installed from the main thread

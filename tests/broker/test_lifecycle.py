@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,13 @@ def test_listening_line(broker: BrokerProcess) -> None:
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> BrokerProcess:
+def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     url = "sqlite:///" + str(tmp_path / "own.db")
     store = open_store(url)
     seed(store)
     store.close()
     started = start_broker(tmp_path, url)
-    yield started  # type: ignore[misc]
+    yield started
     if started.proc.poll() is None:
         started.proc.kill()
         started.proc.wait()
@@ -72,9 +73,7 @@ def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path) -> Non
     store = open_store(url)
     seed(store)
     store.close()
-    settings = Settings(
-        data_dir=tmp_path, store_url=url, secret_key=SECRET, mqtt_port=free_port(), ws_port=free_port()
-    )
+    settings = Settings(data_dir=tmp_path, store_url=url, secret_key=SECRET, mqtt_port=free_port(), ws_port=free_port())
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stopping = asyncio.Event()

@@ -9,7 +9,7 @@ import pytest
 
 from chatcore.store import Store
 from tests.broker.conftest import Clients
-from tests.broker.mqtt import SUBACK_FAILURE
+from tests.broker.mqtt import SUBACK_FAILURE, Mqtt
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,9 +23,9 @@ def new_conv(store: Store, *members: str) -> str:
     return conv
 
 
-def seconds_until_granted(client: object, topic: str, limit: float = 3.0) -> float:
+def seconds_until_granted(client: Mqtt, topic: str, limit: float = 3.0) -> float:
     start = time.monotonic()
-    while client.subscribe(topic) == SUBACK_FAILURE:  # type: ignore[attr-defined]
+    while client.subscribe(topic) == SUBACK_FAILURE:
         assert time.monotonic() - start < limit, f"{topic} never granted"
         time.sleep(0.02)
     return time.monotonic() - start
