@@ -15,7 +15,7 @@ import threading
 from amqtt.broker import Broker
 
 from broker.config import build_config
-from broker.services import BrokerServices, keep_membership_fresh
+from broker.services import BrokerServices, MembershipRefresher, keep_membership_fresh
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.membership import MembershipView
@@ -37,8 +37,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         secret = await asyncio.to_thread(settings.load_secret)
         view = MembershipView(store)
         await asyncio.to_thread(view.refresh)  # access checks must not start from an empty view
-        services = BrokerServices(authenticator=Authenticator(store, secret), membership=view)
-        refresher = asyncio.create_task(keep_membership_fresh(view, settings.membership_refresh_s))
+        services = BrokerServices(Authenticator(store, secret), view, MembershipRefresher(view))
+        refresher = asyncio.create_task(keep_membership_fresh(services.refresher, settings.membership_refresh_s))
         try:
             broker = Broker(build_config(settings, services), loop=loop)
             await broker.start()

@@ -22,10 +22,38 @@ log = logging.getLogger(__name__)
 IDENTITY_KEY = "chatmq.identity"
 
 
+class MembershipRefresher:
+    """Refreshes a MembershipView from the event loop; concurrent callers share one refresh."""
+
+    def __init__(self, view: MembershipView) -> None:
+        self.view = view
+        self._lock = asyncio.Lock()
+        self._generation = 0
+
+    async def refresh(self) -> None:
+        seen = self._generation
+        async with self._lock:
+            if self._generation != seen:
+                return  # another caller refreshed while this one waited
+            try:
+                await asyncio.to_thread(self.view.refresh)
+            finally:
+                self._generation += 1
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerServices:
     authenticator: Authenticator
     membership: MembershipView
+    refresher: MembershipRefresher
+
+    async def confirm_membership(self) -> None:
+        """Re-read memberships now, before a denial that may only reflect a stale view.
+
+        Without this, a device told "you were added to conv X" (by the API or an admin) could be
+        refused for up to one poll interval. It costs one cheap version query when nothing changed.
+        """
+        await self.refresher.refresh()
 
 
 def session_identity(attributes: dict[str, Any]) -> Identity | None:
@@ -33,7 +61,7 @@ def session_identity(attributes: dict[str, Any]) -> Identity | None:
     return identity if isinstance(identity, Identity) else None
 
 
-async def keep_membership_fresh(view: MembershipView, interval_s: float) -> None:
+async def keep_membership_fresh(refresher: MembershipRefresher, interval_s: float) -> None:
     """Poll the store so a membership change by any process reaches access checks without restart.
 
     A failing store keeps the last good view (access checks go on) and is logged once per outage.
@@ -41,7 +69,7 @@ async def keep_membership_fresh(view: MembershipView, interval_s: float) -> None
     failing = False
     while True:
         try:
-            await asyncio.to_thread(view.refresh)
+            await refresher.refresh()
         except Exception:
             if not failing:
                 log.exception("membership refresh failed; access checks keep the previous view")

@@ -175,9 +175,12 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
 
 def parse_send(raw: bytes, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> SendPayload:
     """Validate a send payload. Raises PayloadError with the client_msg_id when it can be read."""
-    data = decode_json_object(raw)
-    cmid = data.get("client_msg_id")
-    readable_id = cmid if isinstance(cmid, str) and 0 < len(cmid) <= MAX_CLIENT_MSG_ID_CHARS else None
+    try:
+        data = decode_json_object(raw)
+    except PayloadError as exc:
+        exc.client_msg_id = _salvage_client_msg_id(raw)
+        raise
+    readable_id = _readable_id(data.get("client_msg_id"))
     body = data.get("body")
     if isinstance(body, str) and len(body.encode("utf-8", "surrogatepass")) > max_body_bytes:
         raise PayloadError(
@@ -187,6 +190,19 @@ def parse_send(raw: bytes, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Send
         return SendPayload.model_validate(data)
     except ValidationError as exc:
         raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc), readable_id) from None
+
+
+def _readable_id(value: object) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_MSG_ID_CHARS else None
+
+
+def _salvage_client_msg_id(raw: bytes) -> str | None:
+    """Read the id from JSON spoiled only by bad UTF-8, so the device learns which send failed."""
+    try:
+        data = orjson.loads(raw.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError:
+        return None
+    return _readable_id(data.get("client_msg_id")) if isinstance(data, dict) else None
 
 
 def parse_typing(raw: bytes) -> TypingPayload:

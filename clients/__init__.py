@@ -1,5 +1,8 @@
-"""Client library for chatmq devices (paho-mqtt based)."""
+"""Client library for chatmq devices (paho-mqtt based). See clients/README.md."""
 
-from clients.chat import Ack, ChatClient, ConnectRefused, Event
+from clients.aio import AsyncChatClient
+from clients.chat import ChatClient
+from clients.events import Ack, ConnectRefused, Event
+from clients.history import ApiError, HistoryClient
 
-__all__ = ["Ack", "ChatClient", "ConnectRefused", "Event"]
+__all__ = ["Ack", "ApiError", "AsyncChatClient", "ChatClient", "ConnectRefused", "Event", "HistoryClient"]

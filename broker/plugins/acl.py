@@ -43,4 +43,10 @@ class ChatAclPlugin(BaseTopicPlugin):
         ours = _ACTIONS.get(action)
         if identity is None or ours is None:
             return False
+        if authorize(identity, ours, topic, self.services.membership):
+            return True
+        if ours is Action.RECEIVE:
+            return False  # per-delivery checks stay in memory; the poller keeps them fresh
+        # A SUBSCRIBE or PUBLISH denial is rare: confirm it against the store's current memberships.
+        await self.services.confirm_membership()
         return authorize(identity, ours, topic, self.services.membership)

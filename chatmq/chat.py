@@ -1,0 +1,233 @@
+"""``chatmq chat``: a line-based terminal chat client on the client library.
+
+Plain lines, no screen control: it works over ssh, in a pipe and under a pseudo-terminal test.
+The main thread reads what you type; the client's threads print what arrives (under one lock).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from clients import Ack, ApiError, ChatClient, ConnectRefused, Event, HistoryClient
+
+# Receipt marks. Issue 4 adds delivered/read receipts: feed them to ChatView.show_mark.
+MARKS = {"received": ("✓", "[received]"), "delivered": ("✓✓", "[delivered]"), "read": ("✓✓ read", "[read]")}
+TYPING_QUIET_S = 3.0
+HELP = "Type a message and press Enter. Commands: /who (presence), /help, /quit (or Ctrl-D)."
+
+
+class ChatView:
+    """Everything the terminal shows, one whole line at a time."""
+
+    def __init__(self, me: str, out: TextIO) -> None:
+        self.me, self.out = me, out
+        self._lock = threading.Lock()
+        self._unicode = _can_encode(out, "✓")
+        self._typing_shown: dict[str, float] = {}
+        self._presence: dict[str, str] = {}
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def conversations(self, convs: list[dict[str, Any]]) -> None:
+        self.line("Conversations:")
+        for n, conv in enumerate(convs, 1):
+            title = f' "{conv["title"]}"' if conv.get("title") else ""
+            unread = conv.get("unread", "-")  # the API has no unread counts yet
+            members = ", ".join(conv.get("members", []))
+            last = conv.get("last_seq", 0)
+            self.line(f"  {n}. {conv['id']}{title}  members: {members}  last #{last}  unread {unread}")
+
+    def message(self, message: dict[str, Any]) -> None:
+        when = datetime.fromtimestamp(int(message.get("ts", 0)) / 1000).strftime("%H:%M:%S")
+        sender = message.get("sender", "?")
+        who = f"{sender} (me)" if sender == self.me else sender
+        extra = f"  [{len(message['attachments'])} attachment(s)]" if message.get("attachments") else ""
+        self.line(f"[{when}] #{message.get('seq')} {who}: {message.get('body', '')}{extra}")
+        self._typing_shown.pop(sender, None)
+
+    def show_mark(self, status: str, seq: int | None, detail: str = "") -> None:
+        """A receipt mark for one of my messages: received now; delivered/read once issue 4 lands."""
+        symbol, plain = MARKS.get(status, (status, f"[{status}]"))
+        self.line(f"  {symbol if self._unicode else plain} {status} #{seq}{detail}")
+
+    def ack(self, ack: Ack) -> None:
+        if ack.ok:
+            self.show_mark("received", ack.seq)
+        else:
+            error = ack.error or {}
+            self.line(f"  ! rejected ({error.get('code', '?')}): {error.get('message', '')}")
+
+    def typing(self, user: str, typing: bool) -> None:
+        if user == self.me:
+            return
+        now = time.monotonic()
+        if not typing:
+            self._typing_shown.pop(user, None)
+        elif now - self._typing_shown.get(user, -TYPING_QUIET_S) >= TYPING_QUIET_S:
+            self._typing_shown[user] = now
+            self.line(f"* {user} is typing...")
+
+    def presence(self, user: str, status: str) -> None:
+        if user != self.me and self._presence.get(user) != status:
+            self._presence[user] = status
+            self.line(f"* {user} is {status}")
+
+
+class ChatSession:
+    """One open conversation: history, then live events, and sending what is typed."""
+
+    def __init__(self, client: ChatClient, history: HistoryClient, view: ChatView, conv: dict[str, Any]) -> None:
+        self.client, self.history, self.view, self.conv = client, history, view, conv
+        self.others = [m for m in conv.get("members", []) if m != client.user]
+
+    def open(self, history_count: int) -> None:
+        conv_id = self.conv["id"]
+        messages, has_more = self.history.messages(conv_id, limit=history_count)
+        self.view.line(f"--- {conv_id}: {'earlier messages not shown; ' if has_more else ''}{HELP}")
+        for message in messages:
+            self.view.message(message)
+        self.client.on_message(lambda e: self.view.message(e.payload))
+        self.client.on_typing(self._typing)
+        self.client.on_presence(self._presence)
+        self.client.on_ack(self.view.ack)
+        self.client.on_event(self._other)
+        self.client.join(conv_id, after=messages[-1]["seq"] if messages else 0)
+        for user in self.others:
+            self.client.watch_presence(user)
+        self.view.line("--- live")
+
+    def handle(self, line: str) -> bool:
+        """One typed line; False to quit."""
+        text = line.rstrip("\r\n")
+        if text.strip() in ("/quit", "/exit"):
+            return False
+        if text.strip() == "/help":
+            self.view.line(HELP)
+        elif text.strip() == "/who":
+            for user in self.others:
+                try:
+                    state = self.history.presence(user)
+                    self.view.line(f"* {user}: {state.get('status')}")
+                except ApiError as exc:
+                    self.view.line(f"* {user}: unknown ({exc})")
+        elif text.strip():
+            self.client.send(self.conv["id"], text)
+        return True
+
+    def _typing(self, event: Event) -> None:
+        if event.conv == self.conv["id"] and event.user:
+            self.view.typing(event.user, bool(event.payload.get("typing")))
+
+    def _presence(self, event: Event) -> None:
+        if event.user:
+            self.view.presence(event.user, str(event.payload.get("status")))
+
+    def _other(self, event: Event) -> None:
+        """The generic hook: event kinds this client does not know yet (receipts come with issue 4)."""
+        if event.kind is None and "status" in event.payload and "seq" in event.payload:
+            self.view.show_mark(str(event.payload["status"]), event.payload.get("seq"))
+
+
+def _can_encode(out: TextIO, text: str) -> bool:
+    try:
+        text.encode(out.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise click.ClickException("--password-stdin: no password on standard input")
+        return line.rstrip("\r\n")
+    return os.environ.get("CHATMQ_PASSWORD") or click.prompt("Password", hide_input=True)
+
+
+def _choose(view: ChatView, convs: list[dict[str, Any]], wanted: str | None) -> dict[str, Any]:
+    by_id = {c["id"]: c for c in convs}
+    if wanted is not None:
+        if wanted not in by_id:
+            raise click.ClickException(f"you are not a member of a conversation {wanted!r}")
+        return by_id[wanted]
+    if not convs:
+        raise click.ClickException("you have no conversations yet (an admin adds you: chatmq conv create)")
+    while True:
+        click.echo(f"Open which conversation [1-{len(convs)} or id]: ", nl=False)
+        answer = sys.stdin.readline()
+        if not answer:
+            raise click.ClickException("no conversation chosen")
+        answer = answer.strip()
+        if answer in by_id:
+            return by_id[answer]
+        if answer.isdigit() and 1 <= int(answer) <= len(convs):
+            return convs[int(answer) - 1]
+        view.line(f"no conversation {answer!r}")
+
+
+@click.command()
+@click.option("--user", "-u", required=True, envvar="CHATMQ_USER", help="your user id")
+@click.option("--conv", "-c", "conv_id", default=None, help="open this conversation (else choose from a list)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host")
+@click.option("--port", type=int, default=1883, show_default=True, envvar="CHATMQ_MQTT_PORT", help="MQTT port")
+@click.option("--http-url", default="http://127.0.0.1:8080", show_default=True, envvar="CHATMQ_HTTP_URL",
+              help="the chatmq HTTP API")
+@click.option("--device", default="terminal", show_default=True, help="device id for presence")
+@click.option("--password-stdin", is_flag=True, help="read the password from the first line of stdin "
+              "(else CHATMQ_PASSWORD, else a prompt)")
+@click.option("--history", "history_count", type=click.IntRange(1, 200), default=20, show_default=True,
+              help="recent messages to show")
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="keep unacked sends here so a restart resends them")
+def chat(user: str, conv_id: str | None, host: str, port: int, http_url: str, device: str, password_stdin: bool,
+         history_count: int, state_file: Path | None) -> None:
+    """Chat from a terminal: pick a conversation, see its history, then talk live."""
+    password = _read_password(password_stdin)
+    view = ChatView(user, sys.stdout)
+    history = HistoryClient(http_url, user, password)
+    try:
+        token = history.token()
+        convs = history.conversations()
+    except ApiError as exc:
+        if exc.status == 401:
+            raise click.ClickException("login failed: invalid username or password") from None
+        raise click.ClickException(f"cannot use the API at {http_url}: {exc}") from None
+    view.conversations(convs)
+    conv = _choose(view, convs, conv_id)
+
+    client = ChatClient(host, port, user, password, token=token, device=device, api_url=http_url,
+                        state_file=state_file, queue_events=False)
+    try:
+        client.connect()
+    except (ConnectRefused, OSError) as exc:
+        raise click.ClickException(f"cannot connect to MQTT at {host}:{port}: {exc}") from None
+    session = ChatSession(client, history, view, conv)
+    try:
+        session.open(history_count)
+        for line in sys.stdin:
+            if not session.handle(line):
+                break
+        if not client.drain(5):
+            view.line(f"! {len(client.outbox)} message(s) not acked yet"
+                      + (f"; kept in {state_file}" if state_file else ""))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+    view.line("bye")
+
+
+if __name__ == "__main__":
+    chat()
