@@ -133,7 +133,7 @@ BAD_PAYLOADS = [
     ("body too large", b'{"client_msg_id": "m1", "body": "' + b"x" * (BODY_LIMIT + 1) + b'"}', "too_large", "m1"),
     ("multibyte body too large", ('{"client_msg_id": "m1", "body": "' + "é" * (BODY_LIMIT // 2 + 1) + '"}').encode(),
      "too_large", "m1"),
-    ("invalid UTF-8", b'{"client_msg_id": "m1", "body": "\xff\xfe"}', "bad_payload", ""),
+    ("invalid UTF-8", b'{"client_msg_id": "m1", "body": "\xff\xfe"}', "bad_payload", "m1"),  # id salvaged
 ]  # fmt: skip
 
 
