@@ -50,10 +50,15 @@ def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **po
 
     Uses CHATMQ_REDIS_URL when it is reachable, else starts a private redis-server in the data dir.
     """
-    from chatmq.supervisor import Supervisor
+    from chatmq.localredis import RedisNotInstalled
+    from chatmq.supervisor import PortTaken, Supervisor
 
     settings = make_settings(data_dir=data_dir, store_url=store_url, **ports)
-    raise SystemExit(Supervisor(settings, redis_url=redis_url).run())
+    try:
+        code = Supervisor(settings, redis_url=redis_url).run()
+    except (PortTaken, RedisNotInstalled) as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(code)
 
 
 @cli.command()

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatcore.config import Settings
-from chatcore.netutil import wait_for_port
+from chatcore.netutil import port_in_use, wait_for_port
 from chatcore.store import open_store
 from chatmq.localredis import LocalRedis, reachable
 
 log = logging.getLogger("chatmq.up")
 
 REDIS_URL_FILE = "redis.url"  # where `up` records a private Redis, for the admin commands
+
+
+class PortTaken(RuntimeError):
+    pass
 
 
 @dataclass
@@ -47,6 +51,11 @@ class Supervisor:
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self) -> None:
         settings = self.settings
+        for option, port in (("--mqtt-port", settings.mqtt_port), ("--ws-port", settings.ws_port),
+                             ("--http-port", settings.http_port)):
+            if port_in_use(settings.host, port):
+                raise PortTaken(f"port {port} on {settings.host} is already in use (another broker or server?); "
+                                f"choose another with {option}")
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.load_secret()  # create the key once, before three processes race for it
         open_store(settings.resolved_store_url).close()  # schema exists before the children start

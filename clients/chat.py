@@ -370,15 +370,23 @@ class ChatClient:
         )
 
     def _subscribe_and_wait(self, topics: list[tuple[str, int]], timeout: float = 10.0) -> None:
-        done, codes = threading.Event(), []
-        with self._lock:  # paho may deliver the SUBACK before subscribe() returns its mid
-            result, mid = self._mqtt.subscribe(topics)
-            if mid is None:
-                raise ConnectionError(f"not connected ({result}); subscriptions are renewed on reconnect")
-            self._suback[mid] = (done, codes)
-        if not done.wait(timeout):
-            raise TimeoutError(f"no SUBACK for {[t for t, _ in topics]}")
-        refused = [topic for (topic, _), code in zip(topics, codes, strict=False) if code.is_failure]
+        """One SUBSCRIBE per topic (amqtt 0.12 mishandles multi-topic SUBSCRIBEs), all in flight at once."""
+        waits: list[tuple[str, threading.Event, list[Any]]] = []
+        for topic, qos in topics:
+            done, codes = threading.Event(), []
+            with self._lock:  # paho may deliver the SUBACK before subscribe() returns its mid
+                result, mid = self._mqtt.subscribe(topic, qos)
+                if mid is None:
+                    raise ConnectionError(f"not connected ({result}); subscriptions are renewed on reconnect")
+                self._suback[mid] = (done, codes)
+            waits.append((topic, done, codes))
+        deadline = time.monotonic() + timeout
+        refused = []
+        for topic, done, codes in waits:
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"no SUBACK for {topic}")
+            if any(code.is_failure for code in codes):
+                refused.append(topic)
         if refused:
             raise PermissionError(f"subscription to {', '.join(refused)} refused")
 

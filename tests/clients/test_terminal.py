@@ -71,6 +71,7 @@ def test_two_terminals_chat(stack: Stack, unique: Callable[[str], str], terminal
     assert alice_term.exitstatus == 0
 
     status, page = stack.http("GET", f"/v1/conversations/{conv}/messages", token=stack.token(bob))
+    assert status == 200
     assert [m["body"] for m in page["messages"]] == ["from before", "hello bob", "hi alice"]
 
 
