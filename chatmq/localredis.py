@@ -22,7 +22,7 @@ class LocalRedis:
     """Start with ``start()``; ``url`` is then set; ``stop()`` shuts it down (SIGTERM, then kill)."""
 
     def __init__(self, workdir: Path, port: int | None = None, persist: bool = True) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # redis-server resolves --logfile after chdir to --dir
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
