@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
-	@scripts/ensure-redis
+	@scripts/ensure-deps
 
 run: install
 	$(BIN)/chatmq up $(ARGS)

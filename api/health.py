@@ -1,19 +1,22 @@
 """``GET /healthz``: is everything this API and the chat path depend on reachable?
 
-Unauthenticated and cheap (one store ping, two Redis round trips, one TCP connect), so a load
+Unauthenticated and cheap (one store ping, two Redis round trips, one MQTT handshake), so a load
 balancer or compose healthcheck can call it every few seconds. 503 names each failing check.
 """
 
 from __future__ import annotations
 
-import socket
+import os
 
 from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from api.context import ApiContext, get_context
+from chatcore.auth import issue_token
+from chatcore.config import SERVICE_USER
 from chatcore.liveness import BRIDGE_ALIVE_KEY
+from chatcore.mqttprobe import probe
 
 BROKER_CONNECT_TIMEOUT_S = 0.5
 OK = "ok"
@@ -45,7 +48,7 @@ def healthz() -> Response:
 
 def run_checks(ctx: ApiContext) -> dict[str, str]:
     checks = {"store": _check_store(ctx), "redis": _check_redis(ctx)}
-    checks["broker"] = _check_broker(ctx.settings.broker_host, ctx.settings.resolved_broker_port)
+    checks["broker"] = _check_broker(ctx)
     checks["bridge"] = _check_bridge(ctx) if checks["redis"] == OK else "unknown: redis is unreachable"
     return checks
 
@@ -70,12 +73,16 @@ def _check_redis(ctx: ApiContext) -> str:
     return OK
 
 
-def _check_broker(host: str, port: int) -> str:
+def _check_broker(ctx: ApiContext) -> str:
+    """An MQTT handshake as the service identity: any CONNACK means the broker is up and answering."""
+    host, port = ctx.settings.broker_host, ctx.settings.resolved_broker_port
+    token = issue_token(ctx.secret, SERVICE_USER, 60, service=True).token
     try:
-        with socket.create_connection((host, port), timeout=BROKER_CONNECT_TIMEOUT_S):
-            return OK
-    except OSError as exc:
+        probe(host, port, BROKER_CONNECT_TIMEOUT_S, client_id=f"chatmq-healthz-{os.getpid()}",
+              username=SERVICE_USER, password=token)
+    except (OSError, ValueError) as exc:
         return f"unreachable: {host}:{port}: {_describe(exc)}"
+    return OK
 
 
 def _check_bridge(ctx: ApiContext) -> str:

@@ -22,12 +22,15 @@ class Outbox:
         self._lock = threading.Lock()
         self._pending: list[mqtt.MQTTMessageInfo] = []
 
-    def publish(self, topic: str, payload: dict[str, Any], qos: int = 1, retain: bool = False) -> None:
+    def publish(
+        self, topic: str, payload: dict[str, Any], qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(topic, encode(payload), qos=qos, retain=retain)
         if qos > 0:
             with self._lock:
                 self._pending = [p for p in self._pending if not p.is_published()]
                 self._pending.append(info)
+        return info
 
     def ack(self, mid: int, qos: int) -> None:
         """PUBACK an inbound message (manual acks): the broker may now forget it."""

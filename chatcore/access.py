@@ -60,24 +60,24 @@ def authorize(identity: Identity, action: Action, topic: str, membership: Member
         return False
     kind = parsed.kind
     if action is Action.PUBLISH:
-        if kind in (TopicKind.SEND, TopicKind.TYPING):
+        if kind in (TopicKind.SEND, TopicKind.TYPING, TopicKind.RECEIPT):
             return parsed.user == user and membership.is_member(parsed.conv or "", user)
         if kind is TopicKind.DEVICE_PRESENCE:
             return parsed.user == user
-        return False  # msg, ack and user presence are written by the server only
+        return False  # msg, receipts, ack, events and user presence are written by the server only
     return _may_read(user, parsed.kind, parsed.conv, parsed.user, membership)
 
 
 def _may_read(
     user: str, kind: TopicKind, conv: str | None, owner: str | None, membership: Membership
 ) -> bool:
-    if kind in (TopicKind.MSG, TopicKind.TYPING):
+    if kind in (TopicKind.MSG, TopicKind.TYPING, TopicKind.RECEIPTS):
         return membership.is_member(conv or "", user)
-    if kind is TopicKind.ACK or kind is TopicKind.DEVICE_PRESENCE:
+    if kind in (TopicKind.ACK, TopicKind.EVENTS, TopicKind.DEVICE_PRESENCE):
         return owner == user
     if kind is TopicKind.USER_PRESENCE:
         return owner == user or membership.shares_conversation(user, owner or "")
-    return False  # send topics are read by the service only
+    return False  # send and receipt topics are read by the service only
 
 
 def _may_subscribe(user: str, topic_filter: str, membership: Membership) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chatcore.protocol import DEFAULT_MAX_BODY_BYTES
+from chatcore.protocol import DEFAULT_FANOUT_READ_THRESHOLD, DEFAULT_MAX_BODY_BYTES
 
 SERVICE_USER = "@bridge"  # '@' is outside the user-id alphabet, so no device can claim it
 
@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 30.0
     presence_ttl_factor: float = 2.5  # a device is offline after this many missed heartbeats
     membership_refresh_s: float = 0.5
+    # Broker limits and persistent MQTT sessions (kept in Redis so they survive a restart).
+    max_packet_bytes: int = Field(default=64 * 1024, description="largest MQTT packet the broker accepts")
+    session_queue_limit: int = Field(default=1000, description="queued messages kept per offline session")
+    session_expiry_s: int = Field(default=7 * 24 * 3600, description="an offline persistent session is dropped after this")
+    allow_anonymous: bool = Field(default=False, description="plain MQTT 3.1.1 outside the chat namespaces")
+    # Conversations with more members than this get compact QoS 0 notices instead of full messages.
+    fanout_read_threshold: int = Field(default=DEFAULT_FANOUT_READ_THRESHOLD, ge=1)
     api_workers: int = 2
     log_level: str = "INFO"
 

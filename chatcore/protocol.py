@@ -26,6 +26,15 @@ QOS_MSG = 1
 QOS_ACK = 1
 QOS_TYPING = 0
 QOS_PRESENCE = 1
+QOS_RECEIPT = 1
+QOS_RECEIPTS = 1
+QOS_EVENTS = 1
+QOS_NOTICE = 0  # a fan-out-on-read notice on chat/{conv}/msg: a hint, the history API is the truth
+
+RECEIPT_STATUSES = ("delivered", "read")
+FANOUT_WRITE = "write"  # full messages pushed to every member (QoS 1)
+FANOUT_READ = "read"  # compact notices (QoS 0); members fetch bodies through the history API
+DEFAULT_FANOUT_READ_THRESHOLD = 200
 
 
 class TopicKind(enum.Enum):
@@ -35,6 +44,9 @@ class TopicKind(enum.Enum):
     ACK = "ack"  # user/{user}/ack
     DEVICE_PRESENCE = "device_presence"  # presence/{user}/{device}
     USER_PRESENCE = "user_presence"  # presence/{user}
+    RECEIPT = "receipt"  # chat/{conv}/receipt/{user}
+    RECEIPTS = "receipts"  # chat/{conv}/receipts
+    EVENTS = "events"  # user/{user}/events
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,18 @@ def ack_topic(user: str) -> str:
     return f"user/{user}/ack"
 
 
+def receipt_topic(conv: str, user: str) -> str:
+    return f"chat/{conv}/receipt/{user}"
+
+
+def receipts_topic(conv: str) -> str:
+    return f"chat/{conv}/receipts"
+
+
+def events_topic(user: str) -> str:
+    return f"user/{user}/events"
+
+
 def device_presence_topic(user: str, device: str) -> str:
     return f"presence/{user}/{device}"
 
@@ -74,6 +98,7 @@ def presence_topic(user: str) -> str:
 # What the bridge subscribes to (as the service identity).
 BRIDGE_SUBSCRIPTIONS: tuple[tuple[str, int], ...] = (
     ("chat/+/send/+", QOS_SEND),
+    ("chat/+/receipt/+", QOS_RECEIPT),
     ("presence/+/+", QOS_PRESENCE),
 )
 
@@ -93,14 +118,22 @@ def parse_topic(topic: str) -> Topic | None:
         conv, verb = levels[1], levels[2]
         if n == 3 and verb == "msg":
             return Topic(TopicKind.MSG, conv=conv)
+        if n == 3 and verb == "receipts":
+            return Topic(TopicKind.RECEIPTS, conv=conv)
         if n == 4 and is_valid_id(levels[3]):
             if verb == "send":
                 return Topic(TopicKind.SEND, conv=conv, user=levels[3])
             if verb == "typing":
                 return Topic(TopicKind.TYPING, conv=conv, user=levels[3])
+            if verb == "receipt":
+                return Topic(TopicKind.RECEIPT, conv=conv, user=levels[3])
         return None
-    if head == "user" and n == 3 and levels[2] == "ack" and is_valid_id(levels[1]):
-        return Topic(TopicKind.ACK, user=levels[1])
+    if head == "user" and n == 3 and is_valid_id(levels[1]):
+        if levels[2] == "ack":
+            return Topic(TopicKind.ACK, user=levels[1])
+        if levels[2] == "events":
+            return Topic(TopicKind.EVENTS, user=levels[1])
+        return None
     if head == "presence" and is_valid_id(levels[1] if n > 1 else None):
         if n == 2:
             return Topic(TopicKind.USER_PRESENCE, user=levels[1])
@@ -119,6 +152,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     NOT_MEMBER = "not_member"
     UNKNOWN_CONVERSATION = "unknown_conversation"
+    SEQ_AHEAD = "seq_ahead"  # a receipt for a seq the conversation does not have yet
     INTERNAL = "internal"
 
 
@@ -138,6 +172,13 @@ class TypingPayload(_Inbound):
     """``chat/{conv}/typing/{user}``: ephemeral, never stored."""
 
     typing: bool
+
+
+class ReceiptPayload(_Inbound):
+    """``chat/{conv}/receipt/{user}``: cumulative, everything up to ``seq`` was delivered or read."""
+
+    seq: int = Field(ge=1)
+    status: Literal["delivered", "read"]
 
 
 class DevicePresencePayload(_Inbound):
@@ -212,6 +253,13 @@ def parse_typing(raw: bytes) -> TypingPayload:
         raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc)) from None
 
 
+def parse_receipt(raw: bytes) -> ReceiptPayload:
+    try:
+        return ReceiptPayload.model_validate(decode_json_object(raw))
+    except ValidationError as exc:
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc)) from None
+
+
 def parse_device_presence(raw: bytes) -> DevicePresencePayload:
     try:
         return DevicePresencePayload.model_validate(decode_json_object(raw))
@@ -238,3 +286,45 @@ def rejected_ack(client_msg_id: str, conv: str, code: ErrorCode, message: str) -
 
 def user_presence(user: str, online: bool, last_seen: int) -> dict[str, Any]:
     return {"user": user, "status": "online" if online else "offline", "last_seen": last_seen}
+
+
+def receipt(user: str, seq: int, status: str, ts: int) -> dict[str, Any]:
+    """``chat/{conv}/receipts``: a member's marker moved forward to ``seq``."""
+    return {"user": user, "seq": seq, "status": status, "ts": ts}
+
+
+def message_notice(conv: str, seq: int, sender: str, ts: int) -> dict[str, Any]:
+    """``chat/{conv}/msg`` in fan-out-on-read mode: fetch the body with ``after=seq-1``."""
+    return {"conv": conv, "seq": seq, "sender": sender, "ts": ts, "notice": True}
+
+
+def fanout_mode(member_count: int, threshold: int) -> str:
+    """Fan-out on read above the threshold: pushing every body to every member's session queue
+    costs the broker O(members) QoS 1 state per message; a QoS 0 notice and one history read by
+    the members who actually look is much cheaper for big rooms."""
+    return FANOUT_READ if member_count > threshold else FANOUT_WRITE
+
+
+class EventKind(enum.StrEnum):
+    """``user/{user}/events``: what changed for this user."""
+
+    CONVERSATION_ADDED = "conversation_added"
+    CONVERSATION_REMOVED = "conversation_removed"
+    CONVERSATION_UPDATED = "conversation_updated"
+    RECEIPT_REJECTED = "receipt_rejected"
+
+
+def conversation_event(event: EventKind, conv: str, ts: int, **fields: Any) -> dict[str, Any]:
+    return {"event": event.value, "conv": conv, **fields, "ts": ts}
+
+
+def receipt_rejected(conv: str, code: ErrorCode, message: str, ts: int, **sent: Any) -> dict[str, Any]:
+    """The answer to a refused receipt, on the sender's ``user/{user}/events``; ``sent`` echoes
+    the readable ``seq``/``status`` so a device can tell which receipt it was."""
+    return {
+        "event": EventKind.RECEIPT_REJECTED.value,
+        "conv": conv,
+        **sent,
+        "error": {"code": code.value, "message": message},
+        "ts": ts,
+    }

@@ -7,6 +7,7 @@ need to know which one they talk to. All methods are blocking; callers in an eve
 from __future__ import annotations
 
 import abc
+import enum
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -113,6 +114,64 @@ class HistoryPage:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """How far one member has got in one conversation: everything up to the seq is delivered/read."""
+
+    conv: str
+    user: str
+    delivered_seq: int = 0
+    read_seq: int = 0
+    updated_at: int = 0  # ms since epoch of the last forward move; 0 for never
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptUpdate:
+    """A member's receipt as the bridge accepted it: move ``status``'s marker up to ``seq``."""
+
+    conv: str
+    user: str
+    seq: int
+    status: str  # "delivered" | "read"; reading implies delivery, so "read" moves both markers
+    ts: int
+
+
+class ReceiptOutcome(enum.Enum):
+    MOVED = "moved"  # the marker of the receipt's status went forward and is durable
+    UNCHANGED = "unchanged"  # at or below the stored marker: markers only move forward
+    SEQ_AHEAD = "seq_ahead"  # above the conversation's last seq: refused, nothing stored
+    UNKNOWN_CONVERSATION = "unknown_conversation"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptResult:
+    outcome: ReceiptOutcome
+    last_seq: int  # the conversation's last seq when the receipt was applied (0 if unknown)
+
+
+# What a ConversationEvent records; the bridge turns it into per-user payloads.
+EVENT_CREATED = "created"
+EVENT_MEMBER_ADDED = "member_added"
+EVENT_MEMBER_REMOVED = "member_removed"
+EVENT_TITLE_CHANGED = "title_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEvent:
+    """One membership or title change, written by the store together with the change itself
+    (a transactional outbox), so every writer (API, admin CLI) produces it and none is lost
+    between "changed" and "told"; the bridge publishes it on ``user/{user}/events`` and deletes it.
+    """
+
+    id: int
+    kind: str  # one of the EVENT_* constants
+    conv: str
+    subject: str | None  # the user added or removed
+    title: str | None  # the title after the change
+    recipients: tuple[str, ...]  # members after the change, plus a removed member
+    ts: int
+
+
 class Store(abc.ABC):
     """Users, conversations, memberships and the per-conversation message log."""
 
@@ -158,6 +217,10 @@ class Store(abc.ABC):
         """Idempotent. Raises NotFound for an unknown conversation."""
 
     @abc.abstractmethod
+    def set_title(self, conv_id: str, title: str | None) -> None:
+        """Raises NotFound. Records an EVENT_TITLE_CHANGED for the members."""
+
+    @abc.abstractmethod
     def memberships(self) -> dict[str, frozenset[str]]:
         """Every conversation's member set: the broker's and bridge's access view."""
 
@@ -188,6 +251,36 @@ class Store(abc.ABC):
         has_more meaning newer ones exist. Both bounds together: the oldest ``limit`` strictly
         between them.
         """
+
+    # --- receipts and read state -------------------------------------------------------------
+    @abc.abstractmethod
+    def apply_receipts(self, updates: Sequence[ReceiptUpdate]) -> list[ReceiptResult]:
+        """Move markers forward, one result per update in order; durable when this returns.
+
+        A seq at or below the stored marker changes nothing; a seq above the conversation's
+        last seq is refused and stores nothing. Membership is the caller's check.
+        """
+
+    @abc.abstractmethod
+    def markers(self, conv_id: str) -> list[Marker]:
+        """Every stored marker of a conversation, ordered by user (members never seen: absent)."""
+
+    @abc.abstractmethod
+    def markers_of(self, user_id: str) -> dict[str, Marker]:
+        """The user's marker in each conversation where one is stored, by conversation id."""
+
+    @abc.abstractmethod
+    def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
+        """Messages with seq > after_seq sent by someone else (your own are never unread)."""
+
+    # --- conversation events (outbox) ---------------------------------------------------------
+    @abc.abstractmethod
+    def pending_events(self, limit: int = 500) -> list[ConversationEvent]:
+        """The oldest unpublished events, ascending id."""
+
+    @abc.abstractmethod
+    def delete_events(self, ids: Sequence[int]) -> None:
+        """Forget published events (idempotent)."""
 
     # --- lifecycle --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,7 +14,12 @@ can appear; readers walking history must tolerate it (they page by seq bounds, w
 the messages in the failed batch were never acked, so senders retry and get fresh seqs.
 
 Membership changes are written before the membership version is bumped (two writes, no
-transaction), so a poller that sees the new version always reads the new memberships.
+transaction), so a poller that sees the new version always reads the new memberships. The change's
+event (the outbox the bridge publishes from) is written between the two; a crash right after the
+change loses that one event, the only place the outbox is not atomic with the change here.
+
+Markers live in ``markers``, one document per (conv, user) with ``$max`` updates, so a marker can
+only move forward even with concurrent writers.
 """
 
 from __future__ import annotations
@@ -33,13 +38,22 @@ from pymongo.write_concern import WriteConcern
 
 from chatcore.ids import require_id
 from chatcore.store.base import (
+    EVENT_CREATED,
+    EVENT_MEMBER_ADDED,
+    EVENT_MEMBER_REMOVED,
+    EVENT_TITLE_CHANGED,
     AlreadyExists,
     AppendResult,
     Conversation,
+    ConversationEvent,
     HistoryPage,
+    Marker,
     Message,
     NewMessage,
     NotFound,
+    ReceiptOutcome,
+    ReceiptResult,
+    ReceiptUpdate,
     Store,
     User,
     encode_attachments,
@@ -50,6 +64,7 @@ from chatcore.store.base import (
 DEFAULT_DATABASE = "chatmq"
 DURABLE = WriteConcern(w="majority", j=True)
 _MEMBERSHIP_VERSION = "membership_version"
+_EVENT_ID = "event_id"
 _DUPLICATE_KEY = 11000
 
 
@@ -61,6 +76,9 @@ class MongoStore(Store):
         self._convs: Collection[Any] = db.get_collection("conversations").with_options(write_concern=concern)
         self._messages: Collection[Any] = db.get_collection("messages").with_options(write_concern=concern)
         self._meta: Collection[Any] = db.get_collection("meta").with_options(write_concern=concern)
+        self._markers: Collection[Any] = db.get_collection("markers").with_options(write_concern=concern)
+        self._events: Collection[Any] = db.get_collection("events").with_options(write_concern=concern)
+        self._markers.create_index([("user", ASCENDING), ("conv", ASCENDING)], name="user_conv")
         self._messages.create_index([("conv", ASCENDING), ("seq", ASCENDING)], unique=True, name="conv_seq")
         self._messages.create_index(
             [("conv", ASCENDING), ("sender", ASCENDING), ("client_msg_id", ASCENDING)],
@@ -143,6 +161,7 @@ class MongoStore(Store):
             )
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"conversation {conv_id!r} already exists") from exc
+        self._record_event(EVENT_CREATED, conv_id, None, title, conv.members, conv.created_at)
         self._bump_membership()
         return conv
 
@@ -163,6 +182,7 @@ class MongoStore(Store):
         if result.matched_count == 0:
             raise NotFound(f"no conversation {conv_id!r}")
         if result.modified_count:
+            self._record_change(EVENT_MEMBER_ADDED, conv_id, user_id)
             self._bump_membership()
 
     def remove_member(self, conv_id: str, user_id: str) -> None:
@@ -170,7 +190,33 @@ class MongoStore(Store):
         if result.matched_count == 0:
             raise NotFound(f"no conversation {conv_id!r}")
         if result.modified_count:
+            self._record_change(EVENT_MEMBER_REMOVED, conv_id, user_id)
             self._bump_membership()
+
+    def set_title(self, conv_id: str, title: str | None) -> None:
+        if self._convs.update_one({"_id": conv_id}, {"$set": {"title": title}}).matched_count == 0:
+            raise NotFound(f"no conversation {conv_id!r}")
+        self._record_change(EVENT_TITLE_CHANGED, conv_id, None)
+
+    def _record_change(self, kind: str, conv_id: str, subject: str | None) -> None:
+        doc = self._convs.find_one({"_id": conv_id}, {"members": 1, "title": 1}) or {}
+        recipients = sorted(doc.get("members", ()))
+        if subject is not None and subject not in recipients:
+            recipients.append(subject)
+        self._record_event(kind, conv_id, subject, doc.get("title"), recipients, now_ms())
+
+    def _record_event(
+        self, kind: str, conv_id: str, subject: str | None, title: str | None, recipients: Sequence[str], ts: int
+    ) -> None:
+        counter = self._meta.find_one_and_update(
+            {"_id": _EVENT_ID}, {"$inc": {"value": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        self._events.insert_one(
+            {
+                "_id": int(counter["value"]), "kind": kind, "conv": conv_id, "subject": subject,
+                "title": title, "recipients": list(recipients), "ts": ts,
+            }  # fmt: skip
+        )
 
     def memberships(self) -> dict[str, frozenset[str]]:
         return {doc["_id"]: frozenset(doc.get("members", ())) for doc in self._convs.find({}, {"members": 1})}
@@ -300,6 +346,63 @@ class MongoStore(Store):
             messages.reverse()
         return HistoryPage(messages=messages, has_more=len(docs) > limit)
 
+    # --- receipts and read state -------------------------------------------------------------
+    def apply_receipts(self, updates: Sequence[ReceiptUpdate]) -> list[ReceiptResult]:
+        results: list[ReceiptResult] = []
+        for update in updates:
+            conv = self._convs.find_one({"_id": update.conv}, {"last_seq": 1})
+            if conv is None:
+                results.append(ReceiptResult(ReceiptOutcome.UNKNOWN_CONVERSATION, 0))
+                continue
+            last_seq = int(conv.get("last_seq", 0))
+            if update.seq > last_seq:
+                results.append(ReceiptResult(ReceiptOutcome.SEQ_AHEAD, last_seq))
+                continue
+            field = "read_seq" if update.status == "read" else "delivered_seq"
+            raised = {"delivered_seq": update.seq, field: update.seq}
+            before = self._markers.find_one_and_update(
+                {"_id": f"{update.conv}/{update.user}"},
+                {
+                    "$max": raised,
+                    "$setOnInsert": {
+                        "conv": update.conv, "user": update.user,
+                        **{k: 0 for k in ("delivered_seq", "read_seq") if k not in raised},
+                    },
+                },  # fmt: skip
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+            moved = before is None or int(before.get(field, 0)) < update.seq
+            if moved:
+                self._markers.update_one({"_id": f"{update.conv}/{update.user}"}, {"$max": {"updated_at": update.ts}})
+            results.append(ReceiptResult(ReceiptOutcome.MOVED if moved else ReceiptOutcome.UNCHANGED, last_seq))
+        return results
+
+    def markers(self, conv_id: str) -> list[Marker]:
+        return [_marker(doc) for doc in self._markers.find({"conv": conv_id}).sort("user", ASCENDING)]
+
+    def markers_of(self, user_id: str) -> dict[str, Marker]:
+        return {doc["conv"]: _marker(doc) for doc in self._markers.find({"user": user_id})}
+
+    def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
+        return int(
+            self._messages.count_documents({"conv": conv_id, "seq": {"$gt": after_seq}, "sender": {"$ne": user_id}})
+        )
+
+    # --- conversation events ------------------------------------------------------------------
+    def pending_events(self, limit: int = 500) -> list[ConversationEvent]:
+        return [
+            ConversationEvent(
+                id=int(doc["_id"]), kind=doc["kind"], conv=doc["conv"], subject=doc.get("subject"),
+                title=doc.get("title"), recipients=tuple(doc.get("recipients", ())), ts=int(doc["ts"]),
+            )  # fmt: skip
+            for doc in self._events.find().sort("_id", ASCENDING).limit(limit)
+        ]
+
+    def delete_events(self, ids: Sequence[int]) -> None:
+        if ids:
+            self._events.delete_many({"_id": {"$in": list(ids)}})
+
     # --- lifecycle --------------------------------------------------------------------------
     def ping(self) -> None:
         self._db.command("ping")
@@ -330,6 +433,16 @@ def _conversation(doc: dict[str, Any]) -> Conversation:
         owner=doc.get("owner"),
         created_at=int(doc.get("created_at", 0)),
         last_seq=int(doc.get("last_seq", 0)),
+    )
+
+
+def _marker(doc: dict[str, Any]) -> Marker:
+    return Marker(
+        conv=doc["conv"],
+        user=doc["user"],
+        delivered_seq=int(doc.get("delivered_seq", 0)),
+        read_seq=int(doc.get("read_seq", 0)),
+        updated_at=int(doc.get("updated_at", 0)),
     )
 
 

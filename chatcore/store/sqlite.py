@@ -22,13 +22,22 @@ import orjson
 
 from chatcore.ids import require_id
 from chatcore.store.base import (
+    EVENT_CREATED,
+    EVENT_MEMBER_ADDED,
+    EVENT_MEMBER_REMOVED,
+    EVENT_TITLE_CHANGED,
     AlreadyExists,
     AppendResult,
     Conversation,
+    ConversationEvent,
     HistoryPage,
+    Marker,
     Message,
     NewMessage,
     NotFound,
+    ReceiptOutcome,
+    ReceiptResult,
+    ReceiptUpdate,
     Store,
     User,
     encode_attachments,
@@ -36,7 +45,7 @@ from chatcore.store.base import (
     now_ms,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: markers and events
 BUSY_TIMEOUT_MS = 30_000
 MAX_IDLE_CONNECTIONS = 8
 
@@ -77,9 +86,28 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('membership_version', 0);
+CREATE TABLE IF NOT EXISTS markers (
+    conv TEXT NOT NULL,
+    user TEXT NOT NULL,
+    delivered_seq INTEGER NOT NULL DEFAULT 0,
+    read_seq INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conv, user)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS markers_by_user ON markers(user, conv);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    conv TEXT NOT NULL,
+    subject TEXT,
+    title TEXT,
+    recipients TEXT NOT NULL,
+    ts INTEGER NOT NULL
+);
 """
 
 _MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments"
+_MARKER_COLUMNS = "conv, user, delivered_seq, read_seq, updated_at"
 
 
 def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
@@ -208,6 +236,7 @@ class SQLiteStore(Store):
                 "INSERT INTO members (conv, user) VALUES (?, ?)", [(conv_id, u) for u in unique]
             )
             _bump_membership(conn)
+            _record_event(conn, EVENT_CREATED, conv_id, None, title, unique, created_at)
         return Conversation(
             id=conv_id, members=tuple(unique), title=title, owner=owner, created_at=created_at, last_seq=0
         )
@@ -247,6 +276,7 @@ class SQLiteStore(Store):
             cur = conn.execute("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)", (conv_id, user_id))
             if cur.rowcount:
                 _bump_membership(conn)
+                _record_change(conn, EVENT_MEMBER_ADDED, conv_id, user_id)
 
     def remove_member(self, conv_id: str, user_id: str) -> None:
         with self._connection() as conn, _write(conn):
@@ -254,6 +284,13 @@ class SQLiteStore(Store):
             cur = conn.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv_id, user_id))
             if cur.rowcount:
                 _bump_membership(conn)
+                _record_change(conn, EVENT_MEMBER_REMOVED, conv_id, user_id)
+
+    def set_title(self, conv_id: str, title: str | None) -> None:
+        with self._connection() as conn, _write(conn):
+            _require_conversation(conn, conv_id)
+            conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id))
+            _record_change(conn, EVENT_TITLE_CHANGED, conv_id, None)
 
     def memberships(self) -> dict[str, frozenset[str]]:
         with self._connection() as conn, _read(conn):
@@ -349,6 +386,80 @@ class SQLiteStore(Store):
             messages.reverse()
         return HistoryPage(messages=messages, has_more=has_more)
 
+    # --- receipts and read state -------------------------------------------------------------
+    def apply_receipts(self, updates: Sequence[ReceiptUpdate]) -> list[ReceiptResult]:
+        if not updates:
+            return []
+        results: list[ReceiptResult] = []
+        with self._connection() as conn, _write(conn):
+            for update in updates:
+                row = conn.execute("SELECT last_seq FROM conversations WHERE id = ?", (update.conv,)).fetchone()
+                if row is None:
+                    results.append(ReceiptResult(ReceiptOutcome.UNKNOWN_CONVERSATION, 0))
+                    continue
+                last_seq = int(row[0])
+                if update.seq > last_seq:
+                    results.append(ReceiptResult(ReceiptOutcome.SEQ_AHEAD, last_seq))
+                    continue
+                current = conn.execute(
+                    "SELECT delivered_seq, read_seq FROM markers WHERE conv = ? AND user = ?",
+                    (update.conv, update.user),
+                ).fetchone()
+                delivered, read = current if current else (0, 0)
+                moved = update.seq > (read if update.status == "read" else delivered)
+                if moved:
+                    new_read = max(read, update.seq) if update.status == "read" else read
+                    conn.execute(
+                        "INSERT INTO markers (conv, user, delivered_seq, read_seq, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (conv, user) DO UPDATE SET"
+                        " delivered_seq = excluded.delivered_seq, read_seq = excluded.read_seq,"
+                        " updated_at = excluded.updated_at",
+                        (update.conv, update.user, max(delivered, update.seq), new_read, update.ts),
+                    )
+                outcome = ReceiptOutcome.MOVED if moved else ReceiptOutcome.UNCHANGED
+                results.append(ReceiptResult(outcome, last_seq))
+        return results
+
+    def markers(self, conv_id: str) -> list[Marker]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_MARKER_COLUMNS} FROM markers WHERE conv = ? ORDER BY user", (conv_id,)
+            ).fetchall()
+        return [Marker(*row) for row in rows]
+
+    def markers_of(self, user_id: str) -> dict[str, Marker]:
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT {_MARKER_COLUMNS} FROM markers WHERE user = ?", (user_id,)).fetchall()
+        return {row[0]: Marker(*row) for row in rows}
+
+    def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE conv = ? AND seq > ? AND sender != ?",
+                (conv_id, after_seq, user_id),
+            ).fetchone()
+        return int(row[0])
+
+    # --- conversation events ------------------------------------------------------------------
+    def pending_events(self, limit: int = 500) -> list[ConversationEvent]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id, kind, conv, subject, title, recipients, ts FROM events ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [
+            ConversationEvent(
+                id=row[0], kind=row[1], conv=row[2], subject=row[3], title=row[4],
+                recipients=tuple(orjson.loads(row[5])), ts=row[6],
+            )  # fmt: skip
+            for row in rows
+        ]
+
+    def delete_events(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self._connection() as conn, _write(conn):
+            conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
+
     # --- lifecycle --------------------------------------------------------------------------
     def ping(self) -> None:
         with self._connection() as conn:
@@ -420,3 +531,22 @@ def _require_conversation(conn: sqlite3.Connection, conv_id: str) -> None:
 
 def _bump_membership(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'membership_version'")
+
+
+def _record_change(conn: sqlite3.Connection, kind: str, conv_id: str, subject: str | None) -> None:
+    """An event for the members after the change (and the removed member), in the same transaction."""
+    title = conn.execute("SELECT title FROM conversations WHERE id = ?", (conv_id,)).fetchone()[0]
+    members = [r[0] for r in conn.execute("SELECT user FROM members WHERE conv = ? ORDER BY user", (conv_id,))]
+    if subject is not None and subject not in members:
+        members.append(subject)
+    _record_event(conn, kind, conv_id, subject, title, members, now_ms())
+
+
+def _record_event(
+    conn: sqlite3.Connection, kind: str, conv_id: str, subject: str | None, title: str | None,
+    recipients: Sequence[str], ts: int,
+) -> None:  # fmt: skip
+    conn.execute(
+        "INSERT INTO events (kind, conv, subject, title, recipients, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, conv_id, subject, title, orjson.dumps(list(recipients)).decode(), ts),
+    )

@@ -14,17 +14,35 @@ from redis.retry import Retry
 from chatcore.liveness import BRIDGE_ALIVE_KEY
 from chatcore.netutil import free_port
 from chatcore.store import Store
+from tests.mosquitto import LocalMosquitto
 
 pytestmark = pytest.mark.timeout(30)
 
 
+@pytest.fixture(scope="module")
+def listening_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real MQTT broker (a private Mosquitto): the check needs a CONNACK, not just an open port."""
+    broker = LocalMosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker.port
+    broker.stop()
+
+
 @pytest.fixture
-def listening_port() -> Iterator[int]:
-    """A TCP port that accepts connections (the kernel completes the handshake without accept())."""
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP (the kernel completes the handshake) but never speaks MQTT."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield int(sock.getsockname()[1])
+
+
+def test_an_open_port_that_does_not_speak_mqtt_is_not_a_broker(
+    make_app: Callable[..., Flask], silent_port: int, redis_client: redis.Redis
+) -> None:
+    redis_client.set(BRIDGE_ALIVE_KEY, "1", px=60_000)
+    response = make_app(broker_port=silent_port).test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["broker"].startswith("unreachable")
 
 
 def test_healthy_when_everything_answers(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +20,7 @@ from chatcore.liveness import BRIDGE_ALIVE_KEY
 from chatcore.netutil import free_port, wait_for_port
 from chatcore.store import open_store
 from tests.api.helpers import SECRET
+from tests.mosquitto import LocalMosquitto
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,16 +40,16 @@ def http(method: str, url: str, body: dict[str, Any] | None = None, token: str |
         return exc.code, json.loads(exc.read())
 
 
-def test_server_serves_and_stops_on_sigterm(data_dir: Path, redis_url: str, redis_client: redis.Redis) -> None:
+def test_server_serves_and_stops_on_sigterm(
+    data_dir: Path, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     store = open_store("sqlite:///" + str(data_dir / "chatmq.db"))
     store.create_user("alice", hash_password("pw"))
     store.create_conversation("c1", ["alice"], title="notes")
     store.close()
     redis_client.set(BRIDGE_ALIVE_KEY, "1", px=60_000)
 
-    broker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    broker.bind(("127.0.0.1", 0))
-    broker.listen(8)
+    broker = LocalMosquitto(tmp_path / "mosquitto").start()  # any standard MQTT broker will do
     port = free_port()
     env = {
         **os.environ,
@@ -57,7 +57,7 @@ def test_server_serves_and_stops_on_sigterm(data_dir: Path, redis_url: str, redi
         "CHATMQ_HTTP_PORT": str(port),
         "CHATMQ_HOST": "127.0.0.1",
         "CHATMQ_REDIS_URL": redis_url,
-        "CHATMQ_BROKER_PORT": str(broker.getsockname()[1]),
+        "CHATMQ_BROKER_PORT": str(broker.port),
         "CHATMQ_SECRET_KEY": SECRET,
         "CHATMQ_API_WORKERS": "2",
     }
@@ -84,7 +84,7 @@ def test_server_serves_and_stops_on_sigterm(data_dir: Path, redis_url: str, redi
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-        broker.close()
+        broker.stop()
     assert proc.returncode == 0, output
     assert f"api listening on http://127.0.0.1:{port}" in output
     assert "Traceback" not in output, output
