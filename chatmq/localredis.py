@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from chatcore.netutil import free_port, wait_for_port
+from chatmq.processes import terminate
 
 
 class RedisNotInstalled(RuntimeError):
@@ -51,14 +52,7 @@ class LocalRedis:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:

@@ -21,6 +21,7 @@ from chatcore.config import Settings
 from chatcore.netutil import port_in_use, wait_for_port
 from chatcore.store import open_store
 from chatmq.localredis import LocalRedis, reachable
+from chatmq.processes import terminate
 
 log = logging.getLogger("chatmq.up")
 
@@ -141,13 +142,8 @@ class Supervisor:
             process = child.process
             if process is None or process.poll() is not None:
                 continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within 15 s; killing it", child.name)
-                process.kill()
-                process.wait()
+            if not terminate(process, timeout=15):
+                log.warning("%s did not stop within 15 s; it was killed", child.name)
         if self.redis is not None:
             self.redis.stop()
         log.info("chatmq stopped")

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from chatcore.netutil import free_port, wait_for_port
+from chatmq.processes import terminate
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -58,14 +59,7 @@ class LocalMosquitto:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
     def restart(self) -> LocalMosquitto:
         self.stop()
