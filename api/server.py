@@ -14,9 +14,11 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from api.app import create_app
 from api.context import get_context
+from chatcore import logs
 from chatcore.config import Settings
 
 log = logging.getLogger("chatmq.api")
@@ -27,6 +29,16 @@ GRACEFUL_TIMEOUT_S = 10
 
 def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _ChatmqLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's own lines go through chatmq's one log set-up (same format, text or JSON)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -45,6 +57,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": GRACEFUL_TIMEOUT_S,
             "loglevel": settings.log_level.lower(),
             "errorlog": "-",
+            "logger_class": _ChatmqLogger,
             "proc_name": "chatmq-api",
             # gunicorn >= 25.1 opens a control socket at one shared per-user path by default; two
             # APIs on one host would fight over it, and nothing here uses it.
@@ -69,7 +82,7 @@ def _close_worker_store(_arbiter: object, worker: Any) -> None:
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT. Returns after a clean shutdown; raises SystemExit otherwise."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logs.configure(settings.log_level, settings.log_format)
     settings.load_secret()  # create the key file once, before workers race to
     master = os.getpid()
     try:

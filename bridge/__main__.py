@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from bridge.service import run
+from chatcore import logs
 from chatcore.config import Settings
 
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     run(settings)
 
 

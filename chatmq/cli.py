@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
+from chatcore import logs
 from chatmq.admin import conv, history, presence, user
 from chatmq.settings_opts import (
     broker_address_options,
@@ -18,27 +18,19 @@ from chatmq.settings_opts import (
 )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # amqtt logs every connection at INFO; keep its chatter to warnings.
-    logging.getLogger("amqtt").setLevel(logging.WARNING)
-    logging.getLogger("transitions").setLevel(logging.WARNING)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", envvar="CHATMQ_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", envvar="CHATMQ_LOG_FORMAT", default="text", show_default=True,
+              type=click.Choice(["text", "json"]), help="one line per event, as text or JSON")
 @click.version_option(package_name="chatmq")
-def cli(log_level: str) -> None:
+def cli(log_level: str, log_format: str) -> None:
     """chatmq: a chat backend for devices that speak MQTT.
 
     Run the whole stack with `chatmq up`, or the broker, bridge and API as separate services.
     Admin commands (user, conv, history, presence) work on the same store while it runs.
     """
-    _configure_logging(log_level)
+    logs.configure(log_level, log_format)
 
 
 @cli.command()
