@@ -216,7 +216,7 @@ def chat(user: str, conv_id: str | None, host: str, port: int, http_url: str, de
     session = ChatSession(client, history, view, conv)
     try:
         session.open(history_count)
-        for line in sys.stdin:
+        while line := sys.stdin.readline():  # readline, not iteration: one Ctrl-D on a tty is EOF
             if not session.handle(line):
                 break
         if not client.drain(5):

@@ -9,6 +9,7 @@ import click
 
 from chatcore import logs
 from chatmq.admin import conv, history, presence, user
+from chatmq.chat import chat
 from chatmq.settings_opts import (
     broker_address_options,
     make_settings,
@@ -93,6 +94,7 @@ cli.add_command(user)
 cli.add_command(conv)
 cli.add_command(history)
 cli.add_command(presence)
+cli.add_command(chat)
 
 
 def main() -> None:
