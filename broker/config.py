@@ -24,6 +24,8 @@ def build_config(settings: Settings, services: BrokerServices) -> dict[str, Any]
             "default": {"type": "tcp", "bind": f"{settings.host}:{settings.mqtt_port}"},
             "ws": {"type": "ws", "bind": f"{settings.host}:{settings.ws_port}"},
         },
+        # amqtt expires disconnected persistent sessions after this; Redis keys expire alike
+        "session_expiry_interval": settings.session_expiry_s,
         "plugins": {
             AUTH_PLUGIN: {"services": services},
             ACL_PLUGIN: {"services": services},

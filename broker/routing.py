@@ -30,9 +30,9 @@ Hooks for subclasses (the broker core composes this mixin before ``Broker``):
 - ``_deliver(session, broadcast, qos)``: every routed delivery after the RECEIVE check, whether the
   session is connected or not. ``broadcast`` is amqtt's dict (``session``, ``topic``, ``data``,
   optional ``qos``). Default: offline queueing as stock, else ``_enqueue``.
-- ``_delivery_qos(broadcast, granted_qos) -> int``: the QoS of one delivery. Default is stock's
-  ``broadcast.get("qos", granted_qos)`` (which upgrades QoS 0 publishes; override to return
-  ``min(publish_qos, granted_qos)`` once the broadcast dict carries the publish QoS).
+- ``_delivery_qos(broadcast, granted_qos) -> int``: the QoS of one delivery: a forced
+  ``broadcast["qos"]``, else min(publish QoS, granted QoS) when ``broadcast["data"]`` has a ``qos``
+  attribute (``broker.handler.Published``), else the granted QoS (stock amqtt).
 - ``_receive_allowed(session, topic) -> bool``: the per-recipient RECEIVE check.
 - ``_enqueue(session, topic, data, qos, retain=False)``: put one PUBLISH on a connected session's
   outbox (used for routed and retained messages alike, so their order is kept).
@@ -62,8 +62,8 @@ from broker.topictrie import TopicTrie, filter_matches, has_wildcard, valid_filt
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_FAILURE = 0x80
-# An idle writer task ends after this long; the next delivery starts a new one.
-_OUTBOX_IDLE_S = 30.0
+# How often writers of closed connections are woken so they can end (one timer, not one per writer).
+_OUTBOX_SWEEP_S = 10.0
 _STOP = object()  # the broadcast loop's shutdown sentinel
 
 Subscribers = dict[str, tuple[Session, int]]  # client_id -> (session, granted qos)
@@ -185,6 +185,22 @@ class _Outbox:
         self.overflowing = False
 
 
+def encode_publish(topic: str, data: bytes | bytearray, qos: int, packet_id: int | None, retain: bool) -> bytes:
+    """One PUBLISH packet's bytes (MQTT 3.1.1 section 3.3), without amqtt's per-field objects."""
+    name = topic.encode()
+    variable = len(name).to_bytes(2, "big") + name
+    if qos:
+        variable += (packet_id or 0).to_bytes(2, "big")
+    remaining = len(variable) + len(data)
+    header = bytearray((0x30 | (qos << 1) | int(retain),))
+    while True:
+        byte, remaining = remaining & 0x7F, remaining >> 7
+        header.append(byte | 0x80 if remaining else byte)
+        if not remaining:
+            break
+    return bytes(header) + variable + bytes(data)
+
+
 def _acked(session: Session, handler: BrokerProtocolHandler, packet_id: int, waiter: asyncio.Future[Any]) -> None:
     """PUBACK arrived: the delivery leaves inflight_out. A cancelled waiter (connection closed)
     leaves it there for redelivery on reconnect."""
@@ -208,6 +224,7 @@ class RoutingMixin:
         self._routing_index = SubscriptionIndex()
         self._subscriptions = SubscriptionsView(self._routing_index)  # type: ignore[assignment]
         self._outboxes: dict[str, _Outbox] = {}
+        self._outbox_sweep: asyncio.TimerHandle | None = None
 
     # ---- subscriptions -------------------------------------------------------------------
 
@@ -261,8 +278,14 @@ class RoutingMixin:
             await self._deliver(session, broadcast, self._delivery_qos(broadcast, granted))
 
     def _delivery_qos(self, broadcast: dict[str, Any], granted_qos: int) -> int:
-        qos = broadcast.get("qos")
-        return granted_qos if qos is None else int(qos)
+        """A forced QoS (amqtt's ``broadcast["qos"]``) wins; else min(publish QoS, granted QoS)
+        when the payload carries its publish QoS as a ``qos`` attribute (broker.handler.Published),
+        else the granted QoS as stock amqtt does."""
+        forced = broadcast.get("qos")
+        if forced is not None:
+            return int(forced)
+        published = getattr(broadcast["data"], "qos", None)
+        return granted_qos if published is None else min(int(published), granted_qos)
 
     async def _receive_allowed(self, session: Session, topic: str) -> bool:
         """amqtt's RECEIVE check (all topic plugins must say True; None denies), minus its task per plugin."""
@@ -307,19 +330,29 @@ class RoutingMixin:
         box.queue.append((topic, data, qos, retain))
         if box.task is None:
             box.task = asyncio.create_task(self._pump(client_id, box), name=f"outbox:{client_id}")
+            if self._outbox_sweep is None:
+                self._outbox_sweep = asyncio.get_running_loop().call_later(_OUTBOX_SWEEP_S, self._sweep_outboxes)
         box.wake.set()
+
+    def _sweep_outboxes(self) -> None:
+        """Wake the writers of connections that closed, so they end instead of waiting forever."""
+        for box in list(self._outboxes.values()):
+            session = box.handler.session
+            if session is None or session.transitions.state != "connected":
+                box.wake.set()
+        self._outbox_sweep = (
+            asyncio.get_running_loop().call_later(_OUTBOX_SWEEP_S, self._sweep_outboxes) if self._outboxes else None
+        )
 
     async def _pump(self, client_id: str, box: _Outbox) -> None:
         try:
             while self._outboxes.get(client_id) is box:
                 if not box.queue:
+                    session = box.handler.session
+                    if session is None or session.transitions.state != "connected":
+                        break
                     box.wake.clear()
-                    try:
-                        async with asyncio.timeout(_OUTBOX_IDLE_S):
-                            await box.wake.wait()
-                    except TimeoutError:
-                        if not box.queue:
-                            break
+                    await box.wake.wait()
                     continue
                 await self._flush(box)
         except asyncio.CancelledError:
@@ -346,7 +379,7 @@ class RoutingMixin:
         loop = asyncio.get_running_loop()
         for topic, data, qos, retain in batch:
             if qos == QOS_0:
-                chunks.append(PublishPacket.build(topic, bytes(data), None, False, QOS_0, retain).to_bytes())
+                chunks.append(encode_publish(topic, data, QOS_0, None, retain))
             elif qos == QOS_1:
                 try:
                     packet_id = session.next_packet_id
@@ -354,13 +387,13 @@ class RoutingMixin:
                     log.warning("%s has 65535 unacknowledged deliveries; dropping one on %s", session.client_id, topic)
                     continue
                 message = OutgoingApplicationMessage(packet_id, topic, QOS_1, data, retain)
-                packet = message.build_publish_packet()
-                message.publish_packet = packet
+                # amqtt's redelivery on reconnect resends with DUP when publish_packet is set
+                message.publish_packet = PublishPacket.build(topic, bytes(data), packet_id, False, QOS_1, retain)
                 session.inflight_out[packet_id] = message
                 waiter: asyncio.Future[Any] = loop.create_future()
                 waiter.add_done_callback(partial(_acked, session, handler, packet_id))
                 handler._puback_waiters[packet_id] = waiter
-                chunks.append(packet.to_bytes())
+                chunks.append(encode_publish(topic, data, QOS_1, packet_id, retain))
             else:  # QoS 2 is rare: keep order by writing what came before, then run amqtt's full flow
                 await self._write(handler, chunks)
                 chunks = []

@@ -11,25 +11,42 @@ import contextlib
 import logging
 import signal
 import threading
-
-from amqtt.broker import Broker
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from broker.config import build_config
+from broker.core import BrokerLimits, ChatBroker
 from broker.services import BrokerServices, MembershipRefresher, keep_membership_fresh
+from broker.sessions import SessionStore
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.membership import MembershipView
 from chatcore.store import open_store
+
+if TYPE_CHECKING:
+    from amqtt.broker import Broker
 
 log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings], "Broker"]
+
+
+def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
+    limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit)
+    sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
+    return ChatBroker(config, loop=loop, limits=limits, sessions=sessions)
+
+
+async def serve(
+    settings: Settings, *, ready: asyncio.Event | None = None, broker_factory: BrokerFactory = chat_broker
+) -> None:
     """Serve until SIGINT/SIGTERM (when run in the main thread) or until cancelled.
 
-    ``ready`` is set once both listeners accept connections.
+    ``ready`` is set once both listeners accept connections. ``broker_factory`` lets the
+    regression tests run stock amqtt with the same plugins side by side with ours.
     """
     loop = asyncio.get_running_loop()
     store = await asyncio.to_thread(open_store, settings.resolved_store_url)
@@ -37,10 +54,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         secret = await asyncio.to_thread(settings.load_secret)
         view = MembershipView(store)
         await asyncio.to_thread(view.refresh)  # access checks must not start from an empty view
-        services = BrokerServices(Authenticator(store, secret), view, MembershipRefresher(view))
+        services = BrokerServices(
+            Authenticator(store, secret), view, MembershipRefresher(view), allow_anonymous=settings.allow_anonymous
+        )
         refresher = asyncio.create_task(keep_membership_fresh(services.refresher, settings.membership_refresh_s))
         try:
-            broker = Broker(build_config(settings, services), loop=loop)
+            broker = broker_factory(build_config(settings, services), loop, settings)
             await broker.start()
             try:
                 await _run_until_stopped(loop, settings, ready)

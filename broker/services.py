@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Where the auth plugin leaves the authenticated Identity for the access-control plugin.
 IDENTITY_KEY = "chatmq.identity"
+# Set instead of an identity for a client let in without credentials (allow_anonymous).
+ANONYMOUS_KEY = "chatmq.anonymous"
 
 
 class MembershipRefresher:
@@ -46,6 +48,7 @@ class BrokerServices:
     authenticator: Authenticator
     membership: MembershipView
     refresher: MembershipRefresher
+    allow_anonymous: bool = False  # plain MQTT for anyone, outside the chat namespaces only
 
     async def confirm_membership(self) -> None:
         """Re-read memberships now, before a denial that may only reflect a stale view.
@@ -59,6 +62,23 @@ class BrokerServices:
 def session_identity(attributes: dict[str, Any]) -> Identity | None:
     identity = attributes.get(IDENTITY_KEY)
     return identity if isinstance(identity, Identity) else None
+
+
+def session_owner(attributes: dict[str, Any]) -> dict[str, object]:
+    """Who logged in, as plain data: stored with a persistent session and compared on takeover."""
+    identity = session_identity(attributes)
+    if identity is not None:
+        return {"user": identity.user, "service": identity.is_service}
+    return {"anonymous": bool(attributes.get(ANONYMOUS_KEY))}
+
+
+def restore_owner(attributes: dict[str, Any], owner: dict[str, object]) -> None:
+    attributes.pop(IDENTITY_KEY, None)
+    attributes.pop(ANONYMOUS_KEY, None)
+    if isinstance(owner.get("user"), str):
+        attributes[IDENTITY_KEY] = Identity(str(owner["user"]), bool(owner.get("service")))
+    elif owner.get("anonymous"):
+        attributes[ANONYMOUS_KEY] = True
 
 
 async def keep_membership_fresh(refresher: MembershipRefresher, interval_s: float) -> None:

@@ -42,12 +42,13 @@ class Settings(BaseSettings):
     # Broker limits and persistent MQTT sessions (kept in Redis so they survive a restart).
     max_packet_bytes: int = Field(default=64 * 1024, description="largest MQTT packet the broker accepts")
     session_queue_limit: int = Field(default=1000, description="queued messages kept per offline session")
-    session_expiry_s: int = Field(default=7 * 24 * 3600, description="an offline persistent session is dropped after this")
+    session_expiry_s: int = Field(default=7 * 24 * 3600, description="offline persistent sessions expire after")
     allow_anonymous: bool = Field(default=False, description="plain MQTT 3.1.1 outside the chat namespaces")
     # Conversations with more members than this get compact QoS 0 notices instead of full messages.
     fanout_read_threshold: int = Field(default=DEFAULT_FANOUT_READ_THRESHOLD, ge=1)
     api_workers: int = 2
     log_level: str = "INFO"
+    log_format: str = Field(default="text", pattern="^(text|json)$", description="text or json log lines")
 
     @property
     def resolved_store_url(self) -> str:

@@ -58,11 +58,15 @@ def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **po
 @store_options
 @server_options
 @redis_option
-def broker(data_dir: Path | None, store_url: str | None, redis_url: str | None, **ports: Any) -> None:
-    """Run the MQTT broker (authentication, access control, routing)."""
+@click.option("--allow-anonymous", is_flag=True, default=None,
+              help="also act as a plain MQTT 3.1.1 broker outside the chat namespaces, anonymous clients included")
+def broker(data_dir: Path | None, store_url: str | None, redis_url: str | None, allow_anonymous: bool | None,
+           **ports: Any) -> None:
+    """Run the MQTT broker (authentication, access control, routing, persistent sessions in Redis)."""
     from broker.server import run
 
-    run(make_settings(data_dir=data_dir, store_url=store_url, redis_url=redis_url, **ports))
+    run(make_settings(data_dir=data_dir, store_url=store_url, redis_url=redis_url, allow_anonymous=allow_anonymous,
+                      **ports))
 
 
 @cli.command()

@@ -15,7 +15,7 @@ from amqtt.plugins.base import BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.services import BrokerServices, session_identity
-from chatcore.access import Action, authorize
+from chatcore.access import Action, authorize, in_namespace
 
 _ACTIONS = {
     AmqttAction.SUBSCRIBE: Action.SUBSCRIBE,
@@ -41,7 +41,11 @@ class ChatAclPlugin(BaseTopicPlugin):
             return False
         identity = session_identity(session.attributes)
         ours = _ACTIONS.get(action)
-        if identity is None or ours is None:
+        if ours is None:
+            return False
+        if self.services.allow_anonymous and _open_topic(ours, topic):
+            return True
+        if identity is None:
             return False
         if authorize(identity, ours, topic, self.services.membership):
             return True
@@ -50,3 +54,14 @@ class ChatAclPlugin(BaseTopicPlugin):
         # A SUBSCRIBE or PUBLISH denial is rare: confirm it against the store's current memberships.
         await self.services.confirm_membership()
         return authorize(identity, ours, topic, self.services.membership)
+
+
+def _open_topic(action: Action, topic: str) -> bool:
+    """With allow_anonymous, topics outside the chat namespaces are plain MQTT for everyone.
+
+    A filter starting with a wildcard is granted too: it can only ever receive topics that pass
+    the per-delivery RECEIVE check, and chat topics do not.
+    """
+    if action is Action.SUBSCRIBE:
+        return not in_namespace(topic) or topic.split("/", 1)[0] in ("+", "#")
+    return not in_namespace(topic)

@@ -15,8 +15,8 @@ from amqtt.contexts import BaseContext
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-from broker.services import IDENTITY_KEY, BrokerServices
-from chatcore.access import Identity
+from broker.services import ANONYMOUS_KEY, IDENTITY_KEY, BrokerServices
+from chatcore.access import Identity, in_namespace
 from chatcore.protocol import TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,15 @@ class ChatAuthPlugin(BaseAuthPlugin):
         # A persistent session is reused across connections: never let a previous login's
         # identity survive a failed one.
         session.attributes.pop(IDENTITY_KEY, None)
+        session.attributes.pop(ANONYMOUS_KEY, None)
         where = f"client_id={session.client_id!r} user={session.username!r} from {session.remote_address}"
+        anonymous_ok = self.services.allow_anonymous
+        if anonymous_ok and not session.username and not session.password:
+            if session.will_flag and in_namespace(session.will_topic or ""):
+                log.warning("refused anonymous login (will topic %r is a chat topic): %s", session.will_topic, where)
+                return False
+            session.attributes[ANONYMOUS_KEY] = True
+            return True
         try:
             # argon2 costs ~0.1 s of CPU by design: keep it off the event loop.
             identity = await asyncio.to_thread(
@@ -55,7 +63,11 @@ class ChatAuthPlugin(BaseAuthPlugin):
             reason = "no credentials" if not session.username or not session.password else "bad credentials"
             log.warning("refused login (%s): %s", reason, where)
             return False
-        if session.will_flag and not will_allowed(identity, session.will_topic):
+        if (
+            session.will_flag
+            and not will_allowed(identity, session.will_topic)
+            and not (anonymous_ok and not in_namespace(session.will_topic or ""))
+        ):
             log.warning("refused login (will topic %r not allowed): %s", session.will_topic, where)
             return False
         session.attributes[IDENTITY_KEY] = identity

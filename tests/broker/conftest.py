@@ -21,6 +21,7 @@ from chatcore.auth import hash_password, issue_token
 from chatcore.config import SERVICE_USER
 from chatcore.netutil import free_port
 from chatcore.store import Store, open_store
+from chatmq.localredis import LocalRedis
 from tests.broker.mqtt import Mqtt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,12 +60,13 @@ def seed(store: Store) -> None:
     store.create_conversation("c2", ["bob", "carol"])
 
 
-def start_broker(data_dir: Path, store_url: str) -> BrokerProcess:
+def start_broker(data_dir: Path, store_url: str, redis_url: str) -> BrokerProcess:
     host, port, ws_port = "127.0.0.1", free_port(), free_port()
     env = {
         **os.environ,
         "CHATMQ_DATA_DIR": str(data_dir),
         "CHATMQ_STORE_URL": store_url,
+        "CHATMQ_REDIS_URL": redis_url,
         "CHATMQ_SECRET_KEY": SECRET,
         "CHATMQ_HOST": host,
         "CHATMQ_MQTT_PORT": str(port),
@@ -99,8 +101,10 @@ def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def broker(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    running = start_broker(tmp_path_factory.mktemp("broker"), store_url)
+def broker(
+    store_url: str, redis_server: LocalRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
+    running = start_broker(tmp_path_factory.mktemp("broker"), store_url, redis_server.url)
     yield running
     running.stop()
 
@@ -149,3 +153,8 @@ def clients(broker: BrokerProcess) -> Iterator[Clients]:
     made = Clients(broker)
     yield made
     made.close()
+
+
+# In-process brokers (stock amqtt or ours) for the defect regression tests; imported last because
+# that module reads the constants above.
+from tests.broker.inproc import run_broker  # noqa: E402,F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -21,6 +21,9 @@ _ids = itertools.count(1)
 class Received:
     topic: str
     payload: bytes
+    qos: int = field(default=0, compare=False)
+    retain: bool = field(default=False, compare=False)
+    dup: bool = field(default=False, compare=False)
 
 
 class Mqtt:
@@ -34,14 +37,20 @@ class Mqtt:
         will: tuple[str, bytes] | None = None,
         transport: str = "tcp",
         host: str = "127.0.0.1",
+        clean_session: bool = True,
+        keepalive: int = 60,
+        manual_ack: bool = False,
     ) -> None:
-        self.host, self.port = host, port
+        self.host, self.port, self.keepalive = host, port, keepalive
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"t{next(_ids)}-{time.monotonic_ns()}",
+            client_id=f"t{next(_ids)}-{time.monotonic_ns()}" if client_id is None else client_id,
             protocol=paho.MQTTv311,
             transport=transport,  # type: ignore[arg-type]
+            clean_session=clean_session,
+            manual_ack=manual_ack,
         )
+        self.session_present: bool | None = None
         if username is not None:
             self.client.username_pw_set(username, password)
         if will is not None:
@@ -57,17 +66,18 @@ class Mqtt:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
             client.disconnect()  # else paho's network thread keeps retrying the login
+        self.session_present = bool(flags.session_present)
         self._connacks.put(rc)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         self._subacks[mid] = [code.value for code in codes]
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.messages.put(Received(msg.topic, msg.payload))
+        self.messages.put(Received(msg.topic, msg.payload, msg.qos, bool(msg.retain), bool(msg.dup)))
 
     def connect(self, timeout: float = 5.0) -> int:
         """Connect and return the CONNACK reason code value (0 = accepted)."""
-        self.client.connect(self.host, self.port, keepalive=60)
+        self.client.connect(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         rc = self._connacks.get(timeout=timeout)
         if rc.is_failure:

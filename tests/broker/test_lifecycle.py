@@ -39,12 +39,12 @@ def test_listening_line(broker: BrokerProcess) -> None:
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+def own_broker(tmp_path: Path, redis_url: str) -> Iterator[BrokerProcess]:
     url = "sqlite:///" + str(tmp_path / "own.db")
     store = open_store(url)
     seed(store)
     store.close()
-    started = start_broker(tmp_path, url)
+    started = start_broker(tmp_path, url, redis_url)
     yield started
     if started.proc.poll() is None:
         started.proc.kill()
@@ -67,13 +67,20 @@ def test_signal_shuts_down_cleanly(own_broker: BrokerProcess, sig: signal.Signal
     assert "Traceback" not in log
 
 
-def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path) -> None:
+def test_serve_in_a_thread_sets_ready_and_stops_on_cancel(tmp_path: Path, redis_url: str) -> None:
     """Embedded use: serve() on a loop in another thread (no signal handlers there), stopped by cancel."""
     url = "sqlite:///" + str(tmp_path / "embedded.db")
     store = open_store(url)
     seed(store)
     store.close()
-    settings = Settings(data_dir=tmp_path, store_url=url, secret_key=SECRET, mqtt_port=free_port(), ws_port=free_port())
+    settings = Settings(
+        data_dir=tmp_path,
+        store_url=url,
+        secret_key=SECRET,
+        redis_url=redis_url,
+        mqtt_port=free_port(),
+        ws_port=free_port(),
+    )
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stopping = asyncio.Event()

@@ -1,0 +1,432 @@
+"""ChatBroker: amqtt's Broker with the session, delivery and connection defects of 0.12 fixed.
+
+Routing (matching topics against filters) is not touched here: it belongs to ``RoutingMixin``
+(broker/routing.py). Every override below names the amqtt 0.12 defect it fixes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import websockets
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker, Server
+from amqtt.contexts import Action, ListenerType
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
+from amqtt.utils import gen_client_id
+
+from broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qos
+from broker.limits import PacketSizeGuard, PacketTooLarge
+from broker.routing import RoutingMixin
+from broker.services import restore_owner, session_owner
+from broker.sessions import QueuedMessage, SessionStore
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0  # a socket that never sends CONNECT must not hold a connection slot
+TAKEOVER_TIMEOUT_S = 5.0
+_SUBSCRIPTIONS_KEY = "chatmq.subscriptions"  # filter -> granted QoS, what a persistent session keeps
+_LOOP_DONE_KEY = "chatmq.loop_done"
+_OVERFLOW_KEY = "chatmq.queue_overflowing"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    max_packet_bytes: int = 64 * 1024
+    session_queue_limit: int = 1000
+
+
+def _persistent(session: Session) -> bool:
+    return not session.clean_session
+
+
+class ChatBroker(RoutingMixin, Broker):
+    def __init__(
+        self,
+        config: Any,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: BrokerLimits | None = None,
+        sessions: SessionStore | None = None,
+    ) -> None:
+        super().__init__(config, loop=loop)
+        self.limits = limits or BrokerLimits()
+        self.session_store = sessions
+        self._stopping = False
+
+    # ---- connection set-up -------------------------------------------------------------------
+
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
+    ) -> Any:
+        """amqtt 0.12 defect: the websockets library's own 1 MiB message limit closes the connection
+        (and loses the message) before amqtt sees it; size it from our limit so PacketSizeGuard,
+        shared with TCP, decides."""
+        if listener_type != ListenerType.WS:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        return await websockets.serve(
+            partial(self.ws_connected, listener_name=listener_name),
+            address,
+            port,
+            ssl=ssl_context,
+            subprotocols=[websockets.Subprotocol("mqtt")],
+            max_size=max(self.limits.max_packet_bytes + 16, 1 << 20),
+        )
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """amqtt 0.12 defect: no packet size limit. Every transport's reader goes through the guard."""
+        peer = writer.get_peer_info()
+        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        guarded = PacketSizeGuard(reader, self.limits.max_packet_bytes, where)
+        await super()._client_connected(listener_name, guarded, writer)
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """amqtt 0.12 defect: a CONNECT reusing a live client id kicked the victim, reported its
+        session-present flag and (clean session) deleted its subscriptions BEFORE authentication,
+        and every failed login left a session behind. Here authentication comes first and a refused
+        CONNECT touches no existing state."""
+        where = f"{remote_address}:{remote_port}"
+        try:
+            handler, incoming = await asyncio.wait_for(
+                ChatHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT_S
+            )
+        except (TimeoutError, PacketTooLarge) as exc:
+            await writer.close()
+            raise MQTTError(f"no valid CONNECT from {where}: {exc!r}") from exc
+        except MQTTError:
+            await writer.close()
+            raise
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+
+        if not await self._authenticate(incoming, None):  # type: ignore[arg-type]
+            await self._refuse(writer, NOT_AUTHORIZED)
+            raise MQTTError(f"login refused for client_id={incoming.client_id!r} from {where}")
+
+        if not incoming.client_id:
+            incoming.client_id = gen_client_id()  # MQTT-3.1.3-6 (amqtt refused it with clean_session=0)
+        existing = self._sessions.get(incoming.client_id, (None, None))[0]
+        if existing is not None and session_owner(existing.attributes) != session_owner(incoming.attributes):
+            # A client id is not a credential: another user's login must not take over a session.
+            log.warning("refused client_id=%r from %s: the session belongs to another user", incoming.client_id, where)
+            await self._refuse(writer, IDENTIFIER_REJECTED)
+            raise MQTTError(f"client id {incoming.client_id!r} belongs to another user")
+
+        if existing is not None:
+            await self._take_over(existing)
+        if incoming.clean_session or existing is None:
+            if existing is not None:
+                await self._delete_session(incoming.client_id)
+            session = incoming
+            session.parent = 0
+        else:
+            for field in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive"):
+                setattr(existing, field, getattr(incoming, field))
+            existing.username, existing.password = incoming.username, incoming.password
+            existing.remote_address, existing.remote_port = incoming.remote_address, incoming.remote_port
+            existing.clean_session = False
+            restore_owner(existing.attributes, session_owner(incoming.attributes))
+            session = existing
+            session.parent = 1
+        # amqtt 0.12 defect: the reader's timeout is the bare keepalive and expiry is ignored; the
+        # handler now disconnects on it, after the 1.5x grace of MQTT-3.1.2-24.
+        session.keep_alive = incoming.keep_alive * KEEPALIVE_GRACE if incoming.keep_alive > 0 else 0
+        return handler, session
+
+    @staticmethod
+    async def _refuse(writer: WriterAdapter, code: int) -> None:
+        with contextlib.suppress(Exception):
+            await ConnackPacket.build(0, code).to_stream(writer)
+        with contextlib.suppress(Exception):
+            await writer.close()
+
+    async def _take_over(self, existing: Session) -> None:
+        """Close the live connection of a session (MQTT-3.1.4-2) and wait until its message loop has
+        finished, so the old loop cannot mark the new connection disconnected."""
+        if not existing.transitions.is_connected():
+            return
+        log.info("client_id=%r reconnected: closing its previous connection", existing.client_id)
+        old_handler = self._sessions[existing.client_id][1]  # type: ignore[index]
+        await old_handler.handle_connection_closed()
+        done: asyncio.Event | None = existing.attributes.get(_LOOP_DONE_KEY)
+        if done is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), TAKEOVER_TIMEOUT_S)
+
+    def create_offline_session(self, client_id: str) -> tuple[BrokerProtocolHandler, Session]:
+        session = Session()
+        session.client_id = client_id
+        session.clean_session = False
+        handler = ChatHandler(self.plugins_manager, session)
+        session.transitions.disconnect()
+        return handler, session
+
+    async def _handle_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        server: Server,
+        listener_name: str,
+    ) -> None:
+        """Authentication already happened in ``_initialize_client_session``.
+
+        amqtt 0.12 defect: after CONNACK amqtt pushed the retained messages of every filter any
+        client held, at QoS 0 and without the RECEIVE check; retained messages are now only sent
+        for a client's own new subscription (``_publish_retained_messages_for_subscription``)."""
+        if client_session.transitions.is_connected():  # the previous connection's loop did not end in time
+            client_session.transitions.disconnect()
+        client_session.transitions.connect()
+        handler.attach(client_session, reader, writer)
+        assert client_session.client_id is not None
+        self._sessions[client_session.client_id] = (client_session, handler)
+        done = asyncio.Event()
+        client_session.attributes[_LOOP_DONE_KEY] = done
+        try:
+            await handler.mqtt_connack_authorize(True)
+            await self.plugins_manager.fire_event(
+                BrokerEvents.CLIENT_CONNECTED, client_id=client_session.client_id, client_session=client_session
+            )
+            await self._save_session(client_session)
+            await handler.start()  # resends unacknowledged in-flight messages with DUP set
+            await self._publish_session_retained_messages(client_session)
+            await self._client_message_loop(client_session, handler)
+        finally:
+            done.set()
+
+    # ---- publishes from clients --------------------------------------------------------------
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """amqtt 0.12 defect: a publish to a ``$`` or wildcard topic ended the message loop but left
+        the socket open (a zombie that never answers again). Now a ``$`` publish is dropped and a
+        wildcard or empty topic (a protocol violation, MQTT-3.3.2-2) closes the connection properly."""
+        app_message = wait_deliver.result()
+        if app_message is not None:
+            await self._route_publish(client_session, handler, app_message)
+        return True
+
+    async def _route_publish(
+        self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
+    ) -> None:
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message
+        )
+        topic = app_message.topic
+        if not topic or "#" in topic or "+" in topic:
+            log.warning("client_id=%r published to invalid topic %r: closing", client_session.client_id, topic)
+            await handler.handle_connection_closed()
+            return
+        if topic.startswith("$"):
+            log.info("client_id=%r published to %r: '$' topics are reserved, dropped", client_session.client_id, topic)
+            return
+        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+            log.info("client_id=%r may not publish to %r: dropped", client_session.client_id, topic)
+            return
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=app_message
+        )
+        await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
+        if app_message.publish_packet is not None and app_message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, app_message.data, app_message.qos)
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        """amqtt 0.12 defect: publishes already acknowledged (PUBACK sent) but still waiting in the
+        session's delivery queue were dropped when the publisher disconnected. Route them first."""
+        queue = client_session.delivered_message_queue
+        while not queue.empty():
+            message = queue.get_nowait()
+            if isinstance(message, IncomingApplicationMessage):
+                await self._route_publish(client_session, handler, message)
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
+    ) -> None:
+        """A last will is broadcast with a forced QoS: deliver it at min(will QoS, granted QoS)."""
+        if session is not None and force_qos is not None and data is not None:
+            data, force_qos = Published(data, force_qos), None
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    # ---- offline queues, redelivery and retained messages ------------------------------------
+
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
+        """amqtt 0.12 defect: offline messages were queued at the subscription's QoS (QoS 0 upgraded)
+        and without a bound. Queue at min(publish, granted) QoS, QoS 0 not at all, at most
+        ``session_queue_limit`` per session, and in Redis so a restart keeps them."""
+        data = broadcast["data"]
+        qos = effective_qos(data, qos) or 0
+        if qos == 0:
+            return
+        queue = target_session.retained_messages
+        if queue.qsize() >= self.limits.session_queue_limit:
+            if not target_session.attributes.get(_OVERFLOW_KEY):
+                log.warning(
+                    "offline queue of client_id=%r is full (session_queue_limit=%d): dropping new messages"
+                    " until it reconnects",
+                    target_session.client_id,
+                    self.limits.session_queue_limit,
+                )
+            target_session.attributes[_OVERFLOW_KEY] = True
+            return
+        message = ApplicationMessage(None, broadcast["topic"], qos, bytes(data), False)
+        queue.put_nowait(message)
+        if self.session_store is not None and target_session.client_id:
+            try:
+                stored = QueuedMessage(message.topic, message.data, qos)
+                await self.session_store.enqueue(target_session.client_id, stored)
+            except Exception:
+                log.exception("could not persist a queued message for client_id=%r", target_session.client_id)
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """amqtt 0.12 defect: messages queued while offline were delivered with retain=1
+        (MQTT-3.3.1-9 wants 0 for messages not sent because of a new subscription)."""
+        session.attributes.pop(_OVERFLOW_KEY, None)
+        handler = self._get_handler(session)
+        queued: list[ApplicationMessage] = []
+        while not session.retained_messages.empty():
+            queued.append(session.retained_messages.get_nowait())
+        if self.session_store is not None and session.client_id and _persistent(session):
+            # what is not acknowledged yet is in flight from here on; shutdown writes it back
+            with contextlib.suppress(Exception):
+                await self.session_store.replace_queue(session.client_id, [])
+        if handler is None or not queued:
+            return
+        tasks = [
+            asyncio.ensure_future(handler.mqtt_publish(message.topic, message.data, message.qos, retain=False))
+            for message in queued
+        ]
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                log.info("queued delivery to client_id=%r not completed: %r", session.client_id, task.exception())
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        """amqtt 0.12 defect: retained messages were sent without the RECEIVE access check."""
+        topic_filter, granted = subscription
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+                continue
+            qos = min(granted, retained.qos if retained.qos is not None else granted)
+            send = handler.mqtt_publish(retained.topic, bytes(retained.data), qos, retain=True)
+            tasks.append(asyncio.ensure_future(send))
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # ---- persistence of sessions ------------------------------------------------------------
+
+    async def _handle_subscription(
+        self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
+    ) -> None:
+        await super()._handle_subscription(client_session, handler, subscribe_waiter)
+        kept: dict[str, int] = client_session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
+        for topic_filter, qos in subscribe_waiter.result().topics:
+            if self._subscribed(client_session, topic_filter):
+                kept[topic_filter] = qos
+        await self._save_session(client_session)
+
+    async def _handle_unsubscription(
+        self, client_session: Session, handler: BrokerProtocolHandler, unsubscribe_waiter: asyncio.Future[Any]
+    ) -> None:
+        await super()._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+        kept: dict[str, int] = client_session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
+        for topic_filter in unsubscribe_waiter.result().topics:
+            kept.pop(topic_filter, None)
+        await self._save_session(client_session)
+
+    def _subscribed(self, session: Session, topic_filter: str) -> bool:
+        return any(s.client_id == session.client_id for s, _ in self._subscriptions.get(topic_filter, ()))
+
+    async def _save_session(self, session: Session) -> None:
+        if self.session_store is None or not session.client_id or not _persistent(session):
+            return
+        try:
+            subscriptions = dict(session.attributes.get(_SUBSCRIPTIONS_KEY, {}))
+            await self.session_store.save(session.client_id, session_owner(session.attributes), subscriptions)
+        except Exception:
+            log.exception("could not persist the session of client_id=%r", session.client_id)
+
+    async def _delete_session(self, client_id: str) -> None:
+        await super()._delete_session(client_id)
+        await self._forget(client_id)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        """Called by amqtt's expiry monitor and at shutdown: only the former ends a session for good."""
+        session = self._sessions.get(client_id, (None, None))[0]
+        await super()._cleanup_session(client_id)
+        if not self._stopping and session is not None and _persistent(session):
+            await self._forget(client_id)
+
+    async def _forget(self, client_id: str) -> None:
+        if self.session_store is not None:
+            try:
+                await self.session_store.delete(client_id)
+            except Exception:
+                log.exception("could not delete the stored session of client_id=%r", client_id)
+
+    async def _start_listeners(self) -> None:
+        """Restore stored sessions after amqtt cleared its state in start(), before any client connects."""
+        if self.session_store is not None:
+            await self.session_store.check()
+            await self._restore_sessions(self.session_store)
+        await super()._start_listeners()
+
+    async def _restore_sessions(self, store: SessionStore) -> None:
+        stored = await store.load_all()
+        for item in stored:
+            handler, session = self.create_offline_session(item.client_id)
+            restore_owner(session.attributes, item.owner)
+            self._sessions[item.client_id] = (session, handler)
+            kept: dict[str, int] = session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
+            for topic_filter, qos in item.subscriptions.items():
+                if await self.add_subscription((topic_filter, qos), session) != 0x80:
+                    kept[topic_filter] = qos  # the access check runs again: memberships may have changed
+            for message in item.queue[-self.limits.session_queue_limit :]:
+                queued = ApplicationMessage(None, message.topic, message.qos, message.data, False)
+                session.retained_messages.put_nowait(queued)
+        if stored:
+            log.info("restored %d persistent sessions", len(stored))
+
+    async def shutdown(self) -> None:
+        """Write back what persistent sessions still owe their clients (queued and unacknowledged
+        in-flight messages), then let amqtt shut down without deleting the stored sessions."""
+        self._stopping = True
+        if self.session_store is not None:
+            for client_id, (session, _) in list(self._sessions.items()):
+                if not _persistent(session):
+                    continue
+                queued = [session.retained_messages.get_nowait() for _ in range(session.retained_messages.qsize())]
+                owed = [QueuedMessage(m.topic, bytes(m.data), m.qos or 1) for m in session.inflight_out.values()]
+                owed += [QueuedMessage(m.topic, bytes(m.data), m.qos or 1) for m in queued]
+                try:
+                    await self.session_store.replace_queue(client_id, owed)
+                except Exception:
+                    log.exception("could not persist the queue of client_id=%r at shutdown", client_id)
+        try:
+            await super().shutdown()
+        finally:
+            if self.session_store is not None:
+                await self.session_store.close()

@@ -1,0 +1,128 @@
+"""chatmq's protocol handler: amqtt's BrokerProtocolHandler with four of its defects fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.codecs_amqtt import read_or_raise
+from amqtt.errors import MQTTError, NoDataError
+from amqtt.mqtt.connack import UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
+from amqtt.mqtt.packet import CONNECT, MQTTFixedHeader
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.manager import PluginManager
+from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_GRACE = 1.5  # MQTT-3.1.2-24: disconnect after one and a half keepalive periods of silence
+_MQTT_311 = 4
+_PROTOCOL_NAMES = (b"\x00\x04MQTT", b"\x00\x06MQIsdp")
+
+
+class Published(bytes):
+    """A payload that remembers the QoS it was published with.
+
+    amqtt 0.12 defect: routing sends every message at the subscription's QoS, upgrading QoS 0
+    publishes (MQTT-3.8.4-6 says min(publish QoS, granted QoS)). The routing code passes the payload
+    through untouched, so tagging it lets ``ChatHandler.mqtt_publish`` and the offline queue apply
+    the minimum without changing routing.
+    """
+
+    qos: int
+
+    def __new__(cls, data: bytes | bytearray, qos: int) -> Published:
+        made = super().__new__(cls, data)
+        made.qos = qos
+        return made
+
+
+def effective_qos(data: bytes | bytearray, granted: int | None) -> int | None:
+    published = getattr(data, "qos", None)
+    if published is None or granted is None:
+        return granted
+    return min(published, granted)
+
+
+class ChatHandler(BrokerProtocolHandler):
+    @classmethod
+    async def init_from_connect(
+        cls,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        plugins_manager: PluginManager[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """amqtt 0.12 defect: an MQTT 5 (or 3.1) CONNECT gets no answer at all; MQTT-3.1.2-2 wants
+        CONNACK 0x01 "unacceptable protocol version". The first packet is read whole here (the size
+        guard has already bounded it), checked, and handed to amqtt's parser from a buffer."""
+        header = await MQTTFixedHeader.from_stream(reader)
+        if header is None:
+            raise NoDataError("connection closed before CONNECT")
+        body = await read_or_raise(reader, header.remaining_length) if header.remaining_length else b""
+        if header.packet_type == CONNECT and len(body) > 8 and body[:8] == b"\x00\x06MQIsdp":
+            level: int | None = body[8]
+        elif header.packet_type == CONNECT and len(body) > 6 and body[:6] == b"\x00\x04MQTT":
+            level = body[6]
+        else:
+            level = None
+        if level is not None and level != _MQTT_311:
+            log.warning("refused CONNECT with MQTT protocol level %d: only MQTT 3.1.1 (level 4) is supported", level)
+            await ConnackPacket.build(0, UNACCEPTABLE_PROTOCOL_VERSION).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"unsupported MQTT protocol level {level}")
+        buffered = BufferReader(header.to_bytes() + body)
+        return await super().init_from_connect(buffered, writer, plugins_manager, loop)
+
+    def handle_read_timeout(self) -> None:
+        """amqtt 0.12 defect (upstream issue #308): the stock handler ignores the keepalive read
+        timeout, so a silently dead client stays connected forever and its will is never sent.
+        Closing the connection here goes through the broker's abnormal-disconnect path (will)."""
+        session = self.session
+        if session is None or self._disconnect_waiter is None or self._disconnect_waiter.done():
+            return
+        log.info("keepalive expired: client_id=%r silent %.1f s, disconnecting", session.client_id, session.keep_alive)
+        self._keepalive_close = asyncio.ensure_future(self.handle_connection_closed())
+
+    async def mqtt_publish(
+        self,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int | None,
+        retain: bool,
+        ack_timeout: int | None = None,
+    ) -> OutgoingApplicationMessage:
+        return await super().mqtt_publish(topic, data, effective_qos(data, qos), retain, ack_timeout)
+
+    async def _handle_qos1_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        session = self.session
+        try:
+            await super()._handle_qos1_message_flow(app_message)
+        except BaseException:
+            if app_message.direction == OUTGOING and app_message.puback_packet is None:
+                self._keep_inflight(session, app_message)
+            raise
+
+    async def _handle_qos2_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        session = self.session
+        try:
+            await super()._handle_qos2_message_flow(app_message)
+        except BaseException:
+            if app_message.direction == OUTGOING and app_message.pubcomp_packet is None:
+                self._keep_inflight(session, app_message)
+            raise
+
+    @staticmethod
+    def _keep_inflight(session: Session | None, app_message: Any) -> None:
+        """amqtt 0.12 defect: an unacknowledged outgoing QoS 1/2 message is dropped from the
+        session's in-flight set when the connection goes away, so a persistent session never gets
+        it again (MQTT-4.4.0-1 wants it resent, with DUP, on reconnect). Put it back."""
+        if session is None or session.clean_session or app_message.packet_id is None:
+            return
+        session.inflight_out[app_message.packet_id] = app_message

@@ -1,0 +1,123 @@
+"""Persistent sessions survive a broker restart (kept in Redis), with bounded queues; and SIGTERM
+runs a clean shutdown (stock amqtt's own CLI only handles SIGINT)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatcore.auth import issue_token
+from chatcore.config import SERVICE_USER
+from chatcore.netutil import free_port
+from tests.broker.conftest import PASSWORDS, SECRET, start_broker
+from tests.broker.inproc import BOTH, InProcessBroker
+from tests.broker.mqtt import Mqtt
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _service(running: InProcessBroker) -> Mqtt:
+    client = Mqtt(running.port, SERVICE_USER, issue_token(SECRET, SERVICE_USER, 300, service=True).token)
+    assert client.connect() == 0
+    return client
+
+
+def _bob(running: InProcessBroker) -> Mqtt:
+    return Mqtt(running.port, "bob", PASSWORDS["bob"], client_id="bob-tablet", clean_session=False)
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_persistent_session_survives_a_broker_restart(run_broker: Any, kind: str) -> None:
+    first = run_broker(kind)
+    bob = _bob(first)
+    assert bob.connect() == 0
+    assert bob.subscribe("chat/c1/msg", qos=1) == 1
+    bob.stop()
+    service = _service(first)
+    service.publish("chat/c1/msg", b"while offline", qos=1)
+    service.stop()
+    ports = {"mqtt_port": first.port, "ws_port": first.ws_port}
+    first.stop()
+    second = run_broker(kind, **ports)
+    bob = _bob(second)
+    try:
+        assert bob.connect() == 0
+        assert bob.session_present is True
+        assert bob.expect(timeout=3).payload == b"while offline"
+        service = _service(second)
+        service.publish("chat/c1/msg", b"after restart", qos=1)
+        assert bob.expect(timeout=3).payload == b"after restart"  # the subscription came back too
+        service.stop()
+    finally:
+        bob.stop()
+
+
+def test_offline_queue_is_bounded_and_says_so(run_broker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    running = run_broker("ours", session_queue_limit=3)
+    bob = _bob(running)
+    assert bob.connect() == 0
+    assert bob.subscribe("chat/c1/msg", qos=1) == 1
+    bob.stop()
+    service = _service(running)
+    for i in range(5):
+        service.publish("chat/c1/msg", b"q%d" % i, qos=1)
+    service.stop()
+    bob = _bob(running)
+    try:
+        assert bob.connect() == 0
+        assert [m.payload for m in bob.wait_for(b"q2") + bob.drain(0.3)] == [b"q0", b"q1", b"q2"]
+        assert "offline queue of client_id='bob-tablet' is full (session_queue_limit=3)" in caplog.text
+    finally:
+        bob.stop()
+
+
+def _stock_amqtt(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """amqtt's own CLI, the way stock amqtt is run."""
+    port = free_port()
+    config = tmp_path / "amqtt.yaml"
+    config.write_text(
+        f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n"
+        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+    )
+    log_path = tmp_path / "amqtt.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "amqtt"), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    return proc, log_path, port
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_sigterm_runs_a_clean_shutdown(tmp_path: Path, store_url: str, redis_url: str, kind: str) -> None:
+    if kind == "ours":
+        running = start_broker(tmp_path, store_url, redis_url)
+        proc, log_path, port = running.proc, running.log_path, running.port
+        done_line = "broker stopped"
+    else:
+        proc, log_path, port = _stock_amqtt(tmp_path)
+        done_line = "Broker closed"
+    try:
+        client = Mqtt(port, "alice" if kind == "ours" else None, PASSWORDS["alice"] if kind == "ours" else None)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.connect() == 0
+                break
+            except (ConnectionRefusedError, OSError):
+                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert done_line in log_path.read_text(errors="replace")
+        client.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
