@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.presence import Presence
@@ -28,7 +29,7 @@ class ApiContext:
         self.secret = settings.load_secret()
         # Few, quick retries: redis-py's default (10, backing off to seconds) would make a request,
         # and /healthz, hang for ~5 s while Redis is down instead of answering.
-        self.redis: redis.Redis = redis_client or redis.Redis.from_url(
+        self.redis: redis.Redis = redis_client or redisconn.connect(
             settings.redis_url,
             socket_connect_timeout=0.5,
             socket_timeout=2.0,

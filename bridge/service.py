@@ -20,10 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import paho.mqtt.client as mqtt
 import redis
 
+from bridge.events import EventPublisher
 from bridge.outbox import Outbox
 from bridge.presence import DeviceEvent, PresenceTracker
+from bridge.receipts import InboundReceipt, ReceiptWorker
 from bridge.ticker import Ticker
 from bridge.writer import Inbound, Writer
+from chatcore import redisconn
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER, Settings
 from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
@@ -34,11 +37,15 @@ from chatcore.protocol import (
     PayloadError,
     TopicKind,
     ack_topic,
+    events_topic,
+    parse_receipt,
     parse_send,
     parse_topic,
+    receipt_rejected,
     rejected_ack,
 )
-from chatcore.store import NewMessage, Store, open_store
+from chatcore.store import NewMessage, ReceiptUpdate, Store, open_store
+from chatcore.store.base import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +93,18 @@ class Bridge:
 
         self._outbox = Outbox(self._client)
         self._membership = MembershipView(store)
-        self._writer = Writer(store, self._membership, self._outbox)
+        self._writer = Writer(
+            store, self._membership, self._outbox, fanout_read_threshold=settings.fanout_read_threshold
+        )
+        self._receipts = ReceiptWorker(store, self._membership, self._outbox)
+        self._events = EventPublisher(store, self._outbox)
         self._presence = PresenceTracker(
             Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox
         )
         self._tickers = [
             Ticker("membership refresh", settings.membership_refresh_s, self._membership.refresh),
             Ticker("liveness beat", BRIDGE_ALIVE_INTERVAL_S, self._beat),
+            Ticker("conversation events", settings.membership_refresh_s, self._publish_events),
         ]
         self._alive_value = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -108,6 +120,7 @@ class Bridge:
         """Connect in the background (retrying forever) and start the worker threads."""
         self._tickers[0].run_once()  # know the conversations before the first send arrives
         self._writer.start()
+        self._receipts.start()
         self._presence.start()
         for ticker in self._tickers:
             ticker.start()
@@ -120,6 +133,7 @@ class Bridge:
             return
         self._closing = True
         self._writer.stop(timeout)
+        self._receipts.stop(timeout)
         self._presence.stop(timeout)
         for ticker in self._tickers:
             ticker.stop()
@@ -177,6 +191,8 @@ class Bridge:
         topic = parse_topic(msg.topic)
         if topic is not None and topic.kind is TopicKind.SEND:
             self._on_send(topic.conv or "", topic.user or "", msg)
+        elif topic is not None and topic.kind is TopicKind.RECEIPT:
+            self._on_receipt(topic.conv or "", topic.user or "", msg)
         elif topic is not None and topic.kind is TopicKind.DEVICE_PRESENCE and not msg.retain:
             # A retained device presence is a replay of old state, not a live event.
             self._presence.submit(DeviceEvent(topic.user or "", topic.device or "", msg.payload, msg.mid, msg.qos))
@@ -200,6 +216,21 @@ class Bridge:
             attachments=tuple(payload.attachments),
         )
         self._writer.submit(Inbound(message, msg.mid, msg.qos, redelivered=bool(msg.dup)))
+
+    def _on_receipt(self, conv: str, user: str, msg: mqtt.MQTTMessage) -> None:
+        try:
+            payload = parse_receipt(msg.payload)
+        except PayloadError as exc:
+            refusal = receipt_rejected(conv, exc.code, exc.message, now_ms())
+            self._outbox.publish(events_topic(user), refusal)
+            self._outbox.ack(msg.mid, msg.qos)
+            return
+        update = ReceiptUpdate(conv=conv, user=user, seq=payload.seq, status=payload.status, ts=now_ms())
+        self._receipts.submit(InboundReceipt(update, msg.mid, msg.qos))
+
+    def _publish_events(self) -> None:
+        if self._connected.is_set():
+            self._events.publish_pending()
 
     # --- liveness --------------------------------------------------------------------------------
     def _beat(self) -> None:
@@ -229,7 +260,7 @@ def redact(url: str) -> str:
 def run(settings: Settings) -> None:
     """Run the bridge until SIGINT or SIGTERM, then stop cleanly."""
     store = open_store(settings.resolved_store_url)
-    redis_client = redis.Redis.from_url(settings.redis_url)
+    redis_client = redisconn.connect(settings.redis_url)
     bridge = Bridge(settings, store, redis_client, store_label=redact(settings.resolved_store_url))
     done = threading.Event()
 

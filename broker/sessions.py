@@ -13,12 +13,20 @@ import json
 import logging
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+from chatcore import redisconn
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "chatmq:broker:session:"
-_QUEUE = "chatmq:broker:queue:"
+
+
+def _session_key(client_id: str) -> str:
+    # The {client id} hash tag keeps a session and its queue in one Redis Cluster slot.
+    return f"{_PREFIX}{{{client_id}}}"
+
+
+def _queue_key(client_id: str) -> str:
+    return f"{_PREFIX}{{{client_id}}}:queue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +54,7 @@ class StoredSession:
 
 class SessionStore:
     def __init__(self, url: str, expiry_s: int) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = redisconn.connect_async(url)
         self.expiry_s = expiry_s
 
     async def check(self) -> None:
@@ -54,23 +62,23 @@ class SessionStore:
         await self._redis.ping()
 
     async def save(self, client_id: str, owner: dict[str, object], subscriptions: dict[str, int]) -> None:
-        key = _PREFIX + client_id
+        key = _session_key(client_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping={"owner": json.dumps(owner), "subs": json.dumps(subscriptions)})
             pipe.expire(key, self.expiry_s)
-            pipe.expire(_QUEUE + client_id, self.expiry_s)
+            pipe.expire(_queue_key(client_id), self.expiry_s)
             await pipe.execute()
 
     async def enqueue(self, client_id: str, message: QueuedMessage) -> None:
-        key = _QUEUE + client_id
+        key = _queue_key(client_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, message.encode())
             pipe.expire(key, self.expiry_s)
             await pipe.execute()
 
     async def replace_queue(self, client_id: str, messages: list[QueuedMessage]) -> None:
-        key = _QUEUE + client_id
+        key = _queue_key(client_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             if messages:
@@ -79,14 +87,14 @@ class SessionStore:
             await pipe.execute()
 
     async def delete(self, client_id: str) -> None:
-        await self._redis.delete(_PREFIX + client_id, _QUEUE + client_id)
+        await self._redis.delete(_session_key(client_id), _queue_key(client_id))
 
     async def load_all(self) -> list[StoredSession]:
         found: list[StoredSession] = []
-        async for key in self._redis.scan_iter(match=_PREFIX + "*", count=500):
-            client_id = key.decode()[len(_PREFIX) :]
+        async for key in self._redis.scan_iter(match=_PREFIX + "{*}", count=500):
+            client_id = key.decode()[len(_PREFIX) + 1 : -1]
             fields = await self._redis.hgetall(key)
-            raw_queue = await self._redis.lrange(_QUEUE + client_id, 0, -1)
+            raw_queue = await self._redis.lrange(_queue_key(client_id), 0, -1)
             try:
                 found.append(
                     StoredSession(

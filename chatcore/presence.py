@@ -1,22 +1,27 @@
 """Presence in Redis: per-device state with deadlines refreshed by heartbeats, aggregated per user.
 
 Keys (the ``{user}`` hash tag keeps one user's keys in one Redis Cluster slot):
-  chatmq:pres:{user}:dev    hash  device -> "conn|deadline_ms"
-  chatmq:pres:{user}:state  hash  status, last_seen
-  chatmq:pres:deadlines     zset  "user/device" scored by deadline, for the expiry sweep
-Each transition runs as one Lua script, so concurrent bridges never interleave a read and a write.
+  chatmq:pres:{user}:dev          hash  device -> "conn|deadline_ms"
+  chatmq:pres:{user}:state        hash  status, last_seen
+  chatmq:pres:deadlines:{bN}      zset  "user/device" scored by deadline, for the expiry sweep;
+                                        16 buckets by user hash, so the sweep spreads over slots
+Each transition runs as one Lua script on one user's keys, so concurrent bridges never interleave a
+read and a write, and no script ever spans two cluster slots. The deadline index is only a hint for
+the sweep: a due entry is checked against the user's own hash before anything goes offline, and it
+is removed only if its score is still the one the sweep saw (a heartbeat may have moved it).
 A device is online until its deadline (about 2.5 heartbeats); an offline with a ``conn`` other
 than the device's current one is a late will from a replaced connection and is ignored.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-DEADLINES = "chatmq:pres:deadlines"
+DEADLINE_BUCKETS = 16
 
 # Shared tail: recompute the user's aggregate; return {changed, status, last_seen}.
 _AGGREGATE = """
@@ -42,7 +47,6 @@ end
 _ONLINE = _AGGREGATE + """
 local now = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
 return aggregate(KEYS[1], KEYS[2], now)
 """
 
@@ -53,7 +57,6 @@ if not cur then return {-1} end
 local conn = string.match(cur, '^(.*)|%d+$')
 if ARGV[2] ~= '' and conn ~= ARGV[2] then return {-2} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[4])
 return aggregate(KEYS[1], KEYS[2], now)
 """
 
@@ -65,8 +68,14 @@ if cur then
   if deadline and deadline > now then return {-3} end
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
-redis.call('ZREM', KEYS[3], ARGV[3])
 return aggregate(KEYS[1], KEYS[2], now)
+"""
+
+# Remove a due index entry only if no heartbeat has moved it since the sweep read it.
+_UNINDEX = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
 """
 
 
@@ -84,6 +93,13 @@ def _keys(user: str) -> tuple[str, str]:
     return f"chatmq:pres:{{{user}}}:dev", f"chatmq:pres:{{{user}}}:state"
 
 
+def deadline_key(user: str) -> str:
+    return f"chatmq:pres:deadlines:{{b{zlib.crc32(user.encode()) % DEADLINE_BUCKETS}}}"
+
+
+ALL_DEADLINE_KEYS = tuple(f"chatmq:pres:deadlines:{{b{n}}}" for n in range(DEADLINE_BUCKETS))
+
+
 class Presence:
     """Presence transitions. Each method returns the new aggregate when it changed, else None."""
 
@@ -93,30 +109,35 @@ class Presence:
         self._online = client.register_script(_ONLINE)
         self._offline = client.register_script(_OFFLINE)
         self._expire = client.register_script(_EXPIRE)
+        self._unindex = client.register_script(_UNINDEX)
 
     def device_online(self, user: str, device: str, conn: str, now_ms: int) -> UserPresence | None:
         dev, state = _keys(user)
         deadline = now_ms + self._ttl_ms
-        result = self._online(keys=[dev, state, DEADLINES], args=[device, conn, deadline, now_ms, f"{user}/{device}"])
+        result = self._online(keys=[dev, state], args=[device, conn, deadline, now_ms])
+        self._redis.zadd(deadline_key(user), {f"{user}/{device}": deadline})
         return _changed(user, result)
 
     def device_offline(self, user: str, device: str, conn: str, now_ms: int) -> UserPresence | None:
-        """Mark a device offline, unless ``conn`` names a connection that was already replaced."""
+        """Mark a device offline, unless ``conn`` names a connection that was already replaced.
+
+        The deadline index entry is left for the sweep, which finds the device gone and drops it.
+        """
         dev, state = _keys(user)
-        result = self._offline(keys=[dev, state, DEADLINES], args=[device, conn, now_ms, f"{user}/{device}"])
-        return _changed(user, result)
+        return _changed(user, self._offline(keys=[dev, state], args=[device, conn, now_ms]))
 
     def expire(self, now_ms: int, limit: int = 1000) -> list[UserPresence]:
         """Take devices whose heartbeat deadline passed offline; return users whose state changed."""
-        due = self._redis.zrangebyscore(DEADLINES, "-inf", now_ms, start=0, num=limit)
         changes = []
-        for member in due:
-            name = member.decode() if isinstance(member, bytes) else member
-            user, _, device = name.partition("/")
-            dev, state = _keys(user)
-            change = _changed(user, self._expire(keys=[dev, state, DEADLINES], args=[device, now_ms, name]))
-            if change is not None:
-                changes.append(change)
+        for key in ALL_DEADLINE_KEYS:
+            for member, score in self._redis.zrangebyscore(key, "-inf", now_ms, start=0, num=limit, withscores=True):
+                name = member.decode() if isinstance(member, bytes) else member
+                user, _, device = name.partition("/")
+                dev, state = _keys(user)
+                change = _changed(user, self._expire(keys=[dev, state], args=[device, now_ms]))
+                self._unindex(keys=[key], args=[name, int(score)])
+                if change is not None:
+                    changes.append(change)
         return changes
 
     def get(self, user: str, now_ms: int) -> UserPresence:

@@ -15,6 +15,7 @@ import click
 import orjson
 import redis
 
+from chatcore import redisconn
 from chatcore.auth import hash_password
 from chatcore.ids import ID_PATTERN, is_valid_id
 from chatcore.presence import Presence
@@ -214,7 +215,7 @@ def presence(user_id: str, redis_url: str | None, data_dir: Path | None) -> None
     settings = make_settings(data_dir=data_dir)
     redis_url = redis_url or os.environ.get("CHATMQ_REDIS_URL") or recorded_redis_url(settings.data_dir)
     settings = make_settings(data_dir=data_dir, redis_url=redis_url)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    client = redisconn.connect(settings.redis_url, socket_connect_timeout=2)
     try:
         state = Presence(client, int(settings.presence_ttl_s * 1000)).get(user_id, int(time.time() * 1000))
     except redis.RedisError as exc:

@@ -215,7 +215,7 @@ class MongoStore(Store):
             {
                 "_id": int(counter["value"]), "kind": kind, "conv": conv_id, "subject": subject,
                 "title": title, "recipients": list(recipients), "ts": ts,
-            }  # fmt: skip
+            }
         )
 
     def memberships(self) -> dict[str, frozenset[str]]:
@@ -368,7 +368,7 @@ class MongoStore(Store):
                         "conv": update.conv, "user": update.user,
                         **{k: 0 for k in ("delivered_seq", "read_seq") if k not in raised},
                     },
-                },  # fmt: skip
+                },
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
@@ -395,7 +395,7 @@ class MongoStore(Store):
             ConversationEvent(
                 id=int(doc["_id"]), kind=doc["kind"], conv=doc["conv"], subject=doc.get("subject"),
                 title=doc.get("title"), recipients=tuple(doc.get("recipients", ())), ts=int(doc["ts"]),
-            )  # fmt: skip
+            )
             for doc in self._events.find().sort("_id", ASCENDING).limit(limit)
         ]
 

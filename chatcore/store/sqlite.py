@@ -450,7 +450,7 @@ class SQLiteStore(Store):
             ConversationEvent(
                 id=row[0], kind=row[1], conv=row[2], subject=row[3], title=row[4],
                 recipients=tuple(orjson.loads(row[5])), ts=row[6],
-            )  # fmt: skip
+            )
             for row in rows
         ]
 

@@ -1,0 +1,76 @@
+"""Presence transitions on a real Redis, and the same on a real 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatcore.presence import Presence
+from chatcore.redisconn import connect
+from chatmq.localredis import LocalRedis
+from tests.rediscluster import LocalRedisCluster
+
+TTL = 1000
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    running = LocalRedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def presence(request: pytest.FixtureRequest, redis_server: LocalRedis) -> Iterator[Presence]:
+    if request.param == "single":
+        client = connect(redis_server.url)
+        client.flushall()
+    else:
+        client = connect(request.getfixturevalue("cluster").url)
+        client.flushall(target_nodes="primaries")
+    yield Presence(client, TTL)
+    client.close()
+
+
+USERS = [f"user{i}" for i in range(40)]  # spread over every slot range and deadline bucket
+
+
+def test_online_offline_transitions_report_only_changes(presence: Presence) -> None:
+    for user in USERS:
+        change = presence.device_online(user, "phone", "c1", 1_000)
+        assert change is not None and change.online and change.last_seen == 1_000
+        assert presence.device_online(user, "phone", "c1", 1_500) is None  # heartbeat: no change
+        assert presence.device_online(user, "tablet", "c2", 1_600) is None  # second device
+        assert presence.device_offline(user, "phone", "c1", 1_700) is None  # tablet keeps it online
+        change = presence.device_offline(user, "tablet", "c2", 1_800)
+        assert change is not None and not change.online and change.last_seen == 1_800
+        assert not presence.get(user, 1_900).online
+
+
+def test_stale_will_from_replaced_connection_is_ignored(presence: Presence) -> None:
+    presence.device_online("ann", "phone", "new-conn", 1_000)
+    assert presence.device_offline("ann", "phone", "old-conn", 1_100) is None
+    assert presence.get("ann", 1_200).online
+
+
+def test_sweep_expires_silent_devices_in_every_bucket(presence: Presence) -> None:
+    for user in USERS:
+        presence.device_online(user, "phone", "c", 1_000)
+    presence.device_online(USERS[0], "phone", "c", 1_900)  # a heartbeat moves one deadline on
+    assert presence.expire(1_500) == []  # nothing due yet
+    changes = presence.expire(2_100)  # deadlines were 2_000; USERS[0]'s is 2_900
+    assert sorted(c.user for c in changes) == sorted(USERS[1:])
+    assert all(not c.online for c in changes)
+    assert presence.get(USERS[0], 2_100).online
+    assert [c.user for c in presence.expire(3_000)] == [USERS[0]]
+    assert presence.expire(10_000) == []  # the index is clean: nothing expires twice
+
+
+def test_sweep_keeps_a_device_whose_heartbeat_races_it(presence: Presence) -> None:
+    presence.device_online("bea", "phone", "c", 1_000)  # deadline 2_000
+    presence.device_online("bea", "phone", "c", 1_950)  # deadline 2_950, before the sweep looks
+    assert presence.expire(2_100) == []
+    assert presence.get("bea", 2_100).online
+    assert [c.user for c in presence.expire(3_000)] == ["bea"]
