@@ -13,14 +13,14 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import Info, OpenAPI
 
-from api import auth, conversations, health, presence
+from api import auth, health, manage, presence
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
 from chatcore.config import Settings
 from chatcore.store import Store
 
-MAX_REQUEST_BYTES = 64 * 1024  # the only request body is a login
+MAX_REQUEST_BYTES = 256 * 1024  # logins and conversation changes (a big member list)
 
 
 def create_app(settings: Settings, *, store: Store | None = None, redis_client: redis.Redis | None = None) -> Flask:
@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, store: Store | None = None, redis_client: 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = ApiContext(settings, store, redis_client)
 
-    for bp in (auth.bp, conversations.bp, presence.bp, health.bp):
+    for bp in (auth.bp, manage.bp, presence.bp, health.bp):  # manage.bp: conversations + management
         app.register_api(bp)
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json, methods=["GET"])
     register_error_handlers(app)

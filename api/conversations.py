@@ -1,4 +1,5 @@
-"""``/v1/conversations``: the caller's conversations and each one's message history."""
+"""``/v1/conversations``: the caller's conversations with read state, each one's history and
+every member's receipt markers (the read side; changes are in api/manage.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from api.bearer import SECURITY, current_user, require_user
 from api.context import get_context
 from api.errors import ApiError, error_responses
 from chatcore.ids import is_valid_id
+from chatcore.protocol import fanout_mode
+from chatcore.store import Conversation, Marker, Store
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+PREVIEW_CHARS = 140
 
 bp = APIBlueprint(
     "conversations",
@@ -25,11 +29,25 @@ bp = APIBlueprint(
 bp.before_request(require_user)
 
 
+class PreviewOut(BaseModel):
+    seq: int
+    sender: str
+    body: str = Field(description=f"the first {PREVIEW_CHARS} characters of the body")
+    ts: int
+
+
 class ConversationOut(BaseModel):
     id: str
     title: str | None
+    owner: str | None = Field(description="who may add and remove members and rename; null: admins only")
     members: list[str]
+    member_count: int
+    fanout: str = Field(description="write: full messages on chat/{conv}/msg; read: QoS 0 notices only")
     last_seq: int
+    delivered_seq: int = Field(description="the caller's delivered marker")
+    read_seq: int = Field(description="the caller's read marker")
+    unread: int = Field(description="messages after read_seq sent by others")
+    last_message: PreviewOut | None
 
 
 class ConversationsResponse(BaseModel):
@@ -56,6 +74,52 @@ class ConvPath(BaseModel):
     conv: str
 
 
+class MarkerOut(BaseModel):
+    user: str
+    delivered_seq: int
+    read_seq: int
+    updated_at: int = Field(description="ms since epoch of the last forward move; 0 for never")
+
+
+class ReceiptsResponse(BaseModel):
+    receipts: list[MarkerOut] = Field(description="every current member, ordered by user")
+
+
+def represent(store: Store, conversation: Conversation, user: str, marker: Marker | None, threshold: int) -> dict:
+    """A conversation as ``user`` sees it: the one representation every endpoint returns."""
+    delivered = marker.delivered_seq if marker else 0
+    read = marker.read_seq if marker else 0
+    newest = store.history(conversation.id, limit=1).messages if conversation.last_seq else []
+    preview = (
+        {"seq": newest[0].seq, "sender": newest[0].sender, "body": newest[0].body[:PREVIEW_CHARS], "ts": newest[0].ts}
+        if newest
+        else None
+    )
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "owner": conversation.owner,
+        "members": list(conversation.members),
+        "member_count": len(conversation.members),
+        "fanout": fanout_mode(len(conversation.members), threshold),
+        "last_seq": conversation.last_seq,
+        "delivered_seq": delivered,
+        "read_seq": read,
+        "unread": store.count_unread(conversation.id, user, read) if conversation.last_seq > read else 0,
+        "last_message": preview,
+    }
+
+
+def member_conversation(conv: str) -> Conversation:
+    """The conversation in the path, if the caller is a member: else 404 / 403."""
+    conversation = get_context().store.get_conversation(conv) if is_valid_id(conv) else None
+    if conversation is None:
+        raise ApiError(404, f"no conversation {conv!r}")
+    if current_user() not in conversation.members:
+        raise ApiError(403, "not a member of this conversation")
+    return conversation
+
+
 class HistoryQuery(BaseModel):
     # Unknown parameters are refused: a misspelt ``befor=`` must not silently return the newest page.
     model_config = ConfigDict(extra="forbid")
@@ -67,16 +131,22 @@ class HistoryQuery(BaseModel):
 
 @bp.get("", responses={200: ConversationsResponse})
 def list_conversations() -> Response:
-    """The conversations the caller belongs to, ordered by id."""
-    convs = get_context().store.list_conversations(member=current_user())
-    return jsonify(
-        {
-            "conversations": [
-                {"id": c.id, "title": c.title, "members": list(c.members), "last_seq": c.last_seq}
-                for c in convs
-            ]
-        }
-    )
+    """The conversations the caller belongs to, ordered by id, with the caller's read state."""
+    ctx = get_context()
+    me = current_user()
+    markers = ctx.store.markers_of(me)
+    threshold = ctx.settings.fanout_read_threshold
+    convs = ctx.store.list_conversations(member=me)
+    return jsonify({"conversations": [represent(ctx.store, c, me, markers.get(c.id), threshold) for c in convs]})
+
+
+@bp.get("/<conv>", responses={200: ConversationOut, **error_responses(403, 404)})
+def get_conversation(path: ConvPath) -> Response:
+    """One conversation, in the list's representation (members only)."""
+    ctx = get_context()
+    conversation = member_conversation(path.conv)
+    marker = ctx.store.markers_of(current_user()).get(conversation.id)
+    return jsonify(represent(ctx.store, conversation, current_user(), marker, ctx.settings.fanout_read_threshold))
 
 
 @bp.get("/<conv>/messages", responses={200: MessagesResponse, **error_responses(403, 404)})
@@ -88,11 +158,22 @@ def history(path: ConvPath, query: HistoryQuery) -> Response:
     """
     if query.before is not None and query.after is not None:
         raise ApiError(400, "use either before or after, not both")
-    store = get_context().store
-    conversation = store.get_conversation(path.conv) if is_valid_id(path.conv) else None
-    if conversation is None:
-        raise ApiError(404, f"no conversation {path.conv!r}")
-    if current_user() not in conversation.members:
-        raise ApiError(403, "not a member of this conversation")
-    page = store.history(conversation.id, before=query.before, after=query.after, limit=query.limit)
+    conversation = member_conversation(path.conv)
+    page = get_context().store.history(conversation.id, before=query.before, after=query.after, limit=query.limit)
     return jsonify({"messages": [m.to_payload() for m in page.messages], "has_more": page.has_more})
+
+
+@bp.get("/<conv>/receipts", responses={200: ReceiptsResponse, **error_responses(403, 404)})
+def receipts(path: ConvPath) -> Response:
+    """Every member's delivered and read markers (0 for a member who never sent a receipt)."""
+    conversation = member_conversation(path.conv)
+    stored = {m.user: m for m in get_context().store.markers(conversation.id)}
+    rows = [stored.get(user) or Marker(conversation.id, user) for user in conversation.members]
+    return jsonify(
+        {
+            "receipts": [
+                {"user": m.user, "delivered_seq": m.delivered_seq, "read_seq": m.read_seq, "updated_at": m.updated_at}
+                for m in rows
+            ]
+        }
+    )

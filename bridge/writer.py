@@ -19,8 +19,20 @@ from dataclasses import dataclass
 
 from bridge.outbox import Outbox
 from chatcore.membership import MembershipView
-from chatcore.protocol import ErrorCode, ack_topic, msg_topic, received_ack, rejected_ack
-from chatcore.store.base import AppendResult, NewMessage, NotFound, Store
+from chatcore.protocol import (
+    DEFAULT_FANOUT_READ_THRESHOLD,
+    FANOUT_READ,
+    QOS_MSG,
+    QOS_NOTICE,
+    ErrorCode,
+    ack_topic,
+    fanout_mode,
+    message_notice,
+    msg_topic,
+    received_ack,
+    rejected_ack,
+)
+from chatcore.store.base import AppendResult, Message, NewMessage, NotFound, Store
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +66,10 @@ class Writer:
         batch_max: int = BATCH_MAX,
         retry_min_s: float = 0.05,
         retry_max_s: float = 5.0,
+        fanout_read_threshold: int = DEFAULT_FANOUT_READ_THRESHOLD,
     ) -> None:
         self._store = store
+        self._fanout_read_threshold = fanout_read_threshold
         self._membership = membership
         self._outbox = outbox
         self._batch_max = batch_max
@@ -159,6 +173,16 @@ class Writer:
             return ErrorCode.NOT_MEMBER, f"{message.sender!r} is not a member of {message.conv!r}"
         return None
 
+    def _broadcast(self, stored: Message) -> None:
+        """Full message (fan-out on write), or a QoS 0 notice above the member threshold (fan-out
+        on read). Decided per message from the live member count, so the switch is immediate."""
+        members = len(self._membership.members(stored.conv))
+        if fanout_mode(members, self._fanout_read_threshold) == FANOUT_READ:
+            notice = message_notice(stored.conv, stored.seq, stored.sender, stored.ts)
+            self._outbox.publish(msg_topic(stored.conv), notice, qos=QOS_NOTICE)
+        else:
+            self._outbox.publish(msg_topic(stored.conv), stored.to_payload(), qos=QOS_MSG)
+
     def _publish(self, batch: list[Inbound], outcomes: dict[int, _Outcome]) -> None:
         """Fan out new messages in seq order, then send acks, then PUBACK the sends."""
         settled = sorted(outcomes)
@@ -170,7 +194,7 @@ class Writer:
             stored = out.result.message
             if (stored.conv, stored.seq) not in broadcast:
                 broadcast.add((stored.conv, stored.seq))
-                self._outbox.publish(msg_topic(stored.conv), stored.to_payload())
+                self._broadcast(stored)
         for i in settled:
             item, out = batch[i], outcomes[i]
             msg = item.message

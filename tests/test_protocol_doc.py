@@ -34,6 +34,9 @@ TOPICS: dict[str, int] = {
     protocol.typing_topic("{conv}", "{user}"): protocol.QOS_TYPING,
     protocol.device_presence_topic("{user}", "{device}"): protocol.QOS_PRESENCE,
     protocol.presence_topic("{user}"): protocol.QOS_PRESENCE,
+    protocol.receipt_topic("{conv}", "{user}"): protocol.QOS_RECEIPT,
+    protocol.receipts_topic("{conv}"): protocol.QOS_RECEIPTS,
+    protocol.events_topic("{user}"): protocol.QOS_EVENTS,
 }
 
 
@@ -117,10 +120,32 @@ def test_send_example_is_a_valid_send(doc: str) -> None:
 
 
 def test_msg_example_has_the_stored_message_shape(doc: str) -> None:
-    (example,) = _json_blocks(_section(doc, "`chat/{conv}/msg`: a stored message"))
+    example, notice = _json_blocks(_section(doc, "`chat/{conv}/msg`: a stored message"))
     fields = {k: v for k, v in example.items() if k != "attachments"}
     stored = Message(**fields, attachments=tuple(example["attachments"]))
     assert stored.to_payload() == example
+    assert notice == protocol.message_notice(notice["conv"], notice["seq"], notice["sender"], notice["ts"])
+
+
+def test_receipt_examples_match_the_code(doc: str) -> None:
+    sent, refused = _json_blocks(_section(doc, "`chat/{conv}/receipt/{user}`: delivered / read receipt"))
+    parsed = protocol.parse_receipt(protocol.encode(sent))
+    code = protocol.ErrorCode(refused["error"]["code"])
+    built = protocol.receipt_rejected(
+        refused["conv"], code, refused["error"]["message"], refused["ts"], seq=refused["seq"], status=refused["status"]
+    )
+    assert refused == built
+    (announced,) = _json_blocks(_section(doc, "`chat/{conv}/receipts`: receipts for the conversation"))
+    assert announced == protocol.receipt(announced["user"], announced["seq"], announced["status"], announced["ts"])
+    assert parsed.status in protocol.RECEIPT_STATUSES
+
+
+def test_event_examples_and_kinds_match_the_code(doc: str) -> None:
+    section = _section(doc, "`user/{user}/events`: what changed for you")
+    (example,) = _json_blocks(section)
+    kind = protocol.EventKind(example["event"])
+    assert example == protocol.conversation_event(kind, example["conv"], example["ts"], title=example["title"])
+    assert {row[0].strip("`") for row in _table(section)} == {k.value for k in protocol.EventKind}
 
 
 def test_ack_examples_match_the_builders(doc: str) -> None:

@@ -18,12 +18,11 @@ pytestmark = pytest.mark.timeout(30)
 def test_conversations_lists_only_the_callers(client: FlaskClient, store: Store) -> None:
     store.append([NewMessage("c1", "bob", "x1", "hi", 1), NewMessage("c1", "alice", "x2", "yo", 2)])
     alice = client.get("/v1/conversations", headers=bearer("alice")).get_json()
-    assert alice == {
-        "conversations": [
-            {"id": "c1", "title": "alice & bob", "members": ["alice", "bob", "dave"], "last_seq": 2},
-            {"id": "c2", "title": None, "members": ["alice", "carol"], "last_seq": 0},
-        ]
-    }
+    keys = ("id", "title", "members", "last_seq")
+    assert [{k: c[k] for k in keys} for c in alice["conversations"]] == [
+        {"id": "c1", "title": "alice & bob", "members": ["alice", "bob", "dave"], "last_seq": 2},
+        {"id": "c2", "title": None, "members": ["alice", "carol"], "last_seq": 0},
+    ]
     carol = client.get("/v1/conversations", headers=bearer("carol")).get_json()
     assert [c["id"] for c in carol["conversations"]] == ["c2"]
     assert client.get("/v1/conversations", headers=bearer("erin")).get_json() == {"conversations": []}

@@ -15,7 +15,7 @@ from tests.api.helpers import assert_error, bearer
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/v1", "/v1/conversations/c1", "/openapi/", "/v2/conversations"])
+@pytest.mark.parametrize("path", ["/", "/nope", "/v1", "/v1/conversations/c1/nope", "/openapi/", "/v2/conversations"])
 def test_unknown_route_is_json_404(client: FlaskClient, path: str) -> None:
     assert_error(client.get(path), 404, "not_found")
 
@@ -42,7 +42,7 @@ def test_body_that_is_not_a_json_object(client: FlaskClient, data: str, content_
 
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:
-    response = client.post("/v1/auth/token", json={"username": "a", "password": "x" * 100_000})
+    response = client.post("/v1/auth/token", json={"username": "a", "password": "x" * 300_000})
     assert_error(response, 413, "too_large")
 
 
@@ -69,7 +69,11 @@ def test_openapi_document_is_generated_and_valid(client: FlaskClient) -> None:
     assert set(paths) == {
         "/v1/auth/token",
         "/v1/conversations",
+        "/v1/conversations/{conv}",
         "/v1/conversations/{conv}/messages",
+        "/v1/conversations/{conv}/receipts",
+        "/v1/conversations/{conv}/members",
+        "/v1/conversations/{conv}/members/{user}",
         "/v1/presence/{user}",
         "/healthz",
     }

@@ -1,0 +1,193 @@
+"""Cost of one message to a 1,000-member conversation, fan-out on write vs fan-out on read.
+
+Starts a real `chatmq up` (SQLite, private Redis) per mode, connects MEMBERS subscribers to
+`chat/{conv}/msg` (tokens as passwords, so connecting costs no password hashing), then sends
+MESSAGES messages one at a time, each waiting until every subscriber got it (or a timeout, for
+QoS 0 notices). Reported per message: broker and bridge CPU time (psutil, per child process of
+`chatmq up`), send->ack and send->last-delivery wall time, deliveries received.
+
+    .venv/bin/python bench/fanout.py --members 1000 --messages 20
+
+Mode is chosen by CHATMQ_FANOUT_READ_THRESHOLD: above the member count for "write", the default
+(200) for "read". The benchmark process itself shares the machine's cores with the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+from chatcore.auth import hash_password, issue_token
+from chatcore.config import Settings
+from chatcore.netutil import free_port, wait_for_port
+from chatcore.store import open_store
+from chatmq.localredis import LocalRedis
+
+CONV = "townhall"
+BATCH = 50  # subscribers connected at a time
+
+
+class Receivers:
+    """MEMBERS paho clients; counts deliveries of the current seq."""
+
+    def __init__(self, port: int, users: list[str], secret: str) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[int, int] = {}
+        self.done = threading.Condition(self.lock)
+        self.clients: list[mqtt.Client] = []
+        subscribed = threading.Semaphore(0)
+        for index, user in enumerate(users):
+            if index and index % BATCH == 0:  # amqtt drops sessions that wait too long for CONNECT
+                for _ in range(BATCH):
+                    assert subscribed.acquire(timeout=120), "subscribers did not connect"
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{user}")
+            client.username_pw_set(user, issue_token(secret, user, 3600).token)
+            client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(f"chat/{CONV}/msg", 1)
+            client.on_subscribe = lambda *_a: subscribed.release()
+            client.on_message = self._on_message
+            client.connect("127.0.0.1", port, keepalive=120)
+            client.loop_start()
+            self.clients.append(client)
+        for _ in range(len(users) - (len(users) - 1) // BATCH * BATCH):
+            assert subscribed.acquire(timeout=120), "subscribers did not connect"
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        seq = json.loads(msg.payload)["seq"]
+        with self.lock:
+            self.counts[seq] = self.counts.get(seq, 0) + 1
+            self.done.notify_all()
+
+    def wait(self, seq: int, expected: int, timeout: float) -> int:
+        with self.lock:
+            self.done.wait_for(lambda: self.counts.get(seq, 0) >= expected, timeout)
+            return self.counts.get(seq, 0)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.disconnect()
+            client.loop_stop()
+
+
+def children(up: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
+    found = {}
+    for child in psutil.Process(up.pid).children(recursive=True):
+        line = " ".join(child.cmdline())
+        for role in ("broker", "bridge", "api"):
+            if f" {role}" in line and role not in found:
+                found[role] = child
+    return found
+
+
+def cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    total = times.user + times.system
+    for child in proc.children(recursive=True):  # gunicorn workers etc.
+        t = child.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="chatmq-fanout-") as tmp:
+        data = Path(tmp) / "data"
+        redis_server = LocalRedis(Path(tmp) / "redis", persist=False).start()
+        store = open_store(f"sqlite:///{data / 'chatmq.db'}")
+        digest = hash_password("unused-bench-password")
+        users = [f"m{i:04d}" for i in range(members)]
+        for user in users:
+            store.create_user(user, digest)
+        store.create_conversation(CONV, users)
+        store.close()
+        secret = Settings(data_dir=data).load_secret()
+        mqtt_port, ws, http = free_port(), free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
+        env["CHATMQ_LOG_LEVEL"] = "ERROR"
+        env["CHATMQ_FANOUT_READ_THRESHOLD"] = str(members + 1 if mode == "write" else min(200, members - 1))
+        up = subprocess.Popen(
+            [sys.executable, "-m", "chatmq.cli", "up", "--data-dir", str(data), "--mqtt-port", str(mqtt_port),
+             "--ws-port", str(ws), "--http-port", str(http), "--redis-url", redis_server.url], env=env,
+        )  # fmt: skip
+        receivers = None
+        try:
+            assert wait_for_port("127.0.0.1", http, 60), "stack did not start"
+            time.sleep(1.0)
+            receivers = Receivers(mqtt_port, users, secret)
+            sender = receivers.clients[0]
+            acks: dict[str, float] = {}
+            acked = threading.Event()
+
+            def on_ack(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+                if msg.topic.endswith("/ack"):
+                    acks[json.loads(msg.payload)["client_msg_id"]] = time.perf_counter()
+                    acked.set()
+                else:
+                    receivers._on_message(_c, _u, msg)
+
+            sender.on_message = on_ack
+            sender.subscribe(f"user/{users[0]}/ack", 1)
+            time.sleep(0.5)
+            procs = children(up)
+            warm = 2
+            ack_ms, deliver_ms, got = [], [], []
+            before: dict[str, float] = {}
+            for i in range(messages + warm):
+                if i == warm:
+                    before = {role: cpu(p) for role, p in procs.items()}
+                acked.clear()
+                start = time.perf_counter()
+                body = json.dumps({"client_msg_id": f"c{i}", "body": "x" * 200}).encode()
+                sender.publish(f"chat/{CONV}/send/{users[0]}", body, qos=1)
+                assert acked.wait(30), "no ack"
+                count = receivers.wait(i + 1, members, timeout=10 if mode == "write" else 3)
+                if i >= warm:
+                    ack_ms.append((acks[f"c{i}"] - start) * 1000)
+                    deliver_ms.append((time.perf_counter() - start) * 1000)
+                    got.append(count)
+            after = {role: cpu(p) for role, p in procs.items()}
+            result = {f"{role}_cpu_ms": (after[role] - before[role]) * 1000 / messages for role in procs}
+            result.update(
+                ack_ms=statistics.median(ack_ms),
+                last_delivery_ms=statistics.median(deliver_ms),
+                deliveries=statistics.mean(got),
+            )
+            return result
+        finally:
+            if receivers:
+                receivers.close()
+            up.send_signal(signal.SIGTERM)
+            up.wait(60)
+            redis_server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--modes", default="write,read")
+    args = parser.parse_args()
+    print(f"{args.members} members, {args.messages} messages per mode (medians / means per message)")
+    for mode in args.modes.split(","):
+        r = run_mode(mode, args.members, args.messages)
+        cpu_cols = "  ".join(f"{k}={v:.1f}" for k, v in r.items() if k.endswith("_cpu_ms"))
+        print(
+            f"fan-out on {mode:5s}: {cpu_cols}  send->ack={r['ack_ms']:.1f} ms  "
+            f"send->last delivery={r['last_delivery_ms']:.1f} ms  deliveries={r['deliveries']:.0f}/{args.members}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

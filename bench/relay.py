@@ -1,0 +1,481 @@
+"""Broker relay benchmark: stock amqtt 0.12.1, chatmq's broker and Mosquitto, side by side in one run.
+
+One paho publisher and one paho subscriber, each in its own process, relay 200-byte messages
+through each broker (each broker in its own process) at QoS 0 and QoS 1; then the same again while
+an idle client holds 10,000 distinct conversation filters (``chat/c{i}/msg``). The publisher keeps
+at most ``--window`` messages in transit (sent but not yet received by the subscriber), so the
+rate is the broker's relay capacity and the latency is relay latency, not a growing backlog.
+
+Brokers:
+  mosquitto    a private /usr/sbin/mosquitto on a free port, anonymous, no persistence
+  amqtt        stock amqtt 0.12.1, anonymous-auth plugin only (amqtt's event/packet/$SYS plugins
+               off: they are per-packet tasks that cost about a third of the throughput)
+  chatmq       ``python -m broker`` configured as the product: password/token auth + ACL; the
+               publisher is the bridge's service identity on ``chat/bench/msg``, the subscriber a
+               member device, the idle client the service identity
+  chatmq-anon  ``python -m broker`` with --allow-anonymous, on ``bench/relay`` like the others
+
+    .venv/bin/python -m bench.relay            # about 4 minutes
+    .venv/bin/python -m bench.relay --quick    # about 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from chatcore.auth import hash_password, issue_token
+from chatcore.config import SERVICE_USER
+from chatcore.netutil import free_port, wait_for_port
+from chatcore.store import open_store
+from chatmq.localredis import LocalRedis
+
+REPO = Path(__file__).resolve().parents[1]
+PAYLOAD_BYTES = 200
+SECRET = "bench-relay-secret-key-0123456789abcdef0123456789"
+DEVICE, DEVICE_PASSWORD = "benchdev", "bench-device-password"
+_HEADER = struct.Struct("!QQ")  # seq, monotonic send time in ns (CLOCK_MONOTONIC is machine-wide)
+
+
+@dataclass(frozen=True)
+class Login:
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class Target:
+    """A running broker and how the benchmark clients talk to it."""
+
+    name: str
+    port: int
+    topic: str
+    publisher: Login = field(default_factory=Login)
+    subscriber: Login = field(default_factory=Login)
+    idle: Login = field(default_factory=Login)
+    idle_filter: str = "chat/c{}/msg"  # an anonymous chatmq client may not use the chat namespace
+    stop: Callable[[], None] = lambda: None
+
+
+@dataclass
+class Result:
+    broker: str
+    scenario: str
+    sent: int
+    received: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+def progress(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+# ---- clients (each in its own process) -------------------------------------------------------
+
+
+def _client(client_id: str, login: Login) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+    if login.username is not None:
+        client.username_pw_set(login.username, login.password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def _connect(client: paho.Client, port: int) -> None:
+    client.connect("127.0.0.1", port, keepalive=120)
+    client.loop_start()
+    deadline = time.monotonic() + 15
+    while not client.is_connected():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not connect to 127.0.0.1:{port}")
+        time.sleep(0.005)
+
+
+def subscriber_main(
+    port: int, login: Login, topic: str, qos: int, ready: Any, received: Synchronized, sent: Synchronized,
+    warmup: int, stop_after: float, out: Any,
+) -> None:  # fmt: skip
+    """Count and time every delivery; report the rate after ``warmup`` messages and the latencies."""
+    latencies: list[int] = []
+    marks: dict[str, int] = {}
+    count = 0
+
+    def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        nonlocal count
+        now = time.monotonic_ns()
+        seq, sent_ns = _HEADER.unpack_from(msg.payload)
+        count += 1
+        if seq == warmup:
+            marks["start"] = now
+        if seq >= warmup:
+            latencies.append(now - sent_ns)
+            marks["last"] = now
+        received.value = count
+
+    client = _client(f"bench-sub-{os.getpid()}", login)
+    client.on_message = on_message
+    acks: list[int] = []
+    client.on_subscribe = lambda c, u, mid, codes, p: acks.extend(code.value for code in codes)
+    _connect(client, port)
+    client.subscribe(topic, qos)
+    deadline = time.monotonic() + 10
+    while not acks:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no SUBACK")
+        time.sleep(0.005)
+    if acks[0] >= 0x80:
+        raise RuntimeError(f"subscription to {topic} refused")
+    ready.set()
+    # Done when every message the publisher sent has arrived, or after the drain timeout.
+    deadline = None
+    while True:
+        time.sleep(0.01)
+        total = sent.value
+        if total > 0 and count >= total:
+            break
+        if total > 0 and deadline is None:
+            deadline = time.monotonic() + stop_after
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    client.disconnect()
+    client.loop_stop()
+    span = (marks.get("last", 0) - marks.get("start", 0)) / 1e9
+    measured = len(latencies)
+    rate = (measured - 1) / span if span > 0 and measured > 1 else 0.0
+    latencies.sort()
+    out.put((count, rate, _percentile(latencies, 50), _percentile(latencies, 99)))
+
+
+def publisher_main(
+    port: int, login: Login, topic: str, qos: int, start: Any, received: Synchronized, sent: Synchronized,
+    messages: int, seconds: float, window: int,
+) -> None:  # fmt: skip
+    """Publish until ``messages`` or ``seconds``, never more than ``window`` ahead of the subscriber."""
+    client = _client(f"bench-pub-{os.getpid()}", login)
+    _connect(client, port)
+    start.wait(30)
+    padding = b"x" * (PAYLOAD_BYTES - _HEADER.size)
+    deadline = time.monotonic() + seconds
+    seq = 0
+    while seq < messages and time.monotonic() < deadline:
+        if seq - received.value >= window:
+            time.sleep(0.0001)
+            continue
+        client.publish(topic, _HEADER.pack(seq, time.monotonic_ns()) + padding, qos=qos)
+        seq += 1
+    sent.value = seq
+    time.sleep(0.5)  # let paho flush its last packets (and QoS 1 acks) before leaving
+    client.disconnect()
+    client.loop_stop()
+
+
+def idle_main(port: int, login: Login, pattern: str, filters: int, ready: Any, stop: Any) -> None:
+    """Hold ``filters`` distinct conversation filters and do nothing else."""
+    client = _client(f"bench-idle-{os.getpid()}", login)
+    acked: list[int] = []
+    client.on_subscribe = lambda c, u, mid, codes, p: acked.extend(code.value for code in codes)
+    _connect(client, port)
+    chunk = 200
+    for first in range(0, filters, chunk):
+        client.subscribe([(pattern.format(i), 0) for i in range(first, min(filters, first + chunk))])
+    deadline = time.monotonic() + 120
+    while len(acked) < filters:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(acked)}/{filters} SUBACKs")
+        time.sleep(0.01)
+    refused = sum(code >= 0x80 for code in acked)
+    if refused:
+        raise RuntimeError(f"{refused} of the idle filters were refused")
+    ready.set()
+    stop.wait(3600)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _percentile(sorted_ns: list[int], pct: float) -> float:
+    if not sorted_ns:
+        return float("nan")
+    index = min(len(sorted_ns) - 1, round(pct / 100 * (len(sorted_ns) - 1)))
+    return sorted_ns[index] / 1e6
+
+
+# ---- one measurement -------------------------------------------------------------------------
+
+
+def measure(target: Target, qos: int, args: argparse.Namespace) -> tuple[int, int, float, float, float]:
+    ctx = mp.get_context("fork")
+    ready, out = ctx.Event(), ctx.Queue()
+    received, sent = ctx.Value("q", 0, lock=False), ctx.Value("q", 0, lock=False)
+    warmup = args.warmup
+    sub = ctx.Process(
+        target=subscriber_main,
+        args=(target.port, target.subscriber, target.topic, qos, ready, received, sent, warmup, args.drain, out),
+    )
+    sub.start()
+    pub = ctx.Process(
+        target=publisher_main,
+        args=(target.port, target.publisher, target.topic, qos, ready, received, sent,
+              args.messages + warmup, args.seconds, args.window),
+    )  # fmt: skip
+    pub.start()
+    try:
+        count, rate, p50, p99 = out.get(timeout=args.seconds + args.drain + 60)
+    finally:
+        for proc in (pub, sub):
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    return sent.value, count, rate, p50, p99
+
+
+@contextlib.contextmanager
+def idle_client(target: Target, filters: int) -> Iterator[None]:
+    ctx = mp.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=idle_main, args=(target.port, target.idle, target.idle_filter, filters, ready, stop))
+    proc.start()
+    began = time.monotonic()
+    while not ready.wait(0.5):
+        if not proc.is_alive():
+            raise RuntimeError(f"the idle client failed on {target.name}")
+        if time.monotonic() - began > 180:
+            proc.kill()
+            raise RuntimeError(f"the idle client could not subscribe on {target.name}")
+    progress(f"{target.name}: idle client holds {filters:,} filters ({time.monotonic() - began:.1f} s to subscribe)")
+    try:
+        yield
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
+# ---- brokers ---------------------------------------------------------------------------------
+
+
+def _popen(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    return stop
+
+
+def _started(name: str, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    if not wait_for_port("127.0.0.1", port, 30) or proc.poll() is not None:
+        _stopper(proc)()
+        raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def start_mosquitto(work: Path) -> Target:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n")
+    log = work / "mosquitto.log"
+    proc = _popen([binary, "-c", str(conf)], log)
+    _started("mosquitto", proc, port, log)
+    return Target("mosquitto", port, "bench/relay", stop=_stopper(proc))
+
+
+_AMQTT_MAIN = textwrap.dedent(
+    """
+    import asyncio, sys
+    from amqtt.broker import Broker
+
+    async def main(port):
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        broker = Broker(config)
+        await broker.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main(int(sys.argv[1])))
+    """
+)
+
+
+def start_amqtt(work: Path) -> Target:
+    port = free_port()
+    log = work / "amqtt.log"
+    proc = _popen([sys.executable, "-c", _AMQTT_MAIN, str(port)], log)
+    _started("amqtt", proc, port, log)
+    return Target("amqtt", port, "bench/relay", stop=_stopper(proc))
+
+
+def prepare_store(work: Path) -> str:
+    """A SQLite store with a device user in conversation ``bench``; the service identity needs none."""
+    url = "sqlite:///" + str(work / "chatmq.db")
+    store = open_store(url)
+    try:
+        store.create_user(DEVICE, hash_password(DEVICE_PASSWORD))
+        store.create_conversation("bench", [DEVICE])
+    finally:
+        store.close()
+    return url
+
+
+def start_chatmq(work: Path, redis_url: str, store_url: str, *, anonymous: bool) -> Target:
+    name = "chatmq-anon" if anonymous else "chatmq"
+    port, ws_port = free_port(), free_port()
+    data = work / name
+    data.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATMQ_")}
+    env.update(
+        CHATMQ_DATA_DIR=str(data),
+        CHATMQ_STORE_URL=store_url,
+        CHATMQ_REDIS_URL=redis_url,
+        CHATMQ_SECRET_KEY=SECRET,
+        CHATMQ_HOST="127.0.0.1",
+        CHATMQ_MQTT_PORT=str(port),
+        CHATMQ_WS_PORT=str(ws_port),
+        CHATMQ_LOG_LEVEL="WARNING",
+        CHATMQ_ALLOW_ANONYMOUS="true" if anonymous else "false",
+    )
+    log = work / f"{name}.log"
+    proc = _popen([sys.executable, "-m", "broker"], log, env)
+    _started(name, proc, port, log)
+    if anonymous:
+        return Target(name, port, "bench/relay", idle_filter="bench/c{}/msg", stop=_stopper(proc))
+    service = Login(SERVICE_USER, issue_token(SECRET, SERVICE_USER, 24 * 3600, service=True).token)
+    return Target(
+        name, port, "chat/bench/msg", publisher=service, subscriber=Login(DEVICE, DEVICE_PASSWORD),
+        idle=service, stop=_stopper(proc),
+    )  # fmt: skip
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+BROKERS = ("mosquitto", "amqtt", "chatmq", "chatmq-anon")
+
+
+def run_broker(target: Target, args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+
+    def one(scenario: str, qos: int) -> None:
+        progress(f"{target.name}: {scenario} ...")
+        sent, received, rate, p50, p99 = measure(target, qos, args)
+        results.append(Result(target.name, scenario, sent, received, rate, p50, p99))
+        progress(
+            f"{target.name}: {scenario}: {rate:,.0f} msg/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms"
+            f"  ({received:,}/{sent:,} received)"
+        )
+
+    for qos in (0, 1):
+        one(f"QoS {qos}, 1 filter", qos)
+    with idle_client(target, args.filters):
+        for qos in (0, 1):
+            one(f"QoS {qos}, +{args.filters:,} idle filters", qos)
+    return results
+
+
+def table(results: list[Result]) -> str:
+    mosquitto = {r.scenario: r.rate for r in results if r.broker == "mosquitto"}
+    base = {(r.broker, r.scenario.split(",")[0]): r.rate for r in results if "idle" not in r.scenario}
+    lines = [
+        "| broker | scenario | msg/s | p50 ms | p99 ms | received/sent | vs mosquitto | vs 1 filter |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        vs_mosq = f"{r.rate / mosquitto[r.scenario]:.0%}" if mosquitto.get(r.scenario) else ""
+        one = base.get((r.broker, r.scenario.split(",")[0]))
+        vs_one = f"{r.rate / one:.0%}" if "idle" in r.scenario and one else ""
+        lines.append(
+            f"| {r.broker} | {r.scenario} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.received:,}/{r.sent:,} | {vs_mosq} | {vs_one} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short measurements (about a minute in all)")
+    parser.add_argument("--brokers", default=",".join(BROKERS), help=f"comma-separated subset of {BROKERS}")
+    parser.add_argument("--messages", type=int, default=None, help="measured messages per run (after warmup)")
+    parser.add_argument("--seconds", type=float, default=None, help="longest publishing time per run")
+    parser.add_argument("--window", type=int, default=100, help="most messages in transit at once")
+    parser.add_argument("--filters", type=int, default=10_000, help="filters held by the idle client")
+    parser.add_argument("--drain", type=float, default=5.0, help="wait this long for stragglers")
+    args = parser.parse_args(argv)
+    args.messages = args.messages or (5_000 if args.quick else 30_000)
+    args.seconds = args.seconds or (4.0 if args.quick else 12.0)
+    args.warmup = 300 if args.quick else 1_000
+    unknown = set(args.brokers.split(",")) - set(BROKERS)
+    if unknown:
+        parser.error(f"unknown brokers: {sorted(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the brokers and Redis started here are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    wanted = args.brokers.split(",")
+    progress(
+        f"relay benchmark: {PAYLOAD_BYTES}-byte payloads, window {args.window}, up to {args.messages:,} messages"
+        f" or {args.seconds:.0f} s per run, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="chatmq-relay-") as tmp:
+        work = Path(tmp)
+        redis = (
+            LocalRedis(work / "redis", persist=False).start() if any(b.startswith("chatmq") for b in wanted) else None
+        )
+        try:
+            store_url = prepare_store(work) if redis is not None else ""
+            starters: dict[str, Callable[[], Target]] = {
+                "mosquitto": lambda: start_mosquitto(work),
+                "amqtt": lambda: start_amqtt(work),
+                "chatmq": lambda: start_chatmq(work, redis.url, store_url, anonymous=False),  # type: ignore[union-attr]
+                "chatmq-anon": lambda: start_chatmq(work, redis.url, store_url, anonymous=True),  # type: ignore[union-attr]
+            }
+            for name in wanted:
+                target = starters[name]()
+                progress(f"{name}: started on port {target.port}")
+                try:
+                    results.extend(run_broker(target, args))
+                finally:
+                    target.stop()
+        finally:
+            if redis is not None:
+                redis.stop()
+    print()
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
