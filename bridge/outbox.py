@@ -28,7 +28,7 @@ class Outbox:
         info = self._client.publish(topic, encode(payload), qos=qos, retain=retain)
         if qos > 0:
             with self._lock:
-                self._pending = [p for p in self._pending if not p.is_published()]
+                self._pending = [p for p in self._pending if not _confirmed(p)]
                 self._pending.append(info)
         return info
 
@@ -45,9 +45,18 @@ class Outbox:
         for info in pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                return all(p.is_published() for p in pending)
+                return all(_confirmed(p) for p in pending)
             try:
                 info.wait_for_publish(left)
             except (RuntimeError, ValueError):  # not connected or refused: paho keeps it queued
                 continue
-        return all(p.is_published() for p in pending)
+        return all(_confirmed(p) for p in pending)
+
+
+def _confirmed(info: mqtt.MQTTMessageInfo) -> bool:
+    """is_published() raises for a publish made while disconnected; paho still holds and resends
+    such a QoS 1 message after reconnecting, so it simply counts as not confirmed yet."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False

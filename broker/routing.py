@@ -10,11 +10,12 @@ changed size during iteration". Here:
   ``SubscriptionsView`` over it (amqtt's ``BrokerContext.subscriptions`` and plugins read it; its
   iteration is a snapshot, so awaiting inside a loop over it is safe).
 - Overlapping subscriptions of one client deliver ONCE, at the highest granted QoS among that
-  client's matching filters (MQTT 3.1.1 section 3.3.5 allows one copy per client or per filter;
-  one per client is what a chat device wants, and what Mosquitto does by default).
+  client's matching filters (MQTT 3.1.1 section 3.3.5 allows one copy per client or one per
+  matching filter; a chat device wants each message once).
 - A repeated SUBSCRIBE to the same filter replaces its QoS [MQTT-3.8.4-3] (stock kept the old one).
 - The RECEIVE topic check still runs per recipient per message (the ACL plugin relies on it to cut
-  removed members), but calls the topic plugins directly instead of one task per plugin.
+  removed members), but calls the topic plugins directly instead of one task per plugin (so an
+  override of ``_topic_filtering`` does not reach RECEIVE: override ``_receive_allowed``).
 - Each connected session gets an ``_Outbox``: a deque drained by ONE long-lived writer task per
   session (not one task per packet) that writes a batch of PUBLISH packets under the handler's
   write lock and drains once. Per-subscriber order is publish order; a slow subscriber delays
@@ -36,6 +37,8 @@ Hooks for subclasses (the broker core composes this mixin before ``Broker``):
 - ``_receive_allowed(session, topic) -> bool``: the per-recipient RECEIVE check.
 - ``_enqueue(session, topic, data, qos, retain=False)``: put one PUBLISH on a connected session's
   outbox (used for routed and retained messages alike, so their order is kept).
+- ``_undelivered(session)``: QoS>0 deliveries queued in the outbox but not yet written (a
+  shutdown that persists ``inflight_out`` and the offline queue should persist these too).
 - ``_routing_index``: the ``SubscriptionIndex``; ``_outbox_limit``: queued deliveries per session
   above which QoS 0 deliveries are dropped (logged once per episode).
 """
@@ -311,6 +314,31 @@ class RoutingMixin:
         self._enqueue(session, broadcast["topic"], broadcast["data"], qos)
 
     # ---- delivery ------------------------------------------------------------------------
+
+    def _undelivered(self, session: Session) -> list[tuple[str, bytes | bytearray, int]]:
+        """QoS>0 deliveries still waiting in a session's outbox (not written yet, so not in
+        ``inflight_out``): what a shutdown must persist besides ``inflight_out`` and the offline queue."""
+        box = self._outboxes.get(session.client_id or "")
+        if box is None:
+            return []
+        return [(topic, data, qos) for topic, data, qos, _retain in box.queue if qos in (QOS_1, QOS_2)]
+
+    async def _shutdown_broadcast_loop(self) -> None:
+        """After routing stops, let every outbox writer finish (sessions are closed by then: each
+        hands its QoS>0 leftovers to the offline queue) so no writer task outlives the broker."""
+        await super()._shutdown_broadcast_loop()  # type: ignore[misc]
+        if self._outbox_sweep is not None:
+            self._outbox_sweep.cancel()
+            self._outbox_sweep = None
+        tasks = [box.task for box in self._outboxes.values() if box.task is not None]
+        for box in self._outboxes.values():
+            box.wake.set()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._outboxes.clear()
 
     def _enqueue(self, session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool = False) -> None:
         handler: BrokerProtocolHandler | None = self._get_handler(session)  # type: ignore[attr-defined]

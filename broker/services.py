@@ -25,22 +25,29 @@ ANONYMOUS_KEY = "chatmq.anonymous"
 
 
 class MembershipRefresher:
-    """Refreshes a MembershipView from the event loop; concurrent callers share one refresh."""
+    """Refreshes a MembershipView from the event loop; concurrent callers share one refresh.
+
+    A caller may only reuse a refresh that STARTED after it asked: one already running when it
+    asked may have read the store before the change the caller needs to see.
+    """
 
     def __init__(self, view: MembershipView) -> None:
         self.view = view
         self._lock = asyncio.Lock()
-        self._generation = 0
+        self._started = 0  # refreshes begun so far
+        self._completed = 0  # the start number of the newest finished refresh
 
     async def refresh(self) -> None:
-        seen = self._generation
+        ticket = self._started
         async with self._lock:
-            if self._generation != seen:
-                return  # another caller refreshed while this one waited
+            if self._completed > ticket:
+                return  # a refresh that began after this call finished while it waited
+            self._started += 1
+            number = self._started
             try:
                 await asyncio.to_thread(self.view.refresh)
             finally:
-                self._generation += 1
+                self._completed = number
 
 
 @dataclass(frozen=True, slots=True)

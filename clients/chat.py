@@ -370,7 +370,12 @@ class ChatClient:
         )
 
     def _subscribe_and_wait(self, topics: list[tuple[str, int]], timeout: float = 10.0) -> None:
-        """One SUBSCRIBE per topic (amqtt 0.12 mishandles multi-topic SUBSCRIBEs), all in flight at once."""
+        """One SUBSCRIBE per topic (amqtt 0.12 mishandles multi-topic SUBSCRIBEs), all in flight at once.
+
+        If the connection drops before the SUBACKs arrive, the reconnect set-up subscribes every
+        registered topic again; a set-up that completes meanwhile therefore counts as the answer.
+        """
+        setup_before = self._setup
         waits: list[tuple[str, threading.Event, list[Any]]] = []
         for topic, qos in topics:
             done, codes = threading.Event(), []
@@ -383,8 +388,13 @@ class ChatClient:
         deadline = time.monotonic() + timeout
         refused = []
         for topic, done, codes in waits:
-            if not done.wait(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"no SUBACK for {topic}")
+            while not done.wait(0.1):
+                renewal = self._setup
+                if renewal is not setup_before and renewal is not None and renewal.done() \
+                        and renewal.exception() is None:
+                    return  # a reconnect set-up subscribed everything again, this topic included
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no SUBACK for {topic}")
             if any(code.is_failure for code in codes):
                 refused.append(topic)
         if refused:

@@ -18,6 +18,7 @@ class LocalRedisCluster:
     def __init__(self, workdir: Path, masters: int = 3) -> None:
         self.workdir = workdir.resolve()
         self.ports = [free_port() for _ in range(masters)]
+        self.bus_ports = [free_port() for _ in range(masters)]  # default port+10000 may exceed 65535
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -25,12 +26,13 @@ class LocalRedisCluster:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
     def start(self, timeout: float = 20.0) -> LocalRedisCluster:
-        for port in self.ports:
+        for port, bus_port in zip(self.ports, self.bus_ports, strict=True):
             node_dir = self.workdir / str(port)
             node_dir.mkdir(parents=True, exist_ok=True)
             self.processes.append(subprocess.Popen(
                 ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--save", "",
+                 "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
+                 "--cluster-config-file", "nodes.conf", "--save", "",
                  "--appendonly", "no", "--logfile", str(node_dir / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
@@ -45,7 +47,7 @@ class LocalRedisCluster:
             last = SLOTS if index == len(clients) - 1 else (index + 1) * share
             client.execute_command("CLUSTER ADDSLOTSRANGE", index * share, last - 1)
         for client in clients[1:]:
-            client.execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
+            client.execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0], self.bus_ports[0])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = [c.execute_command("CLUSTER INFO") for c in clients]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -151,3 +152,30 @@ def test_removal_agrees_with_a_rebuilt_trie(filters: list[str], removed: st.Data
     kept = [f for f in filters if f not in gone]
     assert set(trie.match(topic)) == matching(kept, topic)
     assert sorted(trie.filters()) == sorted(kept)
+
+
+def test_routing_cost_does_not_grow_with_unrelated_filters() -> None:
+    """The scaling wall of issue 3: 20,000 other conversations' filters must not slow one route.
+    A linear matcher is thousands of times slower here; the bound leaves room for a busy machine."""
+
+    def cost(index: SubscriptionIndex) -> float:
+        best = float("inf")
+        for _ in range(5):
+            began = time.perf_counter()
+            for _ in range(2_000):
+                index.route("chat/bench/msg")
+            best = min(best, time.perf_counter() - began)
+        return best
+
+    member = SimpleNamespace(client_id="member")
+    idle = SimpleNamespace(client_id="idle")
+    index = SubscriptionIndex()
+    index.add("chat/bench/msg", member, 1)  # type: ignore[arg-type]
+    index.add("chat/bench/typing/+", member, 0)  # type: ignore[arg-type]
+    small = cost(index)
+    for i in range(10_000):
+        index.add(f"chat/c{i}/msg", idle, 1)  # type: ignore[arg-type]
+        index.add(f"chat/c{i}/typing/+", idle, 0)  # type: ignore[arg-type]
+    large = cost(index)
+    assert [s.client_id for s, _ in index.route("chat/bench/msg")] == ["member"]
+    assert large < small * 3, f"{large / small:.1f}x slower with 20,000 unrelated filters"
