@@ -126,7 +126,13 @@ class ChatClient:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> ChatClient:
-        """Connect, subscribe to acks, announce presence and resend what the outbox holds."""
+        """Connect, subscribe to acks, announce presence and resend what the outbox holds.
+
+        Idempotent: a second call (e.g. ``with client:`` on a connected client) is a no-op; calling
+        paho's connect() again would open a second socket and drop the first one's in-flight work.
+        """
+        if self._ticker is not None:
+            return self
         self._mqtt.connect(self.host, self.port, keepalive=self.keepalive)
         self._mqtt.loop_start()
         if not self._connack.wait(timeout) or self._connect_refusal is not None:

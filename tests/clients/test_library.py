@@ -246,3 +246,19 @@ def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_connecting_twice_keeps_one_connection(stack: Stack, unique: Callable[[str], str]) -> None:
+    """`with client:` on a connected client must not open a second socket (paho would drop the
+    first one, and with it whatever QoS 0 publish was on its way)."""
+    alice, _bob, conv = _setup(stack, unique)
+    client = _client(stack, alice).connect()
+    connects: list[Any] = []
+    client._mqtt.on_connect_fail = lambda *args: connects.append(args)
+    on_connect = client._mqtt.on_connect
+    client._mqtt.on_connect = lambda *args: (connects.append(args), on_connect(*args))
+    with client:  # a second connect()
+        client.join(conv)
+        assert client.send(conv, "still the first connection").result(10).ok
+        time.sleep(0.5)
+        assert connects == [], "the client reconnected"

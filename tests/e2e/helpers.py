@@ -34,6 +34,16 @@ def next_json(client: RawClient, topic: str, timeout: float = 10.0) -> dict[str,
     return json.loads(client.expect(topic, timeout))
 
 
+def next_event(client: RawClient, user: str, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The next ``user/{user}/events`` payload of one kind, skipping others (membership events
+    for the conversations a test just set up may still be on their way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = next_json(client, f"user/{user}/events", max(0.1, deadline - time.monotonic()))
+        if event.get("event") == kind:
+            return event
+
+
 def nothing_on(client: RawClient, topic: str, wait: float) -> bool:
     try:
         client.expect(topic, wait)
