@@ -3,11 +3,14 @@ strict: the defect is real) and against ChatBroker."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 from typing import Any
 
 import pytest
+from amqtt.contexts import Action as AmqttAction
 
+from broker.plugins.acl import ChatAclPlugin
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER
 from tests.broker.conftest import PASSWORDS, SECRET
@@ -24,7 +27,19 @@ def _service(running: InProcessBroker, **kwargs: Any) -> Mqtt:
 
 
 @pytest.mark.parametrize("kind", BOTH)
-def test_acknowledged_qos1_publishes_survive_the_publisher_disconnecting(run_broker: Any, kind: str) -> None:
+def test_acknowledged_qos1_publishes_survive_the_publisher_disconnecting(
+    run_broker: Any, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slightly slow PUBLISH access check (1 ms, as when a check must confirm with the store) lets
+    # the reader PUBACK ahead of the message loop, so the race is certain rather than load-dependent.
+    check = ChatAclPlugin.topic_filtering
+
+    async def slow_check(self: ChatAclPlugin, **kwargs: Any) -> bool:
+        if kwargs.get("action") is AmqttAction.PUBLISH:
+            await asyncio.sleep(0.001)
+        return await check(self, **kwargs)
+
+    monkeypatch.setattr(ChatAclPlugin, "topic_filtering", slow_check)
     running = run_broker(kind)
     service = _service(running)
     alice = Mqtt(running.port, "alice", PASSWORDS["alice"])
@@ -35,7 +50,7 @@ def test_acknowledged_qos1_publishes_survive_the_publisher_disconnecting(run_bro
         for info in infos:
             info.wait_for_publish(10)
         alice.stop()  # DISCONNECT right after the last PUBACK
-        got = {m.payload for m in _collect(service, 200, timeout=3)}
+        got = {m.payload for m in _collect(service, 200, timeout=5)}
         assert got == {b"m%d" % i for i in range(200)}
     finally:
         service.stop()
