@@ -191,8 +191,11 @@ def _choose(view: ChatView, convs: list[dict[str, Any]], wanted: str | None) -> 
               help="recent messages to show")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="keep unacked sends here so a restart resends them")
+@click.option("--heartbeat", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              envvar="CHATMQ_HEARTBEAT_INTERVAL_S",
+              help="presence heartbeat period in seconds; must match the server's heartbeat interval")
 def chat(user: str, conv_id: str | None, host: str, port: int, http_url: str, device: str, password_stdin: bool,
-         history_count: int, state_file: Path | None) -> None:
+         history_count: int, state_file: Path | None, heartbeat: float) -> None:
     """Chat from a terminal: pick a conversation, see its history, then talk live."""
     password = _read_password(password_stdin)
     view = ChatView(user, sys.stdout)
@@ -208,7 +211,7 @@ def chat(user: str, conv_id: str | None, host: str, port: int, http_url: str, de
     conv = _choose(view, convs, conv_id)
 
     client = ChatClient(host, port, user, password, token=token, device=device, api_url=http_url,
-                        state_file=state_file, queue_events=False)
+                        state_file=state_file, queue_events=False, heartbeat_interval=heartbeat)
     try:
         client.connect()
     except (ConnectRefused, OSError) as exc:
