@@ -13,17 +13,24 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import Info, OpenAPI
 
-from api import auth, health, manage, presence
+from api import auth, health, manage, media, metrics, presence, requestlog
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
 from chatcore.config import Settings
+from chatcore.media import MediaStore
 from chatcore.store import Store
 
 MAX_REQUEST_BYTES = 256 * 1024  # logins and conversation changes (a big member list)
 
 
-def create_app(settings: Settings, *, store: Store | None = None, redis_client: redis.Redis | None = None) -> Flask:
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    redis_client: redis.Redis | None = None,
+    media_store: MediaStore | None = None,
+) -> Flask:
     """Build the API. ``store``/``redis_client`` are for tests and embedding; by default each
     worker process opens its own store on first use and Redis connects lazily."""
     app = OpenAPI(
@@ -41,8 +48,11 @@ def create_app(settings: Settings, *, store: Store | None = None, redis_client: 
 
     for bp in (auth.bp, manage.bp, presence.bp, health.bp):  # manage.bp: conversations + management
         app.register_api(bp)
+    media.install(app, settings, media_store)  # uploads: their own body limit and store
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json, methods=["GET"])
     register_error_handlers(app)
+    metrics.install(app)  # GET /metrics and per-route request latency
+    requestlog.install(app)  # X-Request-Id and one log line per request
     return app
 
 

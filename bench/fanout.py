@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
+import queue
 import signal
 import statistics
 import subprocess
@@ -25,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -37,48 +40,68 @@ from chatcore.store import open_store
 from chatmq.localredis import LocalRedis
 
 CONV = "townhall"
-BATCH = 50  # subscribers connected at a time
+RECEIVER_PROCESSES = 8  # one process holding 1,000 paho clients (1,000 threads) cannot keep up itself
+
+
+def _receive(port: int, users: list[str], secret: str, ready: mp.Queue, deliveries: mp.Queue, stop: Any) -> None:
+    """A receiver process: connect its share of members, then report (seq, arrival time) per delivery."""
+    subscribed = threading.Semaphore(0)
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        deliveries.put((json.loads(msg.payload)["seq"], time.time()))
+
+    clients = []
+    for user in users:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{user}")
+        client.username_pw_set(user, issue_token(secret, user, 3600).token)
+        client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(f"chat/{CONV}/msg", 1)
+        client.on_subscribe = lambda *_a: subscribed.release()
+        client.on_message = on_message
+        client.connect("127.0.0.1", port, keepalive=120)
+        client.loop_start()
+        clients.append(client)
+    ready.put(sum(subscribed.acquire(timeout=120) for _ in users))
+    stop.wait()
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
 
 
 class Receivers:
-    """MEMBERS paho clients; counts deliveries of the current seq."""
+    """MEMBERS paho subscribers spread over RECEIVER_PROCESSES processes."""
 
     def __init__(self, port: int, users: list[str], secret: str) -> None:
-        self.lock = threading.Lock()
+        self.deliveries: mp.Queue = mp.Queue()
+        self.stop = mp.Event()
+        ready: mp.Queue = mp.Queue()
+        self.procs = [
+            mp.Process(target=_receive, args=(port, users[i::RECEIVER_PROCESSES], secret, ready, self.deliveries,
+                                              self.stop), daemon=True)
+            for i in range(RECEIVER_PROCESSES)
+        ]
+        for proc in self.procs:
+            proc.start()
+        connected = sum(ready.get(timeout=180) for _ in self.procs)
+        assert connected == len(users), f"only {connected} of {len(users)} subscribers connected"
         self.counts: dict[int, int] = {}
-        self.done = threading.Condition(self.lock)
-        self.clients: list[mqtt.Client] = []
-        subscribed = threading.Semaphore(0)
-        for index, user in enumerate(users):
-            if index and index % BATCH == 0:  # amqtt drops sessions that wait too long for CONNECT
-                for _ in range(BATCH):
-                    assert subscribed.acquire(timeout=120), "subscribers did not connect"
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{user}")
-            client.username_pw_set(user, issue_token(secret, user, 3600).token)
-            client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe(f"chat/{CONV}/msg", 1)
-            client.on_subscribe = lambda *_a: subscribed.release()
-            client.on_message = self._on_message
-            client.connect("127.0.0.1", port, keepalive=120)
-            client.loop_start()
-            self.clients.append(client)
-        for _ in range(len(users) - (len(users) - 1) // BATCH * BATCH):
-            assert subscribed.acquire(timeout=120), "subscribers did not connect"
+        self.last: dict[int, float] = {}
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        seq = json.loads(msg.payload)["seq"]
-        with self.lock:
-            self.counts[seq] = self.counts.get(seq, 0) + 1
-            self.done.notify_all()
-
-    def wait(self, seq: int, expected: int, timeout: float) -> int:
-        with self.lock:
-            self.done.wait_for(lambda: self.counts.get(seq, 0) >= expected, timeout)
-            return self.counts.get(seq, 0)
+    def wait(self, seq: int, expected: int, timeout: float) -> tuple[int, float]:
+        """Deliveries of ``seq`` and the wall-clock time of the last one, once all arrived or at the timeout."""
+        deadline = time.monotonic() + timeout
+        while self.counts.get(seq, 0) < expected and (left := deadline - time.monotonic()) > 0:
+            try:
+                got, at = self.deliveries.get(timeout=left)
+            except queue.Empty:
+                break
+            self.counts[got] = self.counts.get(got, 0) + 1
+            self.last[got] = max(self.last.get(got, 0.0), at)
+        return self.counts.get(seq, 0), self.last.get(seq, 0.0)
 
     def close(self) -> None:
-        for client in self.clients:
-            client.disconnect()
-            client.loop_stop()
+        self.stop.set()
+        for proc in self.procs:
+            proc.join(30)
 
 
 def children(up: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
@@ -120,23 +143,24 @@ def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
             [sys.executable, "-m", "chatmq.cli", "up", "--data-dir", str(data), "--mqtt-port", str(mqtt_port),
              "--ws-port", str(ws), "--http-port", str(http), "--redis-url", redis_server.url], env=env,
         )  # fmt: skip
-        receivers = None
+        receivers: Receivers | None = None
+        sender: mqtt.Client | None = None
         try:
             assert wait_for_port("127.0.0.1", http, 60), "stack did not start"
             time.sleep(1.0)
             receivers = Receivers(mqtt_port, users, secret)
-            sender = receivers.clients[0]
             acks: dict[str, float] = {}
             acked = threading.Event()
 
             def on_ack(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-                if msg.topic.endswith("/ack"):
-                    acks[json.loads(msg.payload)["client_msg_id"]] = time.perf_counter()
-                    acked.set()
-                else:
-                    receivers._on_message(_c, _u, msg)
+                acks[json.loads(msg.payload)["client_msg_id"]] = time.time()
+                acked.set()
 
+            sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sender")
+            sender.username_pw_set(users[0], issue_token(secret, users[0], 3600).token)
             sender.on_message = on_ack
+            sender.connect("127.0.0.1", mqtt_port, keepalive=120)
+            sender.loop_start()
             sender.subscribe(f"user/{users[0]}/ack", 1)
             time.sleep(0.5)
             procs = children(up)
@@ -147,14 +171,14 @@ def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
                 if i == warm:
                     before = {role: cpu(p) for role, p in procs.items()}
                 acked.clear()
-                start = time.perf_counter()
+                start = time.time()
                 body = json.dumps({"client_msg_id": f"c{i}", "body": "x" * 200}).encode()
                 sender.publish(f"chat/{CONV}/send/{users[0]}", body, qos=1)
                 assert acked.wait(30), "no ack"
-                count = receivers.wait(i + 1, members, timeout=10 if mode == "write" else 3)
+                count, last = receivers.wait(i + 1, members, timeout=10 if mode == "write" else 3)
                 if i >= warm:
                     ack_ms.append((acks[f"c{i}"] - start) * 1000)
-                    deliver_ms.append((time.perf_counter() - start) * 1000)
+                    deliver_ms.append((last - start) * 1000)
                     got.append(count)
             after = {role: cpu(p) for role, p in procs.items()}
             result = {f"{role}_cpu_ms": (after[role] - before[role]) * 1000 / messages for role in procs}
@@ -167,6 +191,9 @@ def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
         finally:
             if receivers:
                 receivers.close()
+            if sender is not None:
+                sender.disconnect()
+                sender.loop_stop()
             up.send_signal(signal.SIGTERM)
             up.wait(60)
             redis_server.stop()

@@ -30,6 +30,7 @@ from chatcore import redisconn
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER, Settings
 from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
+from chatcore.media import MediaStore, open_media_store
 from chatcore.membership import MembershipView
 from chatcore.presence import Presence
 from chatcore.protocol import (
@@ -65,6 +66,7 @@ class Bridge:
         *,
         client_id: str = CLIENT_ID,
         store_label: str | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -93,8 +95,11 @@ class Bridge:
 
         self._outbox = Outbox(self._client)
         self._membership = MembershipView(store)
+        # Attachments are checked against the uploads (chatcore.media); one we open, we close.
+        self._owned_media = None if media is not None else open_media_store(settings)
         self._writer = Writer(
-            store, self._membership, self._outbox, fanout_read_threshold=settings.fanout_read_threshold
+            store, self._membership, self._outbox, fanout_read_threshold=settings.fanout_read_threshold,
+            media=media or self._owned_media,
         )
         self._receipts = ReceiptWorker(store, self._membership, self._outbox)
         self._events = EventPublisher(store, self._outbox)
@@ -142,6 +147,8 @@ class Bridge:
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
+        if self._owned_media is not None:
+            self._owned_media.close()
 
     # --- paho callbacks (network thread) -------------------------------------------------------
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
@@ -261,7 +268,8 @@ def run(settings: Settings) -> None:
     """Run the bridge until SIGINT or SIGTERM, then stop cleanly."""
     store = open_store(settings.resolved_store_url)
     redis_client = redisconn.connect(settings.redis_url)
-    bridge = Bridge(settings, store, redis_client, store_label=redact(settings.resolved_store_url))
+    bridge = Bridge(settings, store, redis_client, client_id=settings.bridge_client_id,
+                    store_label=redact(settings.resolved_store_url))
     done = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -269,11 +277,17 @@ def run(settings: Settings) -> None:
         done.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    from bridge.metrics import instrument, start_ops_server  # prometheus, only in the service
+
+    instrument(bridge)
+    ops = start_ops_server(bridge, settings.host, settings.bridge_metrics_port, store, redis_client)
     try:
         bridge.start()
         while not done.wait(1.0):
             pass
     finally:
+        if ops is not None:
+            ops.stop()
         bridge.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

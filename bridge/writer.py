@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 
 from bridge.outbox import Outbox
+from chatcore.media.attachments import attached_media, attachment_refusal
+from chatcore.media.base import MediaStore
 from chatcore.membership import MembershipView
 from chatcore.protocol import (
     DEFAULT_FANOUT_READ_THRESHOLD,
@@ -67,8 +69,10 @@ class Writer:
         retry_min_s: float = 0.05,
         retry_max_s: float = 5.0,
         fanout_read_threshold: int = DEFAULT_FANOUT_READ_THRESHOLD,
+        media: MediaStore | None = None,
     ) -> None:
         self._store = store
+        self._media = media  # None: attachments are not checked (only for tests of other rules)
         self._fanout_read_threshold = fanout_read_threshold
         self._membership = membership
         self._outbox = outbox
@@ -155,10 +159,19 @@ class Writer:
                 except NotFound:
                     outcomes[i] = _Outcome(rejection=(ErrorCode.UNKNOWN_CONVERSATION, "no such conversation"))
                 else:
+                    self._link_media(batch[i].message)
                     outcomes[i] = self._accepted(batch[i], result, retried)
             return
+        for i in todo:  # before any outcome: a failure retries the batch (appends are idempotent)
+            self._link_media(batch[i].message)
         for i, result in zip(todo, results, strict=True):
             outcomes[i] = self._accepted(batch[i], result, retried)
+
+    def _link_media(self, message: NewMessage) -> None:
+        """Let the conversation's members download what the now stored message attaches."""
+        if self._media is not None:
+            for media_id in attached_media(message.attachments):
+                self._media.link(media_id, message.conv)
 
     @staticmethod
     def _accepted(item: Inbound, result: AppendResult, retried: bool) -> _Outcome:
@@ -171,6 +184,8 @@ class Writer:
             return ErrorCode.UNKNOWN_CONVERSATION, f"no conversation {message.conv!r}"
         if not self._membership.is_member(message.conv, message.sender):
             return ErrorCode.NOT_MEMBER, f"{message.sender!r} is not a member of {message.conv!r}"
+        if self._media is not None and message.attachments:
+            return attachment_refusal(self._media, message.sender, message.attachments)
         return None
 
     def _broadcast(self, stored: Message) -> None:

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from chatcore.protocol import DEFAULT_FANOUT_READ_THRESHOLD, DEFAULT_MAX_BODY_BYTES
 
 SERVICE_USER = "@bridge"  # '@' is outside the user-id alphabet, so no device can claim it
+ADMIN_USER = "@admin"  # the operator identity of the admin channel (chatmq.control)
 
 
 class Settings(BaseSettings):
@@ -47,8 +48,27 @@ class Settings(BaseSettings):
     # Conversations with more members than this get compact QoS 0 notices instead of full messages.
     fanout_read_threshold: int = Field(default=DEFAULT_FANOUT_READ_THRESHOLD, ge=1)
     api_workers: int = 2
+    # Each bridge process needs its own persistent MQTT session; a second bridge gets another id.
+    bridge_client_id: str = Field(default="chatmq-bridge", description="the bridge's MQTT client id")
     log_level: str = "INFO"
+    # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
+    broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")
+    bridge_metrics_port: int = Field(default=0, description="bridge metrics and health port (0 = off)")
+    log_levels: str = Field(default="", description="per-component levels, e.g. broker=DEBUG,bridge=WARNING")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text or json log lines")
+    # Media uploads (POST /v1/media): size cap and the types accepted, as sniffed from the content.
+    media_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="largest upload accepted")
+    media_types: str = Field(
+        default=(
+            "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain,"
+            "video/mp4,video/webm,audio/ogg,audio/mpeg,audio/mp4"
+        ),
+        description="comma-separated content types accepted for upload",
+    )
+
+    @property
+    def media_allowed_types(self) -> frozenset[str]:
+        return frozenset(t.strip().lower() for t in self.media_types.split(",") if t.strip())
 
     @property
     def resolved_store_url(self) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chatcore.ids import is_valid_id
 
@@ -19,6 +19,8 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_BODY_BYTES = 4096
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_ATTACHMENTS = 16
+MAX_ATTACHMENT_NAME_CHARS = 255
+MEDIA_ID_PATTERN = r"[0-9a-f]{32}"  # what POST /v1/media assigns
 
 # QoS per topic kind, as the contract states.
 QOS_SEND = 1
@@ -153,11 +155,28 @@ class ErrorCode(enum.StrEnum):
     NOT_MEMBER = "not_member"
     UNKNOWN_CONVERSATION = "unknown_conversation"
     SEQ_AHEAD = "seq_ahead"  # a receipt for a seq the conversation does not have yet
+    BAD_ATTACHMENT = "bad_attachment"  # an attachment names media the sender did not upload
     INTERNAL = "internal"
 
 
 class _Inbound(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Attachment(_Inbound):
+    """One entry of a send's ``attachments``: media the sender uploaded with ``POST /v1/media``.
+
+    The upload's answer is a valid attachment as it stands. The bridge checks that the media
+    exists, was uploaded by the sender and that ``mime``/``size``/``sha256`` are the stored ones,
+    so receivers can trust them without fetching; ``url`` is always ``/v1/media/{media_id}``.
+    """
+
+    media_id: str = Field(pattern=f"^{MEDIA_ID_PATTERN}$")
+    mime: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0)
+    url: str | None = None
+    sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_ATTACHMENT_NAME_CHARS)
 
 
 class SendPayload(_Inbound):
@@ -166,6 +185,16 @@ class SendPayload(_Inbound):
     client_msg_id: str = Field(min_length=1, max_length=MAX_CLIENT_MSG_ID_CHARS)
     body: str
     attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+
+    @field_validator("attachments")
+    @classmethod
+    def _attachments_are_media(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each entry must be an Attachment; kept as the plain dict the device sent (minus nulls)."""
+        checked = [Attachment.model_validate(item).model_dump(exclude_none=True) for item in value]
+        for item in checked:
+            if "url" in item and item["url"] != f"/v1/media/{item['media_id']}":
+                raise ValueError(f"url must be /v1/media/{item['media_id']} (the media's own url)")
+        return checked
 
 
 class TypingPayload(_Inbound):

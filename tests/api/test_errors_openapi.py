@@ -75,7 +75,10 @@ def test_openapi_document_is_generated_and_valid(client: FlaskClient) -> None:
         "/v1/conversations/{conv}/members",
         "/v1/conversations/{conv}/members/{user}",
         "/v1/presence/{user}",
+        "/v1/media",
+        "/v1/media/{media_id}",
         "/healthz",
+        "/readyz",
     }
     assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     for path in ("/v1/conversations", "/v1/conversations/{conv}/messages", "/v1/presence/{user}"):

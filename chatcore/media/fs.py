@@ -1,0 +1,73 @@
+"""Media on the local filesystem (embedded mode), under ``<data_dir>/media``.
+
+Each item is a directory ``<root>/<id[:2]>/<id>/`` holding ``data`` and ``meta.json``. It is
+written in a private temporary directory and renamed into place, so a reader sees either nothing
+or the complete item. Links to conversations are empty files ``conv.<conv>``: creating one is
+atomic and idempotent, so the bridge and any number of API workers never race on a shared file.
+Paths are built only from validated random ids and validated conversation ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from chatcore.ids import require_id
+from chatcore.media.base import CHUNK, MediaInfo, MediaNotFound, MediaStore, digest, is_media_id, new_media_id, now_ms
+
+_LINK = "conv."
+
+
+class FsMediaStore(MediaStore):
+    def __init__(self, root: Path) -> None:
+        self._root = Path(root)
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, media_id: str) -> Path:
+        if not is_media_id(media_id):
+            raise MediaNotFound(media_id)
+        return self._root / media_id[:2] / media_id
+
+    def put(self, owner: str, stream: BinaryIO, mime: str, *, name: str | None = None) -> MediaInfo:
+        size, sha256 = digest(stream)
+        info = MediaInfo(new_media_id(), owner, mime, size, sha256, now_ms(), name)
+        final = self._dir(info.id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self._root))
+        try:
+            with open(tmp / "data", "wb") as out:
+                shutil.copyfileobj(stream, out, CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            meta = {k: getattr(info, k) for k in ("id", "owner", "mime", "size", "sha256", "created_at", "name")}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return info
+
+    def get(self, media_id: str) -> MediaInfo | None:
+        try:
+            where = self._dir(media_id)
+            meta = json.loads((where / "meta.json").read_text())
+        except (MediaNotFound, FileNotFoundError):
+            return None
+        convs = frozenset(p.name.removeprefix(_LINK) for p in where.iterdir() if p.name.startswith(_LINK))
+        return MediaInfo(**meta, convs=convs)
+
+    def open(self, media_id: str) -> BinaryIO:
+        try:
+            return open(self._dir(media_id) / "data", "rb")
+        except FileNotFoundError:
+            raise MediaNotFound(media_id) from None
+
+    def link(self, media_id: str, conv: str) -> None:
+        where = self._dir(media_id)
+        if not (where / "meta.json").exists():
+            raise MediaNotFound(media_id)
+        (where / f"{_LINK}{require_id(conv, 'conversation id')}").touch()
