@@ -87,8 +87,14 @@ def _handle_unexpected(exc: Exception) -> Response:
     return error_response(500, "internal server error")
 
 
+def _handle_too_deep(exc: RecursionError) -> Response:
+    """A JSON nesting bomb exhausts the parser's recursion: the client's fault, not ours."""
+    return error_response(400, "request body is nested too deeply")
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, _handle_api_error)
+    app.register_error_handler(RecursionError, _handle_too_deep)
     app.register_error_handler(HTTPException, _handle_http)
     app.register_error_handler(Exception, _handle_unexpected)
 

@@ -86,7 +86,7 @@ class Outbox:
         return len(due)
 
     def _due(self, pending: Pending, now: float, reconnected: bool) -> bool:
-        in_transport = pending.transmission is not None and not pending.transmission.is_published()
+        in_transport = pending.transmission is not None and not _published(pending.transmission)
         if in_transport:
             return False  # paho keeps unconfirmed QoS 1 publishes and resends them on reconnect itself
         return reconnected or pending.sent_at == 0.0 or now - pending.sent_at >= self.resend_after
@@ -106,3 +106,12 @@ class Outbox:
         for pending in pendings:
             if not pending.future.done():
                 pending.future.set_exception(exc)
+
+
+def _published(transmission: Transmission) -> bool:
+    """paho raises (rather than returning False) for a publish made while disconnected: that one
+    never entered its queue, so it counts as done with, and the resend timer decides."""
+    try:
+        return transmission.is_published()
+    except RuntimeError:
+        return True

@@ -1,16 +1,18 @@
-"""Shared fixtures: a private Redis per test session and free ports. Stack fixtures live in
-tests/stack.py so the e2e tests can start real processes on ephemeral ports."""
+"""Shared fixtures: a private Redis per test session, free ports, and a real stack (`chatmq up`,
+tests/stack.py) shared by each test module that asks for it."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from chatmq.localredis import LocalRedis
+from tests.stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +47,22 @@ def data_dir(tmp_path: Path) -> Path:
 
 def mongo_test_url() -> str | None:
     return os.environ.get("CHATMQ_TEST_MONGO_URL") or None
+
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: LocalRedis) -> Iterator[Stack]:
+    """One real `chatmq up` (broker, bridge, API) shared by a test module, on free ports."""
+    running = Stack(tmp_path_factory.mktemp("stack") / "data", redis_server.url).start()
+    yield running
+    code = running.stop()
+    assert code == 0, f"chatmq up exited with {code} on SIGTERM:\n{running.log()}"
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names that never collide between tests, even across modules sharing one Redis."""
+    n = next(_names)
+    return lambda prefix: f"{prefix}{n}"
