@@ -15,12 +15,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from broker.config import build_config
-from broker.core import BrokerLimits, ChatBroker
+from broker.core import BrokerLimits
+from broker.health import start_ops_server
+from broker.ops import OpsBroker
 from broker.services import BrokerServices, MembershipRefresher, keep_membership_fresh
 from broker.sessions import SessionStore
+from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.membership import MembershipView
+from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
 
 if TYPE_CHECKING:
@@ -37,7 +41,7 @@ BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings], 
 def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
     limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
-    return ChatBroker(config, loop=loop, limits=limits, sessions=sessions)
+    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions)
 
 
 async def serve(
@@ -54,16 +58,21 @@ async def serve(
         secret = await asyncio.to_thread(settings.load_secret)
         view = MembershipView(store)
         await asyncio.to_thread(view.refresh)  # access checks must not start from an empty view
+        revocations = TokenRevocations(redisconn.connect(settings.redis_url), settings.token_ttl_s)
         services = BrokerServices(
-            Authenticator(store, secret), view, MembershipRefresher(view), allow_anonymous=settings.allow_anonymous
+            Authenticator(store, secret, revocations), view, MembershipRefresher(view),
+            allow_anonymous=settings.allow_anonymous,
         )
         refresher = asyncio.create_task(keep_membership_fresh(services.refresher, settings.membership_refresh_s))
         try:
             broker = broker_factory(build_config(settings, services), loop, settings)
             await broker.start()
+            ops = start_ops_server(settings, store)
             try:
                 await _run_until_stopped(loop, settings, ready)
             finally:
+                if ops is not None:
+                    ops.stop()
                 await broker.shutdown()
                 log.info("broker stopped")
         finally:
@@ -81,13 +90,10 @@ async def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, _on_signal, sig, stop)
     try:
-        log.info(
-            "broker listening mqtt=%s:%d ws=%s:%d",
-            settings.host,
-            settings.mqtt_port,
-            settings.host,
-            settings.ws_port,
-        )
+        secure = "".join(f" {name}={settings.host}:{port}" for name, port in
+                         (("mqtts", settings.mqtt_tls_port), ("wss", settings.ws_tls_port)) if port)
+        log.info("broker listening mqtt=%s:%d ws=%s:%d%s", settings.host, settings.mqtt_port, settings.host,
+                 settings.ws_port, secure)
         if ready is not None:
             ready.set()
         await stop.wait()

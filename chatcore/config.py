@@ -45,11 +45,21 @@ class Settings(BaseSettings):
     session_queue_limit: int = Field(default=1000, description="queued messages kept per offline session")
     session_expiry_s: int = Field(default=7 * 24 * 3600, description="offline persistent sessions expire after")
     allow_anonymous: bool = Field(default=False, description="plain MQTT 3.1.1 outside the chat namespaces")
+    # TLS listeners (0 = off): MQTT over TLS and WebSocket over TLS, beside the plain ones.
+    mqtt_tls_port: int = Field(default=0, ge=0, description="MQTT over TLS port (8883 is usual); 0 = off")
+    ws_tls_port: int = Field(default=0, ge=0, description="MQTT over secure WebSocket port; 0 = off")
+    tls_certfile: Path | None = Field(default=None, description="PEM certificate chain for the TLS listeners")
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key for the TLS listeners")
     # Conversations with more members than this get compact QoS 0 notices instead of full messages.
     fanout_read_threshold: int = Field(default=DEFAULT_FANOUT_READ_THRESHOLD, ge=1)
     api_workers: int = 2
     # Each bridge process needs its own persistent MQTT session; a second bridge gets another id.
     bridge_client_id: str = Field(default="chatmq-bridge", description="the bridge's MQTT client id")
+    # Brokers that cannot check chatmq tokens (Mosquitto with dynamic security) log the bridge in
+    # with this password instead; `chatmq mosquitto-sync` gives the @bridge client the same one.
+    service_password: str | None = Field(default=None, description="the bridge's broker password, else a token")
+    # The dynamic-security admin of a Mosquitto that chatmq keeps in step (adapters/mosquitto).
+    mosquitto_url: str | None = Field(default=None, description="mqtt://ADMIN:PASSWORD@HOST:PORT of Mosquitto")
     log_level: str = "INFO"
     # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
     broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from chatcore import logs
+from chatmq import ops, transfer
 from chatmq.admin import conv, history, presence, user
 from chatmq.chat import chat
 from chatmq.settings_opts import (
@@ -24,14 +25,19 @@ from chatmq.settings_opts import (
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", envvar="CHATMQ_LOG_FORMAT", default="text", show_default=True,
               type=click.Choice(["text", "json"]), help="one line per event, as text or JSON")
+@click.option("--log-levels", envvar="CHATMQ_LOG_LEVELS", default="",
+              help="per-component levels over --log-level, e.g. broker.plugins.admin=DEBUG,bridge=WARNING")
 @click.version_option(package_name="chatmq")
-def cli(log_level: str, log_format: str) -> None:
+def cli(log_level: str, log_format: str, log_levels: str) -> None:
     """chatmq: a chat backend for devices that speak MQTT.
 
     Run the whole stack with `chatmq up`, or the broker, bridge and API as separate services.
     Admin commands (user, conv, history, presence) work on the same store while it runs.
     """
-    logs.configure(log_level, log_format)
+    try:
+        logs.configure(log_level, log_format, log_levels)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--log-levels") from None
 
 
 @cli.command()
@@ -60,13 +66,21 @@ def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **po
 @redis_option
 @click.option("--allow-anonymous", is_flag=True, default=None,
               help="also act as a plain MQTT 3.1.1 broker outside the chat namespaces, anonymous clients included")
-def broker(data_dir: Path | None, store_url: str | None, redis_url: str | None, allow_anonymous: bool | None,
-           **ports: Any) -> None:
+@click.option("--mqtt-tls-port", type=int, default=None, help="MQTT over TLS port (e.g. 8883) [default off]")
+@click.option("--ws-tls-port", type=int, default=None, help="MQTT over secure WebSocket port [default off]")
+@click.option("--tls-cert", "tls_certfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM certificate chain for the TLS listeners [env CHATMQ_TLS_CERTFILE]")
+@click.option("--tls-key", "tls_keyfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM private key for the TLS listeners [env CHATMQ_TLS_KEYFILE]")
+def broker(data_dir: Path | None, store_url: str | None, redis_url: str | None, **options: Any) -> None:
     """Run the MQTT broker (authentication, access control, routing, persistent sessions in Redis)."""
+    from broker.config import TLSConfigError
     from broker.server import run
 
-    run(make_settings(data_dir=data_dir, store_url=store_url, redis_url=redis_url, allow_anonymous=allow_anonymous,
-                      **ports))
+    try:
+        run(make_settings(data_dir=data_dir, store_url=store_url, redis_url=redis_url, **options))
+    except TLSConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()
@@ -100,6 +114,13 @@ cli.add_command(history)
 cli.add_command(presence)
 cli.add_command(chat)
 
+cli.add_command(ops.clients)
+cli.add_command(ops.kick)
+cli.add_command(ops.tail)
+cli.add_command(ops.stats)
+cli.add_command(ops.token)
+cli.add_command(transfer.export)
+cli.add_command(transfer.import_)
 
 def main() -> None:
     cli(prog_name="chatmq")
