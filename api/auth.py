@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,16 +25,20 @@ class TokenResponse(BaseModel):
     expires_at: int = Field(description="ms since epoch")
 
 
-@bp.post("/token", responses={200: TokenResponse, **error_responses(400, 401, 500)})
+@bp.post("/token", responses={200: TokenResponse, **error_responses(400, 401, 429, 500)})
 def issue(body: TokenRequest) -> Response:
     """Issue a bearer token (also accepted as the MQTT password); expires_at is in ms."""
     # A token is not accepted as the password here: otherwise a token could renew itself forever
     # and a leaked one would never expire.
     ctx = get_context()
+    address = request.remote_addr
+    if ctx.throttle.blocked(body.username, address):
+        raise ApiError(429, "too many failed logins; try again later", "rate_limited")
     identity = None
     if not looks_like_token(body.password):
         identity = ctx.authenticator.authenticate(body.username, body.password)
     if identity is None or identity.is_service:
+        ctx.throttle.failed(body.username, address)
         # One answer for unknown user, wrong password and disabled user: nothing to enumerate.
         raise ApiError(401, "invalid username or password", "invalid_credentials")
     issued = issue_token(ctx.secret, identity.user, ctx.settings.token_ttl_s)

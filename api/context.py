@@ -18,6 +18,7 @@ from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.presence import Presence
+from chatcore.ratelimit import LoginThrottle
 from chatcore.store import Store, open_store
 
 EXTENSION = "chatmq"
@@ -36,6 +37,8 @@ class ApiContext:
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
         )
         self.presence = Presence(self.redis, int(settings.presence_ttl_s * 1000))
+        self.throttle = LoginThrottle(self.redis, settings.login_failures_per_user,
+                                      settings.login_failures_per_address, settings.login_window_s)
         self._given_store = store
         self._store: Store | None = store
         self._store_pid = os.getpid()

@@ -26,6 +26,7 @@ CODES: dict[int, str] = {
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
     500: "internal",
     503: "unavailable",
 }

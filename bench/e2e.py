@@ -99,6 +99,7 @@ def main() -> None:
         mqtt, ws, http = free_port(), free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMQ_")}
         env["CHATMQ_LOG_LEVEL"] = "WARNING"
+        env["CHATMQ_MESSAGES_PER_S"] = "0"  # a benchmark sender is meant to exceed a person's send rate
         up = subprocess.Popen(
             [sys.executable, "-m", "chatmq.cli", "up", "--data-dir", str(data), "--mqtt-port", str(mqtt),
              "--ws-port", str(ws), "--http-port", str(http), "--redis-url", redis_server.url], env=env,

@@ -45,6 +45,7 @@ from chatcore.protocol import (
     receipt_rejected,
     rejected_ack,
 )
+from chatcore.ratelimit import MessageRate
 from chatcore.store import NewMessage, ReceiptUpdate, Store, open_store
 from chatcore.store.base import now_ms
 
@@ -100,6 +101,7 @@ class Bridge:
         self._writer = Writer(
             store, self._membership, self._outbox, fanout_read_threshold=settings.fanout_read_threshold,
             media=media or self._owned_media,
+            rate=MessageRate(redis_client, settings.messages_per_s, settings.messages_burst),
         )
         self._receipts = ReceiptWorker(store, self._membership, self._outbox)
         self._events = EventPublisher(store, self._outbox)
@@ -153,8 +155,10 @@ class Bridge:
     # --- paho callbacks (network thread) -------------------------------------------------------
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         # A fresh token on every attempt, so a bridge that ran past the token TTL still reconnects.
-        token = issue_token(self._secret, SERVICE_USER, self._settings.token_ttl_s, service=True)
-        client.username_pw_set(SERVICE_USER, token.token)
+        password = self._settings.service_password  # brokers that cannot check tokens (Mosquitto)
+        if not password:
+            password = issue_token(self._secret, SERVICE_USER, self._settings.token_ttl_s, service=True).token
+        client.username_pw_set(SERVICE_USER, password)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

@@ -34,6 +34,7 @@ from chatcore.protocol import (
     received_ack,
     rejected_ack,
 )
+from chatcore.ratelimit import MessageRate
 from chatcore.store.base import AppendResult, Message, NewMessage, NotFound, Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class Writer:
         retry_max_s: float = 5.0,
         fanout_read_threshold: int = DEFAULT_FANOUT_READ_THRESHOLD,
         media: MediaStore | None = None,
+        rate: MessageRate | None = None,
     ) -> None:
+        self._rate = rate  # per-sender send rate (None: unlimited)
         self._store = store
         self._media = media  # None: attachments are not checked (only for tests of other rules)
         self._fanout_read_threshold = fanout_read_threshold
@@ -117,7 +120,7 @@ class Writer:
         return batch
 
     def _write(self, batch: list[Inbound]) -> None:
-        outcomes: dict[int, _Outcome] = {}  # index in batch -> settled outcome
+        outcomes = self._over_rate(batch)  # index in batch -> settled outcome
         delay = self._retry_min
         attempt = 0
         while True:
@@ -137,6 +140,16 @@ class Writer:
         if attempt:
             log.info("store append recovered after %d retries", attempt)
         self._publish(batch, outcomes)
+
+    def _over_rate(self, batch: list[Inbound]) -> dict[int, _Outcome]:
+        """Sends above their sender's rate, refused before anything is stored (counted once per
+        send: a broker redelivery was counted the first time)."""
+        if self._rate is None:
+            return {}
+        fresh = [i for i, item in enumerate(batch) if not item.redelivered]
+        allowed = self._rate.allow([batch[i].message.sender for i in fresh])
+        why = (ErrorCode.RATE_LIMITED, "sending too fast; resend later with the same client_msg_id")
+        return {i: _Outcome(rejection=why) for i, ok in zip(fresh, allowed, strict=True) if not ok}
 
     def _settle(self, batch: list[Inbound], outcomes: dict[int, _Outcome], *, retried: bool) -> None:
         """Decide every not-yet-settled item: rejected, or appended. Raises on store failure."""

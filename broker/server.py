@@ -24,6 +24,7 @@ from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.membership import MembershipView
+from chatcore.ratelimit import LoginThrottle
 from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
 
@@ -62,6 +63,8 @@ async def serve(
         services = BrokerServices(
             Authenticator(store, secret, revocations), view, MembershipRefresher(view),
             allow_anonymous=settings.allow_anonymous,
+            throttle=LoginThrottle(redisconn.connect(settings.redis_url), settings.login_failures_per_user,
+                                   settings.login_failures_per_address, settings.login_window_s),
         )
         refresher = asyncio.create_task(keep_membership_fresh(services.refresher, settings.membership_refresh_s))
         try:

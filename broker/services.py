@@ -15,6 +15,7 @@ from typing import Any
 from chatcore.access import Identity
 from chatcore.auth import Authenticator
 from chatcore.membership import MembershipView
+from chatcore.ratelimit import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class BrokerServices:
     membership: MembershipView
     refresher: MembershipRefresher
     allow_anonymous: bool = False  # plain MQTT for anyone, outside the chat namespaces only
+    throttle: LoginThrottle | None = None  # failed-login limits per user and per address
 
     async def confirm_membership(self) -> None:
         """Re-read memberships now, before a denial that may only reflect a stale view.

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     session_queue_limit: int = Field(default=1000, description="queued messages kept per offline session")
     session_expiry_s: int = Field(default=7 * 24 * 3600, description="offline persistent sessions expire after")
     allow_anonymous: bool = Field(default=False, description="plain MQTT 3.1.1 outside the chat namespaces")
+    # Rate limits (0 = off), counted in Redis across all processes.
+    login_failures_per_user: int = Field(default=10, ge=0, description="failed logins per user per window")
+    login_failures_per_address: int = Field(default=100, ge=0, description="failed logins per address per window")
+    login_window_s: int = Field(default=60, ge=1)
+    messages_per_s: float = Field(default=20.0, ge=0, description="steady send rate per user; 0 = off")
+    messages_burst: int = Field(default=300, ge=1, description="sends a user may make at once above the rate")
     # TLS listeners (0 = off): MQTT over TLS and WebSocket over TLS, beside the plain ones.
     mqtt_tls_port: int = Field(default=0, ge=0, description="MQTT over TLS port (8883 is usual); 0 = off")
     ws_tls_port: int = Field(default=0, ge=0, description="MQTT over secure WebSocket port; 0 = off")

@@ -156,6 +156,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_CONVERSATION = "unknown_conversation"
     SEQ_AHEAD = "seq_ahead"  # a receipt for a seq the conversation does not have yet
     BAD_ATTACHMENT = "bad_attachment"  # an attachment names media the sender did not upload
+    RATE_LIMITED = "rate_limited"  # transient: resend later with the same client_msg_id
     INTERNAL = "internal"
 
 

@@ -13,8 +13,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chatcore.protocol import ErrorCode
 from clients.events import Ack
 from clients.state import LocalState, QueuedSend
+
+TRANSIENT_REFUSAL = ErrorCode.RATE_LIMITED.value  # the only rejection that means "later", not "never"
 
 
 class Transmission(Protocol):
@@ -67,9 +70,12 @@ class Outbox:
     def settle(self, ack: Ack) -> bool:
         """Resolve a send with its ack. False if the ack is not ours (another device of the same user)."""
         with self._lock:
-            pending = self._pending.pop(ack.client_msg_id, None)
+            pending = self._pending.get(ack.client_msg_id)
             if pending is None:
                 return False
+            if ack.status == "rejected" and (ack.error or {}).get("code") == TRANSIENT_REFUSAL:
+                return True  # not a verdict on the message: it stays queued and is resent later
+            del self._pending[ack.client_msg_id]
             self.state.remove_send(self.owner, ack.client_msg_id)
         if not pending.future.done():
             pending.future.set_result(ack)

@@ -21,6 +21,8 @@ from chatcore.protocol import TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
 
+RATE_LIMITED = object()  # too many failed logins for this user or address: refused without a check
+
 
 def will_allowed(identity: Identity, will_topic: str | None) -> bool:
     if identity.is_service:
@@ -38,6 +40,16 @@ class ChatAuthPlugin(BaseAuthPlugin):
         super().__init__(context)
         self.services: BrokerServices = self.config.services
 
+    def _check(self, username: str | None, password: str | None, address: str | None) -> Identity | object | None:
+        """Blocking: the failed-login throttle, then the credentials; a failure is counted."""
+        throttle = self.services.throttle
+        if throttle is not None and throttle.blocked(username, address):
+            return RATE_LIMITED
+        identity = self.services.authenticator.authenticate(username, password)
+        if identity is None and throttle is not None and (username or password):
+            throttle.failed(username, address)
+        return identity
+
     async def authenticate(self, *, session: Session) -> bool:
         # A persistent session is reused across connections: never let a previous login's
         # identity survive a failed one.
@@ -53,13 +65,14 @@ class ChatAuthPlugin(BaseAuthPlugin):
             return True
         try:
             # argon2 costs ~0.1 s of CPU by design: keep it off the event loop.
-            identity = await asyncio.to_thread(
-                self.services.authenticator.authenticate, session.username, session.password
-            )
+            identity = await asyncio.to_thread(self._check, session.username, session.password, session.remote_address)
         except Exception:
             log.exception("refused login (authentication error): %s", where)
             return False
-        if identity is None:
+        if identity is RATE_LIMITED:
+            log.warning("refused login (too many failed logins; rate limited): %s", where)
+            return False
+        if not isinstance(identity, Identity):
             reason = "no credentials" if not session.username or not session.password else "bad credentials"
             log.warning("refused login (%s): %s", reason, where)
             return False

@@ -1,0 +1,94 @@
+"""Rate limits kept in Redis, so every broker, bridge and API process counts against one budget.
+
+Two shapes:
+- LoginThrottle: failed logins per user and per address in fixed windows. Over a limit every
+  attempt is refused, a right password included, so guessing cannot go faster than the limit.
+  Only failures count: a device reconnecting all day with the right password is never throttled.
+- MessageRate: a token bucket per sender (steady rate plus a burst), checked for a whole batch of
+  sends in one pipelined round trip.
+Every key holds one user's or one address's state, so the limits work on Redis Cluster too. If
+Redis is unreachable the limits fail open (logged): they protect capacity, and an outage of the
+limiter must not become an outage of chat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+_BUCKET = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 't', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
+local allowed = 0
+if tokens >= 1 then tokens = tokens - 1; allowed = 1 end
+redis.call('HSET', KEYS[1], 't', tokens, 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return allowed
+"""
+
+
+class LoginThrottle:
+    def __init__(self, client: Any, per_user: int, per_address: int, window_s: int = 60) -> None:
+        self._redis = client
+        self._limits = {"user": per_user, "addr": per_address}
+        self._window = window_s
+
+    def _keys(self, user: str | None, address: str | None) -> list[tuple[str, int]]:
+        window = int(time.time()) // self._window
+        keys = []
+        if user and self._limits["user"]:
+            keys.append((f"chatmq:rl:login:user:{{{user}}}:{window}", self._limits["user"]))
+        if address and self._limits["addr"]:
+            keys.append((f"chatmq:rl:login:addr:{{{address}}}:{window}", self._limits["addr"]))
+        return keys
+
+    def blocked(self, user: str | None, address: str | None) -> bool:
+        keys = self._keys(user, address)
+        if not keys:
+            return False
+        try:
+            counts = [self._redis.get(key) for key, _ in keys]
+        except redis.RedisError as exc:
+            log.warning("login throttle unavailable (failing open): %s", exc)
+            return False
+        return any(int(count or 0) >= limit for count, (_, limit) in zip(counts, keys, strict=True))
+
+    def failed(self, user: str | None, address: str | None) -> None:
+        try:
+            for key, _ in self._keys(user, address):
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.incr(key)
+                pipe.expire(key, self._window * 2)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("login throttle unavailable (failure not counted): %s", exc)
+
+
+class MessageRate:
+    def __init__(self, client: Any, rate_per_s: float, burst: int) -> None:
+        self._redis = client
+        self._rate = rate_per_s
+        self._burst = burst
+        self._script = client.register_script(_BUCKET) if rate_per_s > 0 else None
+
+    def allow(self, senders: Sequence[str]) -> list[bool]:
+        """One decision per send, in order (a sender may appear several times)."""
+        if self._script is None or not senders:
+            return [True] * len(senders)
+        now = int(time.time() * 1000)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for sender in senders:
+                self._script(keys=[f"chatmq:rl:msg:{{{sender}}}"], args=[self._rate, self._burst, now], client=pipe)
+            return [bool(result) for result in pipe.execute()]
+        except redis.RedisError as exc:
+            log.warning("message rate limit unavailable (failing open): %s", exc)
+            return [True] * len(senders)
