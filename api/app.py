@@ -13,7 +13,7 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import Info, OpenAPI
 
-from api import auth, health, manage, media, metrics, presence, requestlog
+from api import auth, emqx, health, manage, media, metrics, presence, requestlog
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
@@ -48,6 +48,7 @@ def create_app(
 
     for bp in (auth.bp, manage.bp, presence.bp, health.bp):  # manage.bp: conversations + management
         app.register_api(bp)
+    emqx.install(app)  # EMQX's HTTP auth hooks, when CHATMQ_EMQX_HOOK_SECRET is set
     media.install(app, settings, media_store)  # uploads: their own body limit and store
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json, methods=["GET"])
     register_error_handlers(app)

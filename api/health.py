@@ -1,4 +1,4 @@
-"""``GET /healthz``: is everything this API and the chat path depend on reachable?
+"""``GET /healthz`` (liveness) and ``GET /readyz``: is everything the chat path depends on reachable?
 
 Unauthenticated and cheap (one store ping, two Redis round trips, one MQTT handshake), so a load
 balancer or compose healthcheck can call it every few seconds. 503 names each failing check.
@@ -36,9 +36,19 @@ class HealthResponse(BaseModel):
     checks: HealthChecks = Field(description='"ok", or why the check failed')
 
 
-@bp.get("/healthz", responses={200: HealthResponse, 503: HealthResponse})
+class LiveResponse(BaseModel):
+    status: str = Field(description="always ok: the process answers")
+
+
+@bp.get("/healthz", responses={200: LiveResponse})
 def healthz() -> Response:
-    """Liveness of the store, Redis, the MQTT broker and at least one bridge."""
+    """Liveness: this API process answers. No dependency is checked (see /readyz)."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz", responses={200: HealthResponse, 503: HealthResponse})
+def readyz() -> Response:
+    """Readiness: the store, Redis, the MQTT broker and at least one bridge are reachable."""
     checks = run_checks(get_context())
     healthy = all(v == OK for v in checks.values())
     response = jsonify({"status": "ok" if healthy else "unavailable", "checks": checks})

@@ -16,6 +16,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
+from api import metrics
 from api.app import create_app
 from api.context import get_context
 from chatcore import logs
@@ -64,6 +65,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,
             "when_ready": lambda _arbiter: log.info("api listening on %s", url),
             "worker_exit": _close_worker_store,
+            "child_exit": lambda _arbiter, worker: metrics.worker_exited(worker.pid),
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -84,6 +86,8 @@ def run(settings: Settings) -> None:
     if not logging.getLogger().handlers:
         logs.configure(settings.log_level, settings.log_format)
     settings.load_secret()  # create the key file once, before workers race to
+    # Before the fork: every worker's prometheus_client then shares one sample directory.
+    metrics.prepare_multiprocess_dir(str((settings.data_dir / "metrics" / f"api-{settings.http_port}").resolve()))
     master = os.getpid()
     try:
         _Server(settings).run()

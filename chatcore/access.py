@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from chatcore.control import is_control_response
 from chatcore.ids import is_valid_id
 from chatcore.protocol import NAMESPACES, TopicKind, parse_topic
 
@@ -25,6 +26,7 @@ class Identity:
 
     user: str
     is_service: bool = False
+    is_admin: bool = False  # the operator: the admin channel only (chatcore.control), no chat topics
 
 
 class Membership:
@@ -52,6 +54,8 @@ def authorize(identity: Identity, action: Action, topic: str, membership: Member
     """
     if identity.is_service:
         return True
+    if identity.is_admin:
+        return action is not Action.PUBLISH and is_control_response(topic)
     user = identity.user
     if action is Action.SUBSCRIBE:
         return _may_subscribe(user, topic, membership)

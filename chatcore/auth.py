@@ -7,16 +7,21 @@ without a store round trip (password checks cost ~50-100 ms of CPU by design).
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chatcore.access import Identity
-from chatcore.config import SERVICE_USER
+from chatcore.config import ADMIN_USER, SERVICE_USER
 from chatcore.store.base import Store
+
+if TYPE_CHECKING:
+    from chatcore.revocation import TokenRevocations
 
 _hasher = PasswordHasher()
 _ALGORITHM = "HS256"
@@ -40,20 +45,37 @@ class IssuedToken:
     expires_at: int  # ms since epoch
 
 
-def issue_token(secret: str, user: str, ttl_s: int, *, service: bool = False) -> IssuedToken:
-    now = int(time.time())
-    claims = {"sub": user, "iat": now, "exp": now + ttl_s}
+def issue_token(
+    secret: str, user: str, ttl_s: int, *, service: bool = False, admin: bool = False
+) -> IssuedToken:
+    """``jti`` names the token (one token can be revoked); ``ims`` is the issue time in ms, so a
+    "tokens issued before T are revoked" mark is exact (``iat`` has whole seconds only)."""
+    now_ms = int(time.time() * 1000)
+    now = now_ms // 1000
+    claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + ttl_s, "ims": now_ms,
+                              "jti": secrets.token_urlsafe(12)}
     if service:
         claims["svc"] = True
+    if admin:
+        claims["adm"] = True
     return IssuedToken(jwt.encode(claims, secret, algorithm=_ALGORITHM), (now + ttl_s) * 1000)
 
 
-def verify_token(secret: str, token: str) -> Identity | None:
+def token_claims(secret: str, token: str) -> dict[str, Any] | None:
+    """The verified claims of a token, or None if it is forged, malformed or expired."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[_ALGORITHM], options={"require": ["sub", "exp"]})
+        return jwt.decode(token, secret, algorithms=[_ALGORITHM], options={"require": ["sub", "exp"]})
     except jwt.PyJWTError:
         return None
-    return Identity(user=str(claims["sub"]), is_service=bool(claims.get("svc")))
+
+
+def claims_identity(claims: dict[str, Any]) -> Identity:
+    return Identity(user=str(claims["sub"]), is_service=bool(claims.get("svc")), is_admin=bool(claims.get("adm")))
+
+
+def verify_token(secret: str, token: str) -> Identity | None:
+    claims = token_claims(secret, token)
+    return None if claims is None else claims_identity(claims)
 
 
 def looks_like_token(secret_or_password: str) -> bool:
@@ -61,23 +83,35 @@ def looks_like_token(secret_or_password: str) -> bool:
 
 
 class Authenticator:
-    """Checks a (username, password-or-token) pair against the store. Blocking: run it in a thread."""
+    """Checks a (username, password-or-token) pair against the store. Blocking: run it in a thread.
 
-    def __init__(self, store: Store, secret: str) -> None:
+    With ``revocations`` a token is also checked against the revocation marks in Redis
+    (chatcore.revocation); an error reaching Redis refuses the token rather than ignore a revoke.
+    """
+
+    def __init__(self, store: Store, secret: str, revocations: TokenRevocations | None = None) -> None:
         self._store = store
         self._secret = secret
+        self._revocations = revocations
 
     def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         if not username or not password:
             return None
         if looks_like_token(password):
-            identity = verify_token(self._secret, password)
-            if identity is None or identity.user != username:
+            claims = token_claims(self._secret, password)
+            if claims is None:
+                return None
+            identity = claims_identity(claims)
+            if identity.user != username:
                 return None
             if identity.is_service:
                 return identity if username == SERVICE_USER else None
+            if identity.is_admin:
+                return identity if username == ADMIN_USER else None
+            if self._revocations is not None and self._revocations.is_revoked(claims):
+                return None
             return identity if self._user_active(username) else None
-        if username == SERVICE_USER:
+        if username in (SERVICE_USER, ADMIN_USER):
             return None
         user = self._store.get_user(username)
         if user is None or user.disabled or not verify_password(user.password_hash, password):

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     service_password: str | None = Field(default=None, description="the bridge's broker password, else a token")
     # The dynamic-security admin of a Mosquitto that chatmq keeps in step (adapters/mosquitto).
     mosquitto_url: str | None = Field(default=None, description="mqtt://ADMIN:PASSWORD@HOST:PORT of Mosquitto")
+    # EMQX's HTTP auth hooks (/v1/emqx/authn, /v1/emqx/authz) exist only with this shared secret.
+    emqx_hook_secret: str | None = Field(default=None, description="X-Chatmq-Hook-Secret EMQX must send")
     log_level: str = "INFO"
     # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
     broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")

@@ -17,7 +17,21 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 NOISY = ("amqtt", "transitions", "websockets", "gunicorn.access")
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
+def parse_levels(spec: str) -> dict[str, int]:
+    """``"broker=DEBUG,bridge.writer=WARNING"`` -> {logger name: level}; raises ValueError on junk."""
+    levels: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = item.partition("=")
+        numeric = logging.getLevelName(value.strip().upper())
+        if not sep or not name.strip() or not isinstance(numeric, int):
+            raise ValueError(f"not LOGGER=LEVEL: {item!r}")
+        levels[name.strip()] = numeric
+    return levels
+
+
+def configure(level: str = "INFO", fmt: str = "text", levels: str = "") -> None:
+    """``levels`` (CHATMQ_LOG_LEVELS) sets per-component levels over the global one, for example
+    ``broker.plugins.admin=DEBUG,bridge=WARNING``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
@@ -32,3 +46,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(numeric)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
+    for name, numeric in parse_levels(levels).items():
+        logging.getLogger(name).setLevel(numeric)

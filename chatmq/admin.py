@@ -20,6 +20,7 @@ from chatcore.auth import hash_password
 from chatcore.ids import ID_PATTERN, is_valid_id
 from chatcore.presence import Presence
 from chatcore.store import AlreadyExists, NotFound, Store, open_store
+from chatmq.mosquitto_cmd import push_password_if_configured
 from chatmq.settings_opts import make_settings, redis_option, store_options
 from chatmq.supervisor import recorded_redis_url
 
@@ -83,6 +84,7 @@ def user_add(name: str, password: str | None, password_stdin: bool, **where: Pat
     secret = _read_password(password, password_stdin)
     with _store(**where) as store:  # type: ignore[arg-type]
         store.create_user(name, hash_password(secret))
+    push_password_if_configured(name, secret)  # Mosquitto as the broker: see docs/brokers.md
     click.echo(f"user {name} created")
 
 
@@ -105,6 +107,7 @@ def user_passwd(name: str, password: str | None, password_stdin: bool, **where: 
     secret = _read_password(password, password_stdin)
     with _store(**where) as store:  # type: ignore[arg-type]
         store.set_password(name, hash_password(secret))
+    push_password_if_configured(name, secret)  # Mosquitto as the broker: see docs/brokers.md
     click.echo(f"password of {name} changed")
 
 
@@ -116,6 +119,10 @@ def user_disable(name: str, enable: bool, **where: Path | str | None) -> None:
     """Disable user NAME: no new logins or tokens (or enable it again with --enable)."""
     with _store(**where) as store:  # type: ignore[arg-type]
         store.set_disabled(name, not enable)
+    if not enable:  # its live connections are closed within a second by the running broker
+        from chatmq.adminclient import notify_auth_change
+
+        notify_auth_change(where.get("data_dir"), name)  # type: ignore[arg-type]
     click.echo(f"user {name} {'enabled' if enable else 'disabled'}")
 
 

@@ -11,6 +11,7 @@ from chatcore import logs
 from chatmq import ops, transfer
 from chatmq.admin import conv, history, presence, user
 from chatmq.chat import chat
+from chatmq.mosquitto_cmd import mosquitto_sync
 from chatmq.settings_opts import (
     broker_address_options,
     make_settings,
@@ -121,6 +122,7 @@ cli.add_command(ops.stats)
 cli.add_command(ops.token)
 cli.add_command(transfer.export)
 cli.add_command(transfer.import_)
+cli.add_command(mosquitto_sync)
 
 def main() -> None:
     cli(prog_name="chatmq")

@@ -22,6 +22,7 @@ from chatcore.netutil import port_in_use, wait_for_port
 from chatcore.store import open_store
 from chatmq.localredis import LocalRedis, reachable
 from chatmq.processes import terminate
+from chatmq.stackinfo import ops_ports, record_stack
 
 log = logging.getLogger("chatmq.up")
 
@@ -75,6 +76,8 @@ class Supervisor:
             update={"redis_url": redis_url, "broker_host": broker_host, "broker_port": settings.mqtt_port,
                     "data_dir": settings.data_dir.resolve()}
         )
+        self.settings = self.settings.model_copy(update=ops_ports(self.settings))  # metrics and health
+        record_stack(self.settings)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

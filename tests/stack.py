@@ -51,7 +51,7 @@ class Stack:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"chatmq up exited with {self.process.returncode}:\n{self.log()}")
-            status, _ = self.http("GET", "/healthz")
+            status, _ = self.http("GET", "/readyz")
             if status == 200:
                 return self
             time.sleep(0.2)

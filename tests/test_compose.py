@@ -14,7 +14,6 @@ import copy
 import fnmatch
 import http.server
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -23,12 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 from chatcore.config import Settings
-from chatcore.liveness import BRIDGE_ALIVE_KEY
-from chatcore.netutil import free_port
 from chatmq.cli import cli
 
 pytestmark = pytest.mark.timeout(60)
@@ -261,28 +257,18 @@ def test_stateful_healthchecks_ask_the_server_itself(compose: dict[str, Any]) ->
     assert _healthcheck_argv(compose["services"]["redis"]) == ["redis-cli", "ping"]
 
 
-def test_broker_healthcheck_needs_the_mqtt_port_open(compose: dict[str, Any]) -> None:
-    argv = _healthcheck_argv(compose["services"]["broker"])
-    port = free_port()
-    with socket.create_server(("127.0.0.1", port)):
-        assert _run_python_healthcheck(argv, "1883", str(port)) == 0
-    assert _run_python_healthcheck(argv, "1883", str(port)) != 0
+# Each chatmq service is health-checked on its own /readyz: the API on its HTTP port, the broker
+# and the bridge on their metrics ports (chatcore.opsserver).
+READYZ_PORT_SETTING = {"broker": "CHATMQ_BROKER_METRICS_PORT", "bridge": "CHATMQ_BRIDGE_METRICS_PORT",
+                       "api": "CHATMQ_HTTP_PORT"}
 
 
-def test_bridge_healthcheck_follows_the_liveness_key(
-    compose: dict[str, Any], redis_url: str, redis_client: redis.Redis
-) -> None:
-    argv = _healthcheck_argv(compose["services"]["bridge"])
-    assert _run_python_healthcheck(argv, CHATMQ_REDIS_URL=redis_url) == 1
-    redis_client.set(BRIDGE_ALIVE_KEY, "1", px=5000)
-    assert _run_python_healthcheck(argv, CHATMQ_REDIS_URL=redis_url) == 0
-
-
-class _Healthz(http.server.BaseHTTPRequestHandler):
+class _Probe(http.server.BaseHTTPRequestHandler):
     status = 200
+    path_answered = "/readyz"
 
     def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.send_response(self.status if self.path == self.path_answered else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -291,8 +277,8 @@ class _Healthz(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def healthz_server() -> Iterator[tuple[int, type[_Healthz]]]:
-    handler = type("Handler", (_Healthz,), {})
+def probe_server() -> Iterator[tuple[int, type[_Probe]]]:
+    handler = type("Handler", (_Probe,), {})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -301,14 +287,28 @@ def healthz_server() -> Iterator[tuple[int, type[_Healthz]]]:
     server.server_close()
 
 
-def test_api_healthcheck_requires_healthz_200(
-    compose: dict[str, Any], healthz_server: tuple[int, type[_Healthz]]
+@pytest.mark.parametrize("name", CHATMQ_SERVICES)
+def test_chatmq_healthchecks_require_readyz_200(
+    name: str, compose: dict[str, Any], probe_server: tuple[int, type[_Probe]]
 ) -> None:
-    argv = _healthcheck_argv(compose["services"]["api"])
-    port, handler = healthz_server
-    assert _run_python_healthcheck(argv, "8080", str(port)) == 0
+    service = compose["services"][name]
+    argv = _healthcheck_argv(service)
+    port_value = _environment(service)[READYZ_PORT_SETTING[name]]
+    assert f"127.0.0.1:{port_value}/readyz" in argv[2], f"{name} must probe its own /readyz"
+    port, handler = probe_server
+    assert _run_python_healthcheck(argv, port_value, str(port)) == 0
     handler.status = 503
-    assert _run_python_healthcheck(argv, "8080", str(port)) != 0
+    assert _run_python_healthcheck(argv, port_value, str(port)) != 0
+    handler.status, handler.path_answered = 200, "/healthz"  # liveness alone is not enough
+    assert _run_python_healthcheck(argv, port_value, str(port)) != 0
+
+
+def test_metrics_ports_stay_on_the_compose_network(compose: dict[str, Any]) -> None:
+    env = _environment(compose["services"]["broker"])
+    metrics_ports = {int(env["CHATMQ_BROKER_METRICS_PORT"]), int(env["CHATMQ_BRIDGE_METRICS_PORT"])}
+    assert all(port > 0 for port in metrics_ports) and len(metrics_ports) == 2
+    published = set().union(*PUBLISHED.values())
+    assert not metrics_ports & published
 
 
 # ---------------------------------------------------------------------------------------------

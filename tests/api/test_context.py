@@ -36,7 +36,7 @@ def test_store_opened_on_first_use_and_again_after_fork(
     ctx = get_context(app)
     parent_store = ctx.store
     assert ctx.store is parent_store  # one per process, reused
-    assert app.test_client().get("/healthz").get_json()["checks"]["store"] == "ok"
+    assert app.test_client().get("/readyz").get_json()["checks"]["store"] == "ok"
 
     fork = multiprocessing.get_context("fork")
     queue = fork.Queue()

@@ -1,4 +1,4 @@
-"""GET /healthz: 200 only when store, Redis, broker and a bridge are all alive; 503 says why."""
+"""GET /readyz: 200 only when store, Redis, broker and a bridge are all alive; 503 says why."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_an_open_port_that_does_not_speak_mqtt_is_not_a_broker(
     make_app: Callable[..., Flask], silent_port: int, redis_client: redis.Redis
 ) -> None:
     redis_client.set(BRIDGE_ALIVE_KEY, "1", px=60_000)
-    response = make_app(broker_port=silent_port).test_client().get("/healthz")
+    response = make_app(broker_port=silent_port).test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["broker"].startswith("unreachable")
 
@@ -49,7 +49,7 @@ def test_healthy_when_everything_answers(
     make_app: Callable[..., Flask], listening_port: int, redis_client: redis.Redis
 ) -> None:
     redis_client.set(BRIDGE_ALIVE_KEY, "1", px=60_000)
-    response = make_app(broker_port=listening_port).test_client().get("/healthz")
+    response = make_app(broker_port=listening_port).test_client().get("/readyz")
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok",
@@ -59,7 +59,7 @@ def test_healthy_when_everything_answers(
 
 def test_503_names_closed_broker_and_missing_bridge(make_app: Callable[..., Flask]) -> None:
     port = free_port()
-    response = make_app(broker_port=port).test_client().get("/healthz")
+    response = make_app(broker_port=port).test_client().get("/readyz")
     assert response.status_code == 503
     body = response.get_json()
     assert body["status"] == "unavailable"
@@ -70,7 +70,7 @@ def test_503_names_closed_broker_and_missing_bridge(make_app: Callable[..., Flas
 
 
 def test_503_when_only_the_bridge_is_missing(make_app: Callable[..., Flask], listening_port: int) -> None:
-    response = make_app(broker_port=listening_port).test_client().get("/healthz")
+    response = make_app(broker_port=listening_port).test_client().get("/readyz")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
     assert checks["broker"] == "ok" and checks["bridge"] != "ok"
@@ -84,10 +84,16 @@ def test_503_when_redis_and_store_are_down(
     dead_redis = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     store.close()
     app = create_app(settings.model_copy(update={"broker_port": listening_port}), store=store, redis_client=dead_redis)
-    response = app.test_client().get("/healthz")
+    response = app.test_client().get("/readyz")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
     assert checks["store"].startswith("unreachable")
     assert checks["redis"].startswith("unreachable")
     assert checks["bridge"].startswith("unknown")
     assert checks["broker"] == "ok"
+
+
+def test_healthz_is_liveness_only(make_app: Callable[..., Flask]) -> None:
+    """/healthz answers as long as the process does, even with every dependency down."""
+    response = make_app(broker_port=free_port()).test_client().get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})

@@ -67,8 +67,9 @@ def test_history_walks_whole_log_both_ways(stack: Stack, unique: Callable[[str],
     assert {c["id"]: c["last_seq"] for c in listing["conversations"]}[conv] == 120
 
 
-def test_healthz_reports_all_components(stack: Stack) -> None:
-    status, body = stack.http("GET", "/healthz")
+def test_readyz_reports_all_components(stack: Stack) -> None:
+    assert stack.http("GET", "/healthz") == (200, {"status": "ok"})
+    status, body = stack.http("GET", "/readyz")
     assert status == 200
     assert body["checks"] == {"store": "ok", "redis": "ok", "broker": "ok", "bridge": "ok"}
 

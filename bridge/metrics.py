@@ -1,0 +1,92 @@
+"""The bridge's Prometheus series and its metrics and health port (Settings.bridge_metrics_port).
+
+Instrumentation wraps the bridge's workers from outside (the store the writer appends to, the
+writer's batch step, the presence tracker's apply step), so the message path itself carries no
+metrics code: one histogram observation per batch or message, on the thread that already runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from chatcore.opsserver import OK, OpsServer
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+ACK_LATENCY = Histogram("chatmq_bridge_ack_latency_seconds",
+                        "from a send reaching the bridge to its ack being published", buckets=_LATENCY_BUCKETS)
+STORE_WRITE = Histogram("chatmq_bridge_store_write_seconds", "one store append (a batch of sends)",
+                        buckets=_LATENCY_BUCKETS)
+SENDS = Counter("chatmq_bridge_sends", "sends settled by the writer (stored, duplicate or rejected)")
+PRESENCE = Counter("chatmq_bridge_presence_updates", "device presence updates applied", ["status"])
+QUEUE_DEPTH = Gauge("chatmq_bridge_queue_depth", "inbound items waiting for a worker thread", ["queue"])
+CONNECTED = Gauge("chatmq_bridge_connected", "1 while connected and subscribed to the broker")
+for _status in ("online", "offline"):
+    PRESENCE.labels(status=_status)
+
+
+class _TimedStore:
+    """The store, with ``append`` timed; everything else passes straight through."""
+
+    def __init__(self, store: Any) -> None:
+        self._inner = store
+
+    def append(self, batch: Any) -> Any:
+        with STORE_WRITE.time():
+            return self._inner.append(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def instrument(bridge: Bridge) -> None:
+    writer, presence = bridge._writer, bridge._presence
+    writer._store = _TimedStore(writer._store)  # type: ignore[assignment]
+    write_batch = writer._write
+
+    def timed_write(batch: list[Any]) -> None:
+        write_batch(batch)
+        now = time.time()
+        SENDS.inc(len(batch))
+        for item in batch:  # message.ts is when the bridge received the send
+            ACK_LATENCY.observe(max(0.0, now - item.message.ts / 1000))
+
+    writer._write = timed_write  # type: ignore[method-assign]
+    apply = presence._apply
+
+    def counted_apply(event: Any, online: bool, conn: str) -> None:
+        apply(event, online, conn)
+        PRESENCE.labels(status="online" if online else "offline").inc()
+
+    presence._apply = counted_apply  # type: ignore[method-assign]
+    QUEUE_DEPTH.labels(queue="writer").set_function(lambda: writer._queue.qsize())
+    for name in ("receipts", "presence"):
+        worker = getattr(bridge, f"_{name}")
+        inbox = getattr(worker, "_queue", None)
+        if inbox is not None:
+            QUEUE_DEPTH.labels(queue=name).set_function(inbox.qsize)
+    CONNECTED.set_function(lambda: 1.0 if bridge.connected else 0.0)
+
+
+def start_ops_server(bridge: Bridge, host: str, port: int, store: Any, redis_client: Any) -> OpsServer | None:
+    if not port:
+        return None
+
+    def check_store() -> str:
+        store.ping()
+        return OK
+
+    def check_redis() -> str:
+        redis_client.ping()
+        return OK
+
+    def check_broker() -> str:
+        return OK if bridge.connected else "down: not connected and subscribed to the broker"
+
+    return OpsServer(host, port, {"store": check_store, "redis": check_redis, "broker": check_broker}).start()

@@ -1,0 +1,115 @@
+"""``chatmq export`` and ``chatmq import``: a conversation's history as JSON Lines.
+
+One line per message, the ``chat/{conv}/msg`` payload (chatcore.store.Message.to_payload), oldest
+first. Import appends through the store like the bridge does, keeping sender, client_msg_id,
+body, attachments and time; the (conv, sender, client_msg_id) idempotence key makes a repeated
+import add nothing. Imported messages get the target conversation's next seqs and are not pushed
+to devices (they are history: devices see them through the API's history pages).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from chatcore.store import NewMessage, NotFound, Store, open_store
+from chatmq.settings_opts import make_settings, store_options
+
+PAGE = 200
+
+
+def _open(data_dir: Path | None, store_url: str | None) -> Store:
+    return open_store(make_settings(data_dir=data_dir, store_url=store_url).resolved_store_url)
+
+
+@click.command("export")
+@click.argument("conv_id")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.File("wb"), default="-", help="file to write [default: stdout]")
+@store_options
+def export(conv_id: str, fmt: str, output: IO[bytes], data_dir: Path | None, store_url: str | None) -> None:
+    """Write CONV_ID's whole history, oldest first, one JSON object per line."""
+    store = _open(data_dir, store_url)
+    try:
+        conv = store.get_conversation(conv_id)
+        if conv is None:
+            raise click.ClickException(f"unknown conversation {conv_id!r}")
+        written = 0
+        with click.progressbar(length=conv.last_seq, label=f"exporting {conv_id}", file=sys.stderr) as bar:
+            after = 0
+            while True:
+                page = store.history(conv_id, after=after, limit=PAGE)
+                for message in page.messages:
+                    output.write(orjson.dumps(message.to_payload()) + b"\n")
+                    written += 1
+                if not page.messages:
+                    break
+                bar.update(page.messages[-1].seq - after)
+                after = page.messages[-1].seq
+                if not page.has_more:
+                    break
+        output.flush()
+    finally:
+        store.close()
+    click.echo(f"exported {written} messages of {conv_id}", err=True)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise click.ClickException(f"{path}:{number}: not JSON ({exc})") from None
+            if not isinstance(data, dict):
+                raise click.ClickException(f"{path}:{number}: a message is a JSON object")
+            yield number, data
+
+
+def _new_message(path: Path, number: int, data: dict[str, Any], conv: str | None) -> NewMessage:
+    try:
+        attachments = tuple(dict(a) for a in data.get("attachments") or ())
+        message = NewMessage(
+            conv=str(conv or data["conv"]), sender=str(data["sender"]), client_msg_id=str(data["client_msg_id"]),
+            body=str(data["body"]), ts=int(data["ts"]), attachments=attachments,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"{path}:{number}: not a message ({type(exc).__name__}: {exc})") from None
+    return message
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--conv", "conv_id", default=None, help="import into this conversation [default: each line's conv]")
+@store_options
+def import_(file: Path, conv_id: str | None, data_dir: Path | None, store_url: str | None) -> None:
+    """Append the messages of a JSON Lines FILE (as written by `chatmq export`).
+
+    The whole file is checked before anything is written, so a bad line loses nothing."""
+    messages = [_new_message(file, n, data, conv_id) for n, data in _lines(file)]
+    store = _open(data_dir, store_url)
+    added = duplicates = 0
+    try:
+        for conv in sorted({m.conv for m in messages}):
+            if store.get_conversation(conv) is None:
+                raise click.ClickException(f"unknown conversation {conv!r} (create it first: chatmq conv create)")
+        with click.progressbar(length=len(messages), label=f"importing {file.name}", file=sys.stderr) as bar:
+            for start in range(0, len(messages), PAGE):
+                batch = messages[start:start + PAGE]
+                try:
+                    results = store.append(batch)
+                except NotFound as exc:
+                    raise click.ClickException(str(exc)) from None
+                duplicates += sum(1 for r in results if r.duplicate)
+                added += sum(1 for r in results if not r.duplicate)
+                bar.update(len(batch))
+    finally:
+        store.close()
+    click.echo(f"imported {added} messages ({duplicates} already present)")

@@ -1,0 +1,134 @@
+"""`chatmq tail`, `stats`, `export` and `import` against a real `chatmq up`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.ops.helpers import Device
+from tests.stack import Stack
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _conversation(stack: Stack, unique: Callable[[str], str]) -> tuple[str, str, Device]:
+    user, conv = unique("tal"), unique("tconv")
+    stack.add_user(user)
+    stack.create_conv(conv, user)
+    device = Device(stack, user)
+    assert device.subscribe(f"user/{user}/ack")
+    return user, conv, device
+
+
+def _send(device: Device, conv: str, user: str, n: int, prefix: str = "m") -> None:
+    for i in range(n):
+        device.send(conv, user, f"{prefix}{i}", f"hello {i}")
+        device.expect(f"user/{user}/ack")
+
+
+def _follow(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-m", "chatmq.cli", "tail", *args], env=stack.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    banner = process.stderr.readline()  # printed once subscribed: nothing sent after it is missed
+    assert banner.startswith("following"), banner + process.stderr.read()
+    return process
+
+
+def test_tail_follows_one_conversation_as_json(stack: Stack, unique: Callable[[str], str]) -> None:
+    user, conv, device = _conversation(stack, unique)
+    try:
+        process = _follow(stack, conv, "--json", "--count", "2")
+        _send(device, conv, user, 2)
+        out, _ = process.communicate(timeout=20)
+        assert process.returncode == 0
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert [(m["conv"], m["seq"], m["sender"]) for m in lines] == [(conv, 1, user), (conv, 2, user)]
+        assert all(m["ts"] > 0 for m in lines)
+    finally:
+        device.close()
+
+
+def test_tail_all_prints_one_line_per_message(stack: Stack, unique: Callable[[str], str]) -> None:
+    user, conv, device = _conversation(stack, unique)
+    try:
+        process = _follow(stack, "--all", "--count", "1")
+        _send(device, conv, user, 1)
+        out, _ = process.communicate(timeout=20)
+        assert process.returncode == 0
+        line = out.strip()
+        assert line.startswith(f"{conv} #1 ") and line.endswith(f" {user}: hello 0"), line
+    finally:
+        device.close()
+
+
+def test_tail_unknown_conversation(stack: Stack, unique: Callable[[str], str]) -> None:
+    result = stack.admin("tail", unique("nope"), check=False)
+    assert result.returncode == 1 and "unknown conversation" in result.stderr
+    assert stack.admin("tail", check=False).returncode == 2
+
+
+def test_stats_shows_broker_and_bridge_figures(stack: Stack, unique: Callable[[str], str]) -> None:
+    user, conv, device = _conversation(stack, unique)
+    try:
+        _send(device, conv, user, 3)
+        out = stack.admin("stats").stdout
+        figures = {line[:28].strip(): line[28:].strip() for line in out.splitlines() if line.strip()}
+        assert int(figures["broker connections"]) >= 2
+        assert figures["bridge connected"] == "yes"
+        assert float(figures["bridge sends (total)"]) >= 3
+        assert figures["bridge ack latency (avg)"].endswith(" ms")
+        assert figures["store write latency (avg)"].endswith(" ms")
+        assert figures["redis latency"].endswith(" ms")
+
+        watched = stack.admin("stats", "--watch", "--interval", "0.2", "--count", "2").stdout
+        assert watched.count("broker messages in/s") == 2
+    finally:
+        device.close()
+
+
+def test_export_then_import_round_trip(stack: Stack, unique: Callable[[str], str], tmp_path: Path) -> None:
+    user, conv, device = _conversation(stack, unique)
+    try:
+        _send(device, conv, user, 5)
+    finally:
+        device.close()
+    dump = tmp_path / "conv.jsonl"
+    result = stack.admin("export", conv, "--format", "jsonl", "--output", str(dump))
+    assert "exported 5 messages" in result.stderr
+    exported = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [m["seq"] for m in exported] == [1, 2, 3, 4, 5]
+
+    copy = unique("copy")
+    stack.create_conv(copy, user)
+    assert "imported 5 messages (0 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
+    assert "imported 0 messages (5 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
+    history = stack.admin("history", copy, "--json").stdout.splitlines()
+    copied = [json.loads(line) for line in history]
+    assert [(m["seq"], m["body"], m["client_msg_id"]) for m in copied] == [
+        (m["seq"], m["body"], m["client_msg_id"]) for m in exported
+    ]
+
+
+def test_import_refuses_a_bad_file_without_writing(stack: Stack, unique: Callable[[str], str],
+                                                   tmp_path: Path) -> None:
+    user, conv = unique("imp"), unique("iconv")
+    stack.add_user(user)
+    stack.create_conv(conv, user)
+    good = {"conv": conv, "sender": user, "client_msg_id": "a", "body": "x", "ts": int(time.time() * 1000)}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(good) + "\n{not json\n")
+    result = stack.admin("import", str(bad), check=False)
+    assert result.returncode == 1 and "bad.jsonl:2: not JSON" in result.stderr
+    assert stack.admin("history", conv).stdout == ""
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({**good, "conv": unique("nowhere")}) + "\n")
+    result = stack.admin("import", str(missing), check=False)
+    assert result.returncode == 1 and "unknown conversation" in result.stderr
+    assert stack.admin("export", unique("nowhere"), check=False).returncode == 1
