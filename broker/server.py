@@ -24,7 +24,7 @@ from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.membership import MembershipView
-from chatcore.ratelimit import LoginThrottle
+from chatcore.ratelimit import ConnectionRate, LoginThrottle
 from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
 
@@ -65,6 +65,8 @@ async def serve(
             allow_anonymous=settings.allow_anonymous,
             throttle=LoginThrottle(redisconn.connect(settings.redis_url), settings.login_failures_per_user,
                                    settings.login_failures_per_address, settings.login_window_s),
+            connections=ConnectionRate(redisconn.connect(settings.redis_url), settings.connections_per_address,
+                                       settings.login_window_s),
         )
         refresher = asyncio.create_task(keep_membership_fresh(services.refresher, settings.membership_refresh_s))
         try:

@@ -15,7 +15,7 @@ from typing import Any
 from chatcore.access import Identity
 from chatcore.auth import Authenticator
 from chatcore.membership import MembershipView
-from chatcore.ratelimit import LoginThrottle
+from chatcore.ratelimit import ConnectionRate, LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class BrokerServices:
     refresher: MembershipRefresher
     allow_anonymous: bool = False  # plain MQTT for anyone, outside the chat namespaces only
     throttle: LoginThrottle | None = None  # failed-login limits per user and per address
+    connections: ConnectionRate | None = None  # CONNECT attempts per address
 
     async def confirm_membership(self) -> None:
         """Re-read memberships now, before a denial that may only reflect a stale view.

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     login_failures_per_user: int = Field(default=10, ge=0, description="failed logins per user per window")
     login_failures_per_address: int = Field(default=100, ge=0, description="failed logins per address per window")
     login_window_s: int = Field(default=60, ge=1)
+    connections_per_address: int = Field(default=0, ge=0, description="CONNECTs per address per window; 0 = off")
     messages_per_s: float = Field(default=20.0, ge=0, description="steady send rate per user; 0 = off")
     messages_burst: int = Field(default=300, ge=1, description="sends a user may make at once above the rate")
     # TLS listeners (0 = off): MQTT over TLS and WebSocket over TLS, beside the plain ones.

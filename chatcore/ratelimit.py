@@ -72,6 +72,30 @@ class LoginThrottle:
             log.warning("login throttle unavailable (failure not counted): %s", exc)
 
 
+class ConnectionRate:
+    """CONNECT attempts per address in fixed windows, successful or not. Off by default: many
+    phones share one carrier-NAT address, so set it where devices do not (or at the load balancer)."""
+
+    def __init__(self, client: Any, per_address: int, window_s: int = 60) -> None:
+        self._redis = client
+        self._limit = per_address
+        self._window = window_s
+
+    def allow(self, address: str | None) -> bool:
+        if not self._limit or not address:
+            return True
+        key = f"chatmq:rl:conn:{{{address}}}:{int(time.time()) // self._window}"
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, self._window * 2)
+            count, _ = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("connection rate limit unavailable (failing open): %s", exc)
+            return True
+        return int(count) <= self._limit
+
+
 class MessageRate:
     def __init__(self, client: Any, rate_per_s: float, burst: int) -> None:
         self._redis = client

@@ -56,6 +56,10 @@ class ChatAuthPlugin(BaseAuthPlugin):
         session.attributes.pop(IDENTITY_KEY, None)
         session.attributes.pop(ANONYMOUS_KEY, None)
         where = f"client_id={session.client_id!r} user={session.username!r} from {session.remote_address}"
+        connections = self.services.connections
+        if connections is not None and not await asyncio.to_thread(connections.allow, session.remote_address):
+            log.warning("refused connection (too many from this address; rate limited): %s", where)
+            return False
         anonymous_ok = self.services.allow_anonymous
         if anonymous_ok and not session.username and not session.password:
             if session.will_flag and in_namespace(session.will_topic or ""):

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory, redis_server: LocalRedis) -> Iterator[Stack]:
-    env = {"CHATMQ_LOGIN_FAILURES_PER_USER": "3", "CHATMQ_MESSAGES_PER_S": "2", "CHATMQ_MESSAGES_BURST": "5"}
+    env = {"CHATMQ_LOGIN_FAILURES_PER_USER": "3", "CHATMQ_LOGIN_WINDOW_S": "3600",  # no window edge mid-test
+           "CHATMQ_MESSAGES_PER_S": "2", "CHATMQ_MESSAGES_BURST": "5"}
     running = Stack(Path(tmp_path_factory.mktemp("limited")) / "data", redis_server.url, env=env).start()
     yield running
     assert running.stop() == 0, running.log()
@@ -69,3 +70,21 @@ def test_client_library_resends_rate_limited_sends_until_stored(limited: Stack) 
         acks = [future.result(30) for future in futures]
     assert all(ack.status == "received" for ack in acks)
     assert sorted(ack.seq for ack in acks) == list(range(1, 11))  # each stored once, no gap
+
+
+def test_connections_per_address_are_limited_when_configured(tmp_path: Path, redis_server: LocalRedis) -> None:
+    # a limit of 30 CONNECTs a minute from one address (the stack's own bridge and probes count too)
+    stack = Stack(tmp_path / "data", redis_server.url, env={"CHATMQ_CONNECTIONS_PER_ADDRESS": "30",
+                                                         "CHATMQ_LOGIN_WINDOW_S": "3600"}).start()  # no window edge
+    try:
+        stack.add_user("rl-conn")
+        outcomes = []
+        for _ in range(40):
+            client = RawClient(stack.mqtt_port, "rl-conn")
+            outcomes.append(client.refused)
+            if not client.refused:
+                client.close()
+        assert not outcomes[0] and outcomes[-1], "the first connections pass, the ones over the limit do not"
+        assert outcomes == sorted(outcomes), "once over the limit, refused for the rest of the window"
+    finally:
+        assert stack.stop() == 0, stack.log()
