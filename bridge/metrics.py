@@ -1,8 +1,8 @@
 """The bridge's Prometheus series and its metrics and health port (Settings.bridge_metrics_port).
 
-Instrumentation wraps the bridge's workers from outside (the store the writer appends to, the
-writer's batch step, the presence tracker's apply step), so the message path itself carries no
-metrics code: one histogram observation per batch or message, on the thread that already runs.
+Instrumentation uses the workers' hooks (``after_batch``, ``on_update``, ``depth``) and a timed
+store handed to the bridge, so the message path itself carries no metrics code: one histogram
+observation per batch or message, on the thread that already runs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ for _status in ("online", "offline"):
     PRESENCE.labels(status=_status)
 
 
-class _TimedStore:
+class TimedStore:
     """The store, with ``append`` timed; everything else passes straight through."""
 
     def __init__(self, store: Any) -> None:
@@ -46,31 +46,17 @@ class _TimedStore:
 
 
 def instrument(bridge: Bridge) -> None:
-    writer, presence = bridge._writer, bridge._presence
-    writer._store = _TimedStore(writer._store)  # type: ignore[assignment]
-    write_batch = writer._write
-
-    def timed_write(batch: list[Any]) -> None:
-        write_batch(batch)
+    def settled(batch: list[Any]) -> None:
         now = time.time()
         SENDS.inc(len(batch))
         for item in batch:  # message.ts is when the bridge received the send
             ACK_LATENCY.observe(max(0.0, now - item.message.ts / 1000))
 
-    writer._write = timed_write  # type: ignore[method-assign]
-    apply = presence._apply
-
-    def counted_apply(event: Any, online: bool, conn: str) -> None:
-        apply(event, online, conn)
-        PRESENCE.labels(status="online" if online else "offline").inc()
-
-    presence._apply = counted_apply  # type: ignore[method-assign]
-    QUEUE_DEPTH.labels(queue="writer").set_function(lambda: writer._queue.qsize())
-    for name in ("receipts", "presence"):
+    bridge._writer.after_batch = settled
+    bridge._presence.on_update = lambda online: PRESENCE.labels(status="online" if online else "offline").inc()
+    for name in ("writer", "receipts", "presence"):
         worker = getattr(bridge, f"_{name}")
-        inbox = getattr(worker, "_queue", None)
-        if inbox is not None:
-            QUEUE_DEPTH.labels(queue=name).set_function(inbox.qsize)
+        QUEUE_DEPTH.labels(queue=name).set_function(lambda worker=worker: worker.depth)
     CONNECTED.set_function(lambda: 1.0 if bridge.connected else 0.0)
 
 

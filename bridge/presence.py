@@ -52,6 +52,11 @@ class PresenceTracker:
         self._stopping = threading.Event()
         self._redis_failing = False
         self._thread = threading.Thread(target=self._run, name="bridge-presence", daemon=True)
+        self.on_update: Callable[[bool], None] | None = None  # e.g. metrics: called with online/offline
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
 
     def submit(self, event: DeviceEvent) -> None:
         self._queue.put(event)
@@ -93,6 +98,8 @@ class PresenceTracker:
         # An offline whose conn is not the device's current one is a late will: the script ignores it.
         transition = self._presence.device_online if online else self._presence.device_offline
         self._announce([transition(event.user, event.device, conn, now_ms())])
+        if self.on_update is not None:
+            self.on_update(online)
 
     def _sweep(self) -> None:
         self._announce(self._presence.expire(now_ms()))

@@ -11,11 +11,10 @@ server's general channel to one user.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 
 from bridge.outbox import Outbox
+from bridge.worker import BatchWorker
 from chatcore.membership import MembershipView
 from chatcore.protocol import (
     QOS_RECEIPTS,
@@ -29,8 +28,6 @@ from chatcore.store.base import ReceiptOutcome, ReceiptResult, ReceiptUpdate, St
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 500
-
 
 @dataclass(frozen=True, slots=True)
 class InboundReceipt:
@@ -39,43 +36,15 @@ class InboundReceipt:
     qos: int
 
 
-class ReceiptWorker:
+class ReceiptWorker(BatchWorker[InboundReceipt]):
     def __init__(
         self, store: Store, membership: MembershipView, outbox: Outbox, *, retry_max_s: float = 5.0
     ) -> None:
+        super().__init__("bridge-receipts")
         self._store = store
         self._membership = membership
         self._outbox = outbox
         self._retry_max = retry_max_s
-        self._queue: queue.Queue[InboundReceipt] = queue.Queue()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bridge-receipts", daemon=True)
-
-    def submit(self, item: InboundReceipt) -> None:
-        self._queue.put(item)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                batch = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
-                if self._stopping.is_set():
-                    return
-                continue
-            while len(batch) < BATCH_MAX:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._handle(batch)
 
     def _handle(self, batch: list[InboundReceipt]) -> None:
         refusals = [self._refusal(item.update) for item in batch]

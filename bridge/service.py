@@ -270,9 +270,11 @@ def redact(url: str) -> str:
 
 def run(settings: Settings) -> None:
     """Run the bridge until SIGINT or SIGTERM, then stop cleanly."""
+    from bridge.metrics import TimedStore, instrument, start_ops_server  # prometheus, only in the service
+
     store = open_store(settings.resolved_store_url)
     redis_client = redisconn.connect(settings.redis_url)
-    bridge = Bridge(settings, store, redis_client, client_id=settings.bridge_client_id,
+    bridge = Bridge(settings, TimedStore(store), redis_client, client_id=settings.bridge_client_id,
                     store_label=redact(settings.resolved_store_url))
     done = threading.Event()
 
@@ -281,8 +283,6 @@ def run(settings: Settings) -> None:
         done.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    from bridge.metrics import instrument, start_ops_server  # prometheus, only in the service
-
     instrument(bridge)
     ops = start_ops_server(bridge, settings.host, settings.bridge_metrics_port, store, redis_client)
     try:

@@ -13,11 +13,10 @@ redelivers them to the next bridge session).
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 
 from bridge.outbox import Outbox
+from bridge.worker import BatchWorker
 from chatcore.media.attachments import attached_media, attachment_refusal
 from chatcore.media.base import MediaStore
 from chatcore.membership import MembershipView
@@ -59,7 +58,7 @@ class _Outcome:
     broadcast_duplicate: bool = False
 
 
-class Writer:
+class Writer(BatchWorker[Inbound]):
     def __init__(
         self,
         store: Store,
@@ -73,53 +72,19 @@ class Writer:
         media: MediaStore | None = None,
         rate: MessageRate | None = None,
     ) -> None:
+        super().__init__("bridge-writer")
+        self.batch_max = batch_max
         self._rate = rate  # per-sender send rate (None: unlimited)
         self._store = store
         self._media = media  # None: attachments are not checked (only for tests of other rules)
         self._fanout_read_threshold = fanout_read_threshold
         self._membership = membership
         self._outbox = outbox
-        self._batch_max = batch_max
         self._retry_min = retry_min_s
         self._retry_max = retry_max_s
-        self._queue: queue.Queue[Inbound] = queue.Queue()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
-
-    def submit(self, item: Inbound) -> None:
-        self._queue.put(item)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Write and ack everything already queued, then end the thread."""
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     # --- the thread ---------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch:
-                self._write(batch)
-            elif self._stopping.is_set():
-                return
-
-    def _take(self) -> list[Inbound]:
-        try:
-            batch = [self._queue.get(timeout=0.1)]
-        except queue.Empty:
-            return []
-        while len(batch) < self._batch_max:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def _write(self, batch: list[Inbound]) -> None:
+    def _handle(self, batch: list[Inbound]) -> None:
         outcomes = self._over_rate(batch)  # index in batch -> settled outcome
         delay = self._retry_min
         attempt = 0

@@ -1,0 +1,66 @@
+"""The shape every bridge worker shares: one thread draining a queue in batches.
+
+paho calls ``on_message`` on its network thread, which must never wait on a database or Redis; the
+message is queued instead. The worker takes whatever has queued up (a lone item at once, a burst as
+one batch, up to ``batch_max``), handles it, and on stop first finishes what is already queued.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class BatchWorker(Generic[T]):
+    batch_max = 500
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.Queue[T] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.after_batch: Callable[[list[T]], None] | None = None  # e.g. metrics, once a batch is settled
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, item: T) -> None:
+        self._queue.put(item)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Handle everything already queued, then end the thread."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _handle(self, batch: list[T]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                self._handle(batch)
+                if self.after_batch is not None:
+                    self.after_batch(batch)
+            elif self._stopping.is_set():
+                return
+
+    def _take(self) -> list[T]:
+        try:
+            batch = [self._queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
