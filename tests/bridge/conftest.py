@@ -14,18 +14,10 @@ from chatcore.auth import hash_password
 from chatcore.config import Settings
 from chatcore.store import Store, open_store
 from tests.bridge.devices import Device
-from tests.mosquitto import LocalMosquitto, mosquitto_binary
+from tests.mosquitto import LocalMosquitto
 
 USERS = ("alice", "bob", "carol", "dave")
 CONVERSATIONS = {"c1": ("alice", "bob", "carol"), "c2": ("alice", "bob", "carol"), "solo": ("dave",)}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if mosquitto_binary() is None:
-        skip = pytest.mark.skip(reason="mosquitto is not installed")
-        for item in items:
-            if "tests/bridge" in str(item.fspath):
-                item.add_marker(skip)
 
 
 @pytest.fixture

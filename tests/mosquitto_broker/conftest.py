@@ -16,20 +16,12 @@ from bridge.service import Bridge
 from chatcore.auth import hash_password
 from chatcore.config import Settings
 from chatcore.store import Store, open_store
-from tests.mosquitto_broker.dynsec import DynsecMosquitto, available
+from tests.mosquitto_broker.dynsec import DynsecMosquitto
 from tests.stack import RawClient
 
 PASSWORD = "device-pw-1"
 USERS = ("alice", "bob", "carol", "dave")
 CONVERSATIONS = {"c1": ("alice", "bob", "carol"), "c2": ("alice", "bob"), "solo": ("dave",)}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not available():
-        skip = pytest.mark.skip(reason="mosquitto with the dynamic security plugin is not installed")
-        for item in items:
-            if "tests/mosquitto_broker" in str(item.fspath):
-                item.add_marker(skip)
 
 
 @pytest.fixture

@@ -39,6 +39,9 @@ class DynsecMosquitto:
         return f"mqtt://{ADMIN}:{ADMIN_PASSWORD}@{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> DynsecMosquitto:
+        if not available():  # scripts/ensure-deps installs them: a missing one is a set-up error, not a skip
+            raise RuntimeError("needs mosquitto, its dynamic security plugin and mosquitto_ctrl "
+                               "(apt-get install mosquitto mosquitto-clients)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         state = self.workdir / "dynamic-security.json"
         subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(state), ADMIN, ADMIN_PASSWORD],
