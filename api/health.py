@@ -13,13 +13,11 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from api.context import ApiContext, get_context
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER
+from chatcore.checks import OK, mqtt_check, ping_check
+from chatcore.checks import run_checks as run_dependency_checks
 from chatcore.liveness import BRIDGE_ALIVE_KEY
-from chatcore.mqttprobe import probe
 
 BROKER_CONNECT_TIMEOUT_S = 0.5
-OK = "ok"
 
 bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")])
 
@@ -57,42 +55,18 @@ def readyz() -> Response:
 
 
 def run_checks(ctx: ApiContext) -> dict[str, str]:
-    checks = {"store": _check_store(ctx), "redis": _check_redis(ctx)}
-    checks["broker"] = _check_broker(ctx)
+    host, port = ctx.settings.broker_host, ctx.settings.resolved_broker_port
+    checks = run_dependency_checks({
+        "store": lambda: ping_check(ctx.store)(),  # the store opens lazily: opening is part of the check
+        "redis": ping_check(ctx.redis),
+        "broker": mqtt_check(host, port, ctx.secret, f"chatmq-healthz-{os.getpid()}", BROKER_CONNECT_TIMEOUT_S),
+    })
     checks["bridge"] = _check_bridge(ctx) if checks["redis"] == OK else "unknown: redis is unreachable"
     return checks
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _check_store(ctx: ApiContext) -> str:
-    try:
-        ctx.store.ping()
-    except Exception as exc:
-        return f"unreachable: {_describe(exc)}"
-    return OK
-
-
-def _check_redis(ctx: ApiContext) -> str:
-    try:
-        ctx.redis.ping()
-    except Exception as exc:
-        return f"unreachable: {_describe(exc)}"
-    return OK
-
-
-def _check_broker(ctx: ApiContext) -> str:
-    """An MQTT handshake as the service identity: any CONNACK means the broker is up and answering."""
-    host, port = ctx.settings.broker_host, ctx.settings.resolved_broker_port
-    token = issue_token(ctx.secret, SERVICE_USER, 60, service=True).token
-    try:
-        probe(host, port, BROKER_CONNECT_TIMEOUT_S, client_id=f"chatmq-healthz-{os.getpid()}",
-              username=SERVICE_USER, password=token)
-    except (OSError, ValueError) as exc:
-        return f"unreachable: {host}:{port}: {_describe(exc)}"
-    return OK
 
 
 def _check_bridge(ctx: ApiContext) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from chatcore.opsserver import OK, OpsServer
+from chatcore.opsserver import OK, OpsServer, ping_check
 
 if TYPE_CHECKING:
     from bridge.service import Bridge
@@ -64,15 +64,8 @@ def start_ops_server(bridge: Bridge, host: str, port: int, store: Any, redis_cli
     if not port:
         return None
 
-    def check_store() -> str:
-        store.ping()
-        return OK
-
-    def check_redis() -> str:
-        redis_client.ping()
-        return OK
-
     def check_broker() -> str:
         return OK if bridge.connected else "down: not connected and subscribed to the broker"
 
-    return OpsServer(host, port, {"store": check_store, "redis": check_redis, "broker": check_broker}).start()
+    checks = {"store": ping_check(store), "redis": ping_check(redis_client), "broker": check_broker}
+    return OpsServer(host, port, checks).start()

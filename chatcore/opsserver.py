@@ -11,26 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from chatcore.checks import OK, Check, mqtt_check, ping_check, run_checks
+
+__all__ = ["OK", "Check", "OpsServer", "mqtt_check", "ping_check", "run_checks"]
+
 log = logging.getLogger(__name__)
-
-OK = "ok"
-Check = Callable[[], str]
-
-
-def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
-    results = {}
-    for name, check in checks.items():
-        try:
-            results[name] = check()
-        except Exception as exc:  # a check that raises is a failing check, never a 500
-            results[name] = f"unreachable: {type(exc).__name__}: {exc}"
-    return results
-
 
 class OpsServer:
     def __init__(self, host: str, port: int, checks: Mapping[str, Check],

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatcore.checks import mqtt_check
 from chatcore.config import Settings
 from chatcore.netutil import port_in_use, wait_for_port
 from chatcore.store import open_store
@@ -117,12 +118,22 @@ class Supervisor:
             self._shutdown()
 
     def _wait_ready(self, child: Child, timeout: float = 30.0) -> bool:
+        """The API is ready when its port accepts; the broker when it answers an MQTT handshake
+        (a bare connect-and-close would be logged by the broker as a failed client)."""
+        s = self.settings
+        handshake = mqtt_check(s.broker_host, child.port, s.load_secret(), "chatmq-up-probe", timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._stop.is_set():
             if child.process is not None and child.process.poll() is not None:
                 return False
-            if wait_for_port(self.settings.broker_host, child.port, 0.2):
+            if child.name != "broker" and wait_for_port(s.broker_host, child.port, 0.2):
                 return True
+            if child.name == "broker":
+                try:
+                    handshake()
+                    return True
+                except ConnectionError:
+                    time.sleep(0.1)
         return self._stop.is_set()
 
     def _watch(self) -> None:
