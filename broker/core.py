@@ -49,6 +49,13 @@ def _persistent(session: Session) -> bool:
     return not session.clean_session
 
 
+def _resolved(value: Any) -> asyncio.Future[Any]:
+    """amqtt's subscription handlers take the future their message loop waited on."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
 class ChatBroker(RoutingMixin, Broker):
     def __init__(
         self,
@@ -190,6 +197,8 @@ class ChatBroker(RoutingMixin, Broker):
             client_session.transitions.disconnect()
         client_session.transitions.connect()
         handler.attach(client_session, reader, writer)
+        if isinstance(handler, ChatHandler):
+            handler.inbound = self  # packets after CONNECT are parsed and routed inline (broker/inbound.py)
         assert client_session.client_id is not None
         self._sessions[client_session.client_id] = (client_session, handler)
         done = asyncio.Event()
@@ -219,6 +228,17 @@ class ChatBroker(RoutingMixin, Broker):
             await self._route_publish(client_session, handler, app_message)
         return True
 
+    async def inbound_publish(
+        self, session: Session, handler: BrokerProtocolHandler, message: IncomingApplicationMessage
+    ) -> None:
+        await self._route_publish(session, handler, message)
+
+    async def inbound_subscribe(self, session: Session, handler: BrokerProtocolHandler, subscription: Any) -> None:
+        await self._handle_subscription(session, handler, _resolved(subscription))
+
+    async def inbound_unsubscribe(self, session: Session, handler: BrokerProtocolHandler, unsubscription: Any) -> None:
+        await self._handle_unsubscription(session, handler, _resolved(unsubscription))
+
     async def _route_publish(
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
     ) -> None:
@@ -240,7 +260,7 @@ class ChatBroker(RoutingMixin, Broker):
             BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=app_message
         )
         await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
-        if app_message.publish_packet is not None and app_message.publish_packet.retain_flag:
+        if app_message.retain:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
 
     async def _handle_disconnect(

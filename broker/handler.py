@@ -1,4 +1,7 @@
-"""chatmq's protocol handler: amqtt's BrokerProtocolHandler with four of its defects fixed."""
+"""chatmq's protocol handler: amqtt's BrokerProtocolHandler with its defects fixed.
+
+The packet reader after CONNECT is ``broker.inbound.InlineReader``; this module covers CONNECT,
+keepalive expiry, delivery QoS and redelivery."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from amqtt.mqtt.packet import CONNECT, MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
+
+from broker.inbound import InlineReader
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ def effective_qos(data: bytes | bytearray, granted: int | None) -> int | None:
     return min(published, granted)
 
 
-class ChatHandler(BrokerProtocolHandler):
+class ChatHandler(InlineReader, BrokerProtocolHandler):
     @classmethod
     async def init_from_connect(
         cls,
@@ -61,10 +66,13 @@ class ChatHandler(BrokerProtocolHandler):
         header = await MQTTFixedHeader.from_stream(reader)
         if header is None:
             raise NoDataError("connection closed before CONNECT")
+        if header.packet_type != CONNECT:  # MQTT-3.1.0-1; stock amqtt kept reading after garbage
+            await writer.close()
+            raise MQTTError(f"first packet is of type {header.packet_type}, not CONNECT")
         body = await read_or_raise(reader, header.remaining_length) if header.remaining_length else b""
-        if header.packet_type == CONNECT and len(body) > 8 and body[:8] == b"\x00\x06MQIsdp":
+        if len(body) > 8 and body[:8] == b"\x00\x06MQIsdp":
             level: int | None = body[8]
-        elif header.packet_type == CONNECT and len(body) > 6 and body[:6] == b"\x00\x04MQTT":
+        elif len(body) > 6 and body[:6] == b"\x00\x04MQTT":
             level = body[6]
         else:
             level = None

@@ -31,8 +31,8 @@ class WildcardPublish(Exception):
 
 class PacketSizeGuard(ReaderAdapter):
     def __init__(self, inner: ReaderAdapter, limit: int, peer: str) -> None:
-        self._inner = inner
-        self._limit = limit
+        self.inner = inner
+        self.limit = limit
         self._peer = peer
         self._in_length = False  # between the type byte and the end of the remaining length
         self._length = 0
@@ -42,13 +42,13 @@ class PacketSizeGuard(ReaderAdapter):
         self._topic: bytearray | None = None  # the start of a PUBLISH body, up to its topic
 
     async def read(self, n: int = -1) -> bytes:
-        data = await self._inner.read(n)
+        data = await self.inner.read(n)
         if data:
             self._follow(data)
         return data
 
     def feed_eof(self) -> None:
-        self._inner.feed_eof()
+        self.inner.feed_eof()
 
     def _follow(self, data: bytes) -> None:
         i, size = 0, len(data)
@@ -74,14 +74,14 @@ class PacketSizeGuard(ReaderAdapter):
                 self._in_length = False
                 self._body_left = self._length
                 total = 1 + self._length_bytes + self._length
-                if total > self._limit:
+                if total > self.limit:
                     log.warning(
                         "closing connection from %s: packet of %d bytes exceeds max_packet_bytes=%d",
                         self._peer,
                         total,
-                        self._limit,
+                        self.limit,
                     )
-                    raise PacketTooLarge(f"packet of {total} bytes exceeds the limit of {self._limit}")
+                    raise PacketTooLarge(f"packet of {total} bytes exceeds the limit of {self.limit}")
 
     def _inspect(self, chunk: bytes) -> None:
         head = self._topic

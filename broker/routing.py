@@ -266,6 +266,21 @@ class RoutingMixin:
             except Exception:
                 log.exception("routing failed for topic %r", broadcast.get("topic"))
 
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
+    ) -> None:
+        """Route now, in the caller's task (stock queued every message for a shared broadcast loop).
+        Per-publisher order is then the order the reader saw; when this returns, every matching
+        subscriber has the message in its outbox or offline queue, so a PUBACK sent afterwards
+        promises delivery; and one fast publisher cannot grow a shared backlog without bound."""
+        broadcast: dict[str, Any] = {"session": session, "topic": topic, "data": data}
+        if force_qos is not None:
+            broadcast["qos"] = force_qos
+        try:
+            await self._route(broadcast)
+        except Exception:
+            log.exception("routing failed for topic %r", topic)
+
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]] | None = None) -> None:
         """Stock signature, kept for callers: route the next queued broadcast."""
         broadcast = await self._broadcast_queue.get()  # type: ignore[attr-defined]
@@ -291,15 +306,24 @@ class RoutingMixin:
         return granted_qos if published is None else min(int(published), granted_qos)
 
     async def _receive_allowed(self, session: Session, topic: str) -> bool:
-        """amqtt's RECEIVE check (all topic plugins must say True; None denies), minus its task per plugin."""
+        """The per-recipient RECEIVE check."""
+        return await self._ask_topic_plugins(session, topic, Action.RECEIVE)
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        """The PUBLISH and SUBSCRIBE checks, same answer as stock, without its task per plugin."""
+        return await self._ask_topic_plugins(session, topic, action)
+
+    async def _ask_topic_plugins(self, session: Session, topic: str, action: Action) -> bool:
+        """amqtt's rule: every topic plugin must say True (None denies). Called directly: stock
+        ``map_plugin_topic`` spawned one task per plugin per message."""
         plugins = self.plugins_manager  # type: ignore[attr-defined]
         if not plugins.is_topic_filtering_enabled():
             return True
         for plugin in plugins._topic_plugins:
             try:
-                allowed = await plugin.topic_filtering(session=session, topic=topic, action=Action.RECEIVE)
+                allowed = await plugin.topic_filtering(session=session, topic=topic, action=action)
             except Exception:
-                log.exception("topic plugin %s failed; delivery denied", type(plugin).__name__)
+                log.exception("topic plugin %s failed; %s on %r denied", type(plugin).__name__, action.value, topic)
                 return False
             if not allowed:
                 return False

@@ -72,37 +72,21 @@ MALFORMED: dict[str, bytes] = {
 }
 
 
-# Known gap (docs/security.md): amqtt 0.12's reader ignores these instead of closing the connection
-# as MQTT 3.1.1 requires; they are still never stored and the broker keeps serving. Strict xfail, so
-# a fix in the broker turns them into failures to be promoted here.
-KEPT_OPEN = {"garbage before CONNECT", "PUBLISH with invalid UTF-8 topic", "PUBLISH QoS 3 (invalid)",
-             "SUBSCRIBE without topics"}
-
-
-def _case(name: str) -> object:
-    if name in KEPT_OPEN:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="amqtt keeps the connection open"))
-    return name
-
-
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name", [_case(n) for n in sorted(MALFORMED)])
+@pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_malformed_packets_close_the_connection(stack: Stack, token: str, name: str) -> None:
     before = _stored(stack, token)
     pre_connect = name == "garbage before CONNECT"
     conn = raw.RawClient(stack.mqtt_port) if pre_connect else _connected_raw(stack, token, f"alice.bad{len(name)}")
     try:
         conn.send(MALFORMED[name])
-        # Refused: the broker hangs up (MQTT 3.1.1 has no error packet for a malformed one) or,
-        # for a forbidden topic, drops the publish: either way it is never stored.
+        # Refused: the broker hangs up (MQTT 3.1.1 has no error packet for a malformed one).
         closed = conn.closed_by_peer(3.0)
     finally:
         conn.close()
     assert _stored(stack, token) == before
     _still_serving(stack, token)
-    # A forbidden publish topic may instead be dropped silently (amqtt's ACL path); never stored.
-    dropped = "PUBLISH" in name and ("wildcard" in name or "NUL" in name)
-    assert closed or dropped, f"{name}: connection kept open"
+    assert closed, f"{name}: connection kept open"
 
 
 @pytest.mark.timeout(60)
