@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,17 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("data"), description="where embedded state lives")
     store_url: str | None = Field(default=None, description="sqlite:///path or mongodb://...")
+    # MongoDB history reads (history pages, unread counts) may go to secondaries; everything that
+    # decides something reads the primary and writes stay journaled majority (docs/mongodb-sharding.md).
+    # Added to a mongodb:// store URL as readPreference / maxStalenessSeconds.
+    mongo_history_read_preference: str | None = Field(
+        default=None,
+        pattern="^(primary|primaryPreferred|secondary|secondaryPreferred|nearest)$",
+        description="where MongoDB history reads go (default primary)",
+    )
+    mongo_history_max_staleness_s: int | None = Field(
+        default=None, ge=90, description="skip secondaries lagging more than this (MongoDB's minimum is 90)"
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     host: str = Field(default="127.0.0.1", description="address the servers listen on")
@@ -62,6 +74,11 @@ class Settings(BaseSettings):
     api_workers: int = 2
     # Each bridge process needs its own persistent MQTT session; a second bridge gets another id.
     bridge_client_id: str = Field(default="chatmq-bridge", description="the bridge's MQTT client id")
+    # Several bridge workers (bridge/partitions.py): each handles the conversations of the partitions
+    # whose lease it holds. Unset = the single bridge, which handles everything.
+    bridge_worker_id: str | None = Field(default=None, description="worker id among several bridges; auto = host-pid")
+    bridge_partitions: int = Field(default=64, ge=1, le=4096, description="partitions (the same for every worker)")
+    bridge_lease_s: float = Field(default=5.0, ge=0.5, le=300, description="partition lease and worker liveness TTL")
     # Brokers that cannot check chatmq tokens (Mosquitto with dynamic security) log the bridge in
     # with this password instead; `chatmq mosquitto-sync` gives the @bridge client the same one.
     service_password: str | None = Field(default=None, description="the bridge's broker password, else a token")
@@ -91,7 +108,12 @@ class Settings(BaseSettings):
 
     @property
     def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{(self.data_dir / 'chatmq.db').resolve()}"
+        url = self.store_url or f"sqlite:///{(self.data_dir / 'chatmq.db').resolve()}"
+        options = {
+            "readPreference": self.mongo_history_read_preference,
+            "maxStalenessSeconds": self.mongo_history_max_staleness_s,
+        }
+        return with_url_options(url, {k: str(v) for k, v in options.items() if v is not None})
 
     @property
     def resolved_broker_port(self) -> int:
@@ -123,3 +145,21 @@ class Settings(BaseSettings):
             finally:
                 tmp.unlink()
         return path.read_text().strip()
+
+
+def with_url_options(url: str, options: dict[str, str]) -> str:
+    """``url`` with query options added (MongoDB URLs only); an option the URL already sets to a
+    different value is a configuration conflict, refused by name rather than silently overridden."""
+    if not options:
+        return url
+    if not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise ValueError(f"{', '.join(options)} only apply to a mongodb:// store URL")
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    lowered = {k.lower(): k for k in query}
+    for key, value in options.items():
+        present = lowered.get(key.lower())
+        if present is not None and query[present] != value:
+            raise ValueError(f"store URL sets {present}={query[present]} but the settings ask for {key}={value}")
+        query[present or key] = value
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -11,6 +11,7 @@ from chatcore import logs
 from chatmq import ops, transfer
 from chatmq.admin import conv, history, presence, user
 from chatmq.chat import chat
+from chatmq.mongo_cmd import mongo_shard_script
 from chatmq.mosquitto_cmd import mosquitto_sync
 from chatmq.settings_opts import (
     broker_address_options,
@@ -88,11 +89,29 @@ def broker(data_dir: Path | None, store_url: str | None, redis_url: str | None, 
 @store_options
 @redis_option
 @broker_address_options
+@click.option("--worker-id", "bridge_worker_id", default=None,
+              help="run as one of several bridge workers under this stable id (auto: host-pid) "
+                   "[env CHATMQ_BRIDGE_WORKER_ID; default: the single bridge]")
+@click.option("--partitions", "bridge_partitions", type=click.IntRange(1, 4096), default=None,
+              help="conversation partitions shared by the workers; the same for all [default 64]")
+@click.option("--lease", "bridge_lease_s", type=click.FloatRange(0.5, 300), default=None,
+              help="seconds a dead worker's partitions wait before moving [default 5]")
 def bridge(**options: Any) -> None:
-    """Run the bridge: sequence, store, ack and fan out messages; track presence."""
-    from bridge.service import run
+    """Run the bridge: sequence, store, ack and fan out messages; track presence.
 
-    run(make_settings(**options))
+    With --worker-id, several bridges share the conversations: each handles the partitions whose
+    lease it holds in Redis, and a dead worker's partitions move to the others (docs/reliability.md).
+    """
+    from bridge.service import run
+    from chatcore.partitions import check_worker_id
+
+    settings = make_settings(**options)
+    if settings.bridge_worker_id not in (None, "", "auto"):  # from the option or the environment
+        try:
+            check_worker_id(settings.bridge_worker_id)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--worker-id / CHATMQ_BRIDGE_WORKER_ID") from None
+    run(settings)
 
 
 @cli.command()
@@ -123,6 +142,7 @@ cli.add_command(ops.token)
 cli.add_command(transfer.export)
 cli.add_command(transfer.import_)
 cli.add_command(mosquitto_sync)
+cli.add_command(mongo_shard_script)
 
 def main() -> None:
     cli(prog_name="chatmq")

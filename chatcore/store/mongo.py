@@ -4,7 +4,14 @@ messages and a small ``meta`` collection, one collection per kind.
 Seqs: for each conversation in a batch the store reserves a contiguous range with one atomic
 ``$inc`` on the conversation's ``last_seq`` and then inserts the messages (``ordered=True``, journaled
 majority write concern), so concurrent writers never share a seq and an ack means durable. Every
-message query carries ``conv``, the natural shard key; both unique indexes are prefixed by it.
+message query carries ``conv``, the shard key; both unique indexes are prefixed by it
+(chatcore/store/mongo_layout.py holds the indexes and shard keys, docs/mongodb-sharding.md why).
+
+Reads and writes: writes use journaled majority write concern; a URL may add to it (``wtimeoutMS``)
+or lower it, never to w=0 (an ack must mean stored). Everything that decides something (duplicate
+checks, the seq counter, memberships, receipts) reads the primary. Only history reads (``history``,
+``count_unread``) follow the URL's ``readPreference``/``maxStalenessSeconds`` (default primary),
+always with majority read concern, so a page never shows a message a failover could roll back.
 
 Known gap, stated honestly: MongoDB (without multi-document transactions, which a standalone server
 lacks) cannot make "reserve the range" and "insert the messages" one atomic step. If the process
@@ -29,11 +36,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReadPreference, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.mongo_client import MongoClient
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from chatcore.ids import require_id
@@ -60,6 +69,7 @@ from chatcore.store.base import (
     new_message_id,
     now_ms,
 )
+from chatcore.store.mongo_layout import INDEXES
 
 DEFAULT_DATABASE = "chatmq"
 DURABLE = WriteConcern(w="majority", j=True)
@@ -69,33 +79,46 @@ _DUPLICATE_KEY = 11000
 
 
 class MongoStore(Store):
-    def __init__(self, db: Database[Any], write_concern: WriteConcern | None = None) -> None:
+    def __init__(
+        self,
+        db: Database[Any],
+        write_concern: WriteConcern | None = None,
+        history_read_preference: _ServerMode | None = None,
+    ) -> None:
         self._db = db
         concern = write_concern or DURABLE
-        self._users: Collection[Any] = db.get_collection("users").with_options(write_concern=concern)
-        self._convs: Collection[Any] = db.get_collection("conversations").with_options(write_concern=concern)
-        self._messages: Collection[Any] = db.get_collection("messages").with_options(write_concern=concern)
-        self._meta: Collection[Any] = db.get_collection("meta").with_options(write_concern=concern)
-        self._markers: Collection[Any] = db.get_collection("markers").with_options(write_concern=concern)
-        self._events: Collection[Any] = db.get_collection("events").with_options(write_concern=concern)
-        self._markers.create_index([("user", ASCENDING), ("conv", ASCENDING)], name="user_conv")
-        self._messages.create_index([("conv", ASCENDING), ("seq", ASCENDING)], unique=True, name="conv_seq")
-        self._messages.create_index(
-            [("conv", ASCENDING), ("sender", ASCENDING), ("client_msg_id", ASCENDING)],
-            unique=True,
-            name="conv_sender_client_msg_id",
+
+        def collection(name: str) -> Collection[Any]:
+            return db.get_collection(name).with_options(
+                write_concern=concern, read_preference=ReadPreference.PRIMARY
+            )
+
+        self._users = collection("users")
+        self._convs = collection("conversations")
+        self._messages = collection("messages")
+        self._meta = collection("meta")
+        self._markers = collection("markers")
+        self._events = collection("events")
+        # History pages may come from a secondary if so configured, but only majority-committed.
+        self._history: Collection[Any] = self._messages.with_options(
+            read_preference=history_read_preference or ReadPreference.PRIMARY,
+            read_concern=ReadConcern("majority"),
         )
-        self._convs.create_index([("members", ASCENDING)], name="members")
+        for index in (spec for spec in INDEXES if spec.built_by_store):
+            db.get_collection(index.collection).create_index(
+                list(index.keys), name=index.name, unique=index.unique
+            )
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
-        """The database comes from the URL path (default "chatmq"). A write concern given in the
-        URL (``?w=...&journal=...``) wins over the journaled-majority default."""
+        """The database comes from the URL path (default "chatmq"). Write concern options in the
+        URL (``w``, ``journal``, ``wtimeoutMS``) are laid over the journaled-majority default;
+        ``readPreference``/``maxStalenessSeconds`` apply to history reads only."""
         client: MongoClient[Any] = MongoClient(url)
-        db = client.get_default_database(default=DEFAULT_DATABASE)
-        explicit = client.write_concern if client.write_concern.document else None
         try:
-            return cls(db, write_concern=explicit)
+            concern = durable_write_concern(client.write_concern)
+            db = client.get_default_database(default=DEFAULT_DATABASE)
+            return cls(db, write_concern=concern, history_read_preference=client.read_preference)
         except BaseException:  # unreachable server or bad credentials: do not leak the client's threads
             client.close()
             raise
@@ -339,7 +362,7 @@ class MongoStore(Store):
         if seq:
             query["seq"] = seq
         newest_first = after is None
-        cursor = self._messages.find(query).sort("seq", DESCENDING if newest_first else ASCENDING).limit(limit + 1)
+        cursor = self._history.find(query).sort("seq", DESCENDING if newest_first else ASCENDING).limit(limit + 1)
         docs = list(cursor)
         messages = [_message(doc) for doc in docs[:limit]]
         if newest_first:
@@ -360,21 +383,19 @@ class MongoStore(Store):
                 continue
             field = "read_seq" if update.status == "read" else "delivered_seq"
             raised = {"delivered_seq": update.seq, field: update.seq}
+            # The filter names the shard key (user) and conv: an upsert on a sharded collection
+            # must carry the full shard key, and the upsert copies both into a new document.
+            marker_key = {"_id": f"{update.conv}/{update.user}", "user": update.user, "conv": update.conv}
+            unset = {k: 0 for k in ("delivered_seq", "read_seq") if k not in raised}
             before = self._markers.find_one_and_update(
-                {"_id": f"{update.conv}/{update.user}"},
-                {
-                    "$max": raised,
-                    "$setOnInsert": {
-                        "conv": update.conv, "user": update.user,
-                        **{k: 0 for k in ("delivered_seq", "read_seq") if k not in raised},
-                    },
-                },
+                marker_key,
+                {"$max": raised, **({"$setOnInsert": unset} if unset else {})},  # MongoDB < 5 refuses {}
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
             moved = before is None or int(before.get(field, 0)) < update.seq
             if moved:
-                self._markers.update_one({"_id": f"{update.conv}/{update.user}"}, {"$max": {"updated_at": update.ts}})
+                self._markers.update_one(marker_key, {"$max": {"updated_at": update.ts}})
             results.append(ReceiptResult(ReceiptOutcome.MOVED if moved else ReceiptOutcome.UNCHANGED, last_seq))
         return results
 
@@ -386,7 +407,7 @@ class MongoStore(Store):
 
     def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
         return int(
-            self._messages.count_documents({"conv": conv_id, "seq": {"$gt": after_seq}, "sender": {"$ne": user_id}})
+            self._history.count_documents({"conv": conv_id, "seq": {"$gt": after_seq}, "sender": {"$ne": user_id}})
         )
 
     # --- conversation events ------------------------------------------------------------------
@@ -409,6 +430,17 @@ class MongoStore(Store):
 
     def close(self) -> None:
         self._db.client.close()
+
+
+def durable_write_concern(explicit: WriteConcern) -> WriteConcern:
+    """The URL's write concern options laid over journaled majority (so ``?wtimeoutMS=5000``
+    alone keeps w=majority, j=true). w=0 is refused: an unacknowledged write cannot back an ack."""
+    document = {**DURABLE.document, **explicit.document}
+    if document.get("w") == 0:
+        raise ValueError("store URL sets w=0: chatmq acks a message only once it is stored, use w=majority")
+    return WriteConcern(
+        w=document.get("w"), wtimeout=document.get("wtimeout"), j=document.get("j"), fsync=document.get("fsync")
+    )
 
 
 class _Raced(NamedTuple):

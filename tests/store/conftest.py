@@ -1,5 +1,9 @@
 """The ``store`` fixture: every contract test runs once per backend (a real MongoDB too when
-CHATMQ_TEST_MONGO_URL is set), so the bridge and the API can rely on identical behaviour."""
+CHATMQ_TEST_MONGO_URL is set), so the bridge and the API can rely on identical behaviour.
+
+``mongomock-sharded`` is the MongoDB store with every collection call checked against the shard
+keys (tests/store/shardspy.py): a contract test that makes the store query the message log
+without ``conv`` (a scatter-gather on a sharded cluster) fails at teardown, naming the query."""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ from chatcore.store.base import Store
 from chatcore.store.mongo import MongoStore
 from chatcore.store.sqlite import SQLiteStore
 from tests.conftest import mongo_test_url
+from tests.store.shardspy import spy_on
 
 BACKENDS = [
     "sqlite",
     "mongomock",
+    "mongomock-sharded",
     *([pytest.param("mongo", marks=pytest.mark.mongo_real)] if mongo_test_url() else []),
 ]
 
@@ -31,6 +37,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         mock_store = MongoStore.mongomock(f"test_{uuid.uuid4().hex}")
         yield mock_store
         mock_store.close()
+    elif request.param == "mongomock-sharded":
+        spied_store = MongoStore.mongomock(f"test_{uuid.uuid4().hex}")
+        log = spy_on(spied_store)
+        yield spied_store
+        spied_store.close()
+        assert not log.violations, "queries a sharded cluster cannot target:\n" + "\n".join(log.violations)
     else:
         from pymongo import MongoClient
 
