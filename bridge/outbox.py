@@ -15,12 +15,15 @@ import paho.mqtt.client as mqtt
 
 from chatcore.protocol import encode
 
+_PRUNE_MIN = 256
+
 
 class Outbox:
     def __init__(self, client: mqtt.Client) -> None:
         self._client = client
         self._lock = threading.Lock()
         self._pending: list[mqtt.MQTTMessageInfo] = []
+        self._prune_at = _PRUNE_MIN
 
     def publish(
         self, topic: str, payload: dict[str, Any], qos: int = 1, retain: bool = False
@@ -28,9 +31,17 @@ class Outbox:
         info = self._client.publish(topic, encode(payload), qos=qos, retain=retain)
         if qos > 0:
             with self._lock:
-                self._pending = [p for p in self._pending if not _confirmed(p)]
                 self._pending.append(info)
+                if len(self._pending) >= self._prune_at:  # amortised: a scan per publish was O(n^2)
+                    self._pending = [p for p in self._pending if not _confirmed(p)]
+                    self._prune_at = max(_PRUNE_MIN, 2 * len(self._pending))
         return info
+
+    def pending(self) -> list[mqtt.MQTTMessageInfo]:
+        """The QoS 1 publishes not confirmed yet (a snapshot: see ``all_confirmed``)."""
+        with self._lock:
+            self._pending = [p for p in self._pending if not _confirmed(p)]
+            return list(self._pending)
 
     def ack(self, mid: int, qos: int) -> None:
         """PUBACK an inbound message (manual acks): the broker may now forget it."""
@@ -51,6 +62,10 @@ class Outbox:
             except (RuntimeError, ValueError):  # not connected or refused: paho keeps it queued
                 continue
         return all(_confirmed(p) for p in pending)
+
+
+def all_confirmed(infos: list[mqtt.MQTTMessageInfo]) -> bool:
+    return all(_confirmed(info) for info in infos)
 
 
 def _confirmed(info: mqtt.MQTTMessageInfo) -> bool:

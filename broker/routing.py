@@ -70,6 +70,8 @@ _OUTBOX_SWEEP_S = 10.0
 _STOP = object()  # the broadcast loop's shutdown sentinel
 
 Subscribers = dict[str, tuple[Session, int]]  # client_id -> (session, granted qos)
+# Marks a QoS 1 delivery as written once (see _flush); amqtt only tests it for None.
+_WRITTEN = PublishPacket.build("chatmq/written", b"", 1, False, QOS_1, False)
 
 
 class SubscriptionIndex:
@@ -439,8 +441,9 @@ class RoutingMixin:
                     log.warning("%s has 65535 unacknowledged deliveries; dropping one on %s", session.client_id, topic)
                     continue
                 message = OutgoingApplicationMessage(packet_id, topic, QOS_1, data, retain)
-                # amqtt's redelivery on reconnect resends with DUP when publish_packet is set
-                message.publish_packet = PublishPacket.build(topic, bytes(data), packet_id, False, QOS_1, retain)
+                # amqtt's redelivery on reconnect resends with DUP when publish_packet is set; it
+                # builds the packet itself, so a shared marker saves building one per delivery
+                message.publish_packet = _WRITTEN
                 session.inflight_out[packet_id] = message
                 waiter: asyncio.Future[Any] = loop.create_future()
                 waiter.add_done_callback(partial(_acked, session, handler, packet_id))
@@ -465,12 +468,7 @@ class RoutingMixin:
                 await writer.drain()
         except (ConnectionResetError, BrokenPipeError):
             await handler.handle_connection_closed()
-            return
-        if handler._keepalive_task is not None and handler.keepalive_timeout is not None:  # as _send_packet does
-            handler._keepalive_task.cancel()
-            handler._keepalive_task = asyncio.get_running_loop().call_later(
-                handler.keepalive_timeout, handler.handle_write_timeout
-            )
+        # (stock _send_packet re-armed a write-timeout timer per packet; a broker's does nothing)
 
     def _handover(self, box: _Outbox) -> None:
         """A writer ended with deliveries queued: to the session's new connection, else offline."""

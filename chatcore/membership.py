@@ -39,6 +39,11 @@ class MembershipView(Membership):
             self._version = version
         return True
 
+    @property
+    def version(self) -> int | None:
+        """Changes whenever the view reloads: answers derived from the view may be cached per version."""
+        return self._version
+
     def exists(self, conv: str) -> bool:
         return conv in self._members
 

@@ -15,8 +15,9 @@ from amqtt.plugins.base import BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.services import BrokerServices, session_identity
-from chatcore.access import Action, authorize, in_namespace
+from chatcore.access import Action, Identity, authorize, in_namespace
 
+_RECEIVE_CACHE_MAX = 100_000  # (identity, topic) answers; cleared when full
 _ACTIONS = {
     AmqttAction.SUBSCRIBE: Action.SUBSCRIBE,
     AmqttAction.PUBLISH: Action.PUBLISH,
@@ -32,6 +33,24 @@ class ChatAclPlugin(BaseTopicPlugin):
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         self.services: BrokerServices = self.config.services
+        self._receive_cache: dict[tuple[Identity, str], bool] = {}
+        self._cache_version: object = None
+
+    def _may_receive(self, identity: Identity, topic: str) -> bool:
+        """The RECEIVE check runs once per recipient per message: its answers are remembered until
+        the membership view reloads (so a removed member is cut at the same moment as before)."""
+        membership = self.services.membership
+        version = getattr(membership, "version", None)
+        if version is None:
+            return authorize(identity, Action.RECEIVE, topic, membership)
+        if version != self._cache_version or len(self._receive_cache) >= _RECEIVE_CACHE_MAX:
+            self._receive_cache.clear()
+            self._cache_version = version
+        key = (identity, topic)
+        allowed = self._receive_cache.get(key)
+        if allowed is None:
+            allowed = self._receive_cache[key] = authorize(identity, Action.RECEIVE, topic, membership)
+        return allowed
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None
@@ -47,10 +66,10 @@ class ChatAclPlugin(BaseTopicPlugin):
             return True
         if identity is None:
             return False
+        if ours is Action.RECEIVE:
+            return self._may_receive(identity, topic)  # in memory; the poller keeps the view fresh
         if authorize(identity, ours, topic, self.services.membership):
             return True
-        if ours is Action.RECEIVE:
-            return False  # per-delivery checks stay in memory; the poller keeps them fresh
         # A SUBSCRIBE or PUBLISH denial is rare: confirm it against the store's current memberships.
         await self.services.confirm_membership()
         return authorize(identity, ours, topic, self.services.membership)
