@@ -189,9 +189,12 @@ class InlineReader:
         if flags != expected:
             raise Malformed(f"packet type {kind} with flags {flags:#x}")
         if kind == PUBACK:
-            waiter = handler._puback_waiters.get(int.from_bytes(body[:2], "big"))
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)  # amqtt's flows only test the outcome, not the packet
+            packet_id = int.from_bytes(body[:2], "big")
+            waiter = handler._puback_waiters.get(packet_id)
+            if waiter is None:  # a routed delivery (broker/routing.py): no future per message
+                session.inflight_out.pop(packet_id, None)
+            elif not waiter.done():
+                waiter.set_result(None)  # amqtt's own flows only test the outcome, not the packet
         elif kind == PINGREQ:
             self._replies += _PINGRESP
         elif kind == SUBSCRIBE:

@@ -16,11 +16,13 @@ changed size during iteration". Here:
 - The RECEIVE topic check still runs per recipient per message (the ACL plugin relies on it to cut
   removed members), but calls the topic plugins directly instead of one task per plugin (so an
   override of ``_topic_filtering`` does not reach RECEIVE: override ``_receive_allowed``).
-- Each connected session gets an ``_Outbox``: a deque drained by ONE long-lived writer task per
+- A delivery to an idle TCP connection is written to its transport at once (``_write_now``). Else
+  the session gets an ``_Outbox``: a deque drained by ONE long-lived writer task per
   session (not one task per packet) that writes a batch of PUBLISH packets under the handler's
   write lock and drains once. Per-subscriber order is publish order; a slow subscriber delays
-  only itself. QoS 1 deliveries are pipelined: the packet goes to ``session.inflight_out`` and a
-  PUBACK future in ``handler._puback_waiters`` clears it, instead of awaiting each PUBACK in turn.
+  only itself. QoS 1 deliveries are pipelined: the message goes to ``session.inflight_out`` and
+  its PUBACK removes it there (broker/inbound.py; no future per delivery), instead of awaiting
+  each PUBACK in turn.
   An unacknowledged QoS 1 delivery stays in ``inflight_out`` when the connection drops (stock
   dropped it after 5 s), so amqtt's ``_retry_deliveries`` resends it with DUP on reconnect.
 - Offline persistent sessions (clean_session=0, not anonymous) get QoS>0 messages queued in
@@ -49,9 +51,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterator, Mapping
-from functools import partial
 from typing import Any
 
+from amqtt.adapters import StreamWriterAdapter
 from amqtt.broker import RetainedApplicationMessage
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_FAILURE = 0x80
 # How often writers of closed connections are woken so they can end (one timer, not one per writer).
 _OUTBOX_SWEEP_S = 10.0
+_DIRECT_WRITE_MAX = 64 * 1024  # above this many unsent bytes a connection's deliveries queue for its writer
 _STOP = object()  # the broadcast loop's shutdown sentinel
 
 Subscribers = dict[str, tuple[Session, int]]  # client_id -> (session, granted qos)
@@ -180,7 +183,7 @@ class SubscriptionsView(Mapping[str, list[tuple[Session, int]]]):
 class _Outbox:
     """The deliveries waiting for one connection, and the single task that writes them."""
 
-    __slots__ = ("handler", "overflowing", "queue", "task", "wake")
+    __slots__ = ("busy", "handler", "overflowing", "queue", "task", "wake")
 
     def __init__(self, handler: BrokerProtocolHandler) -> None:
         self.handler = handler
@@ -188,6 +191,7 @@ class _Outbox:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.overflowing = False
+        self.busy = False  # the writer task holds a batch not fully written yet
 
 
 def encode_publish(topic: str, data: bytes | bytearray, qos: int, packet_id: int | None, retain: bool) -> bytes:
@@ -204,16 +208,6 @@ def encode_publish(topic: str, data: bytes | bytearray, qos: int, packet_id: int
         if not remaining:
             break
     return bytes(header) + variable + bytes(data)
-
-
-def _acked(session: Session, handler: BrokerProtocolHandler, packet_id: int, waiter: asyncio.Future[Any]) -> None:
-    """PUBACK arrived: the delivery leaves inflight_out. A cancelled waiter (connection closed)
-    leaves it there for redelivery on reconnect."""
-    if handler._puback_waiters.get(packet_id) is waiter:
-        del handler._puback_waiters[packet_id]
-    if waiter.cancelled() or waiter.exception() is not None:
-        return
-    session.inflight_out.pop(packet_id, None)
 
 
 class RoutingMixin:
@@ -372,9 +366,13 @@ class RoutingMixin:
             return
         client_id = session.client_id or ""
         box = self._outboxes.get(client_id)
-        if box is None or box.handler is not handler:
-            if box is not None:
-                box.wake.set()  # the old connection's writer sees the handler change and ends
+        if box is not None and box.handler is not handler:
+            box.wake.set()  # the old connection's writer sees the handler change and ends
+            box = None
+        idle = box is None or (not box.queue and not box.busy)
+        if idle and qos != QOS_2 and self._write_now(handler, session, topic, data, qos, retain):
+            return
+        if box is None:
             box = self._outboxes[client_id] = _Outbox(handler)
         if qos == QOS_0 and len(box.queue) >= self._outbox_limit:
             if not box.overflowing:
@@ -387,6 +385,41 @@ class RoutingMixin:
             if self._outbox_sweep is None:
                 self._outbox_sweep = asyncio.get_running_loop().call_later(_OUTBOX_SWEEP_S, self._sweep_outboxes)
         box.wake.set()
+
+    def _write_now(
+        self, handler: BrokerProtocolHandler, session: Session, topic: str, data: bytes | bytearray, qos: int,
+        retain: bool,
+    ) -> bool:  # fmt: skip
+        """The common case, an idle TCP connection: write the PUBLISH at once instead of waking the
+        connection's writer task (a task switch per delivery). Order is kept: nothing is queued and
+        no batch is in hand, and every other writer writes a packet with one call."""
+        writer = handler.writer
+        if not isinstance(writer, StreamWriterAdapter) or session.transitions.state != "connected":
+            return False
+        transport = writer._writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > _DIRECT_WRITE_MAX:
+            return False  # the writer task drains a slow reader
+        packet = self._publish_bytes(session, topic, data, qos, retain)
+        if packet is not None:
+            transport.write(packet)
+        return True
+
+    @staticmethod
+    def _publish_bytes(session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> bytes | None:
+        """A QoS 0/1 PUBLISH; a QoS 1 delivery enters ``inflight_out`` until its PUBACK (broker/inbound.py)."""
+        if qos == QOS_0:
+            return encode_publish(topic, data, QOS_0, None, retain)
+        try:
+            packet_id = session.next_packet_id
+        except AMQTTError:
+            log.warning("%s has 65535 unacknowledged deliveries; dropping one on %s", session.client_id, topic)
+            return None
+        message = OutgoingApplicationMessage(packet_id, topic, QOS_1, data, retain)
+        # amqtt's redelivery on reconnect resends with DUP when publish_packet is set; it builds
+        # the packet itself, so a shared marker saves building one per delivery
+        message.publish_packet = _WRITTEN
+        session.inflight_out[packet_id] = message
+        return encode_publish(topic, data, QOS_1, packet_id, retain)
 
     def _sweep_outboxes(self) -> None:
         """Wake the writers of connections that closed, so they end instead of waiting forever."""
@@ -429,26 +462,22 @@ class RoutingMixin:
             return
         batch, box.queue = box.queue, deque()
         box.overflowing = False
+        box.busy = True
+        try:
+            await self._write_batch(box, session, batch)
+        finally:
+            box.busy = False
+
+    async def _write_batch(
+        self, box: _Outbox, session: Session, batch: deque[tuple[str, bytes | bytearray, int, bool]]
+    ) -> None:
+        handler = box.handler
         chunks: list[bytes] = []
-        loop = asyncio.get_running_loop()
         for topic, data, qos, retain in batch:
-            if qos == QOS_0:
-                chunks.append(encode_publish(topic, data, QOS_0, None, retain))
-            elif qos == QOS_1:
-                try:
-                    packet_id = session.next_packet_id
-                except AMQTTError:
-                    log.warning("%s has 65535 unacknowledged deliveries; dropping one on %s", session.client_id, topic)
-                    continue
-                message = OutgoingApplicationMessage(packet_id, topic, QOS_1, data, retain)
-                # amqtt's redelivery on reconnect resends with DUP when publish_packet is set; it
-                # builds the packet itself, so a shared marker saves building one per delivery
-                message.publish_packet = _WRITTEN
-                session.inflight_out[packet_id] = message
-                waiter: asyncio.Future[Any] = loop.create_future()
-                waiter.add_done_callback(partial(_acked, session, handler, packet_id))
-                handler._puback_waiters[packet_id] = waiter
-                chunks.append(encode_publish(topic, data, QOS_1, packet_id, retain))
+            if qos in (QOS_0, QOS_1):
+                packet = self._publish_bytes(session, topic, data, qos, retain)
+                if packet is not None:
+                    chunks.append(packet)
             else:  # QoS 2 is rare: keep order by writing what came before, then run amqtt's full flow
                 await self._write(handler, chunks)
                 chunks = []
