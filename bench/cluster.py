@@ -39,6 +39,7 @@ class Cluster:
     ws_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     bridges: int = 1
+    workers: tuple[str, ...] = ()  # partitioned bridge workers (these ids) instead of the single bridge
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -74,7 +75,8 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         open_store(self.store_url).close()  # the schema exists before three processes race for it
-        names = ["redis", "broker", "bridge", *([SECOND_BRIDGE] if self.bridges > 1 else []), "api"]
+        bridges = list(self.workers) or ["bridge", *([SECOND_BRIDGE] if self.bridges > 1 else [])]
+        names = ["redis", "broker", *bridges, "api"]
         for name in names:
             self.spawn(name)
             self.wait_up(name, timeout)
@@ -88,12 +90,17 @@ class Cluster:
         else:
             if name == SECOND_BRIDGE:
                 env["CHATMQ_BRIDGE_CLIENT_ID"] = "chatmq-bridge-2"
-            command = [sys.executable, "-m", "chatmq.cli", "bridge" if name == SECOND_BRIDGE else name]
+            if name in self.workers:
+                env["CHATMQ_BRIDGE_WORKER_ID"] = name
+            command = [sys.executable, "-m", "chatmq.cli", "bridge" if self._is_bridge(name) else name]
         log = (self.data_dir / "logs" / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+
+    def _is_bridge(self, name: str) -> bool:
+        return name in ("bridge", SECOND_BRIDGE, *self.workers)
 
     def _redis_command(self) -> list[str]:
         binary = shutil.which("redis-server")
@@ -138,7 +145,7 @@ class Cluster:
     def restart(self, name: str, timeout: float = 30.0) -> None:
         self.spawn(name)
         self.wait_up(name, timeout)
-        if name in ("bridge", SECOND_BRIDGE):
+        if self._is_bridge(name):
             self.wait_bridge_beat(name, timeout)
 
     def wait_bridge_beat(self, name: str, timeout: float = 30.0) -> None:
@@ -180,7 +187,7 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM in reverse start order (api, bridge, broker, redis), then SIGKILL stragglers."""
-        for name in ("api", SECOND_BRIDGE, "bridge", "broker", "redis"):
+        for name in ("api", *reversed(self.workers), SECOND_BRIDGE, "bridge", "broker", "redis"):
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
                 continue

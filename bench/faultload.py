@@ -115,6 +115,15 @@ class Load:
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
+    def burst(self, user: str, conv: str, count: int) -> None:
+        """``count`` sends from one device to one conversation at once: the case where two writers of
+        one conversation would interleave, so it puts the order of its publishes to the test."""
+        for n in range(count):
+            cmid = uuid.uuid4().hex
+            with self.record.lock:
+                self.record.sent[cmid] = (user, conv)
+            self.clients[user].send(conv, f"burst{n}", client_msg_id=cmid).add_done_callback(self._settled(cmid))
+
     def _settled(self, cmid: str):  # type: ignore[no-untyped-def]
         def done(future: Future[Ack]) -> None:
             with self.record.lock:

@@ -10,6 +10,7 @@ reordered, left unacked or undelivered.
     .venv/bin/python -m bench.faults --cycles 20                  # 20 cycles of all four components
     .venv/bin/python -m bench.faults --cycles 3 --components bridge,broker --json
     .venv/bin/python -m bench.faults --cycles 100 --max-seconds 600   # as many cycles as fit
+    .venv/bin/python -m bench.faults --workers 3 --cycles 10          # 3 partitioned bridge workers
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class Options:
     settle_s: float = 90.0  # after the last cycle: time for every ack and delivery to arrive
     seed: int = 1
     bridges: int = 1  # 2: a second bridge process runs (and is killed) alongside the first
+    workers: int = 0  # N: partitioned bridge workers w1..wN instead of the single bridge
+    lease_s: float = 2.0  # the workers' lease TTL (how long a dead worker's partitions wait)
+
+
+def worker_ids(count: int) -> tuple[str, ...]:
+    return tuple(f"w{n}" for n in range(1, count + 1))
 
 
 @dataclass
@@ -62,7 +69,8 @@ class Outcome:
 def run(options: Options, data_dir: Path, log: Any = print) -> Outcome:
     rng = random.Random(options.seed)
     conversations = plan(options.users, options.convs, options.members)
-    cluster = Cluster(data_dir, bridges=options.bridges)
+    cluster = Cluster(data_dir, bridges=options.bridges, workers=worker_ids(options.workers),
+                      extra_env={"CHATMQ_BRIDGE_LEASE_S": str(options.lease_s)} if options.workers else {})
     kills = dict.fromkeys(options.components, 0)
     worst = dict.fromkeys(options.components, 0.0)
     started = time.monotonic()
@@ -116,16 +124,25 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bridges", type=int, choices=(1, 2), default=1,
                         help="2: run a second bridge process (add bridge2 to --components to kill it too)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="run N partitioned bridge workers (w1..wN) instead of the single bridge; "
+                             "default components then: every worker, broker, api, redis")
+    parser.add_argument("--lease", type=float, default=2.0, help="the workers' lease TTL in seconds")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep state and logs here (default: temp)")
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     args = parser.parse_args(argv)
+    workers = worker_ids(args.workers)
+    if workers and args.components == ",".join(COMPONENTS):
+        args.components = ",".join((*workers, "broker", "api", "redis"))
     components = tuple(c.strip() for c in args.components.split(",") if c.strip())
-    unknown = set(components) - {*COMPONENTS, SECOND_BRIDGE}
+    valid = {"broker", "api", "redis", *workers} if workers else {*COMPONENTS, SECOND_BRIDGE}
+    unknown = set(components) - valid
     if unknown:
-        parser.error(f"unknown components: {', '.join(sorted(unknown))} (choose from {', '.join(COMPONENTS)})")
+        parser.error(f"unknown components: {', '.join(sorted(unknown))} (choose from {', '.join(sorted(valid))})")
     options = Options(cycles=args.cycles, components=components, users=args.users, convs=args.convs,
                       members=args.members, rate=args.rate, max_seconds=args.max_seconds,
-                      settle_s=args.settle_seconds, seed=args.seed, bridges=args.bridges)
+                      settle_s=args.settle_seconds, seed=args.seed, bridges=args.bridges,
+                      workers=args.workers, lease_s=args.lease)
     if SECOND_BRIDGE in components and args.bridges < 2:
         parser.error("--components bridge2 needs --bridges 2")
     if args.fast:

@@ -27,6 +27,8 @@ SENDS = Counter("chatmq_bridge_sends", "sends settled by the writer (stored, dup
 PRESENCE = Counter("chatmq_bridge_presence_updates", "device presence updates applied", ["status"])
 QUEUE_DEPTH = Gauge("chatmq_bridge_queue_depth", "inbound items waiting for a worker thread", ["queue"])
 CONNECTED = Gauge("chatmq_bridge_connected", "1 while connected and subscribed to the broker")
+PARTITIONS = Gauge("chatmq_bridge_partitions_owned", "partition leases this worker holds (workers only)")
+HELD = Gauge("chatmq_bridge_held_messages", "sends held for partitions being taken over (workers only)")
 for _status in ("online", "offline"):
     PRESENCE.labels(status=_status)
 
@@ -58,6 +60,10 @@ def instrument(bridge: Bridge) -> None:
         worker = getattr(bridge, f"_{name}")
         QUEUE_DEPTH.labels(queue=name).set_function(lambda worker=worker: worker.depth)
     CONNECTED.set_function(lambda: 1.0 if bridge.connected else 0.0)
+    gate = bridge.partitions
+    if gate is not None:
+        PARTITIONS.set_function(lambda: float(gate.owned))
+        HELD.set_function(lambda: float(gate.held))
 
 
 def start_ops_server(bridge: Bridge, host: str, port: int, store: Any, redis_client: Any) -> OpsServer | None:

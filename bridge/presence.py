@@ -44,8 +44,12 @@ def now_ms() -> int:
 
 
 class PresenceTracker:
-    def __init__(self, presence: Presence, outbox: Outbox, sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(
+        self, presence: Presence, outbox: Outbox, sweep_interval_s: float = SWEEP_INTERVAL_S,
+        owns_user: Callable[[str], bool] | None = None,
+    ) -> None:
         self._presence = presence
+        self._owns_user = owns_user  # partitioned workers sweep only the users they handle
         self._outbox = outbox
         self._sweep_interval = sweep_interval_s
         self._queue: queue.Queue[DeviceEvent] = queue.Queue()
@@ -102,7 +106,7 @@ class PresenceTracker:
             self.on_update(online)
 
     def _sweep(self) -> None:
-        self._announce(self._presence.expire(now_ms()))
+        self._announce(self._presence.expire(now_ms(), accept=self._owns_user))
 
     def _announce(self, changes: Sequence[UserPresence | None]) -> None:
         for change in changes:

@@ -4,6 +4,10 @@ The session is persistent (clean_session=False, fixed client id) so the broker q
 the bridge is down, and acks are manual so the broker only forgets a send once it is stored and
 its ack is on the wire. paho's network thread only parses and routes; store and Redis I/O happen
 on the writer and presence threads.
+
+With a worker id (``chatmq bridge --worker-id ID``) the bridge is one of several workers: it
+handles only the conversations (and presence users) of the partitions whose lease it holds
+(bridge/partitions.py); without one it is the single bridge and handles everything.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +27,7 @@ import redis
 
 from bridge.events import EventPublisher
 from bridge.outbox import Outbox
+from bridge.partitions import PartitionGate
 from bridge.presence import DeviceEvent, PresenceTracker
 from bridge.receipts import InboundReceipt, ReceiptWorker
 from bridge.ticker import Ticker
@@ -29,13 +35,16 @@ from bridge.writer import Inbound, Writer
 from chatcore import redisconn
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER, Settings
+from chatcore.leases import Leases, WorkerRegistry
 from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
 from chatcore.media import MediaStore, open_media_store
 from chatcore.membership import MembershipView
+from chatcore.partitions import check_worker_id
 from chatcore.presence import Presence
 from chatcore.protocol import (
     BRIDGE_SUBSCRIPTIONS,
     PayloadError,
+    Topic,
     TopicKind,
     ack_topic,
     events_topic,
@@ -56,6 +65,9 @@ KEEPALIVE_S = 30
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 MAX_INFLIGHT_OUT = 1000  # our own publishes (msgs, acks) in flight before paho queues locally
+WORKER_CLIENT_ID = "chatmq-bridge-{worker}"
+# Topics handled by one worker per partition: sends and receipts by conversation, presence by user.
+_PARTITIONED = (TopicKind.SEND, TopicKind.RECEIPT, TopicKind.DEVICE_PRESENCE)
 
 
 class Bridge:
@@ -68,6 +80,8 @@ class Bridge:
         client_id: str = CLIENT_ID,
         store_label: str | None = None,
         media: MediaStore | None = None,
+        worker_id: str | None = None,
+        persistent_session: bool = True,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -77,10 +91,12 @@ class Bridge:
         self._connected = threading.Event()
         self._closing = False
 
+        if worker_id is not None:
+            client_id = WORKER_CLIENT_ID.format(worker=worker_id)
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=False,
+            clean_session=not persistent_session,
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
@@ -95,6 +111,7 @@ class Bridge:
         self._client.on_message = self._on_message
 
         self._outbox = Outbox(self._client)
+        self._gate = None if worker_id is None else self._partition_gate(worker_id)
         self._membership = MembershipView(store)
         # Attachments are checked against the uploads (chatcore.media); one we open, we close.
         self._owned_media = None if media is not None else open_media_store(settings)
@@ -102,12 +119,16 @@ class Bridge:
             store, self._membership, self._outbox, fanout_read_threshold=settings.fanout_read_threshold,
             media=media or self._owned_media,
             rate=MessageRate(redis_client, settings.messages_per_s, settings.messages_burst),
+            may_write=None if self._gate is None else self._gate.owns,
         )
         self._receipts = ReceiptWorker(store, self._membership, self._outbox)
         self._events = EventPublisher(store, self._outbox)
         self._presence = PresenceTracker(
-            Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox
+            Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox,
+            owns_user=None if self._gate is None else self._gate.owns,
         )
+        if self._gate is not None:
+            self._gate.workers = [self._writer, self._receipts]  # drained before a partition is handed over
         self._tickers = [
             Ticker("membership refresh", settings.membership_refresh_s, self._membership.refresh),
             Ticker("liveness beat", BRIDGE_ALIVE_INTERVAL_S, self._beat),
@@ -115,9 +136,26 @@ class Bridge:
         ]
         self._alive_value = f"{socket.gethostname()}:{os.getpid()}"
 
+    def _partition_gate(self, worker_id: str) -> PartitionGate:
+        settings = self._settings
+        ttl_ms = int(settings.bridge_lease_s * 1000)
+        return PartitionGate(
+            WorkerRegistry(self._redis, worker_id, settings.bridge_partitions, ttl_ms),
+            Leases(self._redis, worker_id, ttl_ms),
+            settings.bridge_partitions,
+            pending_publishes=self._outbox.pending,
+            ready=self._connected.is_set,
+            interval_s=settings.bridge_lease_s / 5,
+        )
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def partitions(self) -> PartitionGate | None:
+        """The partition gate of a worker (None for the single bridge)."""
+        return self._gate
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected to the broker and subscribed."""
@@ -131,6 +169,8 @@ class Bridge:
         self._presence.start()
         for ticker in self._tickers:
             ticker.start()
+        if self._gate is not None:
+            self._gate.start()
         self._client.connect_async(self._settings.broker_host, self._settings.resolved_broker_port, KEEPALIVE_S)
         self._client.loop_start()
 
@@ -138,6 +178,8 @@ class Bridge:
         """Finish in-flight writes and acks, then disconnect; later sends wait in the broker."""
         if self._closing:
             return
+        if self._gate is not None and not self._gate.leave(timeout):  # hand over, then drain
+            log.warning("bridge worker %s stopped before handing over every partition", self._gate.worker)
         self._closing = True
         self._writer.stop(timeout)
         self._receipts.stop(timeout)
@@ -146,6 +188,8 @@ class Bridge:
             ticker.stop()
         if self._connected.is_set():
             self._outbox.flush(timeout)
+        if self._gate is not None:
+            self._gate.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -176,6 +220,8 @@ class Bridge:
             log.error("broker refused the bridge's subscriptions: %s", refused)
             return
         self._connected.set()  # connected and subscribed: sends reach us from now on
+        if self._gate is not None:
+            self._gate.wake()  # join the workers now: hold our partitions' sends from the start
         log.info(
             "bridge connected to broker %s:%d store=%s redis=%s",
             self._settings.broker_host, self._settings.resolved_broker_port,
@@ -200,6 +246,18 @@ class Bridge:
 
     def _route(self, msg: mqtt.MQTTMessage) -> None:
         topic = parse_topic(msg.topic)
+        if self._gate is not None and topic is not None and topic.kind in _PARTITIONED:
+            presence = topic.kind is TopicKind.DEVICE_PRESENCE
+            self._gate.offer(
+                (topic.user if presence else topic.conv) or "",
+                partial(self._dispatch, topic, msg),
+                partial(self._outbox.ack, msg.mid, msg.qos),
+                holdable=not presence,  # soft state: the device's next heartbeat repeats it
+            )
+        else:
+            self._dispatch(topic, msg)
+
+    def _dispatch(self, topic: Topic | None, msg: mqtt.MQTTMessage) -> None:
         if topic is not None and topic.kind is TopicKind.SEND:
             self._on_send(topic.conv or "", topic.user or "", msg)
         elif topic is not None and topic.kind is TopicKind.RECEIPT:
@@ -240,7 +298,8 @@ class Bridge:
         self._receipts.submit(InboundReceipt(update, msg.mid, msg.qos))
 
     def _publish_events(self) -> None:
-        if self._connected.is_set():
+        # One publisher among the workers (partition 0's owner), so no event goes out twice.
+        if self._connected.is_set() and (self._gate is None or self._gate.owns_partition(0)):
             self._events.publish_pending()
 
     # --- liveness --------------------------------------------------------------------------------
@@ -268,14 +327,33 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+AUTO_WORKER_ID = "auto"
+
+
+def resolve_worker_id(configured: str | None) -> str | None:
+    """``auto`` becomes hostname-pid: a fresh id per process, so its MQTT session is not kept
+    (nothing would ever resume it); a fixed id keeps its persistent session across restarts."""
+    if configured is None or configured == "":
+        return None
+    if configured == AUTO_WORKER_ID:
+        host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()).lstrip("._-")[:40]
+        return check_worker_id(f"{host or 'bridge'}-{os.getpid()}")
+    return check_worker_id(configured)
+
+
 def run(settings: Settings) -> None:
     """Run the bridge until SIGINT or SIGTERM, then stop cleanly."""
     from bridge.metrics import TimedStore, instrument, start_ops_server  # prometheus, only in the service
 
     store = open_store(settings.resolved_store_url)
     redis_client = redisconn.connect(settings.redis_url)
+    worker_id = resolve_worker_id(settings.bridge_worker_id)
     bridge = Bridge(settings, TimedStore(store), redis_client, client_id=settings.bridge_client_id,
-                    store_label=redact(settings.resolved_store_url))
+                    store_label=redact(settings.resolved_store_url), worker_id=worker_id,
+                    persistent_session=settings.bridge_worker_id != AUTO_WORKER_ID)
+    if worker_id is not None:
+        log.info("bridge worker %s: %d partitions, lease %.1fs", worker_id, settings.bridge_partitions,
+                 settings.bridge_lease_s)
     done = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -3,6 +3,9 @@
 paho calls ``on_message`` on its network thread, which must never wait on a database or Redis; the
 message is queued instead. The worker takes whatever has queued up (a lone item at once, a burst as
 one batch, up to ``batch_max``), handles it, and on stop first finishes what is already queued.
+Items are counted in and out, so a partitioned bridge can wait until everything it admitted for a
+partition was settled before handing the partition over (``mark`` / ``settled``): the queue is
+FIFO with one thread, so all items before a mark are settled once that many were handled.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ class BatchWorker(Generic[T]):
     def __init__(self, name: str) -> None:
         self._queue: queue.Queue[T] = queue.Queue()
         self._stopping = threading.Event()
+        self._counts = threading.Lock()
+        self._submitted = 0
+        self._handled = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.after_batch: Callable[[list[T]], None] | None = None  # e.g. metrics, once a batch is settled
 
@@ -29,7 +35,17 @@ class BatchWorker(Generic[T]):
         return self._queue.qsize()
 
     def submit(self, item: T) -> None:
-        self._queue.put(item)
+        with self._counts:
+            self._submitted += 1
+            self._queue.put(item)
+
+    def mark(self) -> int:
+        """How many items were submitted so far; ``settled(mark)`` tells when they all were handled."""
+        with self._counts:
+            return self._submitted
+
+    def settled(self, mark: int) -> bool:
+        return self._handled >= mark
 
     def start(self) -> None:
         self._thread.start()
@@ -47,7 +63,11 @@ class BatchWorker(Generic[T]):
         while True:
             batch = self._take()
             if batch:
-                self._handle(batch)
+                try:
+                    self._handle(batch)
+                finally:
+                    with self._counts:
+                        self._handled += len(batch)
                 if self.after_batch is not None:
                     self.after_batch(batch)
             elif self._stopping.is_set():

@@ -13,6 +13,7 @@ redelivers them to the next bridge session).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.outbox import Outbox
@@ -56,6 +57,7 @@ class _Outcome:
     result: AppendResult | None = None
     rejection: tuple[ErrorCode, str] | None = None
     broadcast_duplicate: bool = False
+    dropped: bool = False  # our partition lease lapsed before the write: not stored, not answered
 
 
 class Writer(BatchWorker[Inbound]):
@@ -71,8 +73,10 @@ class Writer(BatchWorker[Inbound]):
         fanout_read_threshold: int = DEFAULT_FANOUT_READ_THRESHOLD,
         media: MediaStore | None = None,
         rate: MessageRate | None = None,
+        may_write: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__("bridge-writer")
+        self._may_write = may_write  # partitioned workers: still the conversation's lease holder?
         self.batch_max = batch_max
         self._rate = rate  # per-sender send rate (None: unlimited)
         self._store = store
@@ -85,7 +89,8 @@ class Writer(BatchWorker[Inbound]):
 
     # --- the thread ---------------------------------------------------------------------------
     def _handle(self, batch: list[Inbound]) -> None:
-        outcomes = self._over_rate(batch)  # index in batch -> settled outcome
+        outcomes = self._not_ours(batch)  # index in batch -> settled outcome
+        outcomes.update(self._over_rate(batch, outcomes))
         delay = self._retry_min
         attempt = 0
         while True:
@@ -106,12 +111,20 @@ class Writer(BatchWorker[Inbound]):
             log.info("store append recovered after %d retries", attempt)
         self._publish(batch, outcomes)
 
-    def _over_rate(self, batch: list[Inbound]) -> dict[int, _Outcome]:
+    def _not_ours(self, batch: list[Inbound]) -> dict[int, _Outcome]:
+        """Sends of partitions whose lease lapsed since they were admitted (Redis unreachable, or
+        this process stalled): another worker may own them now, so write nothing and answer nothing;
+        the device resends and the owner stores it once."""
+        if self._may_write is None:
+            return {}
+        return {i: _Outcome(dropped=True) for i, item in enumerate(batch) if not self._may_write(item.message.conv)}
+
+    def _over_rate(self, batch: list[Inbound], settled: dict[int, _Outcome]) -> dict[int, _Outcome]:
         """Sends above their sender's rate, refused before anything is stored (counted once per
         send: a broker redelivery was counted the first time)."""
         if self._rate is None:
             return {}
-        fresh = [i for i, item in enumerate(batch) if not item.redelivered]
+        fresh = [i for i, item in enumerate(batch) if not item.redelivered and i not in settled]
         allowed = self._rate.allow([batch[i].message.sender for i in fresh])
         why = (ErrorCode.RATE_LIMITED, "sending too fast; resend later with the same client_msg_id")
         return {i: _Outcome(rejection=why) for i, ok in zip(fresh, allowed, strict=True) if not ok}
@@ -191,6 +204,8 @@ class Writer(BatchWorker[Inbound]):
         for i in settled:
             item, out = batch[i], outcomes[i]
             msg = item.message
+            if out.dropped:
+                continue
             if out.result is not None:
                 stored = out.result.message
                 ack = received_ack(msg.client_msg_id, msg.conv, stored.seq, stored.ts)

@@ -16,6 +16,7 @@ than the device's current one is a late will from a replaced connection and is i
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,13 +127,21 @@ class Presence:
         dev, state = _keys(user)
         return _changed(user, self._offline(keys=[dev, state], args=[device, conn, now_ms]))
 
-    def expire(self, now_ms: int, limit: int = 1000) -> list[UserPresence]:
-        """Take devices whose heartbeat deadline passed offline; return users whose state changed."""
+    def expire(
+        self, now_ms: int, limit: int = 1000, accept: Callable[[str], bool] | None = None
+    ) -> list[UserPresence]:
+        """Take devices whose heartbeat deadline passed offline; return users whose state changed.
+
+        ``accept(user)`` restricts the sweep to some users (a partitioned bridge worker sweeps the
+        users whose presence it handles, so one user's announcements always come from one worker).
+        """
         changes = []
         for key in ALL_DEADLINE_KEYS:
             for member, score in self._redis.zrangebyscore(key, "-inf", now_ms, start=0, num=limit, withscores=True):
                 name = member.decode() if isinstance(member, bytes) else member
                 user, _, device = name.partition("/")
+                if accept is not None and not accept(user):
+                    continue
                 dev, state = _keys(user)
                 change = _changed(user, self._expire(keys=[dev, state], args=[device, now_ms]))
                 self._unindex(keys=[key], args=[name, int(score)])

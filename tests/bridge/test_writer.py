@@ -113,3 +113,24 @@ def test_a_redelivered_duplicate_is_broadcast_again(store: Store) -> None:
     redelivered = Inbound(item(1, "c1", "m1").message, mid=7, qos=1, redelivered=True)
     outbox = run_writer(store, view, [redelivered])
     assert [(t, p.get("seq")) for t, p in outbox.events[:2]] == [("chat/c1/msg", 1), ("user/alice/ack", 1)]
+
+
+def test_sends_of_a_partition_whose_lease_lapsed_are_neither_stored_nor_answered(store: Store) -> None:
+    """A partitioned worker re-checks its lease before writing: another worker may own c2 now."""
+    view = MembershipView(store)
+    view.refresh()
+    outbox = RecordingOutbox()
+    writer = Writer(store, view, outbox, may_write=lambda conv: conv != "c2")  # type: ignore[arg-type]
+    for it in [item(1, "c1", "m1"), item(2, "c2", "lapsed"), item(3, "c1", "m2")]:
+        writer.submit(it)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while sum(1 for e in outbox.events if e[0] == "PUBACK") < 3:
+        assert time.monotonic() < deadline, f"writer did not PUBACK everything: {outbox.events}"
+        time.sleep(0.01)
+    writer.stop()
+    assert [t for t, _ in outbox.events] == ["chat/c1/msg", "chat/c1/msg", "user/alice/ack", "user/alice/ack"] + [
+        "PUBACK"
+    ] * 3
+    assert [p["client_msg_id"] for t, p in outbox.events if t == "user/alice/ack"] == ["m1", "m2"]
+    assert store.history("c2", after=0, limit=10).messages == []
