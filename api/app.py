@@ -17,6 +17,7 @@ from api import auth, emqx, health, manage, media, metrics, presence, requestlog
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
+from api.jsonprovider import OrjsonProvider
 from chatcore.config import Settings
 from chatcore.media import MediaStore
 from chatcore.store import Store
@@ -43,7 +44,7 @@ def create_app(
         doc_ui=False,
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)  # orjson-encoded responses, in insertion order
     app.extensions[EXTENSION] = ApiContext(settings, store, redis_client)
 
     for bp in (auth.bp, manage.bp, presence.bp, health.bp):  # manage.bp: conversations + management

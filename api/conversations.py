@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.bearer import SECURITY, current_user, require_user
 from api.context import get_context
 from api.errors import ApiError, error_responses
+from api.querymodel import QueryModel
 from chatcore.ids import is_valid_id
 from chatcore.protocol import fanout_mode
 from chatcore.store import Conversation, Marker, Store
@@ -120,7 +121,7 @@ def member_conversation(conv: str) -> Conversation:
     return conversation
 
 
-class HistoryQuery(BaseModel):
+class HistoryQuery(QueryModel):
     # Unknown parameters are refused: a misspelt ``befor=`` must not silently return the newest page.
     model_config = ConfigDict(extra="forbid")
 
