@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -34,7 +35,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class Target:
     idle: Login = field(default_factory=Login)
     idle_filter: str = "chat/c{}/msg"  # an anonymous chatmq client may not use the chat namespace
     stop: Callable[[], None] = lambda: None
+    pid: int | None = None  # the broker process, whose CPU time per relayed message is reported
 
 
 @dataclass
@@ -84,6 +86,14 @@ class Result:
     rate: float
     p50_ms: float
     p99_ms: float
+    broker_cpu_us: float | None = None  # broker CPU time (user+system) per message received
+
+
+def broker_cpu_s(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def progress(line: str) -> None:
@@ -275,12 +285,12 @@ def idle_client(target: Target, filters: int) -> Iterator[None]:
 # ---- brokers ---------------------------------------------------------------------------------
 
 
-def _popen(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def popen(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as sink:
         return subprocess.Popen(args, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
 
-def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+def stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
     def stop() -> None:
         if proc.poll() is None:
             proc.terminate()
@@ -293,9 +303,9 @@ def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
     return stop
 
 
-def _started(name: str, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def wait_started(name: str, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     if not wait_for_port("127.0.0.1", port, 30) or proc.poll() is not None:
-        _stopper(proc)()
+        stopper(proc)()
         raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-2000:]}")
 
 
@@ -303,11 +313,12 @@ def start_mosquitto(work: Path) -> Target:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     conf = work / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n")
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n"
+                    "set_tcp_nodelay true\n")  # as asyncio (chatmq) does: no Nagle delay on small packets
     log = work / "mosquitto.log"
-    proc = _popen([binary, "-c", str(conf)], log)
-    _started("mosquitto", proc, port, log)
-    return Target("mosquitto", port, "bench/relay", stop=_stopper(proc))
+    proc = popen([binary, "-c", str(conf)], log)
+    wait_started("mosquitto", proc, port, log)
+    return Target("mosquitto", port, "bench/relay", stop=stopper(proc), pid=proc.pid)
 
 
 _AMQTT_MAIN = textwrap.dedent(
@@ -332,9 +343,9 @@ _AMQTT_MAIN = textwrap.dedent(
 def start_amqtt(work: Path) -> Target:
     port = free_port()
     log = work / "amqtt.log"
-    proc = _popen([sys.executable, "-c", _AMQTT_MAIN, str(port)], log)
-    _started("amqtt", proc, port, log)
-    return Target("amqtt", port, "bench/relay", stop=_stopper(proc))
+    proc = popen([sys.executable, "-c", _AMQTT_MAIN, str(port)], log)
+    wait_started("amqtt", proc, port, log)
+    return Target("amqtt", port, "bench/relay", stop=stopper(proc), pid=proc.pid)
 
 
 def prepare_store(work: Path) -> str:
@@ -367,14 +378,14 @@ def start_chatmq(work: Path, redis_url: str, store_url: str, *, anonymous: bool)
         CHATMQ_ALLOW_ANONYMOUS="true" if anonymous else "false",
     )
     log = work / f"{name}.log"
-    proc = _popen([sys.executable, "-m", "broker"], log, env)
-    _started(name, proc, port, log)
+    proc = popen([sys.executable, "-m", "broker"], log, env)
+    wait_started(name, proc, port, log)
     if anonymous:
-        return Target(name, port, "bench/relay", idle_filter="bench/c{}/msg", stop=_stopper(proc))
+        return Target(name, port, "bench/relay", idle_filter="bench/c{}/msg", stop=stopper(proc), pid=proc.pid)
     service = Login(SERVICE_USER, issue_token(SECRET, SERVICE_USER, 24 * 3600, service=True).token)
     return Target(
         name, port, "chat/bench/msg", publisher=service, subscriber=Login(DEVICE, DEVICE_PASSWORD),
-        idle=service, stop=_stopper(proc),
+        idle=service, stop=stopper(proc), pid=proc.pid,
     )  # fmt: skip
 
 
@@ -388,11 +399,13 @@ def run_broker(target: Target, args: argparse.Namespace) -> list[Result]:
 
     def one(scenario: str, qos: int) -> None:
         progress(f"{target.name}: {scenario} ...")
+        cpu_before = broker_cpu_s(target.pid)
         sent, received, rate, p50, p99 = measure(target, qos, args)
-        results.append(Result(target.name, scenario, sent, received, rate, p50, p99))
+        cpu_us = 1e6 * (broker_cpu_s(target.pid) - cpu_before) / max(received, 1) if target.pid else None
+        results.append(Result(target.name, scenario, sent, received, rate, p50, p99, cpu_us))
         progress(
             f"{target.name}: {scenario}: {rate:,.0f} msg/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms"
-            f"  ({received:,}/{sent:,} received)"
+            f"  ({received:,}/{sent:,} received)" + (f"  broker CPU {cpu_us:.0f} us/msg" if cpu_us else "")
         )
 
     for qos in (0, 1):
@@ -407,8 +420,8 @@ def table(results: list[Result]) -> str:
     mosquitto = {r.scenario: r.rate for r in results if r.broker == "mosquitto"}
     base = {(r.broker, r.scenario.split(",")[0]): r.rate for r in results if "idle" not in r.scenario}
     lines = [
-        "| broker | scenario | msg/s | p50 ms | p99 ms | received/sent | vs mosquitto | vs 1 filter |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| broker | scenario | msg/s | p50 ms | p99 ms | received/sent | vs mosquitto | vs 1 filter | CPU µs/msg |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         vs_mosq = f"{r.rate / mosquitto[r.scenario]:.0%}" if mosquitto.get(r.scenario) else ""
@@ -416,7 +429,8 @@ def table(results: list[Result]) -> str:
         vs_one = f"{r.rate / one:.0%}" if "idle" in r.scenario and one else ""
         lines.append(
             f"| {r.broker} | {r.scenario} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {r.received:,}/{r.sent:,} | {vs_mosq} | {vs_one} |"
+            f"| {r.received:,}/{r.sent:,} | {vs_mosq} | {vs_one} "
+            f"| {'' if r.broker_cpu_us is None else f'{r.broker_cpu_us:.0f}'} |"
         )
     return "\n".join(lines)
 
@@ -430,6 +444,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=100, help="most messages in transit at once")
     parser.add_argument("--filters", type=int, default=10_000, help="filters held by the idle client")
     parser.add_argument("--drain", type=float, default=5.0, help="wait this long for stragglers")
+    parser.add_argument("--json", type=Path, help="also write the results here (for bench/run.py)")
     args = parser.parse_args(argv)
     args.messages = args.messages or (5_000 if args.quick else 30_000)
     args.seconds = args.seconds or (4.0 if args.quick else 12.0)
@@ -475,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
                 redis.stop()
     print()
     print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
 
 
 if __name__ == "__main__":
