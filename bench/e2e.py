@@ -430,6 +430,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         progress("matplotlib is not installed (pip install -e '.[bench]'): no plot")
         return
@@ -444,6 +445,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot(xs, [p[1] for p in points], marker=".", linestyle="--", color=line.get_color(), label=f"{name} p50")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    offered = sorted({r["offered"] for r in rows if r["offered"]})
+    ax.set_xticks(offered, [f"{x:,.0f}" for x in offered])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("offered load (messages/s)")
     ax.set_ylabel("send -> deliver latency (ms)")
     ax.set_title("chatmq end to end vs baselines (2 cores, same run)")
