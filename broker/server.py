@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from broker import lean
 from broker.config import build_config
 from broker.core import BrokerLimits
 from broker.health import start_ops_server
@@ -23,6 +24,7 @@ from broker.sessions import SessionStore
 from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
+from chatcore.credcache import VerifiedPasswords
 from chatcore.membership import MembershipView
 from chatcore.ratelimit import ConnectionRate, LoginThrottle
 from chatcore.revocation import TokenRevocations
@@ -39,7 +41,12 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings], "Broker"]
 
 
+def verified_passwords(settings: Settings) -> VerifiedPasswords | None:
+    return VerifiedPasswords(settings.password_cache_s) if settings.password_cache_s > 0 else None
+
+
 def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
+    lean.install()  # ~30 KiB less per connection than stock amqtt sessions (broker/lean.py)
     limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
     return OpsBroker(config, loop=loop, limits=limits, sessions=sessions)
@@ -61,7 +68,7 @@ async def serve(
         await asyncio.to_thread(view.refresh)  # access checks must not start from an empty view
         revocations = TokenRevocations(redisconn.connect(settings.redis_url), settings.token_ttl_s)
         services = BrokerServices(
-            Authenticator(store, secret, revocations), view, MembershipRefresher(view),
+            Authenticator(store, secret, revocations, verified_passwords(settings)), view, MembershipRefresher(view),
             allow_anonymous=settings.allow_anonymous,
             throttle=LoginThrottle(redisconn.connect(settings.redis_url), settings.login_failures_per_user,
                                    settings.login_failures_per_address, settings.login_window_s),

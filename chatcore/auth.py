@@ -21,6 +21,7 @@ from chatcore.config import ADMIN_USER, SERVICE_USER
 from chatcore.store.base import Store
 
 if TYPE_CHECKING:
+    from chatcore.credcache import VerifiedPasswords
     from chatcore.revocation import TokenRevocations
 
 _hasher = PasswordHasher()
@@ -87,12 +88,18 @@ class Authenticator:
 
     With ``revocations`` a token is also checked against the revocation marks in Redis
     (chatcore.revocation); an error reaching Redis refuses the token rather than ignore a revoke.
+    With ``verified`` a password that matched the user's current hash moments ago is accepted
+    without another argon2 check (chatcore.credcache says why that is safe).
     """
 
-    def __init__(self, store: Store, secret: str, revocations: TokenRevocations | None = None) -> None:
+    def __init__(
+        self, store: Store, secret: str, revocations: TokenRevocations | None = None,
+        verified: VerifiedPasswords | None = None,
+    ) -> None:  # fmt: skip
         self._store = store
         self._secret = secret
         self._revocations = revocations
+        self._verified = verified
 
     def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         if not username or not password:
@@ -114,9 +121,19 @@ class Authenticator:
         if username in (SERVICE_USER, ADMIN_USER):
             return None
         user = self._store.get_user(username)
-        if user is None or user.disabled or not verify_password(user.password_hash, password):
+        if user is None or user.disabled or not self._password_matches(user.id, user.password_hash, password):
             return None
         return Identity(user=username)
+
+    def _password_matches(self, user: str, password_hash: str, password: str) -> bool:
+        verified = self._verified
+        if verified is not None and verified.matches(user, password_hash, password):
+            return True
+        if not verify_password(password_hash, password):
+            return False
+        if verified is not None:
+            verified.remember(user, password_hash, password)
+        return True
 
     def _user_active(self, username: str) -> bool:
         user = self._store.get_user(username)

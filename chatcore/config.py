@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     login_failures_per_address: int = Field(default=100, ge=0, description="failed logins per address per window")
     login_window_s: int = Field(default=60, ge=1)
     connections_per_address: int = Field(default=0, ge=0, description="CONNECTs per address per window; 0 = off")
+    # A password that matched is remembered this long (chatcore.credcache): reconnects skip argon2.
+    password_cache_s: float = Field(default=300.0, ge=0, description="verified-password cache TTL; 0 = off")
     messages_per_s: float = Field(default=20.0, ge=0, description="steady send rate per user; 0 = off")
     messages_burst: int = Field(default=300, ge=1, description="sends a user may make at once above the rate")
     # TLS listeners (0 = off): MQTT over TLS and WebSocket over TLS, beside the plain ones.

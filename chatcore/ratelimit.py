@@ -55,7 +55,11 @@ class LoginThrottle:
         if not keys:
             return False
         try:
-            counts = [self._redis.get(key) for key, _ in keys]
+            # one round trip (every login asks this); not MGET: the keys' hash tags differ (Cluster)
+            pipe = self._redis.pipeline(transaction=False)
+            for key, _ in keys:
+                pipe.get(key)
+            counts = pipe.execute()
         except redis.RedisError as exc:
             log.warning("login throttle unavailable (failing open): %s", exc)
             return False
@@ -80,6 +84,11 @@ class ConnectionRate:
         self._redis = client
         self._limit = per_address
         self._window = window_s
+
+    @property
+    def enabled(self) -> bool:
+        """False when off: callers then skip the (thread) hop to ``allow`` altogether."""
+        return bool(self._limit)
 
     def allow(self, address: str | None) -> bool:
         if not self._limit or not address:

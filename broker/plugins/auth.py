@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from amqtt.contexts import BaseContext
@@ -17,11 +19,20 @@ from amqtt.session import Session
 
 from broker.services import ANONYMOUS_KEY, IDENTITY_KEY, BrokerServices
 from chatcore.access import Identity, in_namespace
+from chatcore.auth import looks_like_token
 from chatcore.protocol import TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
 
 RATE_LIMITED = object()  # too many failed logins for this user or address: refused without a check
+# argon2 verifies on its own small pool: it costs ~0.1 s of CPU per password (argon2-cffi releases
+# the GIL), so more threads than cores buy nothing, and on the shared default executor a burst of
+# password logins would queue every token login and store call behind minutes of hashing.
+PASSWORD_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# Token logins and the connection-rate check wait on Redis and the store, not the CPU: their own
+# wider pool, so a reconnect storm is not capped by the default executor's min(32, cores + 4)
+# threads (6 here) that the rest of the broker shares.
+LOGIN_WORKERS = 16
 
 
 def will_allowed(identity: Identity, will_topic: str | None) -> bool:
@@ -39,6 +50,12 @@ class ChatAuthPlugin(BaseAuthPlugin):
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         self.services: BrokerServices = self.config.services
+        self._password_pool = ThreadPoolExecutor(PASSWORD_WORKERS, thread_name_prefix="chatmq-argon2")
+        self._login_pool = ThreadPoolExecutor(LOGIN_WORKERS, thread_name_prefix="chatmq-login")
+
+    async def close(self) -> None:
+        self._password_pool.shutdown(wait=False, cancel_futures=True)
+        self._login_pool.shutdown(wait=False, cancel_futures=True)
 
     def _check(self, username: str | None, password: str | None, address: str | None) -> Identity | object | None:
         """Blocking: the failed-login throttle, then the credentials; a failure is counted."""
@@ -57,7 +74,12 @@ class ChatAuthPlugin(BaseAuthPlugin):
         session.attributes.pop(ANONYMOUS_KEY, None)
         where = f"client_id={session.client_id!r} user={session.username!r} from {session.remote_address}"
         connections = self.services.connections
-        if connections is not None and not await asyncio.to_thread(connections.allow, session.remote_address):
+        loop = asyncio.get_running_loop()
+        if (
+            connections is not None
+            and connections.enabled
+            and not await loop.run_in_executor(self._login_pool, connections.allow, session.remote_address)
+        ):
             log.warning("refused connection (too many from this address; rate limited): %s", where)
             return False
         anonymous_ok = self.services.allow_anonymous
@@ -67,9 +89,13 @@ class ChatAuthPlugin(BaseAuthPlugin):
                 return False
             session.attributes[ANONYMOUS_KEY] = True
             return True
+        # Blocking (store, Redis, argon2): off the event loop. Tokens are microseconds of HMAC plus
+        # a Redis read, so they never wait behind passwords on the argon2 pool.
+        pool = self._login_pool if looks_like_token(session.password or "") else self._password_pool
         try:
-            # argon2 costs ~0.1 s of CPU by design: keep it off the event loop.
-            identity = await asyncio.to_thread(self._check, session.username, session.password, session.remote_address)
+            identity = await loop.run_in_executor(
+                pool, self._check, session.username, session.password, session.remote_address
+            )
         except Exception:
             log.exception("refused login (authentication error): %s", where)
             return False
