@@ -402,7 +402,8 @@ def run_target(name: str, work: Path, redis_url: str, convs: list[Conversation],
                 continue
             row = measure(target, convs, [(f"{rate:g}/s", rate, args.seconds)], args)[0]
             rows.append(row)
-            if row["incomplete"] > 0.01 * row["sent"] or row["rate"] < 0.9 * rate:
+            # behind: messages left over, or completed only in the drain after the phase (queueing)
+            if row["incomplete"] > 0.01 * row["sent"] or row["rate"] < 0.9 * rate or row["deliver_p50"] > 1000:
                 progress(f"{name}: saturated at {rate:,.0f} msg/s")
                 break
         return rows

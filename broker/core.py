@@ -258,9 +258,11 @@ class ChatBroker(RoutingMixin, Broker):
     async def _route_publish(
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
     ) -> None:
-        await self.plugins_manager.fire_event(
-            BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id, message=app_message
-        )
+        plugins = self.plugins_manager
+        listened = plugins._event_plugin_callbacks  # fire_event is a coroutine call even when nobody listens
+        if BrokerEvents.MESSAGE_RECEIVED in listened:
+            await plugins.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id,
+                                     message=app_message)
         topic = app_message.topic
         if not topic or "#" in topic or "+" in topic:
             log.warning("client_id=%r published to invalid topic %r: closing", client_session.client_id, topic)
@@ -272,9 +274,9 @@ class ChatBroker(RoutingMixin, Broker):
         if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
             log.info("client_id=%r may not publish to %r: dropped", client_session.client_id, topic)
             return
-        await self.plugins_manager.fire_event(
-            BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=app_message
-        )
+        if BrokerEvents.MESSAGE_BROADCAST in listened:
+            await plugins.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id,
+                                     message=app_message)
         await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
         if app_message.retain:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)

@@ -77,7 +77,6 @@ class OpsBroker(ChatBroker):
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
     ) -> None:
         self.totals.received += 1
-        metrics.RECEIVED.inc()
         topic = app_message.topic or ""
         if topic == REQUEST_TOPIC and self.control_handler is not None:
             await self.control_handler(client_session, app_message)
@@ -103,8 +102,6 @@ class OpsBroker(ChatBroker):
     async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> None:
         if session.transitions.state == "connected":
             self.totals.delivered += 1
-            metrics.DELIVERED.inc()
         elif qos and not session.clean_session:
             self.totals.queued += 1
-            metrics.QUEUED.inc()
         await super()._deliver(session, broadcast, qos)

@@ -217,12 +217,15 @@ class RoutingMixin:
     """
 
     _outbox_limit: int = 100_000
+    _topic_plugins_cache: tuple[Any, ...] | None = None
+    _unsent_scheduled: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._routing_index = SubscriptionIndex()
         self._subscriptions = SubscriptionsView(self._routing_index)  # type: ignore[assignment]
         self._outboxes: dict[str, _Outbox] = {}
+        self._unsent: dict[BrokerProtocolHandler, bytearray] = {}  # direct deliveries of this loop turn
         self._outbox_sweep: asyncio.TimerHandle | None = None
 
     # ---- subscriptions -------------------------------------------------------------------
@@ -312,10 +315,12 @@ class RoutingMixin:
     async def _ask_topic_plugins(self, session: Session, topic: str, action: Action) -> bool:
         """amqtt's rule: every topic plugin must say True (None denies). Called directly: stock
         ``map_plugin_topic`` spawned one task per plugin per message."""
-        plugins = self.plugins_manager  # type: ignore[attr-defined]
-        if not plugins.is_topic_filtering_enabled():
-            return True
-        for plugin in plugins._topic_plugins:
+        topic_plugins = self._topic_plugins_cache
+        if topic_plugins is None:  # the plugins are loaded once; amqtt re-reads its config per call
+            plugins = self.plugins_manager  # type: ignore[attr-defined]
+            topic_plugins = tuple(plugins._topic_plugins) if plugins.is_topic_filtering_enabled() else ()
+            self._topic_plugins_cache = topic_plugins
+        for plugin in topic_plugins:
             try:
                 allowed = await plugin.topic_filtering(session=session, topic=topic, action=action)
             except Exception:
@@ -390,9 +395,10 @@ class RoutingMixin:
         self, handler: BrokerProtocolHandler, session: Session, topic: str, data: bytes | bytearray, qos: int,
         retain: bool,
     ) -> bool:  # fmt: skip
-        """The common case, an idle TCP connection: write the PUBLISH at once instead of waking the
-        connection's writer task (a task switch per delivery). Order is kept: nothing is queued and
-        no batch is in hand, and every other writer writes a packet with one call."""
+        """The common case, an idle TCP connection: the PUBLISH goes out at the end of this loop turn
+        (``_write_unsent``) instead of waking the connection's writer task (a task switch per
+        delivery). Order is kept: nothing is queued and no batch is in hand, the writer task writes
+        what is unsent first, and every other writer writes a packet with one call."""
         writer = handler.writer
         if not isinstance(writer, StreamWriterAdapter) or session.transitions.state != "connected":
             return False
@@ -400,9 +406,33 @@ class RoutingMixin:
         if transport.is_closing() or transport.get_write_buffer_size() > _DIRECT_WRITE_MAX:
             return False  # the writer task drains a slow reader
         packet = self._publish_bytes(session, topic, data, qos, retain)
-        if packet is not None:
-            transport.write(packet)
+        if packet is None:
+            return True
+        unsent = self._unsent.get(handler)
+        if unsent is not None:
+            unsent += packet
+            return True
+        self._unsent[handler] = bytearray(packet)
+        if not self._unsent_scheduled:
+            self._unsent_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_unsent)
         return True
+
+    def _write_unsent(self) -> None:
+        """End of the loop turn: one write per connection for every delivery routed to it in this turn
+        (the reader routes every packet already buffered before it yields, so a burst becomes one send)."""
+        self._unsent_scheduled = False
+        unsent, self._unsent = self._unsent, {}
+        for handler, data in unsent.items():
+            self._write_unsent_of(handler, data)
+
+    def _write_unsent_of(self, handler: BrokerProtocolHandler, data: bytearray | None = None) -> None:
+        if data is None:
+            data = self._unsent.pop(handler, None)
+        writer = handler.writer
+        if data and isinstance(writer, StreamWriterAdapter) and not writer._writer.transport.is_closing():
+            writer._writer.transport.write(data)
+        # a connection that went away keeps its QoS 1 deliveries in inflight_out: resent on reconnect
 
     @staticmethod
     def _publish_bytes(session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> bytes | None:
@@ -472,6 +502,7 @@ class RoutingMixin:
         self, box: _Outbox, session: Session, batch: deque[tuple[str, bytes | bytearray, int, bool]]
     ) -> None:
         handler = box.handler
+        self._write_unsent_of(handler)  # deliveries written directly earlier in this turn go first
         chunks: list[bytes] = []
         for topic, data, qos, retain in batch:
             if qos in (QOS_0, QOS_1):
