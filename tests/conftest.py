@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from chatmq.localredis import LocalRedis
+from tests.rediscluster import LocalRedisCluster
 from tests.stack import Stack
 
 
@@ -66,3 +67,11 @@ def unique() -> Callable[[str], str]:
     """Names that never collide between tests, even across modules sharing one Redis."""
     n = next(_names)
     return lambda prefix: f"{prefix}{n}"
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A real 3-master Redis Cluster on loopback, one per test module that asks for it."""
+    running = LocalRedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
+    yield running
+    running.stop()

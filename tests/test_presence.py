@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from chatcore.presence import Presence
 from chatcore.redisconn import connect
 from chatmq.localredis import LocalRedis
-from tests.rediscluster import LocalRedisCluster
 
 TTL = 1000
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
-    running = LocalRedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -28,7 +19,7 @@ def presence(request: pytest.FixtureRequest, redis_server: LocalRedis) -> Iterat
         client = connect(redis_server.url)
         client.flushall()
     else:
-        client = connect(request.getfixturevalue("cluster").url)
+        client = connect(request.getfixturevalue("redis_cluster").url)
         client.flushall(target_nodes="primaries")
     yield Presence(client, TTL)
     client.close()

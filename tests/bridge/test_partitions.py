@@ -7,7 +7,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -27,7 +26,6 @@ from chatcore.partitions import assignment, check_worker_id, owner_of, partition
 from chatcore.redisconn import connect
 from chatmq.cli import cli
 from chatmq.localredis import LocalRedis
-from tests.rediscluster import LocalRedisCluster
 
 P = 64
 
@@ -69,20 +67,13 @@ def test_worker_ids_are_checked() -> None:
 
 
 # --- leases and registry on Redis and Redis Cluster ------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
-    running = LocalRedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
-    yield running
-    running.stop()
-
-
 @pytest.fixture(params=["single", "cluster"])
 def client(request: pytest.FixtureRequest, redis_server: LocalRedis) -> Iterator[redis.Redis]:
     if request.param == "single":
         conn = connect(redis_server.url)
         conn.flushall()
     else:
-        conn = connect(request.getfixturevalue("cluster").url)
+        conn = connect(request.getfixturevalue("redis_cluster").url)
         conn.flushall(target_nodes="primaries")
     yield conn
     conn.close()
