@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_FAILURE = 0x80
 # How often writers of closed connections are woken so they can end (one timer, not one per writer).
 _OUTBOX_SWEEP_S = 10.0
+_UNSENT_FLUSH_BYTES = 8 * 1024
 _DIRECT_WRITE_MAX = 64 * 1024  # above this many unsent bytes a connection's deliveries queue for its writer
 _STOP = object()  # the broadcast loop's shutdown sentinel
 
@@ -411,6 +412,9 @@ class RoutingMixin:
         unsent = self._unsent.get(handler)
         if unsent is not None:
             unsent += packet
+            if len(unsent) >= _UNSENT_FLUSH_BYTES:  # a long burst: let the subscriber start on it now
+                del self._unsent[handler]
+                transport.write(unsent)
             return True
         self._unsent[handler] = bytearray(packet)
         if not self._unsent_scheduled:
