@@ -26,7 +26,7 @@ changed size during iteration". Here:
   An unacknowledged QoS 1 delivery stays in ``inflight_out`` when the connection drops (stock
   dropped it after 5 s), so amqtt's ``_retry_deliveries`` resends it with DUP on reconnect.
 - Offline persistent sessions (clean_session=0, not anonymous) get QoS>0 messages queued in
-  ``session.retained_messages`` as stock ``_run_broadcast`` did.
+  ``session.retained_messages`` as stock amqtt did.
 
 Hooks for subclasses (the broker core composes this mixin before ``Broker``):
 
@@ -71,7 +71,6 @@ SUBSCRIBE_FAILURE = 0x80
 _OUTBOX_SWEEP_S = 10.0
 _UNSENT_FLUSH_BYTES = 8 * 1024
 _DIRECT_WRITE_MAX = 64 * 1024  # above this many unsent bytes a connection's deliveries queue for its writer
-_STOP = object()  # the broadcast loop's shutdown sentinel
 
 Subscribers = dict[str, tuple[Session, int]]  # client_id -> (session, granted qos)
 # Marks a QoS 1 delivery as written once (see _flush); amqtt only tests it for None.
@@ -252,19 +251,9 @@ class RoutingMixin:
     # ---- routing -------------------------------------------------------------------------
 
     async def _broadcast_loop(self) -> None:
-        """One long-lived loop: no task per message (stock wrapped each one in a task)."""
-        queue: asyncio.Queue[Any] = self._broadcast_queue  # type: ignore[attr-defined]
-        waiter: asyncio.Future[Any] = self._broadcast_shutdown_waiter  # type: ignore[attr-defined]
-        # Messages queued before shutdown are routed first (FIFO), then the sentinel ends the loop.
-        waiter.add_done_callback(lambda _: queue.put_nowait(_STOP))
-        while True:
-            broadcast = await queue.get()
-            if broadcast is _STOP:
-                return
-            try:
-                await self._route(broadcast)
-            except Exception:
-                log.exception("routing failed for topic %r", broadcast.get("topic"))
+        """amqtt starts this task and awaits it at shutdown. Nothing is queued for it any more
+        (``_broadcast_message`` routes in the caller's task), so it only waits for shutdown."""
+        await self._broadcast_shutdown_waiter  # type: ignore[attr-defined]
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
@@ -280,12 +269,6 @@ class RoutingMixin:
             await self._route(broadcast)
         except Exception:
             log.exception("routing failed for topic %r", topic)
-
-    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]] | None = None) -> None:
-        """Stock signature, kept for callers: route the next queued broadcast."""
-        broadcast = await self._broadcast_queue.get()  # type: ignore[attr-defined]
-        if broadcast is not _STOP:
-            await self._route(broadcast)
 
     async def _route(self, broadcast: dict[str, Any]) -> None:
         topic = broadcast["topic"]
