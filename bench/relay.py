@@ -6,6 +6,15 @@ an idle client holds 10,000 distinct conversation filters (``chat/c{i}/msg``). T
 at most ``--window`` messages in transit (sent but not yet received by the subscriber), so the
 rate is the broker's relay capacity and the latency is relay latency, not a growing backlog.
 
+The clients turn Nagle off (TCP_NODELAY), as chatmq's own bridge and client library do: paho leaves
+it on, and then at QoS 0, where the broker sends nothing back to the publisher, a small write waits
+for the broker's delayed ACK (40 ms on Linux): p99 about 43 ms for every broker, and rates that
+swing by a factor of two from run to run. ``--nagle`` measures paho's default anyway.
+
+Every broker is measured ``--rounds`` times, interleaved (round 1: each broker, round 2: each
+broker, ...), so a slow minute of the machine hits all of them. Ratios are taken within a round
+and the table shows their median and range.
+
 Brokers:
   mosquitto    a private /usr/sbin/mosquitto on a free port, anonymous, no persistence
   amqtt        stock amqtt 0.12.1, anonymous-auth plugin only (amqtt's event/packet/$SYS plugins
@@ -15,7 +24,7 @@ Brokers:
                member device, the idle client the service identity
   chatmq-anon  ``python -m broker`` with --allow-anonymous, on ``bench/relay`` like the others
 
-    .venv/bin/python -m bench.relay            # about 4 minutes
+    .venv/bin/python -m bench.relay            # about 4 minutes (3 rounds)
     .venv/bin/python -m bench.relay --quick    # about 1 minute
 """
 
@@ -28,6 +37,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -45,7 +55,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from chatcore.auth import hash_password, issue_token
 from chatcore.config import SERVICE_USER
-from chatcore.netutil import free_port, wait_for_port
+from chatcore.netutil import disable_nagle, free_port, wait_for_port
 from chatcore.store import open_store
 from chatmq.localredis import LocalRedis
 
@@ -87,6 +97,19 @@ class Result:
     p50_ms: float
     p99_ms: float
     broker_cpu_us: float | None = None  # broker CPU time (user+system) per message received
+    round: int = 1
+
+
+@dataclass
+class Summary:
+    """One broker and scenario over every round: the median rate and the per-round ratios."""
+
+    broker: str
+    scenario: str
+    rates: list[float]
+    median: Result  # the round with the median rate (its latency, counts and CPU are shown)
+    vs_mosquitto: list[float]  # rate / Mosquitto's rate in the same round and scenario
+    vs_one_filter: list[float]  # with idle filters: rate / this broker's 1-filter rate in the same round
 
 
 def broker_cpu_s(pid: int | None) -> float:
@@ -112,7 +135,9 @@ def _client(client_id: str, login: Login) -> paho.Client:
     return client
 
 
-def _connect(client: paho.Client, port: int) -> None:
+def _connect(client: paho.Client, port: int, nagle: bool) -> None:
+    if not nagle:  # as chatmq's bridge and client library do (chatcore.netutil.disable_nagle)
+        client.on_socket_open = lambda _client, _userdata, sock: disable_nagle(sock)
     client.connect("127.0.0.1", port, keepalive=120)
     client.loop_start()
     deadline = time.monotonic() + 15
@@ -124,7 +149,7 @@ def _connect(client: paho.Client, port: int) -> None:
 
 def subscriber_main(
     port: int, login: Login, topic: str, qos: int, ready: Any, received: Synchronized, sent: Synchronized,
-    warmup: int, stop_after: float, out: Any,
+    warmup: int, stop_after: float, out: Any, nagle: bool,
 ) -> None:  # fmt: skip
     """Count and time every delivery; report the rate after ``warmup`` messages and the latencies."""
     latencies: list[int] = []
@@ -147,7 +172,7 @@ def subscriber_main(
     client.on_message = on_message
     acks: list[int] = []
     client.on_subscribe = lambda c, u, mid, codes, p: acks.extend(code.value for code in codes)
-    _connect(client, port)
+    _connect(client, port, nagle)
     client.subscribe(topic, qos)
     deadline = time.monotonic() + 10
     while not acks:
@@ -179,11 +204,11 @@ def subscriber_main(
 
 def publisher_main(
     port: int, login: Login, topic: str, qos: int, start: Any, received: Synchronized, sent: Synchronized,
-    messages: int, seconds: float, window: int,
+    messages: int, seconds: float, window: int, nagle: bool,
 ) -> None:  # fmt: skip
     """Publish until ``messages`` or ``seconds``, never more than ``window`` ahead of the subscriber."""
     client = _client(f"bench-pub-{os.getpid()}", login)
-    _connect(client, port)
+    _connect(client, port, nagle)
     start.wait(30)
     padding = b"x" * (PAYLOAD_BYTES - _HEADER.size)
     deadline = time.monotonic() + seconds
@@ -205,7 +230,7 @@ def idle_main(port: int, login: Login, pattern: str, filters: int, ready: Any, s
     client = _client(f"bench-idle-{os.getpid()}", login)
     acked: list[int] = []
     client.on_subscribe = lambda c, u, mid, codes, p: acked.extend(code.value for code in codes)
-    _connect(client, port)
+    _connect(client, port, nagle=False)
     chunk = 200
     for first in range(0, filters, chunk):
         client.subscribe([(pattern.format(i), 0) for i in range(first, min(filters, first + chunk))])
@@ -240,13 +265,14 @@ def measure(target: Target, qos: int, args: argparse.Namespace) -> tuple[int, in
     warmup = args.warmup
     sub = ctx.Process(
         target=subscriber_main,
-        args=(target.port, target.subscriber, target.topic, qos, ready, received, sent, warmup, args.drain, out),
+        args=(target.port, target.subscriber, target.topic, qos, ready, received, sent, warmup, args.drain, out,
+              args.nagle),
     )
     sub.start()
     pub = ctx.Process(
         target=publisher_main,
         args=(target.port, target.publisher, target.topic, qos, ready, received, sent,
-              args.messages + warmup, args.seconds, args.window),
+              args.messages + warmup, args.seconds, args.window, args.nagle),
     )  # fmt: skip
     pub.start()
     try:
@@ -363,8 +389,7 @@ def prepare_store(work: Path) -> str:
 def start_chatmq(work: Path, redis_url: str, store_url: str, *, anonymous: bool) -> Target:
     name = "chatmq-anon" if anonymous else "chatmq"
     port, ws_port = free_port(), free_port()
-    data = work / name
-    data.mkdir()
+    data = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))  # a fresh one per round
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHATMQ_")}
     env.update(
         CHATMQ_DATA_DIR=str(data),
@@ -394,7 +419,7 @@ def start_chatmq(work: Path, redis_url: str, store_url: str, *, anonymous: bool)
 BROKERS = ("mosquitto", "amqtt", "chatmq", "chatmq-anon")
 
 
-def run_broker(target: Target, args: argparse.Namespace) -> list[Result]:
+def run_broker(target: Target, args: argparse.Namespace, round_no: int) -> list[Result]:
     results: list[Result] = []
 
     def one(scenario: str, qos: int) -> None:
@@ -402,7 +427,7 @@ def run_broker(target: Target, args: argparse.Namespace) -> list[Result]:
         cpu_before = broker_cpu_s(target.pid)
         sent, received, rate, p50, p99 = measure(target, qos, args)
         cpu_us = 1e6 * (broker_cpu_s(target.pid) - cpu_before) / max(received, 1) if target.pid else None
-        results.append(Result(target.name, scenario, sent, received, rate, p50, p99, cpu_us))
+        results.append(Result(target.name, scenario, sent, received, rate, p50, p99, cpu_us, round_no))
         progress(
             f"{target.name}: {scenario}: {rate:,.0f} msg/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms"
             f"  ({received:,}/{sent:,} received)" + (f"  broker CPU {cpu_us:.0f} us/msg" if cpu_us else "")
@@ -416,20 +441,48 @@ def run_broker(target: Target, args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def table(results: list[Result]) -> str:
-    mosquitto = {r.scenario: r.rate for r in results if r.broker == "mosquitto"}
-    base = {(r.broker, r.scenario.split(",")[0]): r.rate for r in results if "idle" not in r.scenario}
+def _one_filter(scenario: str) -> str:
+    return scenario.split(",")[0] + ", 1 filter"
+
+
+def summarize(results: list[Result]) -> list[Summary]:
+    rate = {(r.round, r.broker, r.scenario): r.rate for r in results}
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.broker, r.scenario), []).append(r)
+    summaries = []
+    for (broker, scenario), runs in groups.items():
+        ranked = sorted(runs, key=lambda r: r.rate)
+        vs_mosq = [r.rate / m for r in runs if (m := rate.get((r.round, "mosquitto", scenario)))]
+        vs_one = [
+            r.rate / o for r in runs if "idle" in scenario and (o := rate.get((r.round, broker, _one_filter(scenario))))
+        ]
+        median = ranked[(len(ranked) - 1) // 2]
+        summaries.append(Summary(broker, scenario, [r.rate for r in runs], median, vs_mosq, vs_one))
+    return summaries
+
+
+def _ratio(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.0%}"
+    return f"{statistics.median(values):.0%} ({min(values):.0%}-{max(values):.0%})"
+
+
+def table(summaries: list[Summary]) -> str:
+    """Median over the rounds; ratios are taken within each round (same run), then their median (range)."""
     lines = [
         "| broker | scenario | msg/s | p50 ms | p99 ms | received/sent | vs mosquitto | vs 1 filter | CPU µs/msg |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        vs_mosq = f"{r.rate / mosquitto[r.scenario]:.0%}" if mosquitto.get(r.scenario) else ""
-        one = base.get((r.broker, r.scenario.split(",")[0]))
-        vs_one = f"{r.rate / one:.0%}" if "idle" in r.scenario and one else ""
+    for summary in summaries:
+        r = summary.median
+        spread = f" ({min(summary.rates):,.0f}-{max(summary.rates):,.0f})" if len(summary.rates) > 1 else ""
+        rates = f"{r.rate:,.0f}{spread}"
         lines.append(
-            f"| {r.broker} | {r.scenario} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {r.received:,}/{r.sent:,} | {vs_mosq} | {vs_one} "
+            f"| {r.broker} | {r.scenario} | {rates} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.received:,}/{r.sent:,} | {_ratio(summary.vs_mosquitto)} | {_ratio(summary.vs_one_filter)} "
             f"| {'' if r.broker_cpu_us is None else f'{r.broker_cpu_us:.0f}'} |"
         )
     return "\n".join(lines)
@@ -444,11 +497,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=100, help="most messages in transit at once")
     parser.add_argument("--filters", type=int, default=10_000, help="filters held by the idle client")
     parser.add_argument("--drain", type=float, default=5.0, help="wait this long for stragglers")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="measure every broker this many times, interleaved (default 3, --quick 1)")
+    parser.add_argument("--nagle", action="store_true",
+                        help="leave Nagle on in the paho clients (paho's default; QoS 0 then stalls on delayed ACKs)")
     parser.add_argument("--json", type=Path, help="also write the results here (for bench/run.py)")
     args = parser.parse_args(argv)
     args.messages = args.messages or (5_000 if args.quick else 30_000)
     args.seconds = args.seconds or (4.0 if args.quick else 12.0)
     args.warmup = 300 if args.quick else 1_000
+    args.rounds = args.rounds or (1 if args.quick else 3)
     unknown = set(args.brokers.split(",")) - set(BROKERS)
     if unknown:
         parser.error(f"unknown brokers: {sorted(unknown)}")
@@ -462,7 +520,8 @@ def main(argv: list[str] | None = None) -> None:
     wanted = args.brokers.split(",")
     progress(
         f"relay benchmark: {PAYLOAD_BYTES}-byte payloads, window {args.window}, up to {args.messages:,} messages"
-        f" or {args.seconds:.0f} s per run, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        f" or {args.seconds:.0f} s per run, {args.rounds} round(s), Nagle {'on' if args.nagle else 'off'} in the"
+        f" clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="chatmq-relay-") as tmp:
@@ -478,20 +537,25 @@ def main(argv: list[str] | None = None) -> None:
                 "chatmq": lambda: start_chatmq(work, redis.url, store_url, anonymous=False),  # type: ignore[union-attr]
                 "chatmq-anon": lambda: start_chatmq(work, redis.url, store_url, anonymous=True),  # type: ignore[union-attr]
             }
-            for name in wanted:
-                target = starters[name]()
-                progress(f"{name}: started on port {target.port}")
-                try:
-                    results.extend(run_broker(target, args))
-                finally:
-                    target.stop()
+            for round_no in range(1, args.rounds + 1):
+                if args.rounds > 1:
+                    progress(f"round {round_no} of {args.rounds}")
+                for name in wanted:
+                    target = starters[name]()
+                    progress(f"{name}: started on port {target.port}")
+                    try:
+                        results.extend(run_broker(target, args, round_no))
+                    finally:
+                        target.stop()
         finally:
             if redis is not None:
                 redis.stop()
+    summaries = summarize(results)
     print()
-    print(table(results))
+    print(table(summaries))
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        args.json.write_text(json.dumps({"summary": [asdict(x) for x in summaries],
+                                         "results": [asdict(r) for r in results]}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from chatcore.leases import Leases, WorkerRegistry
 from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
 from chatcore.media import MediaStore, open_media_store
 from chatcore.membership import MembershipView
+from chatcore.netutil import disable_nagle
 from chatcore.partitions import check_worker_id
 from chatcore.presence import Presence
 from chatcore.protocol import (
@@ -105,6 +106,7 @@ class Bridge:
         self._client.max_inflight_messages_set(MAX_INFLIGHT_OUT)
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._client.on_pre_connect = self._on_pre_connect
+        self._client.on_socket_open = lambda _client, _userdata, sock: disable_nagle(sock)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect

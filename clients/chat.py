@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from chatcore import protocol
 from chatcore.ids import require_id
+from chatcore.netutil import disable_nagle
 from chatcore.protocol import TopicKind, parse_topic
 from clients.catchup import Message, Sequencer
 from clients.events import Ack, ConnectRefused, Event
@@ -119,6 +120,7 @@ class ChatClient:
             self._mqtt.tls_set_context(tls_context)
         self._mqtt.reconnect_delay_set(*reconnect_delay)  # type: ignore[arg-type]  # floats work
         self._set_will()
+        self._mqtt.on_socket_open = lambda _client, _userdata, sock: disable_nagle(sock)  # small, urgent packets
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_message = self._on_message

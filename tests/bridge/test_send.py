@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -156,3 +158,13 @@ def test_every_bad_payload_is_rejected_and_nothing_stored(
     assert (ack["status"], ack["client_msg_id"], ack["seq"]) == ("received", "ok", 1)
     assert [m["body"] for m in watcher.wait_count("chat/c1/msg", 1)] == ["still works"]
     assert len(watcher.received) == 1
+
+
+def _nodelay(sock: Any) -> int:
+    with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as view:
+        return view.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_bridge_socket_has_nagle_off(bridge: Bridge) -> None:
+    """Acks and fan-out are small packets: with Nagle on, one could wait ~40 ms for a delayed ACK."""
+    assert _nodelay(bridge._client.socket()) == 1

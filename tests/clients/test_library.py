@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from chatcore.netutil import disable_nagle
 from chatcore.protocol import TopicKind
 from clients import AsyncChatClient, ChatClient
 from tests.clients.proxy import FlakyLink
@@ -262,3 +264,24 @@ def test_connecting_twice_keeps_one_connection(stack: Stack, unique: Callable[[s
         assert client.send(conv, "still the first connection").result(10).ok
         time.sleep(0.5)
         assert connects == [], "the client reconnected"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_client_socket_has_nagle_off(stack: Stack, unique: Callable[[str], str], transport: str) -> None:
+    """Chat packets are small: with Nagle on, a send could wait ~40 ms for the broker's delayed ACK."""
+    alice, _bob, _conv = _setup(stack, unique)
+    port = stack.ws_port if transport == "websockets" else stack.mqtt_port
+    client = _client(stack, alice, port, transport=transport).connect()
+    try:
+        sock = client._mqtt.socket()
+        with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as view:
+            assert view.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        client.close()
+
+
+def test_disable_nagle_leaves_non_tcp_sockets_alone() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        disable_nagle(left)  # a Unix socket: no TCP options, no error
+        disable_nagle(object())  # no fileno at all
