@@ -144,10 +144,10 @@ class RawClient:
     def refused(self) -> bool:
         return bool(self.reason.is_failure)
 
-    def subscribe(self, topic: str, qos: int = 1) -> bool:
-        """True if the broker granted the subscription."""
+    def subscribe(self, topic: str, qos: int = 1, timeout: float = 10.0) -> bool:
+        """True if the broker granted the subscription (queue.Empty: no SUBACK within ``timeout``)."""
         self.client.subscribe(topic, qos)
-        return not any(code.is_failure for code in self.subacks.get(timeout=10))
+        return not any(code.is_failure for code in self.subacks.get(timeout=timeout))
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(10)
