@@ -89,8 +89,9 @@ def connections_rows(r: dict[str, Any]) -> list[Row]:
     if "latency_p99_ms" in r:
         rows.append(("delivery p99 with every device connected", f"{r['latency_p99_ms']:.1f} ms", "", ""))
     if r.get("storm_all_receiving_s") is not None:
-        rows.append(("reconnect storm: all reconnected and receiving", f"{r['storm_all_receiving_s']} s", "<= 30 s",
-                     _verdict(float(r["storm_all_receiving_s"]) <= 30)))  # fmt: skip
+        storm = float(r["storm_all_receiving_s"])
+        label = "reconnect storm: all reconnected and receiving"
+        rows.append((label, f"{storm:.1f} s", "<= 30 s", _verdict(storm <= 30)))
     return rows
 
 

@@ -17,7 +17,7 @@ from amqtt.session import Session
 from broker.services import BrokerServices, session_identity
 from chatcore.access import Action, Identity, authorize, in_namespace
 
-_RECEIVE_CACHE_MAX = 100_000  # (identity, topic) answers; cleared when full
+_CACHE_MAX = 100_000  # (identity, action, topic) answers; cleared when full
 _ACTIONS = {
     AmqttAction.SUBSCRIBE: Action.SUBSCRIBE,
     AmqttAction.PUBLISH: Action.PUBLISH,
@@ -33,23 +33,25 @@ class ChatAclPlugin(BaseTopicPlugin):
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         self.services: BrokerServices = self.config.services
-        self._receive_cache: dict[tuple[Identity, str], bool] = {}
+        self._cache: dict[tuple[Identity, Action, str], bool] = {}
         self._cache_version: object = None
 
-    def _may_receive(self, identity: Identity, topic: str) -> bool:
-        """The RECEIVE check runs once per recipient per message: its answers are remembered until
-        the membership view reloads (so a removed member is cut at the same moment as before)."""
+    def _allowed(self, identity: Identity, action: Action, topic: str) -> bool:
+        """RECEIVE runs once per recipient per message and PUBLISH once per message: their answers
+        are remembered until the membership view reloads. ``authorize`` depends on nothing else
+        (identity, action, topic, memberships), so a removed member is cut at the same moment as
+        without the cache."""
         membership = self.services.membership
         version = getattr(membership, "version", None)
         if version is None:
-            return authorize(identity, Action.RECEIVE, topic, membership)
-        if version != self._cache_version or len(self._receive_cache) >= _RECEIVE_CACHE_MAX:
-            self._receive_cache.clear()
+            return authorize(identity, action, topic, membership)
+        if version != self._cache_version or len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
             self._cache_version = version
-        key = (identity, topic)
-        allowed = self._receive_cache.get(key)
+        key = (identity, action, topic)
+        allowed = self._cache.get(key)
         if allowed is None:
-            allowed = self._receive_cache[key] = authorize(identity, Action.RECEIVE, topic, membership)
+            allowed = self._cache[key] = authorize(identity, action, topic, membership)
         return allowed
 
     async def topic_filtering(
@@ -67,8 +69,10 @@ class ChatAclPlugin(BaseTopicPlugin):
         if identity is None:
             return False
         if ours is Action.RECEIVE:
-            return self._may_receive(identity, topic)  # in memory; the poller keeps the view fresh
-        if authorize(identity, ours, topic, self.services.membership):
+            return self._allowed(identity, ours, topic)  # in memory; the poller keeps the view fresh
+        if ours is Action.PUBLISH and self._allowed(identity, ours, topic):
+            return True
+        if ours is Action.SUBSCRIBE and authorize(identity, ours, topic, self.services.membership):
             return True
         # A SUBSCRIBE or PUBLISH denial is rare: confirm it against the store's current memberships.
         await self.services.confirm_membership()
