@@ -2,8 +2,13 @@
 
 The broker checks access on every publish and every delivery; asking the database each time would
 put a round trip on the hot path. Instead the view polls ``store.membership_version()`` (one cheap
-query) and reloads when it moves, so an admin change made by any process is seen within one
+query) and catches up when it moves, so an admin change made by any process is seen within one
 refresh interval (0.5 s by default) without a restart.
+
+Catching up reads only the conversations that changed (``store.membership_changes``): reloading
+every membership on every change took 1 s at 100,000 conversations and 11 to 20 s at 1,000,000, in
+every bridge, API and broker process. The whole set is read at start, and again only when the
+store's change log cannot cover the gap (a view more than 10,000 changes behind).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 from collections import defaultdict
 
 from chatcore.access import Membership
-from chatcore.store.base import Store
+from chatcore.store.base import MembershipChanges, Store
 
 
 class MembershipView(Membership):
@@ -24,24 +29,55 @@ class MembershipView(Membership):
         self._convs_of: dict[str, frozenset[str]] = {}
 
     def refresh(self) -> bool:
-        """Reload if the store's membership version moved. Blocking; returns True if reloaded."""
+        """Catch up if the store's membership version moved. Blocking; returns True if it moved."""
         version = self._store.membership_version()
         if version == self._version:
             return False
+        changes = None if self._version is None else self._store.membership_changes(self._version)
+        if changes is not None:
+            self._apply(changes)
+            return True
+        self._reload(version)
+        return True
+
+    def _apply(self, changes: MembershipChanges) -> None:
+        """Readers look up without the lock: each dict entry is replaced whole, never mutated."""
+        with self._lock:
+            if self._version is not None and changes.version <= self._version:
+                return  # another thread caught up further meanwhile
+            for conv, now in changes.members.items():
+                before = self._members.get(conv, frozenset())
+                if now is None:
+                    self._members.pop(conv, None)
+                    now = frozenset()
+                else:
+                    self._members[conv] = now
+                for user in before - now:
+                    left = self._convs_of.get(user, frozenset()) - {conv}
+                    if left:
+                        self._convs_of[user] = left
+                    else:
+                        self._convs_of.pop(user, None)
+                for user in now - before:
+                    self._convs_of[user] = self._convs_of.get(user, frozenset()) | {conv}
+            self._version = changes.version
+
+    def _reload(self, version: int) -> None:
         members = self._store.memberships()
         convs_of: defaultdict[str, set[str]] = defaultdict(set)
         for conv, users in members.items():
             for user in users:
                 convs_of[user].add(conv)
         with self._lock:
+            if self._version is not None and version < self._version:
+                return  # another thread caught up further meanwhile
             self._members = members
             self._convs_of = {user: frozenset(convs) for user, convs in convs_of.items()}
             self._version = version
-        return True
 
     @property
     def version(self) -> int | None:
-        """Changes whenever the view reloads: answers derived from the view may be cached per version."""
+        """Changes whenever the view changes: answers derived from the view may be cached per version."""
         return self._version
 
     def exists(self, conv: str) -> bool:

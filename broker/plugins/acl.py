@@ -38,7 +38,7 @@ class ChatAclPlugin(BaseTopicPlugin):
 
     def _allowed(self, identity: Identity, action: Action, topic: str) -> bool:
         """RECEIVE runs once per recipient per message and PUBLISH once per message: their answers
-        are remembered until the membership view reloads. ``authorize`` depends on nothing else
+        are remembered until the membership view changes. ``authorize`` depends on nothing else
         (identity, action, topic, memberships), so a removed member is cut at the same moment as
         without the cache."""
         membership = self.services.membership

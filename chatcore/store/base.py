@@ -108,6 +108,18 @@ class AppendResult:
     duplicate: bool  # True: an earlier send with the same (conv, sender, client_msg_id) won
 
 
+MEMBERSHIP_LOG_KEEP = 10_000  # membership changes a store keeps for views that follow them one by one
+MEMBERSHIP_LOG_PRUNE_EVERY = 1_000  # versions between two prunes of that log
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanges:
+    """The answer of ``Store.membership_changes``."""
+
+    version: int  # the membership version these changes bring the caller to
+    members: dict[str, frozenset[str] | None]  # changed conversation -> its members now (None: gone)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     messages: list[Message]  # ascending seq
@@ -227,6 +239,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def membership_version(self) -> int:
         """A number that changes whenever any membership changes (cheap to poll)."""
+
+    def membership_changes(self, since: int) -> MembershipChanges | None:
+        """What changed after version ``since``: the conversations whose members changed, with their
+        member sets now, and the version that brings the caller to. None when the store cannot tell
+        (its change log no longer reaches back to ``since``, or a change is still being written):
+        the caller then reloads ``memberships()`` whole. Lets a view follow one change at the cost
+        of one conversation instead of all of them."""
+        return None
 
     # --- message log ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -51,12 +51,15 @@ from chatcore.store.base import (
     EVENT_MEMBER_ADDED,
     EVENT_MEMBER_REMOVED,
     EVENT_TITLE_CHANGED,
+    MEMBERSHIP_LOG_KEEP,
+    MEMBERSHIP_LOG_PRUNE_EVERY,
     AlreadyExists,
     AppendResult,
     Conversation,
     ConversationEvent,
     HistoryPage,
     Marker,
+    MembershipChanges,
     Message,
     NewMessage,
     NotFound,
@@ -99,6 +102,7 @@ class MongoStore(Store):
         self._meta = collection("meta")
         self._markers = collection("markers")
         self._events = collection("events")
+        self._membership_log = collection("membership_log")
         # History pages may come from a secondary if so configured, but only majority-committed.
         self._history: Collection[Any] = self._messages.with_options(
             read_preference=history_read_preference or ReadPreference.PRIMARY,
@@ -185,7 +189,7 @@ class MongoStore(Store):
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"conversation {conv_id!r} already exists") from exc
         self._record_event(EVENT_CREATED, conv_id, None, title, conv.members, conv.created_at)
-        self._bump_membership()
+        self._bump_membership(conv_id)
         return conv
 
     def get_conversation(self, conv_id: str) -> Conversation | None:
@@ -206,7 +210,7 @@ class MongoStore(Store):
             raise NotFound(f"no conversation {conv_id!r}")
         if result.modified_count:
             self._record_change(EVENT_MEMBER_ADDED, conv_id, user_id)
-            self._bump_membership()
+            self._bump_membership(conv_id)
 
     def remove_member(self, conv_id: str, user_id: str) -> None:
         result = self._convs.update_one({"_id": conv_id}, {"$pull": {"members": user_id}})
@@ -214,7 +218,7 @@ class MongoStore(Store):
             raise NotFound(f"no conversation {conv_id!r}")
         if result.modified_count:
             self._record_change(EVENT_MEMBER_REMOVED, conv_id, user_id)
-            self._bump_membership()
+            self._bump_membership(conv_id)
 
     def set_title(self, conv_id: str, title: str | None) -> None:
         if self._convs.update_one({"_id": conv_id}, {"$set": {"title": title}}).matched_count == 0:
@@ -248,8 +252,30 @@ class MongoStore(Store):
         doc = self._meta.find_one({"_id": _MEMBERSHIP_VERSION})
         return int(doc["value"]) if doc else 0
 
-    def _bump_membership(self) -> None:
-        self._meta.update_one({"_id": _MEMBERSHIP_VERSION}, {"$inc": {"value": 1}}, upsert=True)
+    def membership_changes(self, since: int) -> MembershipChanges | None:
+        version = self.membership_version()
+        if version < since:
+            return None
+        logged = list(self._membership_log.find({"_id": {"$gt": since, "$lte": version}}).sort("_id", ASCENDING))
+        if [doc["_id"] for doc in logged] != list(range(since + 1, version + 1)):
+            return None  # pruned past ``since``, or a change between its version and its log entry
+        convs = sorted({doc["conv"] for doc in logged})
+        found = {
+            doc["_id"]: frozenset(doc.get("members", ()))
+            for doc in self._convs.find({"_id": {"$in": convs}}, {"members": 1})
+        }
+        return MembershipChanges(version, {conv: found.get(conv) for conv in convs})
+
+    def _bump_membership(self, conv_id: str) -> None:
+        """Next membership version, then its log entry. Not one transaction: a reader that sees the
+        version before the entry finds a gap and reloads everything, which is still correct."""
+        counter = self._meta.find_one_and_update(
+            {"_id": _MEMBERSHIP_VERSION}, {"$inc": {"value": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        version = int(counter["value"])
+        self._membership_log.insert_one({"_id": version, "conv": conv_id})
+        if version % MEMBERSHIP_LOG_PRUNE_EVERY == 0:
+            self._membership_log.delete_many({"_id": {"$lte": version - MEMBERSHIP_LOG_KEEP}})
 
     # --- message log ------------------------------------------------------------------------
     def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:

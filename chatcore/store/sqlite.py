@@ -26,12 +26,15 @@ from chatcore.store.base import (
     EVENT_MEMBER_ADDED,
     EVENT_MEMBER_REMOVED,
     EVENT_TITLE_CHANGED,
+    MEMBERSHIP_LOG_KEEP,
+    MEMBERSHIP_LOG_PRUNE_EVERY,
     AlreadyExists,
     AppendResult,
     Conversation,
     ConversationEvent,
     HistoryPage,
     Marker,
+    MembershipChanges,
     Message,
     NewMessage,
     NotFound,
@@ -45,7 +48,7 @@ from chatcore.store.base import (
     now_ms,
 )
 
-SCHEMA_VERSION = 2  # 2: markers and events
+SCHEMA_VERSION = 3  # 2: markers and events; 3: membership_log
 BUSY_TIMEOUT_MS = 30_000
 MAX_IDLE_CONNECTIONS = 8
 
@@ -86,6 +89,10 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('membership_version', 0);
+CREATE TABLE IF NOT EXISTS membership_log (
+    version INTEGER PRIMARY KEY,
+    conv TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS markers (
     conv TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -235,7 +242,7 @@ class SQLiteStore(Store):
             conn.executemany(
                 "INSERT INTO members (conv, user) VALUES (?, ?)", [(conv_id, u) for u in unique]
             )
-            _bump_membership(conn)
+            _bump_membership(conn, conv_id)
             _record_event(conn, EVENT_CREATED, conv_id, None, title, unique, created_at)
         return Conversation(
             id=conv_id, members=tuple(unique), title=title, owner=owner, created_at=created_at, last_seq=0
@@ -275,7 +282,7 @@ class SQLiteStore(Store):
                 raise NotFound(f"no user {user_id!r}")
             cur = conn.execute("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)", (conv_id, user_id))
             if cur.rowcount:
-                _bump_membership(conn)
+                _bump_membership(conn, conv_id)
                 _record_change(conn, EVENT_MEMBER_ADDED, conv_id, user_id)
 
     def remove_member(self, conv_id: str, user_id: str) -> None:
@@ -283,7 +290,7 @@ class SQLiteStore(Store):
             _require_conversation(conn, conv_id)
             cur = conn.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv_id, user_id))
             if cur.rowcount:
-                _bump_membership(conn)
+                _bump_membership(conn, conv_id)
                 _record_change(conn, EVENT_MEMBER_REMOVED, conv_id, user_id)
 
     def set_title(self, conv_id: str, title: str | None) -> None:
@@ -303,6 +310,24 @@ class SQLiteStore(Store):
         with self._connection() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'membership_version'").fetchone()
         return int(row[0]) if row else 0
+
+    def membership_changes(self, since: int) -> MembershipChanges | None:
+        with self._connection() as conn, _read(conn):
+            (version,) = conn.execute("SELECT value FROM meta WHERE key = 'membership_version'").fetchone()
+            logged = conn.execute(
+                "SELECT version, conv FROM membership_log WHERE version > ? ORDER BY version", (since,)
+            ).fetchall()
+            if version < since or [v for v, _ in logged] != list(range(since + 1, version + 1)):
+                return None  # pruned past ``since``, or a database older than the log
+            convs = sorted({conv for _, conv in logged})
+            existing = {
+                conv for conv in convs
+                if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv,)).fetchone()
+            }  # fmt: skip
+            members = _members_of(conn, sorted(existing), all_convs=False)
+        return MembershipChanges(
+            version, {conv: frozenset(members[conv]) if conv in existing else None for conv in convs}
+        )
 
     # --- message log ------------------------------------------------------------------------
     def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
@@ -529,8 +554,14 @@ def _require_conversation(conn: sqlite3.Connection, conv_id: str) -> None:
         raise NotFound(f"no conversation {conv_id!r}")
 
 
-def _bump_membership(conn: sqlite3.Connection) -> None:
-    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'membership_version'")
+def _bump_membership(conn: sqlite3.Connection, conv_id: str) -> None:
+    """Next membership version, logged with the conversation it changed (same transaction)."""
+    (version,) = conn.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'membership_version' RETURNING value"
+    ).fetchone()
+    conn.execute("INSERT INTO membership_log (version, conv) VALUES (?, ?)", (version, conv_id))
+    if version % MEMBERSHIP_LOG_PRUNE_EVERY == 0:
+        conn.execute("DELETE FROM membership_log WHERE version <= ?", (version - MEMBERSHIP_LOG_KEEP,))
 
 
 def _record_change(conn: sqlite3.Connection, kind: str, conv_id: str, subject: str | None) -> None:

@@ -41,4 +41,4 @@ shard("users", {"_id": "hashed"});
 // GridFS upload chunks (bucket 'media'); MongoDB's recommended key for GridFS chunks
 shard("media.chunks", {"files_id": 1, "n": 1});
 
-// Not sharded (they stay on the primary shard): events, media.files, meta.
+// Not sharded (they stay on the primary shard): events, media.files, membership_log, meta.

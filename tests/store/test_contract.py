@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.store.base import AlreadyExists, HistoryPage, NotFound, Store
+from chatcore.store import mongo as mongo_store
+from chatcore.store import sqlite as sqlite_store
+from chatcore.store.base import AlreadyExists, HistoryPage, MembershipChanges, NotFound, Store
 from tests.store.helpers import fill, msg, seed
 
 pytestmark = pytest.mark.timeout(30)
@@ -136,6 +138,46 @@ def test_membership_version_moves_on_every_change_only(store: Store) -> None:
     store.append([msg("general", "bob", "c1")])
     store.history("general")
     assert store.membership_version() == seen[-1]
+
+
+def test_membership_changes_name_each_changed_conversation_once(store: Store) -> None:
+    seed(store, convs=("general", "random"))
+    start = store.membership_version()
+    assert store.membership_changes(start) == MembershipChanges(start, {})
+    store.add_member("general", "carol")
+    store.remove_member("general", "alice")
+    store.add_member("general", "alice")  # general changed three times: named once, as it is now
+    store.create_conversation("solo", ["carol"])
+    store.create_conversation("empty", [])
+    store.set_title("random", "not a membership change")
+    store.add_member("general", "carol")  # already a member: no change, no version
+    now = store.membership_version()
+    assert now == start + 5
+    assert store.membership_changes(start) == MembershipChanges(now, {
+        "general": frozenset({"alice", "bob", "carol"}),
+        "solo": frozenset({"carol"}),
+        "empty": frozenset(),
+    })
+    assert store.membership_changes(now - 1) == MembershipChanges(now, {"empty": frozenset()})
+    assert store.membership_changes(now) == MembershipChanges(now, {})
+    assert store.membership_changes(now + 1) is None  # a version the store never had
+
+
+def test_membership_changes_are_none_once_the_log_was_pruned_past_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (sqlite_store, mongo_store):
+        monkeypatch.setattr(module, "MEMBERSHIP_LOG_KEEP", 5)
+        monkeypatch.setattr(module, "MEMBERSHIP_LOG_PRUNE_EVERY", 10)
+    seed(store, convs=())
+    start = store.membership_version()
+    for i in range(12 - start % 10):  # past a multiple of 10: versions up to 5 below it are pruned
+        store.create_conversation(f"c{i}", ["alice"])
+    now = store.membership_version()
+    pruned_to = now - now % 10 - 5
+    assert store.membership_changes(pruned_to - 1) is None  # the caller reloads everything
+    changes = store.membership_changes(pruned_to)
+    assert changes is not None and changes.version == now and len(changes.members) == now - pruned_to
 
 
 def test_memberships(store: Store) -> None:
