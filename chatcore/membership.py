@@ -80,6 +80,11 @@ class MembershipView(Membership):
         """Changes whenever the view changes: answers derived from the view may be cached per version."""
         return self._version
 
+    def snapshot(self) -> dict[str, frozenset[str]]:
+        """Every conversation's members, as ``Store.memberships()`` returns them (a copy)."""
+        with self._lock:
+            return dict(self._members)
+
     def exists(self, conv: str) -> bool:
         return conv in self._members
 

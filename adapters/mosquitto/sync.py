@@ -1,8 +1,10 @@
 """Keep Mosquitto's dynamic security in step with chatmq's users and memberships.
 
 A full sync reads Mosquitto's clients and roles and sends the difference; after that the sync
-polls the store (``membership_version()`` plus the user list, the same cheap poll as
-chatcore.membership) and sends only what changed since the last state it applied. Any refused
+polls the store (``membership_version()`` and ``users_version()``, two cheap reads) and, when one
+moved, sends only what changed since the last state it applied. Memberships come from a
+``MembershipView`` (it follows the store's change log), the user list is read again only when the
+users version moved. Any refused
 command, or a reconnect to Mosquitto, makes the next round a full sync again, so the two can
 never drift apart for longer than one poll interval.
 """
@@ -24,7 +26,8 @@ from adapters.mosquitto.rules import (
     desired_state,
 )
 from chatcore.config import SERVICE_USER
-from chatcore.store.base import Store
+from chatcore.membership import MembershipView
+from chatcore.store.base import Store, User
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,10 @@ class MosquittoSync:
         self._service_password = service_password
         self._interval_s = interval_s
         self._applied: State | None = None  # what Mosquitto holds, as far as we know; None = unknown
-        self._seen: tuple[int, frozenset[tuple[str, bool]]] | None = None
+        self._seen: tuple[int, int] | None = None  # (membership version, users version) applied
+        self._members = MembershipView(store)
+        self._users: list[User] = []
+        self._users_version: int | None = None
         self._generation = -1  # the control connection's generation our knowledge belongs to
         self._password_set = False
         self._lock = threading.Lock()  # one round at a time, whoever calls
@@ -109,16 +115,18 @@ class MosquittoSync:
             return self._poll()
 
     def _poll(self) -> int:
-        version = self._store.membership_version()
-        users = self._store.list_users()
-        seen = (version, frozenset((u.id, u.disabled) for u in users))
+        seen = (self._store.membership_version(), self._store.users_version())
         if not self._client.connected:
             raise ConnectionError("not connected to Mosquitto")
         generation = self._client.generation  # a new connection: Mosquitto may have restarted
         full = self._applied is None or generation != self._generation
         if seen == self._seen and not full:
             return 0
-        want = desired_state(users, self._store.memberships())
+        if seen[1] != self._users_version:  # read after the versions: at least as new as ``seen``
+            self._users, self._users_version = self._store.list_users(), seen[1]
+        users = self._users
+        self._members.refresh()
+        want = desired_state(users, self._members.snapshot())
         if full:
             self._client.call("setDefaultACLAccess", acls=DEFAULT_ACL_ACCESS)
             have = read_state(self._client, set(want.clients))

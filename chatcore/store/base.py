@@ -206,6 +206,12 @@ class Store(abc.ABC):
     def set_disabled(self, user_id: str, disabled: bool) -> None:
         """Raises NotFound."""
 
+    @abc.abstractmethod
+    def users_version(self) -> int:
+        """A number that changes whenever a user is created, disabled or enabled, or given a new
+        password (cheap to poll: what mirrors the user list, like the Mosquitto sync, need not
+        read the whole list twice a second)."""
+
     # --- conversations ----------------------------------------------------------------------
     @abc.abstractmethod
     def create_conversation(

@@ -77,6 +77,7 @@ from chatcore.store.mongo_layout import INDEXES
 DEFAULT_DATABASE = "chatmq"
 DURABLE = WriteConcern(w="majority", j=True)
 _MEMBERSHIP_VERSION = "membership_version"
+_USERS_VERSION = "users_version"
 _EVENT_ID = "event_id"
 _DUPLICATE_KEY = 11000
 
@@ -144,6 +145,7 @@ class MongoStore(Store):
             )
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"user {user_id!r} already exists") from exc
+        self._bump_users()
         return user
 
     def get_user(self, user_id: str) -> User | None:
@@ -162,6 +164,14 @@ class MongoStore(Store):
     def _update_user(self, user_id: str, fields: dict[str, Any]) -> None:
         if self._users.update_one({"_id": user_id}, {"$set": fields}).matched_count == 0:
             raise NotFound(f"no user {user_id!r}")
+        self._bump_users()
+
+    def users_version(self) -> int:
+        doc = self._meta.find_one({"_id": _USERS_VERSION})
+        return int(doc["value"]) if doc else 0
+
+    def _bump_users(self) -> None:
+        self._meta.update_one({"_id": _USERS_VERSION}, {"$inc": {"value": 1}}, upsert=True)
 
     # --- conversations ----------------------------------------------------------------------
     def create_conversation(

@@ -105,7 +105,7 @@ SHARD_KEYS: tuple[ShardKey, ...] = (
 
 # Small, low-traffic collections that stay on the database's primary shard.
 UNSHARDED: dict[str, str] = {
-    "meta": "two counters (membership version, event ids)",
+    "meta": "three counters (membership and users versions, event ids)",
     "events": "the membership-change outbox, emptied by the bridge as it publishes",
     "membership_log": "the last 10,000 membership changes (version -> conversation), for incremental views",
     "media.files": "one small document per upload; GridFS reads it by _id",

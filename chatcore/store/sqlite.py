@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('membership_version', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('users_version', 0);
 CREATE TABLE IF NOT EXISTS membership_log (
     version INTEGER PRIMARY KEY,
     conv TEXT NOT NULL
@@ -194,6 +195,7 @@ class SQLiteStore(Store):
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"user {user_id!r} already exists") from exc
+            _bump_users(conn)
         return user
 
     def get_user(self, user_id: str) -> User | None:
@@ -219,6 +221,12 @@ class SQLiteStore(Store):
             cur = conn.execute(f"UPDATE users SET {column} = ? WHERE id = ?", (value, user_id))
             if cur.rowcount == 0:
                 raise NotFound(f"no user {user_id!r}")
+            _bump_users(conn)
+
+    def users_version(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'users_version'").fetchone()
+        return int(row[0]) if row else 0
 
     # --- conversations ----------------------------------------------------------------------
     def create_conversation(
@@ -552,6 +560,10 @@ def _user_exists(conn: sqlite3.Connection, user_id: str) -> bool:
 def _require_conversation(conn: sqlite3.Connection, conv_id: str) -> None:
     if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
         raise NotFound(f"no conversation {conv_id!r}")
+
+
+def _bump_users(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'users_version'")
 
 
 def _bump_membership(conn: sqlite3.Connection, conv_id: str) -> None:

@@ -94,3 +94,36 @@ def test_full_sync_repairs_drift(sync: MosquittoSync, settings: Settings) -> Non
     with DynsecClient(settings.mosquitto_url) as admin:
         names = {c["username"] for c in admin.call("listClients", verbose=True)["clients"]}
     assert "leftover" not in names and {"alice", SERVICE_USER} <= names
+
+
+def test_an_idle_sync_reads_two_versions_not_the_user_list(sync: MosquittoSync, store: Store) -> None:
+    """Polled twice a second, the sync must not list every user or membership each time (the
+    fixture's thread polls every 0.1 s meanwhile)."""
+    calls: list[str] = []
+    for name in ("list_users", "memberships", "membership_changes"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *a, _name=name, _real=real: (calls.append(_name), _real(*a))[1])
+
+    def applied(index: int, version: int) -> bool:
+        return sync._seen is not None and sync._seen[index] == version
+
+    try:
+        time.sleep(0.5)
+        assert calls == []
+        store.add_member("c1", "dave")  # a membership change: read the changed conversation only
+        version = store.membership_version()
+        deadline = time.monotonic() + 5
+        while not applied(0, version):
+            assert time.monotonic() < deadline, "the sync never applied the membership change"
+            time.sleep(0.02)
+        assert calls == ["membership_changes"]
+        store.set_disabled("dave", True)  # a user change: the user list, once
+        version = store.users_version()
+        while not applied(1, version):
+            assert time.monotonic() < deadline, "the sync never applied the user change"
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert calls == ["membership_changes", "list_users"]
+    finally:
+        for name in ("list_users", "memberships", "membership_changes"):
+            delattr(store, name)

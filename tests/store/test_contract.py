@@ -180,6 +180,30 @@ def test_membership_changes_are_none_once_the_log_was_pruned_past_them(
     assert changes is not None and changes.version == now and len(changes.members) == now - pruned_to
 
 
+def test_users_version_moves_on_every_user_change_only(store: Store) -> None:
+    seen = [store.users_version()]
+
+    def changed() -> None:
+        now = store.users_version()
+        assert now != seen[-1]
+        seen.append(now)
+
+    store.create_user("alice", "h1")
+    changed()
+    store.set_password("alice", "h2")
+    changed()
+    store.set_disabled("alice", True)
+    changed()
+    with pytest.raises(AlreadyExists):
+        store.create_user("alice", "h3")
+    with pytest.raises(NotFound):
+        store.set_disabled("nobody", True)
+    store.list_users()
+    store.create_conversation("general", ["alice"])
+    store.add_member("general", "alice")
+    assert store.users_version() == seen[-1]
+
+
 def test_memberships(store: Store) -> None:
     seed(store, convs=("general", "random"))
     store.create_conversation("solo", ["carol"])
