@@ -12,6 +12,7 @@ handles only the conversations (and presence users) of the partitions whose leas
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -347,6 +348,21 @@ def resolve_worker_id(configured: str | None) -> str | None:
     return check_worker_id(configured)
 
 
+# A chat message costs the bridge a few dozen short-lived objects (paho's message, the parsed
+# payload, the outcome, two publishes), almost none in reference cycles: refcounting frees them,
+# and collections at the default young-generation threshold (700 allocations) find next to nothing.
+# Measured with bench/e2e.py, six interleaved pairs: 4,496 -> 4,705 msg/s at the median, bridge CPU
+# per chat message 0.16 -> 0.15 ms. (The same on the broker showed no gain.)
+GC_THRESHOLD = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """For the bridge process once it is set up: start-up objects out of every later scan
+    (``gc.freeze``), and young collections every 100,000 allocations instead of 700."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run(settings: Settings) -> None:
     """Run the bridge until SIGINT or SIGTERM, then stop cleanly."""
     from bridge.metrics import TimedStore, instrument, start_ops_server  # prometheus, only in the service
@@ -369,6 +385,7 @@ def run(settings: Settings) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     instrument(bridge)
     ops = start_ops_server(bridge, settings.host, settings.bridge_metrics_port, store, redis_client)
+    tune_gc()
     try:
         bridge.start()
         while not done.wait(1.0):
