@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -163,3 +164,9 @@ class RawClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def tcp_nodelay(sock: Any) -> int:
+    """TCP_NODELAY of any socket-like object with ``fileno()`` (paho's TLS and WebSocket wrappers too)."""
+    with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as view:
+        return view.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -328,14 +328,13 @@ class SQLiteStore(Store):
             if version < since or [v for v, _ in logged] != list(range(since + 1, version + 1)):
                 return None  # pruned past ``since``, or a database older than the log
             convs = sorted({conv for _, conv in logged})
-            existing = {
-                conv for conv in convs
-                if conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv,)).fetchone()
-            }  # fmt: skip
-            members = _members_of(conn, sorted(existing), all_convs=False)
-        return MembershipChanges(
-            version, {conv: frozenset(members[conv]) if conv in existing else None for conv in convs}
-        )
+            marks = ",".join("?" * len(convs))
+            existing = {row[0] for row in conn.execute(f"SELECT id FROM conversations WHERE id IN ({marks})", convs)}
+            members: dict[str, set[str]] = {conv: set() for conv in existing}
+            for conv, user in conn.execute(f"SELECT conv, user FROM members WHERE conv IN ({marks})", convs):
+                members[conv].add(user)
+        return MembershipChanges(version, {conv: frozenset(members[conv]) if conv in existing else None
+                                           for conv in convs})  # fmt: skip
 
     # --- message log ------------------------------------------------------------------------
     def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:

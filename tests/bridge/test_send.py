@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -13,6 +11,7 @@ from bridge.service import Bridge
 from chatcore.config import Settings
 from chatcore.store import Store
 from tests.bridge.devices import Device
+from tests.stack import tcp_nodelay
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,11 +159,6 @@ def test_every_bad_payload_is_rejected_and_nothing_stored(
     assert len(watcher.received) == 1
 
 
-def _nodelay(sock: Any) -> int:
-    with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as view:
-        return view.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
-
 def test_bridge_socket_has_nagle_off(bridge: Bridge) -> None:
     """Acks and fan-out are small packets: with Nagle on, one could wait ~40 ms for a delayed ACK."""
-    assert _nodelay(bridge._client.socket()) == 1
+    assert tcp_nodelay(bridge._client.socket()) == 1

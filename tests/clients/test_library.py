@@ -17,7 +17,7 @@ from chatcore.netutil import disable_nagle
 from chatcore.protocol import TopicKind
 from clients import AsyncChatClient, ChatClient
 from tests.clients.proxy import FlakyLink
-from tests.stack import PASSWORD, Stack
+from tests.stack import PASSWORD, Stack, tcp_nodelay
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -273,9 +273,7 @@ def test_client_socket_has_nagle_off(stack: Stack, unique: Callable[[str], str],
     port = stack.ws_port if transport == "websockets" else stack.mqtt_port
     client = _client(stack, alice, port, transport=transport).connect()
     try:
-        sock = client._mqtt.socket()
-        with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as view:
-            assert view.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert tcp_nodelay(client._mqtt.socket()) == 1
     finally:
         client.close()
 
@@ -285,3 +283,5 @@ def test_disable_nagle_leaves_non_tcp_sockets_alone() -> None:
     with left, right:
         disable_nagle(left)  # a Unix socket: no TCP options, no error
         disable_nagle(object())  # no fileno at all
+        left.sendall(b"still works")
+        assert right.recv(16) == b"still works"
