@@ -22,10 +22,12 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
