@@ -217,6 +217,7 @@ class ChatBroker(RoutingMixin, Broker):
             handler.inbound = self  # packets after CONNECT are parsed and routed inline (broker/inbound.py)
         assert client_session.client_id is not None
         self._sessions[client_session.client_id] = (client_session, handler)
+        self._hold_deliveries(client_session, handler)  # what it is owed goes out before them
         done = asyncio.Event()
         client_session.attributes[_LOOP_DONE_KEY] = done
         try:
@@ -225,8 +226,8 @@ class ChatBroker(RoutingMixin, Broker):
                 BrokerEvents.CLIENT_CONNECTED, client_id=client_session.client_id, client_session=client_session
             )
             await self._save_session(client_session)
-            await handler.start()  # resends unacknowledged in-flight messages with DUP set
-            await self._publish_session_retained_messages(client_session)
+            await handler.start()
+            await self._replay(client_session, handler, await self._take_offline_queue(client_session))
             await self._client_message_loop(client_session, handler)
         finally:
             done.set()
@@ -331,48 +332,20 @@ class ChatBroker(RoutingMixin, Broker):
             except Exception:
                 log.exception("could not persist a queued message for client_id=%r", target_session.client_id)
 
-    async def _publish_session_retained_messages(self, session: Session) -> None:
-        """amqtt 0.12 defect: messages queued while offline were delivered with retain=1
-        (MQTT-3.3.1-9 wants 0 for messages not sent because of a new subscription)."""
+    async def _take_offline_queue(self, session: Session) -> list[tuple[str, bytes | bytearray, int]]:
+        """The messages queued while the session was offline, for ``_replay``. amqtt 0.12 defect:
+        they were delivered with retain=1 (MQTT-3.3.1-9 wants 0), one task and ack wait each, and
+        after live messages routed meanwhile."""
         session.attributes.pop(_OVERFLOW_KEY, None)
-        handler = self._get_handler(session)
-        queued: list[ApplicationMessage] = []
+        queued: list[tuple[str, bytes | bytearray, int]] = []
         while not session.retained_messages.empty():
-            queued.append(session.retained_messages.get_nowait())
+            message = session.retained_messages.get_nowait()
+            queued.append((message.topic, message.data, message.qos or 1))
         if self.session_store is not None and session.client_id and _persistent(session):
             # what is not acknowledged yet is in flight from here on; shutdown writes it back
             with contextlib.suppress(Exception):
                 await self.session_store.replace_queue(session.client_id, [])
-        if handler is None or not queued:
-            return
-        tasks = [
-            asyncio.ensure_future(handler.mqtt_publish(message.topic, message.data, message.qos, retain=False))
-            for message in queued
-        ]
-        await asyncio.wait(tasks)
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                log.info("queued delivery to client_id=%r not completed: %r", session.client_id, task.exception())
-
-    async def _publish_retained_messages_for_subscription(
-        self, subscription: tuple[str, int], session: Session
-    ) -> None:
-        """amqtt 0.12 defect: retained messages were sent without the RECEIVE access check."""
-        topic_filter, granted = subscription
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        tasks = []
-        for topic, retained in list(self._retained_messages.items()):
-            if not self._matches(topic, topic_filter):
-                continue
-            if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
-                continue
-            qos = min(granted, retained.qos if retained.qos is not None else granted)
-            send = handler.mqtt_publish(retained.topic, bytes(retained.data), qos, retain=True)
-            tasks.append(asyncio.ensure_future(send))
-        if tasks:
-            await asyncio.wait(tasks)
+        return queued
 
     # ---- persistence of sessions ------------------------------------------------------------
 
@@ -458,6 +431,7 @@ class ChatBroker(RoutingMixin, Broker):
                     continue
                 queued = [session.retained_messages.get_nowait() for _ in range(session.retained_messages.qsize())]
                 owed = [QueuedMessage(m.topic, bytes(m.data), m.qos or 1) for m in session.inflight_out.values()]
+                owed += [QueuedMessage(topic, bytes(data), qos) for topic, data, qos in self._undelivered(session)]
                 owed += [QueuedMessage(m.topic, bytes(m.data), m.qos or 1) for m in queued]
                 try:
                     await self.session_store.replace_queue(client_id, owed)

@@ -94,6 +94,11 @@ class ChatHandler(InlineReader, BrokerProtocolHandler):
         log.info("keepalive expired: client_id=%r silent %.1f s, disconnecting", session.client_id, session.keep_alive)
         self._keepalive_close = asyncio.ensure_future(self.handle_connection_closed())
 
+    async def _retry_deliveries(self) -> None:
+        """Nothing here: the broker replays unacknowledged deliveries itself once the connection is
+        up (``RoutingMixin._replay``), pipelined and ahead of anything routed after the reconnect.
+        amqtt's version awaited each PUBACK (5 s timeout each) in tasks nobody retrieved."""
+
     async def mqtt_publish(
         self,
         topic: str,

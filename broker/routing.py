@@ -183,7 +183,7 @@ class SubscriptionsView(Mapping[str, list[tuple[Session, int]]]):
 class _Outbox:
     """The deliveries waiting for one connection, and the single task that writes them."""
 
-    __slots__ = ("busy", "handler", "overflowing", "queue", "task", "wake")
+    __slots__ = ("busy", "handler", "held", "overflowing", "queue", "task", "wake")
 
     def __init__(self, handler: BrokerProtocolHandler) -> None:
         self.handler = handler
@@ -192,16 +192,19 @@ class _Outbox:
         self.task: asyncio.Task[None] | None = None
         self.overflowing = False
         self.busy = False  # the writer task holds a batch not fully written yet
+        self.held = False  # a reconnect's replay goes first: deliveries wait in the queue meanwhile
 
 
-def encode_publish(topic: str, data: bytes | bytearray, qos: int, packet_id: int | None, retain: bool) -> bytes:
+def encode_publish(
+    topic: str, data: bytes | bytearray, qos: int, packet_id: int | None, retain: bool, dup: bool = False
+) -> bytes:
     """One PUBLISH packet's bytes (MQTT 3.1.1 section 3.3), without amqtt's per-field objects."""
     name = topic.encode()
     variable = len(name).to_bytes(2, "big") + name
     if qos:
         variable += (packet_id or 0).to_bytes(2, "big")
     remaining = len(variable) + len(data)
-    header = bytearray((0x30 | (qos << 1) | int(retain),))
+    header = bytearray((0x30 | (dup << 3) | (qos << 1) | int(retain),))
     while True:
         byte, remaining = remaining & 0x7F, remaining >> 7
         header.append(byte | 0x80 if remaining else byte)
@@ -358,7 +361,7 @@ class RoutingMixin:
         if box is not None and box.handler is not handler:
             box.wake.set()  # the old connection's writer sees the handler change and ends
             box = None
-        idle = box is None or (not box.queue and not box.busy)
+        idle = box is None or (not box.queue and not box.busy and not box.held)
         if idle and qos != QOS_2 and self._write_now(handler, session, topic, data, qos, retain):
             return
         if box is None:
@@ -369,11 +372,64 @@ class RoutingMixin:
                 box.overflowing = True
             return
         box.queue.append((topic, data, qos, retain))
+        self._wake(client_id, box)
+
+    def _wake(self, client_id: str, box: _Outbox) -> None:
+        """Start the connection's writer task if it has none, and wake it."""
         if box.task is None:
             box.task = asyncio.create_task(self._pump(client_id, box), name=f"outbox:{client_id}")
             if self._outbox_sweep is None:
                 self._outbox_sweep = asyncio.get_running_loop().call_later(_OUTBOX_SWEEP_S, self._sweep_outboxes)
         box.wake.set()
+
+    def _hold_deliveries(self, session: Session, handler: BrokerProtocolHandler) -> None:
+        """A (re)connecting session: deliveries routed from now on wait in its outbox until
+        ``_replay`` has written what the session was owed before, so nothing overtakes it."""
+        client_id = session.client_id or ""
+        old = self._outboxes.get(client_id)
+        if old is not None and old.handler is not handler:
+            old.wake.set()  # the previous connection's writer sees the handler change and ends
+            old = None
+        box = old or _Outbox(handler)
+        box.held = True
+        self._outboxes[client_id] = box
+
+    async def _replay(
+        self, session: Session, handler: BrokerProtocolHandler, queued: list[tuple[str, bytes | bytearray, int]]
+    ) -> None:
+        """What a reconnecting session is owed, oldest first, then release the held deliveries:
+        deliveries written to an earlier connection and never acknowledged, again with DUP set
+        [MQTT-4.4.0-1] (QoS 1 pipelined: the PUBACK removes them from ``inflight_out``), then the
+        messages queued while it was offline (at their QoS, retain off [MQTT-3.3.1-9])."""
+        box = self._outboxes.get(session.client_id or "")
+        try:
+            chunks: list[bytes] = []
+            for packet_id, message in sorted(session.inflight_out.items()):
+                if message.qos == QOS_1:
+                    chunks.append(encode_publish(message.topic, message.data, QOS_1, packet_id,
+                                                 bool(message.retain), dup=True))  # fmt: skip
+                else:  # QoS 2 keeps amqtt's handshake (PUBREL again if PUBREC came, else the PUBLISH)
+                    self._track(handler._handle_message_flow(message), session, message.topic)
+            await self._write(handler, chunks)
+            if box is not None and box.handler is handler:
+                box.queue.extendleft((topic, data, qos, False) for topic, data, qos in reversed(queued))
+        finally:
+            if box is not None:
+                box.held = False
+                if box.queue:
+                    self._wake(session.client_id or "", box)
+
+    def _track(self, flow: Any, session: Session, topic: str) -> None:
+        """A QoS 2 handshake runs as its own task: its failure (a timeout, a closed connection) is
+        logged here, never left as an unretrieved task exception."""
+        task = asyncio.ensure_future(flow)
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            if not finished.cancelled() and finished.exception() is not None:
+                log.info("QoS 2 delivery to %s on %s not completed: %r", session.client_id, topic,
+                         finished.exception())  # fmt: skip
+
+        task.add_done_callback(done)
 
     def _write_now(
         self, handler: BrokerProtocolHandler, session: Session, topic: str, data: bytes | bytearray, qos: int,
@@ -451,7 +507,7 @@ class RoutingMixin:
     async def _pump(self, client_id: str, box: _Outbox) -> None:
         try:
             while self._outboxes.get(client_id) is box:
-                if not box.queue:
+                if not box.queue or box.held:
                     session = box.handler.session
                     if session is None or session.transitions.state != "connected":
                         break
