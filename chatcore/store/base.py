@@ -50,9 +50,21 @@ class AlreadyExists(StoreError):
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
-    password_hash: str
+    password_hash: str  # argon2id; "" for a user without a password (logs in with external tokens)
     disabled: bool = False
     created_at: int = 0  # ms since epoch
+    display_name: str | None = None  # what chat clients show instead of the id
+    avatar: str | None = None  # a media id (chatcore.media) the clients show as the picture
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """One user of a bulk ``Store.create_users``."""
+
+    id: str
+    password_hash: str = ""
+    display_name: str | None = None
+    avatar: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +201,34 @@ class Store(abc.ABC):
 
     # --- users ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def create_user(self, user_id: str, password_hash: str) -> User:
-        """Raises AlreadyExists."""
+    def create_user(
+        self, user_id: str, password_hash: str, *, display_name: str | None = None, avatar: str | None = None
+    ) -> User:
+        """Raises AlreadyExists. An empty ``password_hash`` makes a user no password matches."""
+
+    @abc.abstractmethod
+    def create_users(self, users: Sequence[NewUser]) -> list[bool]:
+        """Create many users at once (bulk provisioning), one answer per input in order: True if
+        created, False if the id already existed (that user is left unchanged) or came earlier in
+        ``users``. Durable when this returns; ids are validated before anything is written."""
 
     @abc.abstractmethod
     def get_user(self, user_id: str) -> User | None: ...
 
     @abc.abstractmethod
-    def list_users(self) -> list[User]: ...
+    def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        """The known ones of ``user_ids``, ordered by id (unknown ids are left out)."""
+
+    @abc.abstractmethod
+    def list_users(self, *, after: str | None = None, limit: int | None = None) -> list[User]:
+        """Users ordered by id; ``after`` an id (exclusive) and ``limit`` page through them."""
+
+    @abc.abstractmethod
+    def count_users(self) -> int: ...
+
+    @abc.abstractmethod
+    def set_profile(self, user_id: str, display_name: str | None, avatar: str | None) -> None:
+        """Set both profile fields (None clears one). Raises NotFound."""
 
     @abc.abstractmethod
     def set_password(self, user_id: str, password_hash: str) -> None:
@@ -223,8 +255,14 @@ class Store(abc.ABC):
     def get_conversation(self, conv_id: str) -> Conversation | None: ...
 
     @abc.abstractmethod
-    def list_conversations(self, member: str | None = None) -> list[Conversation]:
-        """All conversations, or those ``member`` belongs to; ordered by id."""
+    def list_conversations(
+        self, member: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[Conversation]:
+        """All conversations, or those ``member`` belongs to; ordered by id. ``after`` an id
+        (exclusive) and ``limit`` page through them."""
+
+    @abc.abstractmethod
+    def count_conversations(self) -> int: ...
 
     @abc.abstractmethod
     def add_member(self, conv_id: str, user_id: str) -> None:

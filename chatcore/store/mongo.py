@@ -62,6 +62,7 @@ from chatcore.store.base import (
     MembershipChanges,
     Message,
     NewMessage,
+    NewUser,
     NotFound,
     ReceiptOutcome,
     ReceiptResult,
@@ -136,24 +137,68 @@ class MongoStore(Store):
         return cls(mongomock.MongoClient().get_database(name))
 
     # --- users ------------------------------------------------------------------------------
-    def create_user(self, user_id: str, password_hash: str) -> User:
+    def create_user(
+        self, user_id: str, password_hash: str, *, display_name: str | None = None, avatar: str | None = None
+    ) -> User:
         require_id(user_id, "user id")
-        user = User(id=user_id, password_hash=password_hash, disabled=False, created_at=now_ms())
+        user = User(id=user_id, password_hash=password_hash, disabled=False, created_at=now_ms(),
+                    display_name=display_name, avatar=avatar)
         try:
-            self._users.insert_one(
-                {"_id": user.id, "password_hash": password_hash, "disabled": False, "created_at": user.created_at}
-            )
+            self._users.insert_one(_user_doc(user))
         except DuplicateKeyError as exc:
             raise AlreadyExists(f"user {user_id!r} already exists") from exc
         self._bump_users()
         return user
 
+    def create_users(self, users: Sequence[NewUser]) -> list[bool]:
+        for new in users:
+            require_id(new.id, "user id")
+        created_at = now_ms()
+        created = [False] * len(users)
+        first: dict[str, int] = {}
+        for index, new in enumerate(users):
+            first.setdefault(new.id, index)
+        docs = [
+            _user_doc(User(id=new.id, password_hash=new.password_hash, created_at=created_at,
+                           display_name=new.display_name, avatar=new.avatar))
+            for index, new in enumerate(users) if first[new.id] == index
+        ]
+        inserted: set[str] = {doc["_id"] for doc in docs}
+        if docs:
+            try:  # unordered: every new id is inserted even when some already exist
+                self._users.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                failed = [error for error in exc.details.get("writeErrors", [])]
+                if any(error.get("code") != _DUPLICATE_KEY for error in failed):
+                    raise
+                inserted -= {docs[error["index"]]["_id"] for error in failed}
+        for user_id in inserted:
+            created[first[user_id]] = True
+        if inserted:
+            self._bump_users()
+        return created
+
     def get_user(self, user_id: str) -> User | None:
         doc = self._users.find_one({"_id": user_id})
         return _user(doc) if doc else None
 
-    def list_users(self) -> list[User]:
-        return [_user(doc) for doc in self._users.find().sort("_id", ASCENDING)]
+    def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        docs = self._users.find({"_id": {"$in": sorted(set(user_ids))}}).sort("_id", ASCENDING)
+        return [_user(doc) for doc in docs]
+
+    def list_users(self, *, after: str | None = None, limit: int | None = None) -> list[User]:
+        cursor = self._users.find({"_id": {"$gt": after}} if after else {}).sort("_id", ASCENDING)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [_user(doc) for doc in cursor]
+
+    def count_users(self) -> int:
+        return int(self._users.count_documents({}))
+
+    def set_profile(self, user_id: str, display_name: str | None, avatar: str | None) -> None:
+        fields = {"display_name": display_name, "avatar": avatar}
+        if self._users.update_one({"_id": user_id}, {"$set": fields}).matched_count == 0:
+            raise NotFound(f"no user {user_id!r}")
 
     def set_password(self, user_id: str, password_hash: str) -> None:
         self._update_user(user_id, {"password_hash": password_hash})
@@ -206,9 +251,19 @@ class MongoStore(Store):
         doc = self._convs.find_one({"_id": conv_id})
         return _conversation(doc) if doc else None
 
-    def list_conversations(self, member: str | None = None) -> list[Conversation]:
-        query = {} if member is None else {"members": member}
-        return [_conversation(doc) for doc in self._convs.find(query).sort("_id", ASCENDING)]
+    def list_conversations(
+        self, member: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[Conversation]:
+        query: dict[str, Any] = {} if member is None else {"members": member}
+        if after:
+            query["_id"] = {"$gt": after}
+        cursor = self._convs.find(query).sort("_id", ASCENDING)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [_conversation(doc) for doc in cursor]
+
+    def count_conversations(self) -> int:
+        return int(self._convs.count_documents({}))
 
     def add_member(self, conv_id: str, user_id: str) -> None:
         if self._users.find_one({"_id": user_id}, {"_id": 1}) is None:
@@ -490,7 +545,14 @@ def _user(doc: dict[str, Any]) -> User:
         password_hash=doc["password_hash"],
         disabled=bool(doc.get("disabled", False)),
         created_at=int(doc.get("created_at", 0)),
+        display_name=doc.get("display_name"),
+        avatar=doc.get("avatar"),
     )
+
+
+def _user_doc(user: User) -> dict[str, Any]:
+    return {"_id": user.id, "password_hash": user.password_hash, "disabled": user.disabled,
+            "created_at": user.created_at, "display_name": user.display_name, "avatar": user.avatar}
 
 
 def _conversation(doc: dict[str, Any]) -> Conversation:

@@ -37,6 +37,7 @@ from chatcore.store.base import (
     MembershipChanges,
     Message,
     NewMessage,
+    NewUser,
     NotFound,
     ReceiptOutcome,
     ReceiptResult,
@@ -50,6 +51,7 @@ from chatcore.store.base import (
 
 SCHEMA_VERSION = 3  # 2: markers and events; 3: membership_log
 BUSY_TIMEOUT_MS = 30_000
+_IN_CHUNK = 500  # ids per "IN (...)" query: well under SQLite's bound-parameter limit
 MAX_IDLE_CONNECTIONS = 8
 
 _SCHEMA = """
@@ -57,7 +59,9 @@ CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    display_name TEXT,
+    avatar TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -114,6 +118,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+# Columns added to a table after its first release: added in place to older databases (nullable,
+# so an older chatmq reading the same file still works; no schema version change needed).
+_ADDED_COLUMNS = (("users", "display_name", "TEXT"), ("users", "avatar", "TEXT"))
+_USER_COLUMNS = "id, password_hash, disabled, created_at, display_name, avatar"
+_CONV_COLUMNS = "id, title, owner, created_at, last_seq"
 _MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments"
 _MARKER_COLUMNS = "conv, user, delivered_seq, read_seq, updated_at"
 
@@ -145,6 +154,9 @@ class SQLiteStore(Store):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for table, column, kind in _ADDED_COLUMNS:
+                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- connections ------------------------------------------------------------------------
@@ -184,31 +196,76 @@ class SQLiteStore(Store):
         conn.close()
 
     # --- users ------------------------------------------------------------------------------
-    def create_user(self, user_id: str, password_hash: str) -> User:
+    def create_user(
+        self, user_id: str, password_hash: str, *, display_name: str | None = None, avatar: str | None = None
+    ) -> User:
         require_id(user_id, "user id")
-        user = User(id=user_id, password_hash=password_hash, disabled=False, created_at=now_ms())
+        user = User(id=user_id, password_hash=password_hash, disabled=False, created_at=now_ms(),
+                    display_name=display_name, avatar=avatar)
         with self._connection() as conn, _write(conn):
             try:
                 conn.execute(
-                    "INSERT INTO users (id, password_hash, disabled, created_at) VALUES (?, ?, 0, ?)",
-                    (user.id, user.password_hash, user.created_at),
+                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, 0, ?, ?, ?)",
+                    (user.id, user.password_hash, user.created_at, display_name, avatar),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"user {user_id!r} already exists") from exc
             _bump_users(conn)
         return user
 
+    def create_users(self, users: Sequence[NewUser]) -> list[bool]:
+        for new in users:
+            require_id(new.id, "user id")
+        created_at = now_ms()
+        created = []
+        with self._connection() as conn, _write(conn):
+            for new in users:
+                cur = conn.execute(
+                    f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, 0, ?, ?, ?)",
+                    (new.id, new.password_hash, created_at, new.display_name, new.avatar),
+                )
+                created.append(cur.rowcount == 1)
+            if any(created):
+                _bump_users(conn)
+        return created
+
     def get_user(self, user_id: str) -> User | None:
         with self._connection() as conn:
-            row = conn.execute(
-                "SELECT id, password_hash, disabled, created_at FROM users WHERE id = ?", (user_id,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
         return _user(row) if row else None
 
-    def list_users(self) -> list[User]:
+    def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        wanted = sorted(set(user_ids))
+        found: list[User] = []
         with self._connection() as conn:
-            rows = conn.execute("SELECT id, password_hash, disabled, created_at FROM users ORDER BY id")
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                rows = conn.execute(
+                    f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id",
+                    chunk,
+                )
+                found.extend(_user(row) for row in rows)
+        return found
+
+    def list_users(self, *, after: str | None = None, limit: int | None = None) -> list[User]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?",
+                (after or "", -1 if limit is None else limit),
+            )
             return [_user(row) for row in rows]
+
+    def count_users(self) -> int:
+        with self._connection() as conn:
+            return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def set_profile(self, user_id: str, display_name: str | None, avatar: str | None) -> None:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute(
+                "UPDATE users SET display_name = ?, avatar = ? WHERE id = ?", (display_name, avatar, user_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {user_id!r}")
 
     def set_password(self, user_id: str, password_hash: str) -> None:
         self._update_user(user_id, "password_hash", password_hash)
@@ -268,20 +325,28 @@ class SQLiteStore(Store):
             ]
         return _conversation(row, members)
 
-    def list_conversations(self, member: str | None = None) -> list[Conversation]:
+    def list_conversations(
+        self, member: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[Conversation]:
+        page = (after or "", -1 if limit is None else limit)
         with self._connection() as conn, _read(conn):
             if member is None:
                 rows = conn.execute(
-                    "SELECT id, title, owner, created_at, last_seq FROM conversations ORDER BY id"
+                    f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id > ? ORDER BY id LIMIT ?", page
                 ).fetchall()
             else:
                 rows = conn.execute(
                     "SELECT c.id, c.title, c.owner, c.created_at, c.last_seq FROM conversations c"
-                    " JOIN members m ON m.conv = c.id WHERE m.user = ? ORDER BY c.id",
-                    (member,),
+                    " JOIN members m ON m.conv = c.id WHERE m.user = ? AND c.id > ? ORDER BY c.id LIMIT ?",
+                    (member, *page),
                 ).fetchall()
-            members = _members_of(conn, [row[0] for row in rows], all_convs=member is None)
+            members = _members_of(conn, [row[0] for row in rows], all_convs=member is None and limit is None
+                                  and after is None)
         return [_conversation(row, members.get(row[0], [])) for row in rows]
+
+    def count_conversations(self) -> int:
+        with self._connection() as conn:
+            return int(conn.execute("SELECT count(*) FROM conversations").fetchone()[0])
 
     def add_member(self, conv_id: str, user_id: str) -> None:
         with self._connection() as conn, _write(conn):
@@ -528,7 +593,9 @@ def _read(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _user(row: tuple[Any, ...]) -> User:
-    return User(id=row[0], password_hash=row[1], disabled=bool(row[2]), created_at=row[3])
+    user_id, password_hash, disabled, created_at, display_name, avatar = row
+    return User(id=user_id, password_hash=password_hash, disabled=bool(disabled), created_at=created_at,
+                display_name=display_name, avatar=avatar)
 
 
 def _conversation(row: tuple[Any, ...], members: Sequence[str]) -> Conversation:

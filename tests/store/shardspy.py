@@ -22,6 +22,8 @@ ROUTING = {key.collection: key.routing_fields for key in SHARD_KEYS}
 # view, one conversation's read receipts). Never the message log.
 SCATTER_ALLOWED = {
     ("users", "list_users"),
+    ("users", "count_users"),
+    ("conversations", "count_conversations"),
     ("conversations", "list_conversations"),
     ("conversations", "memberships"),
     ("markers", "markers"),

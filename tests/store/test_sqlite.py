@@ -155,3 +155,22 @@ def test_processes_get_gapless_seqs(tmp_path: Path) -> None:
     for sender, client_msg_id, seq, msg_id, _duplicate in rows:
         assert (by_key[(sender, client_msg_id)].seq, by_key[(sender, client_msg_id)].id) == (seq, msg_id)
     assert sum(not row[4] for row in rows) == len(history)
+
+
+def test_profile_columns_are_added_to_an_older_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id TEXT PRIMARY KEY, password_hash TEXT NOT NULL,"
+                 " disabled INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute("INSERT INTO users VALUES ('alice', 'h', 0, 1)")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(str(path))
+    try:
+        alice = store.get_user("alice")
+        assert alice is not None and alice.display_name is None and alice.password_hash == "h"
+        store.set_profile("alice", "Alice", "m1")
+        assert store.get_user("alice").display_name == "Alice"  # type: ignore[union-attr]
+    finally:
+        store.close()
+    SQLiteStore(str(path)).close()  # opening again finds the columns there
