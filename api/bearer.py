@@ -22,7 +22,7 @@ from flask import g, request
 
 from api.context import ApiContext, get_context
 from api.errors import ApiError
-from chatcore.auth import claims_identity, token_claims
+from chatcore.auth import claims_identity
 from chatcore.revocation import TokenRevocations
 
 SECURITY = [{"bearer": []}]
@@ -33,31 +33,36 @@ _verified: dict[tuple[str, str], dict[str, Any]] = {}
 _verified_lock = threading.Lock()
 
 
-def require_user() -> None:
+def bearer_token() -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
+    return token.strip()
+
+
+def require_user() -> None:
+    """A user's token: chatmq's own, or the identity provider's (chatcore.identity)."""
     ctx = get_context()
-    claims = verified_claims(ctx.secret, token.strip())
+    claims = verified_claims(ctx, bearer_token())
     identity = None if claims is None else claims_identity(claims)
     if claims is None or identity is None or identity.is_service or identity.is_admin:
         raise ApiError(401, "invalid or expired token")
     if revoked(ctx, claims):
         raise ApiError(401, "invalid or expired token")
-    user = ctx.store.get_user(identity.user)
-    if user is None or user.disabled:
+    if not ctx.authenticator.user_active(claims):  # unknown or disabled (or created on first login)
         raise ApiError(401, "invalid or expired token")
     g.user = identity.user
 
 
-def verified_claims(secret: str, token: str) -> dict[str, Any] | None:
-    """``token_claims``, remembered per worker until the token expires. The dict is shared: read only."""
-    key = (secret, token)
+def verified_claims(ctx: ApiContext, token: str) -> dict[str, Any] | None:
+    """The token's verified claims, remembered per worker until the token expires. The dict is
+    shared: read only."""
+    key = (ctx.secret, token)
     claims = _verified.get(key)
     if claims is not None and time.time() < claims["exp"]:  # PyJWT's own rule: expired once exp <= now
         return claims
-    claims = token_claims(secret, token)
+    claims = ctx.authenticator.token_claims(token)
     if claims is not None:
         with _verified_lock:
             if len(_verified) >= MAX_VERIFIED_TOKENS:

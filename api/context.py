@@ -17,6 +17,7 @@ from redis.retry import Retry
 from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
+from chatcore.identity import external_tokens
 from chatcore.presence import Presence
 from chatcore.ratelimit import LoginThrottle
 from chatcore.store import Store, open_store
@@ -39,6 +40,7 @@ class ApiContext:
         self.presence = Presence(self.redis, int(settings.presence_ttl_s * 1000))
         self.throttle = LoginThrottle(self.redis, settings.login_failures_per_user,
                                       settings.login_failures_per_address, settings.login_window_s)
+        self.external = external_tokens(settings)  # one per process: it caches the JWKS keys
         self._given_store = store
         self._store: Store | None = store
         self._store_pid = os.getpid()
@@ -59,7 +61,7 @@ class ApiContext:
 
     @property
     def authenticator(self) -> Authenticator:
-        return Authenticator(self.store, self.secret)
+        return Authenticator(self.store, self.secret, external=self.external)
 
     def close(self) -> None:
         """Close what this context opened itself (a store handed in belongs to the caller)."""

@@ -22,6 +22,7 @@ from werkzeug.datastructures import FileStorage as WerkzeugFile
 from api.bearer import SECURITY, current_user, require_user
 from api.context import get_context
 from api.errors import ApiError, error_responses
+from api.presence import share_conversation
 from chatcore.config import Settings
 from chatcore.media import MediaStore, is_media_id, may_read, open_media_store
 from chatcore.media.sniff import HEAD_BYTES, agrees, sniff, type_of_name
@@ -127,6 +128,13 @@ def upload(form: UploadForm) -> tuple[Response, int]:
     return jsonify(info.to_payload()), 201
 
 
+def _avatar_visible(media_id: str, owner: str, viewer: str) -> bool:
+    """A media that is its owner's current avatar (api/users.py) may be read by whoever may see
+    the owner's profile: the owner and those sharing a conversation with them."""
+    user = get_context().store.get_user(owner)
+    return user is not None and user.avatar == media_id and (viewer == owner or share_conversation(viewer, owner))
+
+
 def _clean_name(name: str | None) -> str | None:
     """The last path component without control characters: a display name, never a path."""
     if not name:
@@ -148,7 +156,7 @@ def download(path: MediaPath) -> Response:
         conversation = store.get_conversation(conv)
         return conversation is not None and user in conversation.members
 
-    if not may_read(info, current_user(), is_member):
+    if not may_read(info, current_user(), is_member) and not _avatar_visible(info.id, info.owner, current_user()):
         raise ApiError(403, "not shared with you")
     inline = info.mime.startswith(INLINE_KINDS)
     name = info.name or f"{info.id}{mimetypes.guess_extension(info.mime) or ''}"

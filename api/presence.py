@@ -44,11 +44,11 @@ def get_presence(path: UserPath) -> Response:
     me = current_user()
     if not is_valid_id(path.user) or ctx.store.get_user(path.user) is None:
         raise ApiError(404, f"no user {path.user!r}")
-    if path.user != me and not _share_conversation(me, path.user):
+    if path.user != me and not share_conversation(me, path.user):
         raise ApiError(403, "presence is visible to users sharing a conversation")
     now_ms = int(time.time() * 1000)
     return jsonify(ctx.presence.get(path.user, now_ms).to_payload())
 
 
-def _share_conversation(me: str, other: str) -> bool:
+def share_conversation(me: str, other: str) -> bool:
     return any(other in conv.members for conv in get_context().store.list_conversations(member=me))

@@ -25,6 +25,7 @@ from chatcore import redisconn
 from chatcore.auth import Authenticator
 from chatcore.config import Settings
 from chatcore.credcache import VerifiedPasswords
+from chatcore.identity import external_tokens
 from chatcore.membership import MembershipView
 from chatcore.ratelimit import ConnectionRate, LoginThrottle
 from chatcore.revocation import TokenRevocations
@@ -68,7 +69,8 @@ async def serve(
         await asyncio.to_thread(view.refresh)  # access checks must not start from an empty view
         revocations = TokenRevocations(redisconn.connect(settings.redis_url), settings.token_ttl_s)
         services = BrokerServices(
-            Authenticator(store, secret, revocations, verified_passwords(settings)), view, MembershipRefresher(view),
+            Authenticator(store, secret, revocations, verified_passwords(settings), external_tokens(settings)),
+            view, MembershipRefresher(view),
             allow_anonymous=settings.allow_anonymous,
             throttle=LoginThrottle(redisconn.connect(settings.redis_url), settings.login_failures_per_user,
                                    settings.login_failures_per_address, settings.login_window_s),

@@ -7,6 +7,7 @@ without a store round trip (password checks cost ~50-100 ms of CPU by design).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,12 +19,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from chatcore.access import Identity
 from chatcore.config import ADMIN_USER, SERVICE_USER
-from chatcore.store.base import Store
+from chatcore.store.base import AlreadyExists, Store, User
 
 if TYPE_CHECKING:
     from chatcore.credcache import VerifiedPasswords
+    from chatcore.identity import ExternalTokens
     from chatcore.revocation import TokenRevocations
 
+log = logging.getLogger(__name__)
+
+EXTERNAL_CLAIM = "ext"  # marks the claims of an identity provider's token (chatcore.identity)
 _hasher = PasswordHasher()
 _ALGORITHM = "HS256"
 _TOKEN_PREFIX = "eyJ"  # every compact JWT starts with a base64url '{"'
@@ -86,6 +91,11 @@ def looks_like_token(secret_or_password: str) -> bool:
 class Authenticator:
     """Checks a (username, password-or-token) pair against the store. Blocking: run it in a thread.
 
+    The one login path: the amqtt broker's auth plugin, the EMQX hook and the API call it. The
+    password field holds a password, a chatmq token, or (with ``external``) a token of the app's
+    identity provider (chatcore.identity); a token's user must be the username, exist (or be
+    created on first login when the deployment says so) and not be disabled.
+
     With ``revocations`` a token is also checked against the revocation marks in Redis
     (chatcore.revocation); an error reaching Redis refuses the token rather than ignore a revoke.
     With ``verified`` a password that matched the user's current hash moments ago is accepted
@@ -94,18 +104,19 @@ class Authenticator:
 
     def __init__(
         self, store: Store, secret: str, revocations: TokenRevocations | None = None,
-        verified: VerifiedPasswords | None = None,
+        verified: VerifiedPasswords | None = None, external: ExternalTokens | None = None,
     ) -> None:  # fmt: skip
         self._store = store
         self._secret = secret
         self._revocations = revocations
         self._verified = verified
+        self._external = external
 
     def authenticate(self, username: str | None, password: str | None) -> Identity | None:
         if not username or not password:
             return None
         if looks_like_token(password):
-            claims = token_claims(self._secret, password)
+            claims = self.token_claims(password)
             if claims is None:
                 return None
             identity = claims_identity(claims)
@@ -117,13 +128,39 @@ class Authenticator:
                 return identity if username == ADMIN_USER else None
             if self._revocations is not None and self._revocations.is_revoked(claims):
                 return None
-            return identity if self._user_active(username) else None
+            return identity if self.user_active(claims) else None
         if username in (SERVICE_USER, ADMIN_USER):
             return None
         user = self._store.get_user(username)
-        if user is None or user.disabled or not self._password_matches(user.id, user.password_hash, password):
+        if user is None or user.disabled or not user.password_hash:  # no password: external tokens only
+            return None
+        if not self._password_matches(user.id, user.password_hash, password):
             return None
         return Identity(user=username)
+
+    def token_claims(self, token: str) -> dict[str, Any] | None:
+        """The verified claims of a chatmq token, or of an identity provider's token when one is
+        configured; None if forged, malformed, expired or (external) of the wrong issuer/audience."""
+        if self._external is not None and self._external.handles(token):
+            return self._external.claims(token)
+        return token_claims(self._secret, token)
+
+    def user_active(self, claims: dict[str, Any]) -> bool:
+        """The verified token's user exists and is not disabled. A user the identity provider
+        vouches for but this store does not know is created first, when the deployment says so."""
+        user = self._store.get_user(str(claims["sub"]))
+        if user is None and claims.get(EXTERNAL_CLAIM) and self._external is not None and self._external.create_users:
+            user = self._create_on_first_login(claims)
+        return user is not None and not user.disabled
+
+    def _create_on_first_login(self, claims: dict[str, Any]) -> User | None:
+        user_id = str(claims["sub"])
+        try:  # no password: this user logs in with the identity provider's tokens only
+            user = self._store.create_user(user_id, "", display_name=claims.get("name"))
+        except AlreadyExists:  # another login of the same new user won the race
+            return self._store.get_user(user_id)
+        log.info("created user %s on first login with an identity provider token", user_id)
+        return user
 
     def _password_matches(self, user: str, password_hash: str, password: str) -> bool:
         verified = self._verified
@@ -135,6 +172,3 @@ class Authenticator:
             verified.remember(user, password_hash, password)
         return True
 
-    def _user_active(self, username: str) -> bool:
-        user = self._store.get_user(username)
-        return user is not None and not user.disabled

@@ -88,6 +88,21 @@ class Settings(BaseSettings):
     mosquitto_url: str | None = Field(default=None, description="mqtt://ADMIN:PASSWORD@HOST:PORT of Mosquitto")
     # EMQX's HTTP auth hooks (/v1/emqx/authn, /v1/emqx/authz) exist only with this shared secret.
     emqx_hook_secret: str | None = Field(default=None, description="X-Chatmq-Hook-Secret EMQX must send")
+    # External identity (chatcore.identity): the app's identity provider's JWTs accepted as the MQTT
+    # password and HTTP bearer token, verified with the keys of a JWKS URL or one public key.
+    idp_jwks_url: str | None = Field(default=None, description="the identity provider's JWKS URL")
+    idp_public_key: str | None = Field(default=None, description="PEM public key (text or file path), instead of JWKS")
+    idp_issuer: str | None = Field(default=None, description="the iss tokens must carry")
+    idp_audience: str | None = Field(default=None, description="the aud tokens must carry")
+    idp_algorithms: str = Field(default="RS256,ES256,EdDSA", description="accepted signature algorithms")
+    idp_user_claim: str = Field(default="sub", min_length=1, description="the claim holding the chatmq user id")
+    idp_name_claim: str = Field(default="name", description="display name of users created on first login")
+    idp_create_users: bool = Field(default=False, description="create unknown users on their first login")
+    idp_leeway_s: float = Field(default=30.0, ge=0, le=600, description="clock skew allowed on exp/nbf/iat")
+    idp_jwks_refresh_s: float = Field(default=300.0, ge=1, description="how often the JWKS is re-read")
+    idp_jwks_min_refetch_s: float = Field(default=10.0, ge=0, description="least time between JWKS reads "
+                                          "for unknown key ids (rotations are picked up on first use)")
+    idp_jwks_timeout_s: float = Field(default=5.0, gt=0, le=60, description="JWKS request timeout")
     log_level: str = "INFO"
     # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
     broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")
