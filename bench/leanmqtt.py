@@ -70,6 +70,26 @@ def puback_packet(packet_id: int) -> bytes:
 OnMessage = Callable[["LeanClient", str, bytes], None]
 
 
+def take_packet(buffer: bytearray) -> tuple[int, bytes] | None:
+    """Take one whole packet off the front of ``buffer``: (first byte, body); None until one is complete."""
+    length, multiplier, index = 0, 1, 1
+    while True:
+        if index >= len(buffer):
+            return None  # the remaining-length field itself is incomplete
+        byte = buffer[index]
+        length += (byte & 0x7F) * multiplier
+        multiplier *= 128
+        index += 1
+        if not byte & 0x80:
+            break
+    end = index + length
+    if len(buffer) < end:
+        return None
+    packet = buffer[0], bytes(buffer[index:end])
+    del buffer[:end]
+    return packet
+
+
 class LeanClient(asyncio.Protocol):
     """One connection at a time; ``connect()`` may be called again after the connection was lost."""
 
@@ -188,24 +208,9 @@ class LeanClient(asyncio.Protocol):
             self.lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= 2:
-            length, multiplier, index = 0, 1, 1
-            while True:
-                if index >= len(buffer):
-                    return  # the remaining-length field itself is incomplete
-                byte = buffer[index]
-                length += (byte & 0x7F) * multiplier
-                multiplier *= 128
-                index += 1
-                if not byte & 0x80:
-                    break
-            end = index + length
-            if len(buffer) < end:
-                return
-            self._packet_received(buffer[0], bytes(buffer[index:end]))
-            del buffer[:end]
+        self._buffer += data
+        while (packet := take_packet(self._buffer)) is not None:
+            self._packet_received(*packet)
 
     def _packet_received(self, first: int, body: bytes) -> None:
         kind = first >> 4

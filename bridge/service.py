@@ -62,6 +62,19 @@ from chatcore.store.base import now_ms
 
 log = logging.getLogger(__name__)
 
+
+class _PahoNotConnected(logging.Filter):
+    """paho 2.2's network thread runs one more loop step after its socket closed (after disconnect()
+    and after every failed reconnect attempt) and logs it as ERROR "Client is not connected". The
+    bridge says itself when it loses the broker and when it stops; that line adds nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+PAHO_LOG = logging.getLogger("bridge.paho")
+PAHO_LOG.addFilter(_PahoNotConnected())
+
 CLIENT_ID = "chatmq-bridge"
 KEEPALIVE_S = 30
 RECONNECT_MIN_S = 1
@@ -107,7 +120,7 @@ class Bridge:
             manual_ack=True,
         )
         self._client.suppress_exceptions = True
-        self._client.enable_logger(logging.getLogger("bridge.paho"))
+        self._client.enable_logger(PAHO_LOG)
         self._client.max_inflight_messages_set(MAX_INFLIGHT_OUT)
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._client.on_pre_connect = self._on_pre_connect

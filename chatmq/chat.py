@@ -2,26 +2,38 @@
 
 Plain lines, no screen control: it works over ssh, in a pipe and under a pseudo-terminal test.
 The main thread reads what you type; the client's threads print what arrives (under one lock).
+Where the stack is comes from the options, else from what ``chatmq up`` recorded in the data dir
+(chatmq.stackinfo), as for the admin commands. Log records reach the screen as ``!`` lines.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
+from chatmq.settings_opts import make_settings
+from chatmq.stackinfo import read_stack
 from clients import Ack, ApiError, ChatClient, ConnectRefused, Event, HistoryClient
 
-# Receipt marks. Issue 4 adds delivered/read receipts: feed them to ChatView.show_mark.
+# Marks next to my messages: "received" is the server's ack (stored, with its seq); the others
+# come from receipts (ChatView.show_mark).
 MARKS = {"received": ("✓", "[received]"), "delivered": ("✓✓", "[delivered]"), "read": ("✓✓ read", "[read]")}
 TYPING_QUIET_S = 3.0
+UNACKED_WARN_S = 5.0  # a send without the server's ack this long gets a warning line
 HELP = "Type a message and press Enter. Commands: /who (presence), /help, /quit (or Ctrl-D)."
+DEFAULT_HOST, DEFAULT_MQTT_PORT, DEFAULT_HTTP_PORT = "127.0.0.1", 1883, 8080
 
 
 class ChatView:
@@ -33,6 +45,7 @@ class ChatView:
         self._unicode = _can_encode(out, "✓")
         self._typing_shown: dict[str, float] = {}
         self._presence: dict[str, str] = {}
+        self._lost = False
 
     def line(self, text: str = "") -> None:
         with self._lock:
@@ -43,7 +56,7 @@ class ChatView:
         self.line("Conversations:")
         for n, conv in enumerate(convs, 1):
             title = f' "{conv["title"]}"' if conv.get("title") else ""
-            unread = conv.get("unread", "-")  # the API has no unread counts yet
+            unread = conv.get("unread", "-")
             members = ", ".join(conv.get("members", []))
             last = conv.get("last_seq", 0)
             self.line(f"  {n}. {conv['id']}{title}  members: {members}  last #{last}  unread {unread}")
@@ -57,7 +70,7 @@ class ChatView:
         self._typing_shown.pop(sender, None)
 
     def show_mark(self, status: str, seq: int | None, detail: str = "") -> None:
-        """A receipt mark for one of my messages: received now; delivered/read once issue 4 lands."""
+        """A mark for one of my messages (``MARKS``)."""
         symbol, plain = MARKS.get(status, (status, f"[{status}]"))
         self.line(f"  {symbol if self._unicode else plain} {status} #{seq}{detail}")
 
@@ -83,6 +96,46 @@ class ChatView:
             self._presence[user] = status
             self.line(f"* {user} is {status}")
 
+    def connection(self, connected: bool, _reason: str) -> None:
+        """The link to the server: lost (the client reconnects by itself) and back again."""
+        if not connected:
+            self._lost = True
+            self.line("--- connection lost; reconnecting (what you type is sent once it is back)")
+        elif self._lost:
+            self._lost = False
+            self.line("--- connected again")
+
+    def unacked(self, text: str, waited: float, connected: bool) -> None:
+        preview = text if len(text) <= 40 else text[:37] + "..."
+        where = "still sending" if connected else "not connected; sent when the connection is back"
+        self.line(f"  ! not acked after {waited:g} s ({where}): {preview}")
+
+    @contextmanager
+    def logs_as_lines(self) -> Iterator[None]:
+        """While chatting, log records are ``!`` lines on this screen instead of raw log lines
+        between the messages: WARNING and up (everything with --log-level DEBUG)."""
+        root = logging.getLogger()
+        handler = _ViewLogHandler(self)
+        handler.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING)
+        saved = root.handlers[:]
+        root.handlers[:] = [handler]
+        try:
+            yield
+        finally:
+            root.handlers[:] = saved
+
+
+class _ViewLogHandler(logging.Handler):
+    def __init__(self, view: ChatView) -> None:
+        super().__init__()
+        self.view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.view.line(f"! {record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
 
 class ChatSession:
     """One open conversation: history, then live events, and sending what is typed."""
@@ -102,6 +155,7 @@ class ChatSession:
         self.client.on_presence(self._presence)
         self.client.on_ack(self.view.ack)
         self.client.on_event(self._other)
+        self.client.on_connection(self.view.connection)
         self.client.join(conv_id, after=messages[-1]["seq"] if messages else 0)
         for user in self.others:
             self.client.watch_presence(user)
@@ -122,8 +176,20 @@ class ChatSession:
                 except ApiError as exc:
                     self.view.line(f"* {user}: unknown ({exc})")
         elif text.strip():
-            self.client.send(self.conv["id"], text)
+            self._watch_ack(self.client.send(self.conv["id"], text), text)
         return True
+
+    def _watch_ack(self, sent: Future[Ack], text: str) -> None:
+        """Say so when a send stays unacked for UNACKED_WARN_S (the client keeps resending it)."""
+
+        def check() -> None:
+            if not sent.done():
+                self.view.unacked(text, UNACKED_WARN_S, self.client.connected)
+
+        timer = threading.Timer(UNACKED_WARN_S, check)
+        timer.daemon = True
+        timer.start()
+        sent.add_done_callback(lambda _f: timer.cancel())
 
     def _typing(self, event: Event) -> None:
         if event.conv == self.conv["id"] and event.user:
@@ -134,7 +200,7 @@ class ChatSession:
             self.view.presence(event.user, str(event.payload.get("status")))
 
     def _other(self, event: Event) -> None:
-        """The generic hook: event kinds this client does not know yet (receipts come with issue 4)."""
+        """The generic hook (every event): a status for one of my messages becomes its mark."""
         if event.kind is None and "status" in event.payload and "seq" in event.payload:
             self.view.show_mark(str(event.payload["status"]), event.payload.get("seq"))
 
@@ -156,14 +222,31 @@ def _read_password(password_stdin: bool) -> str:
     return os.environ.get("CHATMQ_PASSWORD") or click.prompt("Password", hide_input=True)
 
 
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    http_url: str
+
+
+def locate(data_dir: Path | None, host: str | None, port: int | None, http_url: str | None) -> Server:
+    """Options (and their environment variables) first, then what ``chatmq up`` recorded in the
+    data dir (stack.json), then the defaults of a plain ``chatmq up``."""
+    stack = read_stack(make_settings(data_dir=data_dir).data_dir)
+    host = host or str(stack.get("host") or DEFAULT_HOST)
+    port = port or int(stack.get("mqtt_port") or DEFAULT_MQTT_PORT)
+    if http_url is None:
+        http_host = stack.get("host") or DEFAULT_HOST
+        http_url = f"http://{http_host}:{int(stack.get('http_port') or DEFAULT_HTTP_PORT)}"
+    return Server(host, port, http_url)
+
+
 def _choose(view: ChatView, convs: list[dict[str, Any]], wanted: str | None) -> dict[str, Any]:
     by_id = {c["id"]: c for c in convs}
     if wanted is not None:
         if wanted not in by_id:
             raise click.ClickException(f"you are not a member of a conversation {wanted!r}")
         return by_id[wanted]
-    if not convs:
-        raise click.ClickException("you have no conversations yet (an admin adds you: chatmq conv create)")
     while True:
         click.echo(f"Open which conversation [1-{len(convs)} or id]: ", nl=False)
         answer = sys.stdin.readline()
@@ -180,10 +263,13 @@ def _choose(view: ChatView, convs: list[dict[str, Any]], wanted: str | None) -> 
 @click.command()
 @click.option("--user", "-u", required=True, envvar="CHATMQ_USER", help="your user id")
 @click.option("--conv", "-c", "conv_id", default=None, help="open this conversation (else choose from a list)")
-@click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host")
-@click.option("--port", type=int, default=1883, show_default=True, envvar="CHATMQ_MQTT_PORT", help="MQTT port")
-@click.option("--http-url", default="http://127.0.0.1:8080", show_default=True, envvar="CHATMQ_HTTP_URL",
-              help="the chatmq HTTP API")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="use the ports `chatmq up` recorded in this data dir [env CHATMQ_DATA_DIR; default ./data]")
+@click.option("--host", default=None, help="MQTT broker host [default: as recorded, else 127.0.0.1]")
+@click.option("--port", type=int, default=None, envvar="CHATMQ_MQTT_PORT",
+              help="MQTT port [default: as recorded, else 1883]")
+@click.option("--http-url", default=None, envvar="CHATMQ_HTTP_URL",
+              help="the chatmq HTTP API [default: as recorded, else http://127.0.0.1:8080]")
 @click.option("--device", default="terminal", show_default=True, help="device id for presence")
 @click.option("--password-stdin", is_flag=True, help="read the password from the first line of stdin "
               "(else CHATMQ_PASSWORD, else a prompt)")
@@ -194,41 +280,51 @@ def _choose(view: ChatView, convs: list[dict[str, Any]], wanted: str | None) -> 
 @click.option("--heartbeat", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               envvar="CHATMQ_HEARTBEAT_INTERVAL_S",
               help="presence heartbeat period in seconds; must match the server's heartbeat interval")
-def chat(user: str, conv_id: str | None, host: str, port: int, http_url: str, device: str, password_stdin: bool,
-         history_count: int, state_file: Path | None, heartbeat: float) -> None:
-    """Chat from a terminal: pick a conversation, see its history, then talk live."""
+def chat(user: str, conv_id: str | None, data_dir: Path | None, host: str | None, port: int | None,
+         http_url: str | None, device: str, password_stdin: bool, history_count: int, state_file: Path | None,
+         heartbeat: float) -> None:
+    """Chat from a terminal: pick a conversation, see its history, then talk live.
+
+    It finds the stack like the admin commands do: --host/--port/--http-url, else the ports
+    `chatmq up` recorded in the data dir, else the defaults (MQTT 1883, HTTP 8080)."""
+    server = locate(data_dir, host, port, http_url)
     password = _read_password(password_stdin)
     view = ChatView(user, sys.stdout)
-    history = HistoryClient(http_url, user, password)
+    history = HistoryClient(server.http_url, user, password)
     try:
         token = history.token()
         convs = history.conversations()
     except ApiError as exc:
         if exc.status == 401:
             raise click.ClickException("login failed: invalid username or password") from None
-        raise click.ClickException(f"cannot use the API at {http_url}: {exc}") from None
+        raise click.ClickException(f"cannot use the API at {server.http_url}: {exc}") from None
+    if not convs:
+        raise click.ClickException(f"{user} has no conversations yet (an admin adds you: chatmq conv create "
+                                   f"--id ID --members {user},...)")
     view.conversations(convs)
     conv = _choose(view, convs, conv_id)
 
-    client = ChatClient(host, port, user, password, token=token, device=device, api_url=http_url,
-                        state_file=state_file, queue_events=False, heartbeat_interval=heartbeat)
-    try:
-        client.connect()
-    except (ConnectRefused, OSError) as exc:
-        raise click.ClickException(f"cannot connect to MQTT at {host}:{port}: {exc}") from None
-    session = ChatSession(client, history, view, conv)
-    try:
-        session.open(history_count)
-        while line := sys.stdin.readline():  # readline, not iteration: one Ctrl-D on a tty is EOF
-            if not session.handle(line):
-                break
-        if not client.drain(5):
-            view.line(f"! {len(client.outbox)} message(s) not acked yet"
-                      + (f"; kept in {state_file}" if state_file else ""))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        client.close()
+    client = ChatClient(server.host, server.port, user, password, token=token, device=device,
+                        api_url=server.http_url, state_file=state_file, queue_events=False,
+                        heartbeat_interval=heartbeat)
+    with view.logs_as_lines():
+        try:
+            client.connect()
+        except (ConnectRefused, OSError) as exc:
+            raise click.ClickException(f"cannot connect to MQTT at {server.host}:{server.port}: {exc}") from None
+        session = ChatSession(client, history, view, conv)
+        try:
+            session.open(history_count)
+            while line := sys.stdin.readline():  # readline, not iteration: one Ctrl-D on a tty is EOF
+                if not session.handle(line):
+                    break
+            if not client.drain(5):
+                view.line(f"! {len(client.outbox)} message(s) not acked yet"
+                          + (f"; kept in {state_file}" if state_file else ""))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            client.close()
     view.line("bye")
 
 

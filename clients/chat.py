@@ -37,12 +37,13 @@ from clients.history import ApiError, HistoryClient
 from clients.outbox import Outbox, Transmission
 from clients.state import LocalState, QueuedSend
 
-__all__ = ["Ack", "ChatClient", "ConnectRefused", "Event", "Listener"]
+__all__ = ["Ack", "ChatClient", "ConnectRefused", "ConnectionListener", "Event", "Listener"]
 
 log = logging.getLogger("chatmq.client")
 
 Listener = Callable[[Event], None]
 AckListener = Callable[[Ack], None]
+ConnectionListener = Callable[[bool, str], None]
 _HISTORY_PAGE = 200
 
 
@@ -83,6 +84,7 @@ class ChatClient:
         self._queue_events = queue_events
         self._listeners: list[tuple[TopicKind | None, bool, Listener]] = []
         self._ack_listeners: list[AckListener] = []
+        self._connection_listeners: list[ConnectionListener] = []
 
         tls_context = ssl.create_default_context() if tls is True else (tls or None)
         self.history: HistoryClient | None = None
@@ -292,6 +294,13 @@ class ChatClient:
         self._ack_listeners.append(listener)
         return listener
 
+    def on_connection(self, listener: ConnectionListener) -> ConnectionListener:
+        """Call ``listener(True, "")`` each time a connection is set up (subscriptions renewed and
+        presence announced; unacked sends go out right after) and ``listener(False, reason)`` when
+        one is lost (the client reconnects by itself); not when close() ends the connection."""
+        self._connection_listeners.append(listener)
+        return listener
+
     def next_event(self, timeout: float = 5.0) -> Event:
         """The next incoming event; raises queue.Empty after ``timeout`` seconds."""
         return self.events.get(timeout=timeout)
@@ -332,6 +341,8 @@ class ChatClient:
         log.info("%s disconnected (%s); paho reconnects", self._owner, reason)
         self.conn = uuid.uuid4().hex  # the next connection has its own id, so this one's will can't hurt it
         self._set_will()
+        for listener in self._connection_listeners:
+            _safely(listener, False, str(reason))
 
     def _after_connect(self) -> None:
         """Runs on the worker after each CONNACK: the session is clean, so set everything up again."""
@@ -345,6 +356,8 @@ class ChatClient:
             topics += [(protocol.msg_topic(conv), protocol.QOS_MSG), (_typing_filter(conv), 0)]
         self._subscribe_and_wait(topics)
         self._publish_presence("online")
+        for listener in self._connection_listeners:
+            _safely(listener, True, "")
         self.outbox.flush(reconnected=True)
         for conv in convs:
             self._needs_catchup.add(conv)
@@ -513,8 +526,8 @@ def _typing_filter(conv: str) -> str:
     return f"chat/{conv}/typing/+"
 
 
-def _safely(listener: Callable[[Any], None], value: Any) -> None:
+def _safely(listener: Callable[..., None], *args: Any) -> None:
     try:
-        listener(value)
+        listener(*args)
     except Exception:
         log.exception("a client listener failed")

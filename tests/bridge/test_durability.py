@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -107,6 +108,22 @@ def test_reconnects_after_the_broker_restarts(
     alice = device("alice", ["user/alice/ack"])
     send(alice, "c1", "alice", "after-restart")
     assert alice.wait_count("user/alice/ack", 1, timeout=15)[0]["seq"] == 1
+
+
+def test_a_broker_outage_is_one_warning_not_an_error_per_reconnect_attempt(
+    bridge: Bridge, mosquitto: LocalMosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    mosquitto.stop()
+    time.sleep(3.5)  # reconnect attempts 1 s apart fail meanwhile
+    mosquitto.start()
+    deadline = time.monotonic() + 15
+    while not bridge.connected:
+        assert time.monotonic() < deadline, "bridge did not reconnect"
+        time.sleep(0.05)
+    bridge.stop()
+    assert [r.getMessage() for r in caplog.records if r.name == "bridge.paho" and r.levelno >= logging.ERROR] == []
+    assert any("bridge lost the broker" in r.getMessage() for r in caplog.records)
 
 
 def test_liveness_key_is_set_while_connected(bridge: Bridge, redis_client: redis.Redis) -> None:

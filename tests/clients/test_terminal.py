@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import io
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import pexpect
 import pytest
 
+from tests.clients.proxy import FlakyLink, MqttTap
 from tests.stack import PASSWORD, Stack
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _spawn(stack: Stack, user: str, *args: str) -> pexpect.spawn:
+def _spawn(stack: Stack, user: str, *args: str, where: tuple[str, ...] | None = None) -> pexpect.spawn:
+    """``chatmq chat`` in a pseudo-terminal; ``where`` replaces the explicit --port/--http-url
+    (``()``: only the stack's data dir, through CHATMQ_DATA_DIR)."""
     env = {**stack.env(), "CHATMQ_PASSWORD": PASSWORD, "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
-    command = ["-m", "chatmq.chat", "--user", user, "--port", str(stack.mqtt_port),
-               "--http-url", stack.base_url, *args]  # fmt: skip
-    return pexpect.spawn(sys.executable, command, env=env, encoding="utf-8", timeout=20)
+    if where is None:
+        where = ("--port", str(stack.mqtt_port), "--http-url", stack.base_url)
+    command = ["-m", "chatmq.cli", "chat", "--user", user, *where, *args]
+    term = pexpect.spawn(sys.executable, command, env=env, encoding="utf-8", timeout=20)
+    term.logfile_read = io.StringIO()  # everything the screen showed, for the checks at the end
+    return term
+
+
+def _screen(term: pexpect.spawn) -> str:
+    return str(term.logfile_read.getvalue())
 
 
 @pytest.fixture
@@ -87,3 +99,101 @@ def test_bad_password_is_a_clear_error(stack: Stack, unique: Callable[[str], str
     term.expect(pexpect.EOF)
     term.close()
     assert term.exitstatus == 1
+
+
+def test_chat_uses_the_ports_chatmq_up_recorded(stack: Stack, unique: Callable[[str], str],
+                                                terminals: list[pexpect.spawn]) -> None:
+    """No --port or --http-url: the stack runs on free ports, recorded in its data dir's stack.json
+    (the defaults, 1883 and 8080, would reach the machine's own Mosquitto or nothing)."""
+    alice, bob, conv = unique("alice"), unique("bob"), unique("conv")
+    stack.add_user(alice)
+    stack.add_user(bob)
+    stack.create_conv(conv, alice, bob)
+    term = _spawn(stack, alice, "--conv", conv, where=())
+    terminals.append(term)
+    term.expect("--- live")
+    term.sendline("found you")
+    term.expect(f"#1 {alice} \\(me\\): found you")
+    term.expect("✓ received #1")  # only the chatmq stack acks
+    term.sendline("/quit")
+    term.expect(pexpect.EOF)
+
+
+def test_chat_says_when_the_connection_drops_and_sends_wait(
+    stack: Stack, unique: Callable[[str], str], terminals: list[pexpect.spawn]
+) -> None:
+    alice, bob, conv = unique("alice"), unique("bob"), unique("conv")
+    stack.add_user(alice)
+    stack.add_user(bob)
+    stack.create_conv(conv, alice, bob)
+    link = FlakyLink(stack.mqtt_port)
+    try:
+        # --port overrides what `chatmq up` recorded; the API still comes from the data dir
+        term = _spawn(stack, alice, "--conv", conv, where=("--port", str(link.port)))
+        terminals.append(term)
+        term.expect("--- live")
+        link.down()
+        term.expect("--- connection lost; reconnecting")
+        term.sendline("typed while offline")
+        term.expect("! not acked after 5 s \\(not connected; sent when the connection is back\\): typed while offline")
+        link.up()
+        term.expect("--- connected again", timeout=40)  # paho's reconnect back-off
+        term.expect("✓ received #1")
+        term.sendline("/quit")
+        term.expect(pexpect.EOF)
+    finally:
+        link.close()
+    screen = _screen(term)
+    assert f"#1 {alice} (me): typed while offline" in screen.split("--- connected again")[1], screen
+    assert "paho" not in screen and " INFO " not in screen and "Traceback" not in screen, screen
+
+
+def test_chat_for_a_user_without_conversations(stack: Stack, unique: Callable[[str], str],
+                                               terminals: list[pexpect.spawn]) -> None:
+    loner = unique("loner")
+    stack.add_user(loner)
+    term = _spawn(stack, loner)
+    terminals.append(term)
+    term.expect(f"{loner} has no conversations yet")
+    term.expect(pexpect.EOF)
+    term.close()
+    assert term.exitstatus == 1
+    assert "Conversations:" not in _screen(term)
+
+
+def test_chat_client_acknowledges_every_qos1_delivery(stack: Stack, unique: Callable[[str], str],
+                                                      terminals: list[pexpect.spawn]) -> None:
+    """The PUBACK path, client side, read on the wire: every QoS 1 PUBLISH the broker sends the
+    `chatmq chat` client is PUBACKed, the retained presence delivered on SUBSCRIBE included (the
+    broker's "Timeout waiting for PUBACK for packet ID 1" after a chat connects is not the client's)."""
+    alice, bob, conv = unique("alice"), unique("bob"), unique("conv")
+    stack.add_user(alice)
+    stack.add_user(bob)
+    stack.create_conv(conv, alice, bob)
+    tap = MqttTap()
+    link = FlakyLink(stack.mqtt_port, tap=tap)
+    try:
+        with stack.client(bob, device="phone") as bob_phone:  # bob online: a retained presence/bob
+            term = _spawn(stack, alice, "--conv", conv, where=("--port", str(link.port)))
+            terminals.append(term)
+            term.expect(f"\\* {bob} is online")
+            bob_phone.send(conv, "a live message").result(10)
+            term.expect(f"{bob}: a live message")
+            term.sendline("and my own")
+            term.expect("✓ received #2")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                packets = tap.snapshot()
+                delivered = {p.packet_id: p for p in packets if p.way == "down" and p.kind == 3 and p.qos == 1}
+                acked = {p.packet_id for p in packets if p.way == "up" and p.kind == 4}
+                if delivered and set(delivered) <= acked:
+                    break
+                time.sleep(0.1)
+            term.sendline("/quit")
+            term.expect(pexpect.EOF)
+    finally:
+        link.close()
+    topics = {p.topic for p in delivered.values()}
+    assert f"presence/{bob}" in topics and f"chat/{conv}/msg" in topics and f"user/{alice}/ack" in topics, topics
+    assert any(p.retain for p in delivered.values() if p.topic == f"presence/{bob}")
+    assert set(delivered) <= acked, f"never PUBACKed: {[delivered[i] for i in set(delivered) - acked]}"
