@@ -110,7 +110,7 @@ def test_reconnects_after_the_broker_restarts(
     assert alice.wait_count("user/alice/ack", 1, timeout=15)[0]["seq"] == 1
 
 
-def test_a_broker_outage_is_one_warning_not_an_error_per_reconnect_attempt(
+def test_a_broker_outage_logs_no_error_per_reconnect_attempt(
     bridge: Bridge, mosquitto: LocalMosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -122,7 +122,8 @@ def test_a_broker_outage_is_one_warning_not_an_error_per_reconnect_attempt(
         assert time.monotonic() < deadline, "bridge did not reconnect"
         time.sleep(0.05)
     bridge.stop()
-    assert [r.getMessage() for r in caplog.records if r.name == "bridge.paho" and r.levelno >= logging.ERROR] == []
+    paho = [r.getMessage() for r in caplog.records if r.name == "bridge.paho"]
+    assert not [line for line in paho if "not connected" in line], paho  # paho 2.2 said so on each attempt
     assert any("bridge lost the broker" in r.getMessage() for r in caplog.records)
 
 
