@@ -9,29 +9,25 @@ data dir's secret.key or CHATMQ_SECRET_KEY), exactly as the bridge's service tok
 from __future__ import annotations
 
 import os
-import queue
-import secrets
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from chatcore.auth import issue_token
 from chatcore.config import ADMIN_USER, SERVICE_USER, Settings
-from chatcore.control import REQUEST_TOPIC, RESPONSE_FILTER, Command, encode_request, response_topic
+from chatcore.control import Command
 from chatmq.settings_opts import make_settings
 from chatmq.stackinfo import read_stack
 from chatmq.supervisor import recorded_redis_url
+from clients.control import ControlClient, ControlRefused, ControlUnreachable, Session
 
 EXIT_ERROR = 1  # the command ran and failed: unknown id, refused request
 EXIT_UNREACHABLE = 3  # the stack (broker, Redis, metrics port) is not running or not reachable
 TOKEN_TTL_S = 300
-CONNECT_TIMEOUT_S = 5.0
 
 
 class Unreachable(click.ClickException):
@@ -79,88 +75,60 @@ def _env_int(name: str) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-class MqttSession:
-    """A paho connection as the admin or the service identity, with received messages on a queue."""
+class MqttSession(Session):
+    """A paho connection as the admin or the service identity (clients.control.Session), with the
+    failures said the way the operator commands say them."""
 
     def __init__(self, target: Target, *, service: bool = False) -> None:
         secret = target.settings.load_secret()
         user = SERVICE_USER if service else ADMIN_USER
         token = issue_token(secret, user, TOKEN_TTL_S, service=service, admin=not service).token
-        prefix = "chatmq-tail" if service else "chatmq-admin"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{secrets.token_hex(4)}",
-                                  clean_session=True)
-        self.client.username_pw_set(user, token)
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._connack: queue.Queue[Any] = queue.Queue()
-        self._subacks: queue.Queue[list[Any]] = queue.Queue()
-        self.lost = threading.Event()
-        self.client.on_connect = lambda _c, _u, _f, reason, _p: self._connack.put(reason)
-        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self._subacks.put(list(codes))
-        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
-        self.client.on_disconnect = lambda *_a: self.lost.set()
-        where = f"{target.host}:{target.port}"
-        try:
-            self.client.connect(target.host, target.port, keepalive=30)
-        except OSError as exc:
-            raise Unreachable(f"the broker at {where} is not reachable ({exc.strerror or exc}); "
-                              "is the stack running (`chatmq up`)?") from None
-        self.client.loop_start()
-        try:
-            reason = self._connack.get(timeout=CONNECT_TIMEOUT_S)
-        except queue.Empty:
-            self.close()
-            raise Unreachable(f"the broker at {where} did not answer CONNECT") from None
-        if reason.is_failure:
-            self.close()
-            raise click.ClickException(
-                f"the broker at {where} refused the {'service' if service else 'admin'} identity ({reason}); "
-                "does this data dir (or CHATMQ_SECRET_KEY) hold the stack's secret key?"
-            )
+        with _said_for_operators(target, service):
+            super().__init__(target.host, target.port, user, token,
+                             client_id_prefix="chatmq-tail" if service else "chatmq-admin")
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        self.client.subscribe(topic_filter, qos)
-        try:
-            codes = self._subacks.get(timeout=CONNECT_TIMEOUT_S)
-        except queue.Empty:
-            raise Unreachable("the broker did not answer SUBSCRIBE") from None
-        if any(code.is_failure for code in codes):
-            raise click.ClickException(f"the broker refused the subscription to {topic_filter}")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        with _said_for_operators(None, False):
+            super().subscribe(topic_filter, qos)
 
 
-class AdminChannel(MqttSession):
-    """Request/response over ``$CONTROL/chatmq/v1/...`` (chatcore.control)."""
+class AdminChannel:
+    """Request/response over ``$CONTROL/chatmq/v1/...`` (clients.control.ControlClient)."""
 
     def __init__(self, target: Target) -> None:
-        super().__init__(target)
-        self.subscribe(RESPONSE_FILTER)
+        token = issue_token(target.settings.load_secret(), ADMIN_USER, TOKEN_TTL_S, admin=True).token
+        with _said_for_operators(target, False):
+            self._client = ControlClient(target.host, target.port, ADMIN_USER, token)
 
     def request(self, command: Command, args: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
-        request_id = secrets.token_hex(8)
-        self.client.publish(REQUEST_TOPIC, encode_request(request_id, command, args), qos=1)
-        expected = response_topic(request_id)
-        while True:
-            try:
-                topic, payload = self.messages.get(timeout=timeout)
-            except queue.Empty:
-                raise Unreachable(f"no answer to {command.value!r} within {timeout:g} s "
-                                  "(is this broker a chatmq broker with the admin plugin?)") from None
-            if topic == expected:
-                break
-        answer = orjson.loads(payload)
-        if not answer.get("ok"):
-            error = answer.get("error") or {}
-            raise RequestFailed(str(error.get("code", "error")), str(error.get("message", "request failed")))
-        return answer.get("result")
+        with _said_for_operators(None, False):
+            return self._client.request(command, args, timeout)
+
+    def close(self) -> None:
+        self._client.close()
 
     def __enter__(self) -> AdminChannel:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def _said_for_operators(target: Target | None, service: bool) -> Iterator[None]:
+    try:
+        yield
+    except ControlUnreachable as exc:
+        hint = "; is the stack running (`chatmq up`)?" if "not reachable" in str(exc) else ""
+        raise Unreachable(f"{exc}{hint}") from None
+    except ControlRefused as exc:
+        if exc.code == "login_refused" and target is not None:
+            raise click.ClickException(
+                f"{exc.message}; does this data dir (or CHATMQ_SECRET_KEY) hold the stack's secret key?"
+            ) from None
+        if exc.code == "subscribe_refused":
+            raise click.ClickException(exc.message) from None
+        raise RequestFailed(exc.code, exc.message) from None
 
 
 def notify_auth_change(data_dir: Path | None, user: str) -> bool:
