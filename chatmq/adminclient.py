@@ -124,7 +124,8 @@ def _said_for_operators(target: Target | None, service: bool) -> Iterator[None]:
     except ControlRefused as exc:
         if exc.code == "login_refused" and target is not None:
             raise click.ClickException(
-                f"{exc.message}; does this data dir (or CHATMQ_SECRET_KEY) hold the stack's secret key?"
+                f"the broker at {target.host}:{target.port} refused the {'service' if service else 'admin'} "
+                f"identity ({exc.detail}); does this data dir (or CHATMQ_SECRET_KEY) hold the stack's secret key?"
             ) from None
         if exc.code == "subscribe_refused":
             raise click.ClickException(exc.message) from None

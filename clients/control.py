@@ -28,10 +28,11 @@ class ControlUnreachable(Exception):
 class ControlRefused(Exception):
     """The broker refused the login, a subscription or the request (``code`` says which)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail  # the broker's reason code, for a refused login
 
 
 class Session:
@@ -64,7 +65,8 @@ class Session:
             raise ControlUnreachable(f"the broker at {where} did not answer CONNECT") from None
         if reason.is_failure:
             self.close()
-            raise ControlRefused("login_refused", f"the broker at {where} refused the login of {username} ({reason})")
+            raise ControlRefused("login_refused", f"the broker at {where} refused the login of {username} ({reason})",
+                                 str(reason))
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         self.client.subscribe(topic_filter, qos)

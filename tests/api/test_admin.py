@@ -162,7 +162,8 @@ def test_conversations_and_members(client: FlaskClient, store: Store) -> None:
     assert client.delete(f"{ADMIN_PREFIX}/conversations/ops/members/bob",
                          headers=h).get_json()["members"] == ["alice", "carol"]
     assert_error(client.delete(f"{ADMIN_PREFIX}/conversations/ops/members/bob", headers=h), 404, "not_found")
-    assert client.patch(f"{ADMIN_PREFIX}/conversations/ops", json={"title": None}, headers=h).get_json()["title"] is None
+    renamed = client.patch(f"{ADMIN_PREFIX}/conversations/ops", json={"title": None}, headers=h).get_json()
+    assert renamed["title"] is None
     page = client.get(f"{ADMIN_PREFIX}/conversations?limit=2", headers=h).get_json()
     assert [c["id"] for c in page["conversations"]] == ["c1", "c2"] and page["next"] == "c2"
     mine = client.get(f"{ADMIN_PREFIX}/conversations?member=carol", headers=h).get_json()
