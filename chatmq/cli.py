@@ -47,17 +47,19 @@ def cli(log_level: str, log_format: str, log_levels: str) -> None:
 @server_options
 @redis_option
 def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **ports: Any) -> None:
-    """Run broker, bridge and API together until SIGINT or SIGTERM.
+    """Run broker, bridge and API together until Ctrl-C (SIGINT), SIGTERM or SIGHUP.
 
     Uses CHATMQ_REDIS_URL when it is reachable, else starts a private redis-server in the data dir.
+    One stack per data dir: a second `chatmq up` on it is refused while the first runs.
     """
     from chatmq.localredis import RedisNotInstalled
+    from chatmq.stackinfo import DataDirBusy
     from chatmq.supervisor import PortTaken, Supervisor
 
     settings = make_settings(data_dir=data_dir, store_url=store_url, **ports)
     try:
         code = Supervisor(settings, redis_url=redis_url).run()
-    except (PortTaken, RedisNotInstalled) as exc:
+    except (DataDirBusy, PortTaken, RedisNotInstalled) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -14,18 +15,29 @@ import redis
 from chatcore.netutil import free_port, wait_for_port
 from chatmq.processes import terminate
 
+Launcher = Callable[[Sequence[str]], "subprocess.Popen[bytes]"]
+
 
 class RedisNotInstalled(RuntimeError):
     pass
 
 
-class LocalRedis:
-    """Start with ``start()``; ``url`` is then set; ``stop()`` shuts it down (SIGTERM, then kill)."""
+def _plain(command: Sequence[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def __init__(self, workdir: Path, port: int | None = None, persist: bool = True) -> None:
+
+class LocalRedis:
+    """Start with ``start()``; ``url`` is then set; ``stop()`` shuts it down (SIGTERM, then kill).
+
+    ``launcher`` runs the redis-server command line (``chatmq up`` runs it under its lifeline keeper,
+    chatmq.lifeline); by default it is a plain child process."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persist: bool = True,
+                 launcher: Launcher = _plain) -> None:
         self.workdir = Path(workdir).resolve()  # redis-server resolves --logfile after chdir to --dir
         self.port = port or free_port()
         self.persist = persist
+        self.launcher = launcher
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,14 +57,14 @@ class LocalRedis:
             "--save", "", "--appendonly", "yes" if self.persist else "no",
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = self.launcher(args)
         if not wait_for_port("127.0.0.1", self.port, timeout):
             self.stop()
             raise RuntimeError(f"redis-server did not start on port {self.port}; see {self.workdir}/redis.log")
         return self
 
-    def stop(self) -> None:
-        terminate(self.process)
+    def stop(self, timeout: float = 15.0) -> None:
+        terminate(self.process, timeout)
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:

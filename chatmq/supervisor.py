@@ -1,8 +1,14 @@
 """``chatmq up``: broker, bridge and API as three child processes, supervised together.
 
 Each loop stays its own process (as in production) so a crash in one does not take the others
-down; a child that dies is restarted with backoff. Shutdown order is API, bridge, broker, Redis:
-the bridge finishes its in-flight writes and acks while the broker is still there to carry them.
+down; a child that exits is restarted after a back-off (``RestartPolicy``). Shutdown order is API,
+bridge, broker, Redis: the bridge finishes its in-flight writes and acks while the broker is still
+there to carry them, and the broker writes what its sessions still hold to Redis before Redis stops.
+
+Only the supervisor is in the terminal's process group: the children (and the private Redis, under
+its keeper) each have their own session, so Ctrl-C, SIGTERM, SIGHUP or ``timeout`` reach the
+supervisor alone and it stops everything in that order. If the supervisor itself dies (kill -9),
+its children follow it, still in order (chatmq.lifeline). One stack per data dir (StackLock).
 """
 
 from __future__ import annotations
@@ -17,43 +23,86 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redis.backoff import AbstractBackoff, ExponentialBackoff
+
 from chatcore.checks import mqtt_check
 from chatcore.config import Settings
 from chatcore.netutil import port_in_use, wait_for_port
 from chatcore.store import open_store
+from chatmq.lifeline import Lifeline
 from chatmq.localredis import LocalRedis, reachable
 from chatmq.processes import terminate
-from chatmq.stackinfo import ops_ports, record_stack
+from chatmq.stackinfo import StackLock, ops_ports, record_stack, remove_stack
 
 log = logging.getLogger("chatmq.up")
 
 REDIS_URL_FILE = "redis.url"  # where `up` records a private Redis, for the admin commands
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CHILD_STOP_TIMEOUT_S = 15.0
+
+
 class PortTaken(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When to restart a child that exited: redis-py's exponential back-off over its exits in a row
+    (0.25, 0.5, 1, 2, 4, then every 5 s), counted afresh once a child has run ``stable_after`` seconds.
+    A crash loop costs seconds of outage per crash, never half a minute."""
+
+    backoff: AbstractBackoff = field(default_factory=lambda: ExponentialBackoff(cap=5.0, base=0.25))
+    stable_after: float = 10.0
+
+    def restarts(self) -> Restarts:
+        return Restarts(self)
+
+
+@dataclass
+class Restarts:
+    """One child's exits in a row, under a policy."""
+
+    policy: RestartPolicy
+    in_a_row: int = 0
+
+    def next_delay(self, ran_for: float) -> float:
+        """Seconds to wait before restarting a child that exited after running ``ran_for`` seconds."""
+        if ran_for >= self.policy.stable_after:
+            self.in_a_row = 0
+        delay = float(self.policy.backoff.compute(self.in_a_row))
+        self.in_a_row += 1
+        return delay
 
 
 @dataclass
 class Child:
     name: str
     port: int
+    restarts: Restarts
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, redis_url: str | None = None) -> None:
+    def __init__(self, settings: Settings, redis_url: str | None = None,
+                 restart_policy: RestartPolicy | None = None) -> None:
         self.settings = settings
         self.requested_redis_url = redis_url or os.environ.get("CHATMQ_REDIS_URL")
+        self.restart_policy = restart_policy or RestartPolicy()
         self.redis: LocalRedis | None = None
         self.children: list[Child] = []
+        self.lock = StackLock(settings.data_dir)
+        self.lifeline: Lifeline | None = None
         self._stop = threading.Event()
+        self._up = False
 
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self) -> None:
         settings = self.settings
+        self.lock.acquire()  # DataDirBusy: before anything else looks at or writes to the data dir
+        self.lifeline = Lifeline(hold=(self.lock.fd,) if self.lock.fd is not None else ())
         for option, port in (("--mqtt-port", settings.mqtt_port), ("--ws-port", settings.ws_port),
                              ("--http-port", settings.http_port)):
             if port_in_use(settings.host, port):
@@ -68,7 +117,8 @@ class Supervisor:
         else:
             if self.requested_redis_url:
                 log.warning("Redis at %s is not reachable; starting a private one", self.requested_redis_url)
-            self.redis = LocalRedis(settings.data_dir / "redis").start()
+            assert self.lifeline is not None
+            self.redis = LocalRedis(settings.data_dir / "redis", launcher=self.lifeline.spawn_kept).start()
             redis_url = self.redis.url
             log.info("started private redis-server on %s (data in %s)", redis_url, self.redis.workdir)
         (settings.data_dir / REDIS_URL_FILE).write_text(redis_url + "\n")
@@ -89,24 +139,29 @@ class Supervisor:
         return env
 
     def _spawn(self, child: Child) -> None:
+        """In its own session (the terminal's Ctrl-C reaches the supervisor only); it dies with the
+        supervisor and holds the lifeline and the data dir's lock (chatmq.lifeline)."""
+        assert self.lifeline is not None
         command = [sys.executable, "-m", "chatmq.cli", child.name]
-        child.process = subprocess.Popen(command, env=self._env(), start_new_session=True)
+        child.process = self.lifeline.spawn(command, env=self._env(), start_new_session=True)
         child.started_at = time.monotonic()
 
     # --- run ----------------------------------------------------------------------------------
     def run(self) -> int:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self._stop.set())
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
         try:
             self._prepare()
             s = self.settings
             for name, port in (("broker", s.mqtt_port), ("bridge", 0), ("api", s.http_port)):
-                child = Child(name, port)
+                child = Child(name, port, self.restart_policy.restarts())
                 self.children.append(child)
                 self._spawn(child)
                 if port and not self._wait_ready(child):
-                    log.error("%s did not start listening on port %d; stopping", name, port)
-                    return 1
+                    if not self._stop.is_set():
+                        log.error("%s did not start listening on port %d; stopping", name, port)
+                    return 1 if not self._stop.is_set() else 0
+            self._up = True
             log.info(
                 "chatmq up: mqtt://%s:%d ws://%s:%d http://%s:%d data=%s store=%s redis=%s",
                 s.host, s.mqtt_port, s.host, s.ws_port, s.host, s.http_port,
@@ -116,6 +171,11 @@ class Supervisor:
             return 0
         finally:
             self._shutdown()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._stop.is_set():
+            log.info("%s: already stopping, in order (API, bridge, broker, Redis)", signal.Signals(signum).name)
+        self._stop.set()
 
     def _wait_ready(self, child: Child, timeout: float = 30.0) -> bool:
         """The API is ready when its port accepts; the broker when it answers an MQTT handshake
@@ -137,16 +197,13 @@ class Supervisor:
         return self._stop.is_set()
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.2):
             for child in self.children:
                 code = child.process.poll() if child.process else None
                 if code is None:
                     continue
-                child.restarts += 1
-                delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-                if time.monotonic() - child.started_at > 60:
-                    child.restarts, delay = 0, 0.5  # it ran a good while: start the backoff afresh
-                log.error("%s exited with code %s; restarting in %.1f s", child.name, code, delay)
+                delay = child.restarts.next_delay(time.monotonic() - child.started_at)
+                log.error("%s exited with code %s; restarting in %g s", child.name, code, delay)
                 if self._stop.wait(delay):
                     return
                 self._spawn(child)
@@ -156,11 +213,17 @@ class Supervisor:
             process = child.process
             if process is None or process.poll() is not None:
                 continue
-            if not terminate(process, timeout=15):
-                log.warning("%s did not stop within 15 s; it was killed", child.name)
+            if not terminate(process, timeout=CHILD_STOP_TIMEOUT_S):
+                log.warning("%s did not stop within %g s; it was killed", child.name, CHILD_STOP_TIMEOUT_S)
         if self.redis is not None:
             self.redis.stop()
-        log.info("chatmq stopped")
+        if self.lock.fd is not None:  # ours: another stack's record is not ours to remove
+            remove_stack(self.settings.data_dir)
+        if self.lifeline is not None:
+            self.lifeline.close()
+        self.lock.release()
+        if self._up:
+            log.info("chatmq stopped")
 
 
 def recorded_redis_url(data_dir: Path) -> str | None:

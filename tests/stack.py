@@ -22,7 +22,9 @@ PASSWORD = "correct horse battery"
 
 
 class Stack:
-    def __init__(self, data_dir: Path, redis_url: str, env: dict[str, str] | None = None) -> None:
+    """``redis_url`` None: `chatmq up` starts its own private redis-server, as `make run` does."""
+
+    def __init__(self, data_dir: Path, redis_url: str | None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.redis_url = redis_url
         self.mqtt_port, self.ws_port, self.http_port = free_port(), free_port(), free_port()
@@ -40,23 +42,36 @@ class Stack:
         env["CHATMQ_DATA_DIR"] = str(self.data_dir)
         return env
 
-    def start(self, timeout: float = 60.0) -> Stack:
+    def command(self) -> list[str]:
         command = [
             sys.executable, "-m", "chatmq.cli", "up", "--data-dir", str(self.data_dir),
-            "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port),
-            "--http-port", str(self.http_port), "--redis-url", self.redis_url,
+            "--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port), "--http-port", str(self.http_port),
         ]  # fmt: skip
+        return command + (["--redis-url", self.redis_url] if self.redis_url else [])
+
+    def start(self, timeout: float = 60.0, *, wrap: list[str] | None = None, new_session: bool = False) -> Stack:
+        """``wrap`` goes before the command (e.g. ``timeout``); ``new_session``: the stack gets its own
+        process group, as a terminal's foreground job has (``group_signal``)."""
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([*(wrap or []), *self.command()], env=self.env(), stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=new_session)
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"chatmq up exited with {self.process.returncode}:\n{self.log()}")
             status, _ = self.http("GET", "/readyz")
             if status == 200:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"stack not healthy within {timeout}s:\n{self.log()}")
+
+    def group_signal(self, sig: int) -> None:
+        """Signal the whole process group, as a terminal does on Ctrl-C (start with new_session)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.process is not None
