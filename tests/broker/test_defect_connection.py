@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER
 from tests.broker.conftest import PASSWORDS, SECRET
 from tests.broker.inproc import BOTH, InProcessBroker
@@ -18,7 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _service(running: InProcessBroker, **kwargs: Any) -> Mqtt:
-    from chatcore.auth import issue_token
 
     client = Mqtt(running.port, SERVICE_USER, issue_token(SECRET, SERVICE_USER, 300, service=True).token, **kwargs)
     assert client.connect() == 0
@@ -59,14 +59,21 @@ def test_mqtt5_connect_is_refused_with_unacceptable_protocol_version(run_broker:
 
 @pytest.mark.parametrize("kind", BOTH)
 def test_publish_to_a_dollar_topic_is_dropped_and_the_connection_keeps_working(run_broker: Any, kind: str) -> None:
+    """As Mosquitto does (and docs/protocol.md says): a client publish to a ``$`` topic is
+    acknowledged and dropped [MQTT-4.7.2-1: ``$`` topics are the server's]; the connection stays."""
     running = run_broker(kind)
     alice = Mqtt(running.port, "alice", PASSWORDS["alice"])
+    watcher = Mqtt(running.port, SERVICE_USER, issue_token(SECRET, SERVICE_USER, 300, service=True).token)
     assert alice.connect() == 0
+    assert watcher.connect() == 0
     try:
-        alice.publish("$SYS/fake", b"x", qos=1)
+        assert watcher.subscribe("$SYS/#") == 1
+        alice.publish("$SYS/fake", b"x", qos=1)  # PUBACKed
         assert alice.subscribe("chat/c1/msg", timeout=3) == 1  # stock: no SUBACK ever again
+        assert watcher.drain(0.3) == []  # and routed to nobody
     finally:
         alice.stop()
+        watcher.stop()
 
 
 @pytest.mark.parametrize("kind", BOTH)
@@ -114,7 +121,6 @@ def test_packet_size_limit_is_the_same_on_tcp_and_websocket(
     receiver = _service(running)
     sender = _service(running, transport=transport) if transport == "tcp" else None
     if sender is None:
-        from chatcore.auth import issue_token
 
         token = issue_token(SECRET, SERVICE_USER, 300, service=True).token
         sender = Mqtt(running.ws_port, SERVICE_USER, token, transport="websockets")
