@@ -278,12 +278,18 @@ class Bridge:
             self._dispatch(topic, msg)
 
     def _dispatch(self, topic: Topic | None, msg: mqtt.MQTTMessage) -> None:
-        if topic is not None and topic.kind is TopicKind.SEND:
+        if msg.retain:
+            # Delivered with retain set = a broker's stored copy handed to our new subscription: a
+            # replay of old state, never a live send, receipt or presence (chatmq's broker keeps no
+            # device publish; a stock broker may). Acknowledged and ignored.
+            if topic is not None and topic.kind is not TopicKind.DEVICE_PRESENCE:
+                log.warning("ignored a retained copy on %s (devices must publish with retain off)", msg.topic)
+            self._outbox.ack(msg.mid, msg.qos)
+        elif topic is not None and topic.kind is TopicKind.SEND:
             self._on_send(topic.conv or "", topic.user or "", msg)
         elif topic is not None and topic.kind is TopicKind.RECEIPT:
             self._on_receipt(topic.conv or "", topic.user or "", msg)
-        elif topic is not None and topic.kind is TopicKind.DEVICE_PRESENCE and not msg.retain:
-            # A retained device presence is a replay of old state, not a live event.
+        elif topic is not None and topic.kind is TopicKind.DEVICE_PRESENCE:
             self._presence.submit(DeviceEvent(topic.user or "", topic.device or "", msg.payload, msg.mid, msg.qos))
         else:
             self._outbox.ack(msg.mid, msg.qos)

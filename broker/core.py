@@ -27,9 +27,11 @@ from amqtt.utils import gen_client_id
 from broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qos
 from broker.lean import LeanSession
 from broker.limits import PacketSizeGuard, PacketTooLarge
-from broker.routing import RoutingMixin
-from broker.services import restore_owner, session_owner
+from broker.routing import RoutingMixin, count_queued, queued_bytes
+from broker.services import restore_owner, session_identity, session_owner
 from broker.sessions import QueuedMessage, SessionStore
+from chatcore.protocol import PayloadError, parse_typing
+from chatcore.ratelimit import LocalRate
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,23 @@ _OVERFLOW_KEY = "chatmq.queue_overflowing"
 @dataclass(frozen=True, slots=True)
 class BrokerLimits:
     max_packet_bytes: int = 64 * 1024
-    session_queue_limit: int = 1000
+    session_queue_limit: int = 1000  # messages queued per offline device session
+    session_queue_bytes: int = 4 * 1024 * 1024  # and their payload bytes
+    # The bridge's session (the service identity) has no message count limit: every send it has not
+    # stored yet waits for it. Past this many bytes the broker stops acknowledging new sends to it.
+    service_queue_bytes: int = 512 * 1024 * 1024
+    typing_per_s: float = 2.0  # typing indicators relayed per user (0 = no limit)
+    typing_burst: int = 10
 
 
 def _persistent(session: Session) -> bool:
     return not session.clean_session
+
+
+def _is_device(session: Session) -> bool:
+    """Logged in as a chat user (not the bridge's service identity, not anonymous)."""
+    identity = session_identity(session.attributes)
+    return identity is not None and not identity.is_service
 
 
 def _resolved(value: Any) -> asyncio.Future[Any]:
@@ -70,6 +84,7 @@ class ChatBroker(RoutingMixin, Broker):
         super().__init__(config, loop=loop)
         self.limits = limits or BrokerLimits()
         self.session_store = sessions
+        self._typing_rate = LocalRate(self.limits.typing_per_s, self.limits.typing_burst)
         self._stopping = False
 
     # ---- connection set-up -------------------------------------------------------------------
@@ -136,6 +151,8 @@ class ChatBroker(RoutingMixin, Broker):
         if not await self._authenticate(incoming, None):  # type: ignore[arg-type]
             await self._refuse(writer, NOT_AUTHORIZED)
             raise MQTTError(f"login refused for client_id={incoming.client_id!r} from {where}")
+        if _is_device(incoming):
+            incoming.will_retain = False  # a device's will is its offline notice: never kept (see _route_publish)
 
         if not incoming.client_id:
             incoming.client_id = gen_client_id()  # MQTT-3.1.3-6 (amqtt refused it with clean_session=0)
@@ -247,8 +264,8 @@ class ChatBroker(RoutingMixin, Broker):
 
     async def inbound_publish(
         self, session: Session, handler: BrokerProtocolHandler, message: IncomingApplicationMessage
-    ) -> None:
-        await self._route_publish(session, handler, message)
+    ) -> bool:
+        return await self._route_publish(session, handler, message)
 
     async def inbound_subscribe(self, session: Session, handler: BrokerProtocolHandler, subscription: Any) -> None:
         await self._handle_subscription(session, handler, _resolved(subscription))
@@ -258,7 +275,8 @@ class ChatBroker(RoutingMixin, Broker):
 
     async def _route_publish(
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
-    ) -> None:
+    ) -> bool:
+        """Route one client publish; False only when it was not taken and must not be acknowledged."""
         plugins = self.plugins_manager
         listened = plugins._event_plugin_callbacks  # fire_event is a coroutine call even when nobody listens
         if BrokerEvents.MESSAGE_RECEIVED in listened:
@@ -268,19 +286,51 @@ class ChatBroker(RoutingMixin, Broker):
         if not topic or "#" in topic or "+" in topic:
             log.warning("client_id=%r published to invalid topic %r: closing", client_session.client_id, topic)
             await handler.handle_connection_closed()
-            return
+            return False
         if topic.startswith("$"):
             log.info("client_id=%r published to %r: '$' topics are reserved, dropped", client_session.client_id, topic)
-            return
+            return True
         if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
             log.info("client_id=%r may not publish to %r: dropped", client_session.client_id, topic)
-            return
+            return True
+        retain = app_message.retain
+        if _is_device(client_session):
+            # A device publishes only chat topics and its device presence: events, never state. A
+            # retained one would be replayed to every new subscriber (stale typing, a send stored
+            # again by a restarted bridge) and held by the broker for ever: relayed, never retained.
+            retain = False
+            if topic.startswith("chat/") and not self._typing_passes(client_session, topic, app_message.data):
+                return True
         if BrokerEvents.MESSAGE_BROADCAST in listened:
             await plugins.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id,
                                      message=app_message)
-        await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
-        if app_message.retain:
+        taken = await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
+        if taken and retain:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
+        return taken
+
+    def _typing_passes(self, session: Session, topic: str, data: bytes | bytearray | None) -> bool:
+        """Typing indicators go from device to device through the broker alone, so the broker
+        checks them as the bridge checks sends: ``{"typing": bool}``, strictly, at most
+        MAX_TYPING_BYTES, and at most ``typing_per_s`` per user. Anything else is dropped (not
+        relayed; typing is QoS 0 and has no answer), counted as rejected."""
+        levels = topic.split("/")
+        if len(levels) != 4 or levels[2] != "typing":
+            return True
+        try:
+            parse_typing(bytes(data or b""))
+        except PayloadError as error:
+            log.debug("client_id=%r: typing on %r dropped (%s)", session.client_id, topic, error.message)
+            self._reject("typing_invalid")
+            return False
+        if not self._typing_rate.allow(levels[3]):
+            self._reject("typing_rate_limited")
+            return False
+        return True
+
+    def _reject(self, reason: str) -> None:
+        """A publish or delivery refused, for the operator's counters (broker/ops.py)."""
+
 
     async def _handle_disconnect(
         self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
@@ -296,47 +346,59 @@ class ChatBroker(RoutingMixin, Broker):
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
-    ) -> None:
+    ) -> bool:
         """A last will is broadcast with a forced QoS: deliver it at min(will QoS, granted QoS)."""
         if session is not None and force_qos is not None and data is not None:
             data, force_qos = Published(data, force_qos), None
-        await super()._broadcast_message(session, topic, data, force_qos)
+        return await super()._broadcast_message(session, topic, data, force_qos)
 
     # ---- offline queues, redelivery and retained messages ------------------------------------
 
-    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> bool:
         """amqtt 0.12 defect: offline messages were queued at the subscription's QoS (QoS 0 upgraded)
-        and without a bound. Queue at min(publish, granted) QoS, QoS 0 not at all, at most
-        ``session_queue_limit`` per session, and in Redis so a restart keeps them."""
+        and without a bound. Queue at min(publish, granted) QoS, QoS 0 not at all, and in Redis so a
+        restart keeps them. A device session keeps at most ``session_queue_limit`` messages and
+        ``session_queue_bytes`` (beyond, new messages are dropped: the history API has them). The
+        bridge's session is only bounded by ``service_queue_bytes``, and a message that does not fit
+        is refused (False): its publisher gets no PUBACK instead of a promise the broker cannot keep."""
         data = broadcast["data"]
         qos = effective_qos(data, qos) or 0
         if qos == 0:
-            return
+            return True
         queue = target_session.retained_messages
-        if queue.qsize() >= self.limits.session_queue_limit:
+        held = queued_bytes(target_session)
+        identity = session_identity(target_session.attributes)
+        if identity is not None and identity.is_service:
+            full = held + len(data) > self.limits.service_queue_bytes
+            limit = f"service_queue_bytes={self.limits.service_queue_bytes}: withholding PUBACKs from senders"
+        else:
+            full = (queue.qsize() >= self.limits.session_queue_limit
+                    or held + len(data) > self.limits.session_queue_bytes)  # fmt: skip
+            limit = (f"session_queue_limit={self.limits.session_queue_limit}, session_queue_bytes="
+                     f"{self.limits.session_queue_bytes}: dropping new messages")  # fmt: skip
+        if full:
             if not target_session.attributes.get(_OVERFLOW_KEY):
-                log.warning(
-                    "offline queue of client_id=%r is full (session_queue_limit=%d): dropping new messages"
-                    " until it reconnects",
-                    target_session.client_id,
-                    self.limits.session_queue_limit,
-                )
+                log.warning("offline queue of client_id=%r is full (%s) until it reconnects",
+                            target_session.client_id, limit)  # fmt: skip
             target_session.attributes[_OVERFLOW_KEY] = True
-            return
+            return identity is None or not identity.is_service
         message = ApplicationMessage(None, broadcast["topic"], qos, bytes(data), False)
         queue.put_nowait(message)
+        count_queued(target_session, len(data))
         if self.session_store is not None and target_session.client_id:
             try:
                 stored = QueuedMessage(message.topic, message.data, qos)
                 await self.session_store.enqueue(target_session.client_id, stored)
             except Exception:
                 log.exception("could not persist a queued message for client_id=%r", target_session.client_id)
+        return True
 
     async def _take_offline_queue(self, session: Session) -> list[tuple[str, bytes | bytearray, int]]:
         """The messages queued while the session was offline, for ``_replay``. amqtt 0.12 defect:
         they were delivered with retain=1 (MQTT-3.3.1-9 wants 0), one task and ack wait each, and
         after live messages routed meanwhile."""
         session.attributes.pop(_OVERFLOW_KEY, None)
+        count_queued(session, -queued_bytes(session))
         queued: list[tuple[str, bytes | bytearray, int]] = []
         while not session.retained_messages.empty():
             message = session.retained_messages.get_nowait()
@@ -415,9 +477,13 @@ class ChatBroker(RoutingMixin, Broker):
             for topic_filter, qos in item.subscriptions.items():
                 if await self.add_subscription((topic_filter, qos), session) != 0x80:
                     kept[topic_filter] = qos  # the access check runs again: memberships may have changed
-            for message in item.queue[-self.limits.session_queue_limit :]:
+            identity = session_identity(session.attributes)
+            keep = item.queue if identity is not None and identity.is_service else \
+                item.queue[-self.limits.session_queue_limit :]
+            for message in keep:  # everything the bridge has not stored yet; a device's newest
                 queued = ApplicationMessage(None, message.topic, message.qos, message.data, False)
                 session.retained_messages.put_nowait(queued)
+                count_queued(session, len(message.data))
         if stored:
             log.info("restored %d persistent sessions", len(stored))
 

@@ -64,7 +64,7 @@ class Inbound(Protocol):
 
     async def inbound_publish(
         self, session: Session, handler: BrokerProtocolHandler, message: IncomingApplicationMessage
-    ) -> None: ...
+    ) -> bool: ...
 
     async def inbound_subscribe(
         self, session: Session, handler: BrokerProtocolHandler, subscription: Subscription
@@ -179,8 +179,8 @@ class InlineReader:
                 self._qos2_flows.add(flow)
                 flow.add_done_callback(self._qos2_flows.discard)
                 return
-            await inbound.inbound_publish(session, handler, message)
-            if message.qos == 1:
+            taken = await inbound.inbound_publish(session, handler, message)
+            if message.qos == 1 and taken:  # not taken: no PUBACK, the client resends it later
                 self._replies += b"\x40\x02" + message.packet_id.to_bytes(2, "big")
             return
         expected = _FLAGS.get(kind)

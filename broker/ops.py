@@ -75,17 +75,17 @@ class OpsBroker(ChatBroker):
 
     async def _route_publish(
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
-    ) -> None:
+    ) -> bool:
         self.totals.received += 1
         topic = app_message.topic or ""
         if topic == REQUEST_TOPIC and self.control_handler is not None:
             await self.control_handler(client_session, app_message)
-            return
+            return True
         if topic.startswith("$"):
             self._reject("reserved_topic")
         elif not topic or "#" in topic or "+" in topic:
             self._reject("invalid_topic")
-        await super()._route_publish(client_session, handler, app_message)
+        return await super()._route_publish(client_session, handler, app_message)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         allowed = await super()._topic_filtering(session, topic, action)
@@ -99,9 +99,9 @@ class OpsBroker(ChatBroker):
             self._reject("receive_denied")
         return allowed
 
-    async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> None:
+    async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> bool:
         if session.transitions.state == "connected":
             self.totals.delivered += 1
         elif qos and not session.clean_session:
             self.totals.queued += 1
-        await super()._deliver(session, broadcast, qos)
+        return await super()._deliver(session, broadcast, qos)

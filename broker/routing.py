@@ -77,6 +77,18 @@ Subscribers = dict[str, tuple[Session, int]]  # client_id -> (session, granted q
 _WRITTEN = PublishPacket.build("chatmq/written", b"", 1, False, QOS_1, False)
 
 
+_QUEUED_BYTES_KEY = "chatmq.queued_bytes"  # payload bytes in a session's offline queue
+
+
+def queued_bytes(session: Session) -> int:
+    return int(session.attributes.get(_QUEUED_BYTES_KEY, 0))
+
+
+def count_queued(session: Session, delta: int) -> None:
+    """Keep the payload bytes of a session's offline queue (``session.retained_messages``) up to date."""
+    session.attributes[_QUEUED_BYTES_KEY] = queued_bytes(session) + delta
+
+
 class SubscriptionIndex:
     """Filters and their subscribers, indexed for routing and for per-client removal."""
 
@@ -260,26 +272,32 @@ class RoutingMixin:
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
-    ) -> None:
+    ) -> bool:
         """Route now, in the caller's task (stock queued every message for a shared broadcast loop).
         Per-publisher order is then the order the reader saw; when this returns, every matching
         subscriber has the message in its outbox or offline queue, so a PUBACK sent afterwards
-        promises delivery; and one fast publisher cannot grow a shared backlog without bound."""
+        promises delivery; and one fast publisher cannot grow a shared backlog without bound.
+        False when a subscriber that must not drop refused it (or routing failed): the publisher then
+        gets no PUBACK and resends."""
         broadcast: dict[str, Any] = {"session": session, "topic": topic, "data": data}
         if force_qos is not None:
             broadcast["qos"] = force_qos
         try:
-            await self._route(broadcast)
+            return await self._route(broadcast)
         except Exception:
             log.exception("routing failed for topic %r", topic)
+            return False
 
-    async def _route(self, broadcast: dict[str, Any]) -> None:
+    async def _route(self, broadcast: dict[str, Any]) -> bool:
+        """Every allowed subscriber gets the message; False if one of them refused it."""
         topic = broadcast["topic"]
+        taken = True
         for session, granted in self._routing_index.route(topic):
             if not await self._receive_allowed(session, topic):
                 log.info("%s not allowed to receive messages from topic %s", session.client_id, topic)
                 continue
-            await self._deliver(session, broadcast, self._delivery_qos(broadcast, granted))
+            taken = await self._deliver(session, broadcast, self._delivery_qos(broadcast, granted)) and taken
+        return taken
 
     def _delivery_qos(self, broadcast: dict[str, Any], granted_qos: int) -> int:
         """A forced QoS (amqtt's ``broadcast["qos"]``) wins; else min(publish QoS, granted QoS)
@@ -317,13 +335,15 @@ class RoutingMixin:
                 return False
         return True
 
-    async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> None:
+    async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> bool:
+        """False when the session refused the message (a full queue that must not drop)."""
         if session.transitions.state != "connected":
             # Stock behaviour [MQTT 3.1.2.4]: queue QoS>0 for a persistent, non-anonymous session.
             if not session.clean_session and qos in (QOS_1, QOS_2) and not session.is_anonymous:
-                await self._retain_broadcast_message(broadcast, qos, session)  # type: ignore[attr-defined]
-            return
+                return bool(await self._retain_broadcast_message(broadcast, qos, session))  # type: ignore[attr-defined]
+            return True
         self._enqueue(session, broadcast["topic"], broadcast["data"], qos)
+        return True
 
     # ---- delivery ------------------------------------------------------------------------
 
@@ -592,6 +612,7 @@ class RoutingMixin:
         for topic, data, qos, _retain in pending:
             if qos in (QOS_1, QOS_2):
                 session.retained_messages.put_nowait(RetainedApplicationMessage(None, topic, data, qos))
+                count_queued(session, len(data))
 
     # ---- retained messages -----------------------------------------------------------------
 

@@ -48,7 +48,8 @@ def verified_passwords(settings: Settings) -> VerifiedPasswords | None:
 
 def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
     lean.install()  # ~30 KiB less per connection than stock amqtt sessions (broker/lean.py)
-    limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit)
+    limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit, settings.session_queue_bytes,
+                          settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
     return OpsBroker(config, loop=loop, limits=limits, sessions=sessions)
 

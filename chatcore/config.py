@@ -54,7 +54,11 @@ class Settings(BaseSettings):
     membership_refresh_s: float = 0.5
     # Broker limits and persistent MQTT sessions (kept in Redis so they survive a restart).
     max_packet_bytes: int = Field(default=64 * 1024, description="largest MQTT packet the broker accepts")
-    session_queue_limit: int = Field(default=1000, description="queued messages kept per offline session")
+    session_queue_limit: int = Field(default=1000, ge=1, description="queued messages kept per offline device session")
+    session_queue_bytes: int = Field(default=4 * 1024 * 1024, ge=1, description="queued bytes per device session")
+    # The bridge's session has no message limit: what it has not stored waits for it. Past this many
+    # bytes (a bridge outage of ~30 min at 1,000 msg/s of 300 bytes) new sends get no PUBACK.
+    service_queue_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="queued bytes for the bridge")
     session_expiry_s: int = Field(default=7 * 24 * 3600, description="offline persistent sessions expire after")
     allow_anonymous: bool = Field(default=False, description="plain MQTT 3.1.1 outside the chat namespaces")
     # Rate limits (0 = off), counted in Redis across all processes.
@@ -66,6 +70,9 @@ class Settings(BaseSettings):
     password_cache_s: float = Field(default=300.0, ge=0, description="verified-password cache TTL; 0 = off")
     messages_per_s: float = Field(default=20.0, ge=0, description="steady send rate per user; 0 = off")
     messages_burst: int = Field(default=300, ge=1, description="sends a user may make at once above the rate")
+    # Typing indicators, checked by each broker in its own memory (they never reach Redis or the bridge).
+    typing_per_s: float = Field(default=2.0, ge=0, description="typing indicators relayed per user per second; 0 = off")
+    typing_burst: int = Field(default=10, ge=1, description="typing indicators a user may send at once above the rate")
     # TLS listeners (0 = off): MQTT over TLS and WebSocket over TLS, beside the plain ones.
     mqtt_tls_port: int = Field(default=0, ge=0, description="MQTT over TLS port (8883 is usual); 0 = off")
     ws_tls_port: int = Field(default=0, ge=0, description="MQTT over secure WebSocket port; 0 = off")

@@ -20,6 +20,7 @@ DEFAULT_MAX_BODY_BYTES = 4096
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_ATTACHMENTS = 16
 MAX_ATTACHMENT_NAME_CHARS = 255
+MAX_TYPING_BYTES = 64  # {"typing": false} is 17; room for whitespace, not for anything else
 MEDIA_ID_PATTERN = r"[0-9a-f]{32}"  # what POST /v1/media assigns
 
 # QoS per topic kind, as the contract states.
@@ -277,6 +278,9 @@ def _salvage_client_msg_id(raw: bytes) -> str | None:
 
 
 def parse_typing(raw: bytes) -> TypingPayload:
+    """Checked by the broker (typing never reaches the bridge); an invalid one is not relayed."""
+    if len(raw) > MAX_TYPING_BYTES:
+        raise PayloadError(ErrorCode.TOO_LARGE, f"a typing payload is at most {MAX_TYPING_BYTES} bytes")
     try:
         return TypingPayload.model_validate(decode_json_object(raw))
     except ValidationError as exc:

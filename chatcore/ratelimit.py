@@ -6,6 +6,8 @@ Two shapes:
   Only failures count: a device reconnecting all day with the right password is never throttled.
 - MessageRate: a token bucket per sender (steady rate plus a burst), checked for a whole batch of
   sends in one pipelined round trip.
+- LocalRate: the same bucket in this process's memory, for traffic too frequent and too cheap for a
+  round trip each (typing indicators, which one broker relays and nobody stores).
 Every key holds one user's or one address's state, so the limits work on Redis Cluster too. If
 Redis is unreachable the limits fail open (logged): they protect capacity, and an outage of the
 limiter must not become an outage of chat.
@@ -103,6 +105,31 @@ class ConnectionRate:
             log.warning("connection rate limit unavailable (failing open): %s", exc)
             return True
         return int(count) <= self._limit
+
+
+class LocalRate:
+    """A token bucket per key in memory (see the module docstring); at most ``max_keys`` buckets
+    (when full, they all start again from a full burst: rare, and never stricter than intended)."""
+
+    def __init__(self, rate_per_s: float, burst: int, max_keys: int = 100_000) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, monotonic time)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        if self._rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        tokens, at = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        allowed = tokens >= 1
+        if allowed:
+            tokens -= 1
+        if len(self._buckets) >= self._max_keys and key not in self._buckets:
+            self._buckets.clear()
+        self._buckets[key] = (tokens, now)
+        return allowed
 
 
 class MessageRate:

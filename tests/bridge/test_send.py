@@ -162,3 +162,19 @@ def test_every_bad_payload_is_rejected_and_nothing_stored(
 def test_bridge_socket_has_nagle_off(bridge: Bridge) -> None:
     """Acks and fan-out are small packets: with Nagle on, one could wait ~40 ms for a delayed ACK."""
     assert tcp_nodelay(bridge._client.socket()) == 1
+
+
+def test_a_retained_send_or_receipt_kept_by_the_broker_is_never_stored(
+    start_bridge: Callable[..., Bridge], store: Store, device: Callable[..., Device]
+) -> None:
+    """Mosquitto (like any stock broker) keeps a device's retained publish and hands it to every new
+    subscriber with retain set: a replay of something old, not a new send. The bridge ignores it."""
+    alice = device("alice", ["user/alice/ack", "user/alice/events"])
+    alice.client.publish("chat/c1/send/alice", '{"client_msg_id":"old","body":"replayed?"}', 1, retain=True)
+    alice.client.publish("chat/c1/receipt/alice", '{"seq":1,"status":"read"}', 1, retain=True).wait_for_publish(5)
+    start_bridge()
+    send(alice, "c1", "alice", "new")
+    (ack,) = alice.wait_count("user/alice/ack", 1)
+    assert (ack["client_msg_id"], ack["seq"]) == ("new", 1)
+    assert [m.client_msg_id for m in store.history("c1").messages] == ["new"]
+    assert alice.on("user/alice/events") == []  # the retained receipt was not processed either

@@ -82,12 +82,13 @@ def test_publish_rules(clients: Clients, topic: str, delivered: bool) -> None:
     service = clients.service()
     assert service.subscribe("#") == GRANTED
     alice = clients.user("alice")
-    alice.publish(topic, b"probe")
+    probe = b'{"typing": true}' if "/typing/" in topic else b"probe"  # typing payloads are checked
+    alice.publish(topic, probe)
     marker = b"marker"
     alice.publish("chat/c1/send/alice", marker)
     seen = service.wait_for(marker) + service.drain()
-    probes = [m for m in seen if m.payload == b"probe"]
-    assert probes == ([Received(topic, b"probe")] if delivered else [])
+    probes = [m for m in seen if m.payload == probe]
+    assert probes == ([Received(topic, probe)] if delivered else [])
 
 
 def test_receive_is_checked_per_subscriber(clients: Clients) -> None:
