@@ -32,7 +32,7 @@ class Outbox:
         if qos > 0:
             with self._lock:
                 self._pending.append(info)
-                if len(self._pending) >= self._prune_at:  # amortised: a scan per publish was O(n^2)
+                if len(self._pending) >= self._prune_at:  # amortised: a scan per publish would be O(n^2)
                     self._pending = [p for p in self._pending if not _confirmed(p)]
                     self._prune_at = max(_PRUNE_MIN, 2 * len(self._pending))
         return info

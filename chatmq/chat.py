@@ -113,7 +113,7 @@ class ChatView:
     @contextmanager
     def logs_as_lines(self) -> Iterator[None]:
         """While chatting, log records are ``!`` lines on this screen instead of raw log lines
-        between the messages: WARNING and up (everything with --log-level DEBUG)."""
+        between the messages: WARNING and up (everything with --log-level debug)."""
         root = logging.getLogger()
         handler = _ViewLogHandler(self)
         handler.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING)

@@ -15,6 +15,7 @@ from chatmq.mongo_cmd import mongo_shard_script
 from chatmq.mosquitto_cmd import mosquitto_sync
 from chatmq.settings_opts import (
     broker_address_options,
+    broker_listener_options,
     make_settings,
     redis_option,
     server_options,
@@ -23,8 +24,8 @@ from chatmq.settings_opts import (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", envvar="CHATMQ_LOG_LEVEL", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-level", envvar="CHATMQ_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--log-format", envvar="CHATMQ_LOG_FORMAT", default="text", show_default=True,
               type=click.Choice(["text", "json"]), help="one line per event, as text or JSON")
 @click.option("--log-levels", envvar="CHATMQ_LOG_LEVELS", default="",
@@ -66,7 +67,7 @@ def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **po
 
 @cli.command()
 @store_options
-@server_options
+@broker_listener_options
 @redis_option
 @click.option("--allow-anonymous", is_flag=True, default=None,
               help="also act as a plain MQTT 3.1.1 broker outside the chat namespaces, anonymous clients included")

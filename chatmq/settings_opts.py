@@ -31,13 +31,18 @@ def redis_option(func: F) -> F:
     return click.option("--redis-url", default=None, help="redis://HOST:PORT/DB [env CHATMQ_REDIS_URL]")(func)
 
 
-def server_options(func: F) -> F:
-    """Listening addresses; unset options fall back to the environment, then to the defaults."""
-    func = click.option("--http-port", type=int, default=None, help="HTTP API port [default 8080]")(func)
+def broker_listener_options(func: F) -> F:
+    """The broker's listening addresses; unset options fall back to the environment, then to the defaults."""
     func = click.option("--ws-port", type=int, default=None, help="MQTT over WebSocket port [default 8083]")(func)
     func = click.option("--mqtt-port", type=int, default=None, help="MQTT (TCP) port [default 1883]")(func)
     func = click.option("--host", default=None, help="address to listen on [default 127.0.0.1]")(func)
     return func
+
+
+def server_options(func: F) -> F:
+    """The whole stack's listening addresses: the broker's and the HTTP API's."""
+    func = click.option("--http-port", type=int, default=None, help="HTTP API port [default 8080]")(func)
+    return broker_listener_options(func)
 
 
 def broker_address_options(func: F) -> F:

@@ -16,11 +16,27 @@ from typing import IO, Any
 
 import click
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chatcore.ids import ID_PATTERN
+from chatcore.protocol import MAX_CLIENT_MSG_ID_CHARS
 from chatcore.store import NewMessage, NotFound, Store, open_store
 from chatmq.settings_opts import make_settings, store_options
 
 PAGE = 200
+
+
+class ExportedMessage(BaseModel):
+    """One line as ``chatmq export`` writes it; what import needs of it (seq and id are the source's)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    conv: str | None = Field(default=None, pattern=f"^{ID_PATTERN}$")
+    sender: str = Field(pattern=f"^{ID_PATTERN}$")
+    client_msg_id: str = Field(min_length=1, max_length=MAX_CLIENT_MSG_ID_CHARS)
+    body: str
+    ts: int = Field(ge=0)
+    attachments: list[dict[str, Any]] | None = None
 
 
 def _open(data_dir: Path | None, store_url: str | None) -> Store:
@@ -75,14 +91,16 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _new_message(path: Path, number: int, data: dict[str, Any], conv: str | None) -> NewMessage:
     try:
-        attachments = tuple(dict(a) for a in data.get("attachments") or ())
-        message = NewMessage(
-            conv=str(conv or data["conv"]), sender=str(data["sender"]), client_msg_id=str(data["client_msg_id"]),
-            body=str(data["body"]), ts=int(data["ts"]), attachments=attachments,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise click.ClickException(f"{path}:{number}: not a message ({type(exc).__name__}: {exc})") from None
-    return message
+        line = ExportedMessage.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc']) or 'line'}: {error['msg'].lower()}"
+                             for error in exc.errors())
+        raise click.ClickException(f"{path}:{number}: not a message ({problems})") from None
+    target = conv or line.conv
+    if target is None:
+        raise click.ClickException(f"{path}:{number}: not a message (conv: field required; or give --conv)")
+    return NewMessage(conv=target, sender=line.sender, client_msg_id=line.client_msg_id, body=line.body,
+                      ts=line.ts, attachments=tuple(line.attachments or ()))
 
 
 @click.command("import")

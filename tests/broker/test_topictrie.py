@@ -155,7 +155,7 @@ def test_removal_agrees_with_a_rebuilt_trie(filters: list[str], removed: st.Data
 
 
 def test_routing_cost_does_not_grow_with_unrelated_filters() -> None:
-    """The scaling wall of issue 3: 20,000 other conversations' filters must not slow one route.
+    """The scaling wall: 20,000 other conversations' filters must not slow one route.
     A linear matcher is thousands of times slower here; the bound leaves room for a busy machine."""
 
     def cost(index: SubscriptionIndex) -> float:

@@ -127,6 +127,15 @@ def test_import_refuses_a_bad_file_without_writing(stack: Stack, unique: Callabl
     result = stack.admin("import", str(bad), check=False)
     assert result.returncode == 1 and "bad.jsonl:2: not JSON" in result.stderr
     assert stack.admin("history", conv).stdout == ""
+    senderless = {key: value for key, value in good.items() if key != "sender"}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps(senderless) + "\n" + json.dumps({**good, "ts": "soon"}) + "\n")
+    result = stack.admin("import", str(bad), check=False)
+    assert result.returncode == 1 and "bad.jsonl:2: not a message (sender: field required)" in result.stderr
+    assert "Error:" in result.stderr and "KeyError" not in result.stderr
+    bad.write_text(json.dumps({**good, "ts": "soon"}) + "\n")
+    result = stack.admin("import", str(bad), check=False)
+    assert "bad.jsonl:1: not a message (ts: input should be a valid integer)" in result.stderr
+    assert stack.admin("history", conv).stdout == ""
     missing = tmp_path / "missing.jsonl"
     missing.write_text(json.dumps({**good, "conv": unique("nowhere")}) + "\n")
     result = stack.admin("import", str(missing), check=False)
