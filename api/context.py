@@ -1,6 +1,6 @@
 """What every request needs, kept on ``app.extensions["chatmq"]`` instead of module globals.
 
-The store is opened lazily and per process: gunicorn forks workers after loading the app, and a
+The store is opened lazily and per process: the server forks workers before building the app, and a
 SQLite connection must never cross a fork, so each worker opens its own on first use.
 """
 

@@ -1,7 +1,7 @@
 """``GET /metrics`` and the HTTP request latency histogram (by route, method and status).
 
-gunicorn runs several worker processes, and a scrape reaches one of them: each worker's own
-counts would be a random slice. So the server (api/server.py) sets PROMETHEUS_MULTIPROC_DIR (under
+The server (granian) runs several worker processes, and a scrape reaches one of them: each worker's
+own counts would be a random slice. So the server (api/server.py) sets PROMETHEUS_MULTIPROC_DIR (under
 the data dir, emptied at start) before any worker imports prometheus_client; every worker then
 writes its samples to memory-mapped files there and ``/metrics`` sums all of them. Without that
 variable (tests, embedded use) the process's own registry is served. prometheus_client is only
@@ -67,16 +67,10 @@ def metrics_view() -> Response:
 
 
 def prepare_multiprocess_dir(path: str) -> None:
-    """Called by the gunicorn master before forking: a fresh, empty directory for this run."""
+    """Called by the server's main process before forking: a fresh, empty directory for this run."""
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
     os.environ[MULTIPROC_ENV] = path
 
-
-def worker_exited(pid: int) -> None:
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)

@@ -1,24 +1,30 @@
-"""Serve the API with gunicorn, embedded (no separate config file or command line).
+"""Serve the API with granian, embedded (no separate config file or command line).
 
-gunicorn is the production WSGI server: a master process that binds the socket and forks
-``api_workers`` workers (gthread), restarts crashed ones, and shuts down gracefully on SIGTERM
-(SIGINT: quickly). The app is built in each worker after the fork, and the store is opened
-lazily there too, so no SQLite connection ever crosses a fork.
+granian parses HTTP in Rust on an event loop: a master process binds the socket and starts
+``api_workers`` worker processes, restarts crashed ones, and stops them on SIGTERM or SIGINT. Each
+worker runs the Flask app behind api/front.py, which reads a request's body on the event loop and
+only then gives it one of ``THREADS_PER_WORKER`` threads. So a slow or idle client costs a socket,
+not a thread; its request head must arrive within ``http_read_timeout_s`` (an idle connection,
+new or kept alive, is closed after as long), its body within front.body_deadline_s.
+
+The app is built in each worker after the fork, and the store is opened lazily there too, so no
+SQLite connection ever crosses a fork.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from functools import partial
 from typing import Any
 
-from flask import Flask
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger as GunicornLogger
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
+from granian.server import Server
 
 from api import metrics
-from api.app import create_app
-from api.context import get_context
+from api.app import MAX_REQUEST_BYTES, create_app
+from api.front import BufferedFront
+from api.media import MULTIPART_SLACK
 from chatcore import logs
 from chatcore.config import Settings
 
@@ -26,59 +32,34 @@ log = logging.getLogger("chatmq.api")
 
 THREADS_PER_WORKER = 4
 GRACEFUL_TIMEOUT_S = 10
+BACKLOG = 4096
+# Connections one worker holds at once (idle and slow ones included) before it stops accepting.
+CONNECTIONS_PER_WORKER = 2048
+
+# granian's own lines go through chatmq's one log set-up (same format, text or JSON).
+_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {},
+    "handlers": {},
+    "loggers": {"_granian": {"handlers": [], "propagate": True}, "granian.access": {"handlers": [], "propagate": True}},
+}
 
 
 def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _ChatmqLogger(GunicornLogger):  # type: ignore[misc]
-    """gunicorn's own lines go through chatmq's one log set-up (same format, text or JSON)."""
-
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        for logger in (self.error_log, self.access_log):
-            logger.handlers.clear()
-            logger.propagate = True
+def max_body_bytes(settings: Settings) -> int:
+    """The largest body any route accepts (a media upload); each route checks its own limit."""
+    return max(MAX_REQUEST_BYTES, settings.media_max_bytes + MULTIPART_SLACK)
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        super().__init__()
-
-    def load_config(self) -> None:
-        settings = self._settings
-        url = f"http://{bind_address(settings.host, settings.http_port)}"
-        options: dict[str, Any] = {
-            "bind": [bind_address(settings.host, settings.http_port)],
-            "workers": settings.api_workers,
-            "worker_class": "gthread",
-            "threads": THREADS_PER_WORKER,
-            "graceful_timeout": GRACEFUL_TIMEOUT_S,
-            "loglevel": settings.log_level.lower(),
-            "errorlog": "-",
-            "logger_class": _ChatmqLogger,
-            "proc_name": "chatmq-api",
-            # gunicorn >= 25.1 opens a control socket at one shared per-user path by default; two
-            # APIs on one host would fight over it, and nothing here uses it.
-            "control_socket_disable": True,
-            "when_ready": lambda _arbiter: log.info("api listening on %s", url),
-            "worker_exit": _close_worker_store,
-            "child_exit": lambda _arbiter, worker: metrics.worker_exited(worker.pid),
-        }
-        for key, value in options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self._settings)
-
-
-def _close_worker_store(_arbiter: object, worker: Any) -> None:
-    """Close the worker's own store on its way out (lets SQLite checkpoint its WAL cleanly)."""
-    app = getattr(worker, "wsgi", None)
-    if isinstance(app, Flask):
-        get_context(app).close()
+def build_front(settings: Settings, _target: str = "") -> BufferedFront:
+    """Runs in each worker after the fork: logging, then the app behind its buffering front."""
+    logs.configure(settings.log_level, settings.log_format, settings.log_levels)
+    return BufferedFront(create_app(settings), threads=THREADS_PER_WORKER, max_body_bytes=max_body_bytes(settings),
+                         body_grace_s=settings.http_read_timeout_s)
 
 
 def run(settings: Settings) -> None:
@@ -88,14 +69,25 @@ def run(settings: Settings) -> None:
     settings.load_secret()  # create the key file once, before workers race to
     # Before the fork: every worker's prometheus_client then shares one sample directory.
     metrics.prepare_multiprocess_dir(str((settings.data_dir / "metrics" / f"api-{settings.http_port}").resolve()))
-    master = os.getpid()
-    try:
-        _Server(settings).run()
-    except SystemExit as exc:
-        # gunicorn ends its master (and every forked worker) with sys.exit: only a clean master
-        # exit becomes a return; a worker must keep exiting, never run its parent's caller code.
-        if os.getpid() != master or exc.code not in (0, None):
-            raise
+    options: dict[str, Any] = {
+        "address": settings.host,
+        "port": settings.http_port,
+        "interface": Interfaces.RSGI,
+        "workers": settings.api_workers,
+        "http": HTTPModes.http1,
+        "websockets": False,
+        "backlog": BACKLOG,
+        "backpressure": CONNECTIONS_PER_WORKER,
+        "http1_settings": HTTP1Settings(header_read_timeout=round(settings.http_read_timeout_s * 1000)),
+        "respawn_failed_workers": True,
+        "workers_kill_timeout": GRACEFUL_TIMEOUT_S,
+        "log_level": settings.log_level.lower(),
+        "log_dictconfig": _LOGGING,
+    }
+    server = Server("chatmq-api", **options)
+    url = f"http://{bind_address(settings.host, settings.http_port)}"
+    server.on_startup(lambda: log.info("api listening on %s", url))
+    server.serve(target_loader=partial(build_front, settings))
 
 
 __all__ = ["bind_address", "run"]

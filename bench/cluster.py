@@ -2,7 +2,7 @@
 
 Unlike ``chatmq up`` nothing supervises them: the fault harness decides when a component dies
 and when it comes back, on the same ports and the same data dir, as an orchestrator would.
-Each child runs in its own process group so SIGKILL takes gunicorn's workers down with their
+Each child runs in its own process group so SIGKILL takes the API's workers down with their
 master (a surviving worker would keep the port and hide the crash).
 """
 

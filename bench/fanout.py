@@ -117,7 +117,7 @@ def children(up: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
 def cpu(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     total = times.user + times.system
-    for child in proc.children(recursive=True):  # gunicorn workers etc.
+    for child in proc.children(recursive=True):  # the API's workers etc.
         t = child.cpu_times()
         total += t.user + t.system
     return total

@@ -9,7 +9,7 @@ What it does, per database size:
    with a trace callback, not retyped here), and the MongoDB plan (``explain()`` on a real server
    when CHATMQ_TEST_MONGO_URL is set; the expected IXSCAN otherwise: mongomock timings say nothing
    about MongoDB, so none are taken).
-3. Serves the file with the real ``chatmq api`` (gunicorn, its default 2 gthread workers) and a
+3. Serves the file with the real ``chatmq api`` (granian, its default 2 workers) and a
    private Redis (token revocation check per request), and loads it with ``wrk`` in its own process:
    the newest page of 50, then deep ``before=`` pages (random conversation, random cursor).
 4. Latency at the client (wrk) and at the server: every request's time from the API's own request
@@ -65,7 +65,7 @@ ROUTE = "/v1/conversations/<conv>/messages"
 TARGET_SERVER_P99_MS = 5.0
 TARGET_REQUESTS_PER_S = 2_000
 CORES = os.cpu_count() or 1
-# gunicorn's gthread workers do not balance keep-alive connections: the worker that wakes first can
+# The API's workers do not balance keep-alive connections: the worker that wakes first can
 # accept all of wrk's connections, and then one core serves everything. A device fleet connects
 # over time and spreads out; a benchmark's few connections, opened at once, often do not. A run in
 # which one worker did more than this share of the work is discarded and repeated (and counted).
@@ -359,7 +359,7 @@ def server_times(log_path: Path, offset: int) -> list[float]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User+system CPU of these processes and all their live descendants (gunicorn workers)."""
+    """User+system CPU of these processes and all their live descendants (the API's workers)."""
     import psutil
 
     total = 0.0
@@ -375,7 +375,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def worker_cpu_seconds(api_pid: int) -> dict[int, float]:
-    """CPU seconds of each gunicorn worker (the master's children)."""
+    """CPU seconds of each API worker (the main process's children)."""
     import psutil
 
     seconds: dict[int, float] = {}
@@ -423,7 +423,7 @@ class Result:
     server_share_le_5ms: float  # from the Prometheus histogram
     store_p50_ms: float  # SQLiteStore.history alone, no HTTP
     store_p99_ms: float
-    api_cpu_ms_per_request: float  # gunicorn master + workers
+    api_cpu_ms_per_request: float  # the API's main process + workers
     busiest_worker_share: float  # of the workers' CPU; 1/workers is even
     attempts: int  # runs discarded for imbalance, plus one
     redis_cpu_ms_per_request: float
@@ -474,7 +474,7 @@ def measure(
         busiest = busiest_worker_share(workers_before, worker_cpu_seconds(api_pid))
         if busiest <= BALANCED_SHARE or attempt == MAX_ATTEMPTS:
             break
-        log(f"    discarded: one gunicorn worker did {busiest:.0%} of the work (wrk's connections landed on it)")
+        log(f"    discarded: one API worker did {busiest:.0%} of the work (wrk's connections landed on it)")
     requests = max(1, stats["requests"])
     api_cpu, redis_cpu, wrk_cpu = (1000 * (a - b) / requests for a, b in zip(cpu_after, cpu_before, strict=True))
     time.sleep(0.2)  # let the last request lines reach the log file
@@ -549,12 +549,12 @@ def print_table(results: list[Result]) -> None:
         " (server: the API's request log; <=5ms: share in the API's Prometheus histogram)"
     )
     print(
-        f"busiest: the busiest gunicorn worker's share of the workers' CPU; runs: wrk runs made, those with one worker"
-        f" above {BALANCED_SHARE:.0%} discarded (gunicorn does not balance keep-alive connections)"
+        f"busiest: the busiest API worker's share of the workers' CPU; runs: wrk runs made, those with one worker"
+        f" above {BALANCED_SHARE:.0%} discarded (the workers do not balance keep-alive connections)"
     )
     print("store p99: SQLiteStore.history() alone in the benchmark process (no HTTP, no auth): the floor")
     print(
-        f"API CPU: CPU time of gunicorn per request; ceiling: {CORES} cores / (API + Redis + wrk CPU per request),"
+        f"API CPU: CPU time of the API per request; ceiling: {CORES} cores / (API + Redis + wrk CPU per request),"
         " the rate this machine could reach with nothing else running"
     )
 
@@ -584,7 +584,7 @@ def plot(results: list[Result], path: Path, title: str) -> None:
             sizes, [r.cpu_ceiling_requests_per_s for r in rows], **style, linestyle="--",
             label=f"{name}: CPU ceiling",
         )  # fmt: skip
-        cpu.plot(sizes, [r.api_cpu_ms_per_request for r in rows], **style, label=f"{name}: API (gunicorn)")
+        cpu.plot(sizes, [r.api_cpu_ms_per_request for r in rows], **style, label=f"{name}: API")
     lat.axhline(TARGET_SERVER_P99_MS, color="red", linewidth=0.8, label="target: server p99")
     rate.axhline(TARGET_REQUESTS_PER_S, color="red", linewidth=0.8, label="target")
     lat.set_title("latency of a page of 50 (median of rounds)")
@@ -618,7 +618,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds of load per measurement [default 8; quick 4]")
     parser.add_argument("--warmup", type=float, help="seconds of unmeasured load first [default 3; quick 1]")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections (2 per worker) [default 4]")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of chatmq api [default 2]")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of chatmq api [default 2]")
     parser.add_argument("--modes", default="newest,deep", help="newest and/or deep [default both]")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="filled databases [%(default)s]")
     parser.add_argument("--rounds", type=int, help="interleaved rounds; the median is reported [3; quick 1]")

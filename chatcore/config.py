@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Conversations with more members than this get compact QoS 0 notices instead of full messages.
     fanout_read_threshold: int = Field(default=DEFAULT_FANOUT_READ_THRESHOLD, ge=1)
     api_workers: int = 2
+    # A request head must arrive within this (an idle connection, new or kept alive, is closed after
+    # as long); a body gets as long again plus 1 s per 50 kB it declares (api/front.py).
+    http_read_timeout_s: float = Field(default=10.0, gt=0, le=300, description="HTTP request read timeout")
     # Each bridge process needs its own persistent MQTT session; a second bridge gets another id.
     bridge_client_id: str = Field(default="chatmq-bridge", description="the bridge's MQTT client id")
     # Several bridge workers (bridge/partitions.py): each handles the conversations of the partitions

@@ -14,7 +14,7 @@ import sys
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-NOISY = ("amqtt", "transitions", "websockets", "gunicorn.access")
+NOISY = ("amqtt", "transitions", "websockets")
 
 
 def parse_levels(spec: str) -> dict[str, int]:

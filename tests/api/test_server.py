@@ -1,9 +1,8 @@
-"""``python -m api`` under gunicorn, over real HTTP, then SIGTERM."""
+"""``python -m api`` under granian, over real HTTP, then SIGTERM."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from chatcore.auth import hash_password
 from chatcore.liveness import BRIDGE_ALIVE_KEY
 from chatcore.netutil import free_port, wait_for_port
 from chatcore.store import open_store
-from tests.api.helpers import SECRET
+from tests.api.helpers import api_env
 from tests.mosquitto import LocalMosquitto
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,16 +50,7 @@ def test_server_serves_and_stops_on_sigterm(
 
     broker = LocalMosquitto(tmp_path / "mosquitto").start()  # any standard MQTT broker will do
     port = free_port()
-    env = {
-        **os.environ,
-        "CHATMQ_DATA_DIR": str(data_dir),
-        "CHATMQ_HTTP_PORT": str(port),
-        "CHATMQ_HOST": "127.0.0.1",
-        "CHATMQ_REDIS_URL": redis_url,
-        "CHATMQ_BROKER_PORT": str(broker.port),
-        "CHATMQ_SECRET_KEY": SECRET,
-        "CHATMQ_API_WORKERS": "2",
-    }
+    env = api_env(data_dir, port, redis_url, CHATMQ_BROKER_PORT=str(broker.port), CHATMQ_API_WORKERS="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

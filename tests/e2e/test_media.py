@@ -1,4 +1,4 @@
-"""Media through the real stack (`chatmq up`: gunicorn API, bridge, broker): upload over HTTP,
+"""Media through the real stack (`chatmq up`: granian API, bridge, broker): upload over HTTP,
 attach through MQTT, download as a member; strangers and other people's media are refused."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from email.message import Message
 from typing import Any
 
 import pytest
@@ -19,14 +20,15 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def http(stack: Stack, method: str, path: str, token: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+         headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
+    """Status, headers (looked up case-insensitively: HTTP/1.1 servers may send them lowercased), body."""
     request = urllib.request.Request(stack.base_url + path, data=body, method=method, headers=headers or {})
     request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 def upload(stack: Stack, token: str, data: bytes, name: str, mime: str) -> tuple[int, Any]:

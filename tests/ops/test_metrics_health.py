@@ -105,7 +105,7 @@ def test_presence_updates_are_counted(stack: Stack, unique: Callable[[str], str]
 
 
 def test_api_metrics_sum_every_worker(stack: Stack) -> None:
-    """gunicorn runs 2 workers: /metrics must count the requests of both, by route and status."""
+    """The API runs 2 workers: /metrics must count the requests of both, by route and status."""
     base = stack.base_url
 
     def count(route: str, status: str) -> float:
