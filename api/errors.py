@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 log = logging.getLogger("chatmq.api")
 
@@ -23,6 +23,7 @@ CODES: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -77,10 +78,23 @@ def _handle_api_error(exc: ApiError) -> Response:
 
 def _handle_http(exc: HTTPException) -> Response:
     status = exc.code or 500
-    response = error_response(status, exc.description or exc.name)
+    response = error_response(status, _http_message(exc))
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
+
+
+def _http_message(exc: HTTPException) -> str:
+    """Werkzeug's descriptions are prose written for HTML pages: say what happened instead."""
+    if isinstance(exc, NotFound) and request.url_rule is None:
+        return f"no such route: {request.method} {request.path}"
+    if isinstance(exc, MethodNotAllowed):
+        allowed = ", ".join(sorted(exc.valid_methods or ()))
+        return f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = request.max_content_length
+        return f"request body over {limit} bytes" if limit is not None else "request body too large"
+    return exc.description or exc.name
 
 
 def _handle_unexpected(exc: Exception) -> Response:

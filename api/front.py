@@ -34,6 +34,7 @@ from flask import Flask
 from granian.rsgi import ProtocolClosed
 
 from api.context import get_context
+from api.errors import CODES
 
 # A body gets a grace time (http_read_timeout_s, 10 s by default) plus one second per MIN_BODY_RATE
 # bytes it declares: a 10 MiB upload may take 10 + 210 s (a 400 kbit/s link), a login 10 s.
@@ -82,7 +83,7 @@ class BufferedFront:
         length = headers.get("content-length")
         declared = _as_size(length) if length is not None else None
         if declared is not None and declared > self.max_body_bytes:
-            _refuse(proto, 413, "too_large", f"request body over {self.max_body_bytes} bytes")
+            _refuse(proto, 413, f"request body over {self.max_body_bytes} bytes")
             return
         body = b""
         if declared or (declared is None and "transfer-encoding" in headers):
@@ -90,10 +91,10 @@ class BufferedFront:
             try:
                 body = await asyncio.wait_for(self._read_body(proto, declared is not None), timeout)
             except TimeoutError:
-                _refuse(proto, 408, "request_timeout", f"request body not received within {timeout:.0f} s")
+                _refuse(proto, 408, f"request body not received within {timeout:.0f} s")
                 return
             except BodyTooLarge:
-                _refuse(proto, 413, "too_large", f"request body over {self.max_body_bytes} bytes")
+                _refuse(proto, 413, f"request body over {self.max_body_bytes} bytes")
                 return
             except ProtocolClosed:
                 return  # the client went away before sending it all
@@ -186,6 +187,6 @@ def _environ(scope: Scope, headers: Headers, body: bytes) -> dict[str, Any]:
     return environ
 
 
-def _refuse(proto: Any, status: int, code: str, message: str) -> None:
-    payload = orjson.dumps({"error": {"code": code, "message": message}})
+def _refuse(proto: Any, status: int, message: str) -> None:
+    payload = orjson.dumps({"error": {"code": CODES[status], "message": message}})
     proto.response_bytes(status, [("content-type", "application/json"), ("connection", "close")], payload)

@@ -17,12 +17,13 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/v1", "/v1/conversations/c1/nope", "/openapi/", "/v2/conversations"])
 def test_unknown_route_is_json_404(client: FlaskClient, path: str) -> None:
-    assert_error(client.get(path), 404, "not_found")
+    assert assert_error(client.get(path), 404, "not_found")["message"] == f"no such route: GET {path}"
 
 
 def test_wrong_method_is_json_405_with_allow(client: FlaskClient) -> None:
     response = client.get("/v1/auth/token")
-    assert_error(response, 405, "method_not_allowed")
+    message = assert_error(response, 405, "method_not_allowed")["message"]
+    assert message == "GET is not allowed on /v1/auth/token; allowed: OPTIONS, POST"
     assert "POST" in response.headers["Allow"]
     assert_error(client.delete("/v1/conversations", headers=bearer("alice")), 405, "method_not_allowed")
 
@@ -43,7 +44,7 @@ def test_body_that_is_not_a_json_object(client: FlaskClient, data: str, content_
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:
     response = client.post("/v1/auth/token", json={"username": "a", "password": "x" * 300_000})
-    assert_error(response, 413, "too_large")
+    assert assert_error(response, 413, "too_large")["message"] == "request body over 262144 bytes"
 
 
 def test_unexpected_error_is_json_500_without_details(

@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.media import MULTIPART_SLACK
 from chatcore.config import Settings
 from chatcore.media import MediaStore, mongomock_media_store, open_media_store
 from chatcore.store import Store
@@ -144,7 +145,8 @@ def test_oversize_is_413(make_media_app: Callable[..., Flask]) -> None:
     assert upload(client, "alice", just, "ok.txt").status_code == 201
     assert_error(upload(client, "alice", just + b"x", "big.txt"), 413, "too_large")
     # Far past the limit: refused while reading the body, before it is parsed.
-    assert_error(upload(client, "alice", b"x" * 200_000, "huge.txt"), 413, "too_large")
+    huge = assert_error(upload(client, "alice", b"x" * 200_000, "huge.txt"), 413, "too_large")
+    assert huge["message"] == f"request body over {1000 + MULTIPART_SLACK} bytes"
 
 
 def test_default_limit_is_10_mib_and_exceeds_the_json_cap(client: FlaskClient) -> None:
