@@ -3,7 +3,7 @@
 Three floods at once, against a single worker (the fewest threads): slowloris clients that send a
 partial request head and then one more header line every second, idle connections that send
 nothing, and clients that declare a body and trickle it a byte at a time. Meanwhile a real client
-logs in and reads history, each request answered quickly; and every flooding connection is ended
+logs in and reads history, each request answered within 2 s (milliseconds on a quiet machine); and every flooding connection is ended
 by the server within the read timeout (the slow bodies with the API's 408 error).
 """
 
@@ -143,7 +143,8 @@ def test_slow_and_idle_clients_do_not_starve_real_ones(api_url: str) -> None:
             took_health, status, _ = _timed(urllib.request.Request(f"{api_url}/healthz"))
             assert status == 200
             slowest = max(slowest, took, took_health)
-        assert slowest < 1.0, f"a real request took {slowest:.2f} s under the flood"
+        # Each takes milliseconds alone (a login ~0.1 s of argon2); with gunicorn's threads, none answered.
+        assert slowest < 2.0, f"a real request took {slowest:.2f} s under the flood"
 
         # The server ends every flooding connection itself, within the read timeout (+ slack).
         deadline = opened + READ_TIMEOUT_S + 3.0
