@@ -3,8 +3,9 @@
 Three floods at once, against a single worker (the fewest threads): slowloris clients that send a
 partial request head and then one more header line every second, idle connections that send
 nothing, and clients that declare a body and trickle it a byte at a time. Meanwhile a real client
-logs in and reads history, each request answered within 2 s (milliseconds on a quiet machine); and every flooding connection is ended
-by the server within the read timeout (the slow bodies with the API's 408 error).
+logs in and reads history, each request answered within 2 s (milliseconds on a quiet machine);
+and every flooding connection is ended by the server within the read timeout (the slow bodies
+with the API's 408 error).
 """
 
 from __future__ import annotations
