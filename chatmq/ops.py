@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +45,13 @@ def _target(data_dir: Path | None, broker_host: str | None, broker_port: int | N
     return resolve(data_dir, broker_host, broker_port)
 
 
+def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A header and rows as lines of left-aligned columns, two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in (header, *rows)]
+
+
 def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
 
@@ -74,10 +81,11 @@ def clients(user: str | None, as_json: bool, data_dir: Path | None, broker_host:
         for row in rows:
             click.echo(orjson.dumps(row).decode())
         return
-    click.echo("CLIENT_ID\tUSER\tADDRESS\tSINCE\tKEEPALIVE\tSUBS\tQUEUED")
-    for row in sorted(rows, key=lambda r: (r["user"] or "", r["client_id"])):
-        click.echo(f"{row['client_id']}\t{row['user'] or '-'}\t{row['address']}\t{_when(row['connected_since'])}"
-                   f"\t{row['keepalive_s']:g}s\t{row['subscriptions']}\t{row['queued']}")
+    table = [(row["client_id"], row["user"] or "-", row["address"], _when(row["connected_since"]),
+              f"{row['keepalive_s']:g}s", str(row["subscriptions"]), str(row["queued"]))
+             for row in sorted(rows, key=lambda r: (r["user"] or "", r["client_id"]))]
+    for line in columns(("CLIENT_ID", "USER", "ADDRESS", "SINCE", "KEEPALIVE", "SUBS", "QUEUED"), table):
+        click.echo(line)
 
 
 @click.command()

@@ -86,7 +86,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             metrics.CONTROL_REQUESTS.labels(command="-", outcome="bad_request").inc()
             return
         try:
-            result = await self._run(command, args)
+            result = await self._run(command, args, session)
         except ControlError as exc:
             reply = error_response(request_id, exc.code, exc.message)
             outcome = exc.code
@@ -101,10 +101,11 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
         metrics.CONTROL_REQUESTS.labels(command=command.value, outcome=outcome).inc()
         self.broker.reply(session, response_topic(request_id), reply)
 
-    async def _run(self, command: Command, args: dict[str, Any]) -> Any:
-        if command is Command.CLIENTS:
+    async def _run(self, command: Command, args: dict[str, Any], asker: Session) -> Any:
+        if command is Command.CLIENTS:  # every connected client but the asking admin connection itself
             user = _optional_user(args)
-            return [self._describe(s) for s in self._sessions() if user is None or _user_of(s) == user]
+            return [self._describe(s) for s in self._sessions()
+                    if s is not asker and (user is None or _user_of(s) == user)]
         if command is Command.KICK:
             return await self._kick(args)
         if command is Command.STATS:

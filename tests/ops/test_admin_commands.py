@@ -39,8 +39,15 @@ def test_clients_lists_connected_devices(stack: Stack, unique: Callable[[str], s
         assert row["keepalive_s"] == 30 and row["subscriptions"] == 1 and row["queued"] == 0
         assert row["connected_since"] > 0
 
+        assert not [client for client in mine if client.startswith("chatmq-admin-")]  # the command's own
         only = stack.admin("clients", "--user", alice).stdout.splitlines()
-        assert only[0].startswith("CLIENT_ID") and len(only) == 2 and only[1].startswith(f"{alice}.phone\t{alice}\t")
+        assert only[0].split() == ["CLIENT_ID", "USER", "ADDRESS", "SINCE", "KEEPALIVE", "SUBS", "QUEUED"]
+        assert len(only) == 2 and only[1].split()[:2] == [f"{alice}.phone", alice]
+        every = stack.admin("clients").stdout.splitlines()
+        assert "chatmq-admin-" not in "\n".join(every) and "\t" not in "\n".join(every)
+        for heading in ("USER", "ADDRESS", "QUEUED"):  # each column starts at one offset on every line
+            at = every[0].index(heading)
+            assert all(line[at - 2:at] == "  " and line[at] != " " for line in every[1:]), every
     finally:
         device.close()
         other.close()
