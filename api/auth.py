@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.context import get_context
 from api.errors import ApiError, error_responses
-from chatcore.auth import issue_token, looks_like_token
+from chatcore.auth import issue_token
+from chatcore.logins import log_in
 
 bp = APIBlueprint("auth", __name__, url_prefix="/v1/auth", abp_tags=[Tag(name="auth")])
 
@@ -31,14 +32,11 @@ def issue(body: TokenRequest) -> Response:
     # A token is not accepted as the password here: otherwise a token could renew itself forever
     # and a leaked one would never expire.
     ctx = get_context()
-    address = request.remote_addr
-    if ctx.throttle.blocked(body.username, address):
+    login = log_in(ctx.authenticator, ctx.throttle, body.username, body.password, request.remote_addr, tokens=False)
+    if login.rate_limited:
         raise ApiError(429, "too many failed logins; try again later", "rate_limited")
-    identity = None
-    if not looks_like_token(body.password):
-        identity = ctx.authenticator.authenticate(body.username, body.password)
+    identity = login.identity
     if identity is None or identity.is_service:
-        ctx.throttle.failed(body.username, address)
         # One answer for unknown user, wrong password and disabled user: nothing to enumerate.
         raise ApiError(401, "invalid username or password", "invalid_credentials")
     issued = issue_token(ctx.secret, identity.user, ctx.settings.token_ttl_s)

@@ -23,7 +23,6 @@ from flask import g, request
 from api.context import ApiContext, get_context
 from api.errors import ApiError
 from chatcore.auth import claims_identity
-from chatcore.revocation import TokenRevocations
 
 SECURITY = [{"bearer": []}]
 SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
@@ -78,6 +77,6 @@ def current_user() -> str:
 def revoked(ctx: ApiContext, claims: dict[str, Any]) -> bool:
     """Revocation marks live in Redis; if Redis cannot answer, the token is refused (fail closed)."""
     try:
-        return TokenRevocations(ctx.redis, ctx.settings.token_ttl_s).is_revoked(claims)
+        return ctx.revocations.is_revoked(claims)
     except redis.RedisError as exc:
         raise ApiError(503, f"cannot check token revocation: {type(exc).__name__}") from None

@@ -20,6 +20,7 @@ from chatcore.config import Settings
 from chatcore.identity import external_tokens
 from chatcore.presence import Presence
 from chatcore.ratelimit import LoginThrottle
+from chatcore.revocation import TokenRevocations
 from chatcore.store import Store, open_store
 
 EXTENSION = "chatmq"
@@ -40,6 +41,7 @@ class ApiContext:
         self.presence = Presence(self.redis, int(settings.presence_ttl_s * 1000))
         self.throttle = LoginThrottle(self.redis, settings.login_failures_per_user,
                                       settings.login_failures_per_address, settings.login_window_s)
+        self.revocations = TokenRevocations(self.redis, settings.token_ttl_s)
         self.external = external_tokens(settings)  # one per process: it caches the JWKS keys
         self._given_store = store
         self._store: Store | None = store
@@ -61,7 +63,9 @@ class ApiContext:
 
     @property
     def authenticator(self) -> Authenticator:
-        return Authenticator(self.store, self.secret, external=self.external)
+        """Tokens are checked against their revocation marks, as the broker checks them: the EMQX
+        hook logs devices in through this one."""
+        return Authenticator(self.store, self.secret, self.revocations, external=self.external)
 
     def close(self) -> None:
         """Close what this context opened itself (a store handed in belongs to the caller)."""

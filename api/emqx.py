@@ -14,16 +14,21 @@ Malformed requests are denied, never ignored, so a misconfigured template fails 
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from typing import Any
 
+import redis
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 
 from api.context import get_context
 from chatcore.access import Action, Identity, authorize
 from chatcore.config import ADMIN_USER, SERVICE_USER
+from chatcore.logins import log_in
 from chatcore.membership import MembershipView
+
+log = logging.getLogger("chatmq.api")
 
 SECRET_HEADER = "X-Chatmq-Hook-Secret"
 _VIEW = "chatmq_emqx_membership"
@@ -91,7 +96,18 @@ def authn() -> Response:
     fields = _fields("username", "password")
     if fields is None:
         return _result("deny")
-    identity = get_context().authenticator.authenticate(fields["username"], fields["password"])
+    ctx = get_context()
+    # The device's address, when the hook's body template sends it (docs/brokers.md): the
+    # per-address failed-login limit then applies as on chatmq's own broker.
+    body = request.get_json(silent=True)
+    peer = body.get("peerhost") if isinstance(body, dict) else None
+    try:
+        login = log_in(ctx.authenticator, ctx.throttle, fields["username"], fields["password"],
+                       peer if isinstance(peer, str) and peer else None)  # fmt: skip
+    except redis.RedisError:
+        log.warning("emqx authn: cannot check token revocation; denied")  # fail closed, as the broker does
+        return _result("deny")
+    identity = login.identity
     if identity is None:
         return _result("deny")
     return _result("allow", is_superuser=identity.is_service)

@@ -7,6 +7,7 @@ without a store round trip (password checks cost ~50-100 ms of CPU by design).
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -36,6 +37,13 @@ _TOKEN_PREFIX = "eyJ"  # every compact JWT starts with a base64url '{"'
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+@functools.cache
+def _stand_in_hash() -> str:
+    """A hash of nothing anyone knows, with the current parameters: checked for a user who has no
+    usable password, so every refused password login costs one argon2 check."""
+    return _hasher.hash(secrets.token_urlsafe(32))
 
 
 def verify_password(password_hash: str, password: str) -> bool:
@@ -131,8 +139,14 @@ class Authenticator:
             return identity if self.user_active(claims) else None
         if username in (SERVICE_USER, ADMIN_USER):
             return None
+        # Every refusal costs one argon2 check, like a wrong password: how long a refusal took must
+        # not tell whether the user exists, is disabled or has no password (external tokens only).
         user = self._store.get_user(username)
-        if user is None or user.disabled or not user.password_hash:  # no password: external tokens only
+        if user is None or not user.password_hash:
+            verify_password(_stand_in_hash(), password)
+            return None
+        if user.disabled:
+            verify_password(user.password_hash, password)  # never the cache: full cost
             return None
         if not self._password_matches(user.id, user.password_hash, password):
             return None

@@ -20,6 +20,7 @@ from amqtt.session import Session
 from broker.services import ANONYMOUS_KEY, IDENTITY_KEY, BrokerServices
 from chatcore.access import Identity, in_namespace
 from chatcore.auth import looks_like_token
+from chatcore.logins import log_in
 from chatcore.protocol import TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,8 @@ class ChatAuthPlugin(BaseAuthPlugin):
 
     def _check(self, username: str | None, password: str | None, address: str | None) -> Identity | object | None:
         """Blocking: the failed-login throttle, then the credentials; a failure is counted."""
-        throttle = self.services.throttle
-        if throttle is not None and throttle.blocked(username, address):
-            return RATE_LIMITED
-        identity = self.services.authenticator.authenticate(username, password)
-        if identity is None and throttle is not None and (username or password):
-            throttle.failed(username, address)
-        return identity
+        login = log_in(self.services.authenticator, self.services.throttle, username, password, address)
+        return RATE_LIMITED if login.rate_limited else login.identity
 
     async def authenticate(self, *, session: Session) -> bool:
         # A persistent session is reused across connections: never let a previous login's

@@ -5,16 +5,19 @@ Fixture world: alice+bob+dave share c1 (dave is disabled), alice+carol share c2,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from api.emqx import SECRET_HEADER
-from chatcore.auth import issue_token
+from chatcore.auth import issue_token, token_claims
 from chatcore.config import ADMIN_USER, SERVICE_USER
+from chatcore.revocation import TokenRevocations
 from chatcore.store import Store
 from tests.api.helpers import PASSWORDS, SECRET
 
@@ -60,6 +63,40 @@ def test_authn_passwords_tokens_and_the_service(emqx: FlaskClient) -> None:
     assert authn(emqx, "alice", "")["result"] == "deny"
     forged = issue_token("another-secret-of-at-least-32-bytes!!", SERVICE_USER, 60, service=True).token
     assert authn(emqx, SERVICE_USER, forged)["result"] == "deny"
+
+
+def test_authn_refuses_revoked_tokens(emqx: FlaskClient, redis_client: redis.Redis) -> None:
+    """The same revocation marks as chatmq's own broker: one token, or every token of a user."""
+    revocations = TokenRevocations(redis_client, 3600)
+    one, other = issue_token(SECRET, "bob", 600).token, issue_token(SECRET, "bob", 600).token
+    assert authn(emqx, "bob", one)["result"] == "allow"
+    assert revocations.revoke_token(token_claims(SECRET, one) or {})
+    assert authn(emqx, "bob", one)["result"] == "deny"
+    assert authn(emqx, "bob", other)["result"] == "allow"
+    alices = issue_token(SECRET, "alice", 600).token
+    revocations.revoke_user("alice")  # sign out everywhere
+    assert authn(emqx, "alice", alices)["result"] == "deny"
+    time.sleep(0.002)  # a token issued after the mark is good
+    assert authn(emqx, "alice", issue_token(SECRET, "alice", 600).token)["result"] == "allow"
+
+
+def test_authn_counts_failed_logins_with_the_api_and_the_broker(make_app: Callable[..., Flask]) -> None:
+    """Over the per-user limit even the right password is denied, and the counters are the ones
+    ``POST /v1/auth/token`` (and chatmq's broker) use; the per-address limit follows ``peerhost``."""
+    app = make_app(emqx_hook_secret=HOOK_SECRET, login_failures_per_user=3, login_failures_per_address=5)
+    emqx = app.test_client()
+    for _ in range(3):
+        assert authn(emqx, "alice", "wrong", peerhost="10.0.0.1")["result"] == "deny"
+    assert authn(emqx, "alice", PASSWORDS["alice"], peerhost="10.0.0.2")["result"] == "deny"
+    answer = emqx.post("/v1/auth/token", json={"username": "alice", "password": PASSWORDS["alice"]})
+    assert answer.status_code == 429 and answer.get_json()["error"]["code"] == "rate_limited"
+    # Five failures from one address (alice's three, then bob's and carol's) close it to everyone...
+    assert authn(emqx, "bob", "wrong", peerhost="10.0.0.1")["result"] == "deny"
+    assert authn(emqx, "carol", "wrong", peerhost="10.0.0.1")["result"] == "deny"
+    assert authn(emqx, "erin", PASSWORDS["erin"], peerhost="10.0.0.1")["result"] == "deny"
+    # ...but not to the same user elsewhere.
+    assert authn(emqx, "erin", PASSWORDS["erin"], peerhost="10.0.0.9")["result"] == "allow"
+
 
 
 # (user, action, topic, allowed): every row of the topic table in docs/protocol.md, both sides.

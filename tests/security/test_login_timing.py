@@ -1,0 +1,98 @@
+"""How long a refused login takes must not tell whether the user exists.
+
+An unknown user, a wrong password and a disabled user (with its right password) are refused over
+HTTP (``POST /v1/auth/token``) and over MQTT (CONNECT to the real broker). Each kind is timed in
+interleaved rounds, so a burst of other load hits all of them alike, and their medians must be
+within 20% of each other. Before every refusal cost an argon2 check, an unknown or disabled user was
+refused in 1-3 ms and a wrong password in 100-260 ms.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from chatcore.store import open_store
+from tests.api.helpers import PASSWORDS
+from tests.broker.conftest import PASSWORDS as BROKER_PASSWORDS
+from tests.broker.conftest import BrokerProcess, seed, start_broker
+from tests.broker.mqtt import NOT_AUTHORIZED, Mqtt
+
+pytestmark = pytest.mark.timeout(120)
+
+ROUNDS = 9
+MAX_SPREAD = 1.2  # the slowest kind's median over the quickest's
+_unknown = itertools.count()
+
+
+def spread(timings: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
+    medians = {kind: statistics.median(samples) for kind, samples in timings.items()}
+    return max(medians.values()) / min(medians.values()), medians
+
+
+def timed_rounds(attempts: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {kind: [] for kind in attempts}
+    for _ in range(ROUNDS):
+        for kind, attempt in attempts.items():
+            started = time.perf_counter()
+            attempt()
+            timings[kind].append(time.perf_counter() - started)
+    return timings
+
+
+def test_http_token_refusals_take_as_long_for_every_reason(make_app: Callable[..., Flask]) -> None:
+    # No failed-login limit here: a throttled refusal is quick on purpose, whoever asks.
+    client = make_app(login_failures_per_user=0, login_failures_per_address=0).test_client()
+
+    def refused(username: str, password: str) -> Callable[[], None]:
+        def attempt() -> None:
+            response = client.post("/v1/auth/token", json={"username": username, "password": password})
+            assert response.status_code == 401, response.get_json()
+
+        return attempt
+
+    def unknown() -> None:
+        refused(f"nobody-{next(_unknown)}", "a guess")()
+
+    timings = timed_rounds({
+        "unknown user": unknown,
+        "wrong password": refused("alice", "a guess"),
+        "disabled user": refused("dave", PASSWORDS["dave"]),  # dave is disabled in the fixture store
+    })  # fmt: skip
+    ratio, medians = spread(timings)
+    assert ratio <= MAX_SPREAD, f"medians {medians} differ by {ratio:.2f}x"
+
+
+@pytest.fixture
+def broker(tmp_path: Path, redis_url: str) -> Iterator[BrokerProcess]:
+    """A broker of its own: a fresh Redis, so this test's failures stay under the login limits."""
+    url = "sqlite:///" + str(tmp_path / "chatmq.db")
+    store = open_store(url)
+    try:
+        seed(store)  # alice, bob, carol; dave disabled
+    finally:
+        store.close()
+    running = start_broker(tmp_path, url, redis_url)
+    yield running
+    running.stop()
+
+
+def test_mqtt_connect_refusals_take_as_long_for_every_reason(broker: BrokerProcess) -> None:
+    wrong = itertools.cycle(["alice", "bob", "carol"])  # spread over users: under 10 failures each
+
+    def refused(username: str, password: str) -> None:
+        assert Mqtt(broker.port, username, password).connect() == NOT_AUTHORIZED
+
+    timings = timed_rounds({
+        "unknown user": lambda: refused(f"nobody-{next(_unknown)}", "a guess"),
+        "wrong password": lambda: refused(next(wrong), "a guess"),
+        "disabled user": lambda: refused("dave", BROKER_PASSWORDS["dave"]),
+    })  # fmt: skip
+    ratio, medians = spread(timings)
+    assert ratio <= MAX_SPREAD, f"medians {medians} differ by {ratio:.2f}x"
