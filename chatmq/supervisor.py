@@ -154,13 +154,16 @@ class Supervisor:
             self._prepare()
             s = self.settings
             for name, port in (("broker", s.mqtt_port), ("bridge", 0), ("api", s.http_port)):
+                if self._stop.is_set():  # stopped while starting: start nothing more
+                    return 0
                 child = Child(name, port, self.restart_policy.restarts())
                 self.children.append(child)
                 self._spawn(child)
                 if port and not self._wait_ready(child):
-                    if not self._stop.is_set():
-                        log.error("%s did not start listening on port %d; stopping", name, port)
-                    return 1 if not self._stop.is_set() else 0
+                    log.error("%s did not start listening on port %d; stopping", name, port)
+                    return 1
+            if self._stop.is_set():
+                return 0
             self._up = True
             log.info(
                 "chatmq up: mqtt://%s:%d ws://%s:%d http://%s:%d data=%s store=%s redis=%s",
@@ -179,7 +182,8 @@ class Supervisor:
 
     def _wait_ready(self, child: Child, timeout: float = 30.0) -> bool:
         """The API is ready when its port accepts; the broker when it answers an MQTT handshake
-        (a bare connect-and-close would be logged by the broker as a failed client)."""
+        (a bare connect-and-close would be logged by the broker as a failed client). True as well
+        when a stop was asked meanwhile (the caller checks)."""
         s = self.settings
         handshake = mqtt_check(s.broker_host, child.port, s.load_secret(), "chatmq-up-probe", timeout=0.5)
         deadline = time.monotonic() + timeout
@@ -224,6 +228,8 @@ class Supervisor:
         self.lock.release()
         if self._up:
             log.info("chatmq stopped")
+        elif self.children or self.redis is not None:
+            log.info("chatmq stopped what it had started (it was not up yet)")
 
 
 def recorded_redis_url(data_dir: Path) -> str | None:

@@ -211,6 +211,25 @@ def test_up_that_never_started_does_not_say_stopped(stack: Stack, tmp_path: Path
     assert not (other.data_dir / STACK_FILE).exists()
 
 
+def test_ctrl_c_while_starting_stops_what_had_started(private_stack: Stack) -> None:
+    stack = private_stack
+    with stack.log_path.open("ab") as log:
+        stack.process = subprocess.Popen(stack.command(), env=stack.env(), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while "started private redis-server" not in stack.log():  # the broker takes a second more
+        assert time.monotonic() < deadline and stack.process.poll() is None, stack.log()
+        time.sleep(0.02)
+    processes = _descendants(stack.process.pid)
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(60) == 0, stack.log()
+    assert _gone(processes, 10) == []
+    log = stack.log()
+    assert "chatmq up: mqtt://" not in log, "came up before the signal: this test needs a slower start"
+    assert "chatmq stopped what it had started" in log and "chatmq stopped\n" not in log, log
+    assert _problems(log) == [], log
+    assert not (stack.data_dir / STACK_FILE).exists()
+
+
 def test_a_crashing_child_comes_back_within_the_policy_back_off(stack: Stack, unique: Callable[[str], str]) -> None:
     supervisor = psutil.Process(stack.process.pid)  # type: ignore[union-attr]
 
