@@ -14,6 +14,7 @@ from api.querymodel import QueryModel
 from chatcore.ids import is_valid_id
 from chatcore.protocol import fanout_mode
 from chatcore.store import Conversation, Marker, Store
+from chatcore.store.base import MAX_SEQ
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -125,8 +126,8 @@ class HistoryQuery(QueryModel):
     # Unknown parameters are refused: a misspelt ``befor=`` must not silently return the newest page.
     model_config = ConfigDict(extra="forbid")
 
-    before: int | None = Field(default=None, ge=1, description="messages with seq < before (newest first page)")
-    after: int | None = Field(default=None, ge=0, description="messages with seq > after (oldest first page)")
+    before: int | None = Field(default=None, ge=1, le=MAX_SEQ, description="messages with seq < before (newest first)")
+    after: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="messages with seq > after (oldest first)")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
 
 

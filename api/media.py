@@ -26,6 +26,7 @@ from api.presence import share_conversation
 from chatcore.config import Settings
 from chatcore.media import MediaStore, is_media_id, may_read, open_media_store
 from chatcore.media.sniff import HEAD_BYTES, agrees, sniff, type_of_name
+from chatcore.protocol import MAX_ATTACHMENT_NAME_CHARS
 
 EXTENSION = "chatmq.media"
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing around a file of the maximum size
@@ -105,6 +106,7 @@ def upload(form: UploadForm) -> tuple[Response, int]:
     upload = form.file
     if not isinstance(upload, WerkzeugFile):  # a plain form field named "file", not a file part
         raise ApiError(400, "file: expected a file part (Content-Disposition with a filename)")
+    name = _clean_name(upload.filename)  # before reading anything
     stream = upload.stream
     stream.seek(0, os.SEEK_END)
     size = stream.tell()
@@ -120,7 +122,6 @@ def upload(form: UploadForm) -> tuple[Response, int]:
         raise ApiError(
             415, f"content type {mime or 'unknown'} is not accepted (allowed: {', '.join(sorted(allowed))})"
         )
-    name = _clean_name(upload.filename)
     for claim, what in ((upload.mimetype, "declared Content-Type"), (type_of_name(name), "file name")):
         if not agrees(mime, claim):
             raise ApiError(415, f"the {what} says {claim} but the content is {mime}")
@@ -140,7 +141,9 @@ def _clean_name(name: str | None) -> str | None:
     if not name:
         return None
     base = _UNSAFE_NAME.sub("", re.split(r"[\\/]", name)[-1]).strip()
-    return base[:255] or None
+    if len(base) > MAX_ATTACHMENT_NAME_CHARS:  # a message could not carry it (docs/protocol.md)
+        raise ApiError(400, f"file name: at most {MAX_ATTACHMENT_NAME_CHARS} characters, got {len(base)}")
+    return base or None
 
 
 @bp.get("/<media_id>", responses={200: None, **error_responses(403, 404)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from api.errors import CODES
 from chatcore import protocol
 from chatcore.access import Action, Identity, Membership, authorize
 from chatcore.config import SERVICE_USER, Settings
-from chatcore.ids import ID_PATTERN
+from chatcore.ids import is_valid_id
 from chatcore.store.base import Message
 
 pytestmark = pytest.mark.timeout(30)
@@ -196,7 +197,11 @@ def test_limits_match_the_code(doc: str) -> None:
     assert limits["`attachments`"] == f"at most {protocol.MAX_ATTACHMENTS} objects"
     conn = protocol.DevicePresencePayload.model_fields["conn"].metadata
     assert limits["`conn`"] == f"1 to {next(m.max_length for m in conn if hasattr(m, 'max_length'))} characters"
-    assert limits["user, conversation, device ids"] == _code(ID_PATTERN)
+    assert limits["user, conversation, device ids"] == "1 to 64 characters of `[A-Za-z0-9_.-]`, except `.` and `..`"
+    alphabet = string.ascii_letters + string.digits + "_.-"
+    assert all(is_valid_id(c * n) for c in alphabet if c != "." for n in (1, 2, 64))
+    assert [n for n in (1, 2, 3, 64) if is_valid_id("." * n)] == [3, 64]
+    assert not any(is_valid_id(c) for c in "/+#$ \0é") and not is_valid_id("a" * 65)
 
 
 def test_presence_timing_matches_the_settings(doc: str) -> None:

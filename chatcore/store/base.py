@@ -120,6 +120,7 @@ class AppendResult:
     duplicate: bool  # True: an earlier send with the same (conv, sender, client_msg_id) won
 
 
+MAX_SEQ = 2**63 - 1  # seqs are signed 64-bit integers in every store (SQLite INTEGER, BSON int64)
 MEMBERSHIP_LOG_KEEP = 10_000  # membership changes a store keeps for views that follow them one by one
 MEMBERSHIP_LOG_PRUNE_EVERY = 1_000  # versions between two prunes of that log
 
@@ -130,6 +131,12 @@ class MembershipChanges:
 
     version: int  # the membership version these changes bring the caller to
     members: dict[str, frozenset[str] | None]  # changed conversation -> its members now (None: gone)
+
+
+def seq_bound(bound: int | None) -> int | None:
+    """A history bound the database can hold: no seq exceeds MAX_SEQ, so a larger bound selects
+    the same messages as MAX_SEQ does (``before``: all of them; ``after``: none)."""
+    return None if bound is None else min(bound, MAX_SEQ)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +320,8 @@ class Store(abc.ABC):
         Neither bound: the newest ``limit``. ``before``: the newest ``limit`` with seq < before,
         has_more meaning older ones exist. ``after``: the oldest ``limit`` with seq > after,
         has_more meaning newer ones exist. Both bounds together: the oldest ``limit`` strictly
-        between them.
+        between them. A bound past ``MAX_SEQ`` means what it says (every seq is below it), never
+        an overflow: see ``seq_bound``.
         """
 
     # --- receipts and read state -------------------------------------------------------------

@@ -72,6 +72,7 @@ from chatcore.store.base import (
     encode_attachments,
     new_message_id,
     now_ms,
+    seq_bound,
 )
 from chatcore.store.mongo_layout import INDEXES
 
@@ -444,6 +445,7 @@ class MongoStore(Store):
     ) -> HistoryPage:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        before, after = seq_bound(before), seq_bound(after)
         seq: dict[str, int] = {}
         if before is not None:
             seq["$lt"] = before

@@ -47,6 +47,7 @@ from chatcore.store.base import (
     encode_attachments,
     new_message_id,
     now_ms,
+    seq_bound,
 )
 
 SCHEMA_VERSION = 3  # 2: markers and events; 3: membership_log
@@ -461,6 +462,7 @@ class SQLiteStore(Store):
     ) -> HistoryPage:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        before, after = seq_bound(before), seq_bound(after)
         where = ["conv = ?"]
         params: list[Any] = [conv_id]
         if before is not None:

@@ -103,6 +103,13 @@ def test_type_is_what_the_content_is(
     assert got.headers["Content-Disposition"] == disposition
 
 
+def test_a_name_longer_than_a_message_can_carry_is_refused(client: FlaskClient, media: MediaStore) -> None:
+    refused = assert_error(upload(client, "alice", samples.PNG, "p" * 252 + ".png", "image/png"), 400, "bad_request")
+    assert refused["message"] == "file name: at most 255 characters, got 256"
+    assert upload(client, "alice", samples.PNG, "p" * 251 + ".png", "image/png").status_code == 201
+    assert upload(client, "alice", samples.PNG, "/tmp/" + "p" * 251 + ".png", "image/png").status_code == 201
+
+
 def test_unicode_and_path_like_names_are_only_names(client: FlaskClient, media: MediaStore) -> None:
     response = upload(client, "alice", samples.PNG, "../../etc/chat ü.png", "image/png")
     assert response.status_code == 201

@@ -42,6 +42,10 @@ CASES: list[tuple[str, str, dict[str, Any], set[int]]] = [
     ("GET", "/v1/conversations/c1/messages?after[$ne]=null", {}, {400}),
     ("GET", "/v1/conversations/c1/messages?limit[$gt]=0", {}, {400}),
     ("GET", "/v1/conversations/c1/messages?before=3&after=1", {}, {400}),
+    # past the stores' signed 64-bit seqs: 400, never an overflow (was a 500)
+    ("GET", f"/v1/conversations/c1/messages?after={2**63}", {}, {400}),
+    ("GET", f"/v1/conversations/c1/messages?before={2**63}", {}, {400}),
+    ("GET", f"/v1/conversations/c1/messages?after={2**64 + 1}", {}, {400}),
     ("GET", "/v1/conversations/c1/messages?sort=-seq", {}, {400}),
     ("GET", "/v1/conversations/c2/messages", {}, {403}),  # alice+carol only
     ("GET", "/v1/conversations/..%2F..%2Fetc%2Fpasswd/messages", {}, {404}),
@@ -56,6 +60,10 @@ CASES: list[tuple[str, str, dict[str, Any], set[int]]] = [
     ("GET", "/v1/conversations/c2", {}, {403}),
     # --- POST /v1/conversations ----------------------------------------------------------
     ("POST", "/v1/conversations", {"json": {"members": NE}}, {400}),
+    # dot segments: an HTTP client rewrites /v1/conversations/../messages, so no such id may exist
+    ("POST", "/v1/conversations", {"json": {"id": ".", "members": ["alice"]}}, {400}),
+    ("POST", "/v1/conversations", {"json": {"id": "..", "members": ["alice"]}}, {400}),
+    ("POST", "/v1/conversations", {"json": {"members": ["alice", ".."]}}, {400}),
     ("POST", "/v1/conversations", {"json": {"members": [NE]}}, {400}),
     ("POST", "/v1/conversations", {"json": {"members": "alice"}}, {400}),
     ("POST", "/v1/conversations", {"json": {"members": ["alice"], "id": "a/b"}}, {400}),

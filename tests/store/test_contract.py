@@ -347,6 +347,11 @@ def test_history_bounds(store: Store) -> None:
     assert page(after=2, before=6, limit=50) == ([3, 4, 5], False)
     assert page(after=5, before=6) == ([], False)
     assert page(after=6, before=3) == ([], False)
+    # Bounds past the largest seq a store holds select what they mean, never overflow.
+    assert page(before=2**63, limit=2) == ([9, 10], True)
+    assert page(before=2**70, after=8) == ([9, 10], False)
+    assert page(after=2**63 - 1) == ([], False)
+    assert page(after=2**64) == ([], False)
     assert all(m.conv == "general" for m in store.history("general").messages)
     assert seqs(store.history("other")) == [1, 2, 3]
     assert store.history("nope") == HistoryPage(messages=[], has_more=False)
