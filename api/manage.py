@@ -9,8 +9,10 @@ module needs no broker connection.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import redis
 from flask import Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +22,10 @@ from api.context import get_context
 from api.conversations import ConversationOut, ConvPath, member_conversation, represent
 from api.errors import ApiError, error_responses
 from chatcore.ids import ID_PATTERN, is_valid_id
+from chatcore.membershipsync import AppliedVersions
 from chatcore.store import AlreadyExists, Conversation, NotFound
+
+log = logging.getLogger(__name__)
 
 MAX_TITLE_CHARS = 200
 MAX_MEMBERS_PER_REQUEST = 5000
@@ -105,6 +110,7 @@ def add_member(path: ConvPath, body: AddMemberRequest) -> Response:
     if body.user in conversation.members:
         raise ApiError(409, f"{body.user!r} is already a member", "conflict")
     get_context().store.add_member(conversation.id, body.user)
+    _applied_by_brokers()
     return _respond(_reload(conversation.id))
 
 
@@ -112,8 +118,8 @@ def add_member(path: ConvPath, body: AddMemberRequest) -> Response:
 def remove_member(path: MemberPath) -> Response:
     """Remove a member: the owner removes anyone, a member removes itself (leaves).
 
-    The removed user loses history access at once and live delivery within the broker's
-    membership refresh (CHATMQ_MEMBERSHIP_REFRESH_S)."""
+    The removed user loses history access at once, and on chatmq's broker every live delivery
+    (messages, receipts, typing) before this answer is sent."""
     conversation = member_conversation(path.conv)
     me = current_user()
     if path.user != me:
@@ -121,7 +127,20 @@ def remove_member(path: MemberPath) -> Response:
     if path.user not in conversation.members:
         raise ApiError(404, f"{path.user!r} is not a member")
     get_context().store.remove_member(conversation.id, path.user)
+    _applied_by_brokers()
     return Response(status=204)
+
+
+def _applied_by_brokers() -> None:
+    """Answer once every live broker enforces the change (chatcore.membershipsync), so nothing a
+    device relays after this answer (typing) reaches a removed member; bounded by
+    CHATMQ_MEMBERSHIP_APPLY_TIMEOUT_S. Redis unreachable: logged, the brokers' poll catches up."""
+    ctx = get_context()
+    try:
+        AppliedVersions(ctx.redis).announce_and_wait(ctx.store.membership_version(),
+                                                     ctx.settings.membership_apply_timeout_s)  # fmt: skip
+    except redis.RedisError as exc:
+        log.warning("could not tell the brokers of a membership change: %s", exc)
 
 
 @bp.patch("/<conv>", responses={200: ConversationOut, **error_responses(403, 404)})

@@ -11,11 +11,14 @@ server's general channel to one user.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bridge.outbox import Outbox
 from bridge.worker import BatchWorker
 from chatcore.membership import MembershipView
+from chatcore.membershipsync import Fence
 from chatcore.protocol import (
     QOS_RECEIPTS,
     ErrorCode,
@@ -27,6 +30,7 @@ from chatcore.protocol import (
 from chatcore.store.base import ReceiptOutcome, ReceiptResult, ReceiptUpdate, Store, now_ms
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +42,11 @@ class InboundReceipt:
 
 class ReceiptWorker(BatchWorker[InboundReceipt]):
     def __init__(
-        self, store: Store, membership: MembershipView, outbox: Outbox, *, retry_max_s: float = 5.0
+        self, store: Store, membership: MembershipView, outbox: Outbox, *, retry_max_s: float = 5.0,
+        fence: Fence | None = None,
     ) -> None:
         super().__init__("bridge-receipts")
+        self._fence = fence  # the broker's membership view catches up before our publishes
         self._store = store
         self._membership = membership
         self._outbox = outbox
@@ -51,7 +57,10 @@ class ReceiptWorker(BatchWorker[InboundReceipt]):
         if any(refusals) and self._membership.refresh():  # added a moment ago?
             refusals = [self._refusal(item.update) for item in batch]
         accepted = [item.update for item, why in zip(batch, refusals, strict=True) if why is None]
-        results = iter(self._apply(accepted) if accepted else [])
+        results = iter(self._retrying(lambda: self._store.apply_receipts(accepted), "storing receipts")
+                       if accepted else [])  # fmt: skip
+        if accepted and self._fence is not None:
+            self._retrying(self._fence.after_write, "reading the membership version")
         for item, why in zip(batch, refusals, strict=True):
             if why is None:
                 why = self._publish(item.update, next(results))
@@ -60,13 +69,13 @@ class ReceiptWorker(BatchWorker[InboundReceipt]):
         for item in batch:
             self._outbox.ack(item.mid, item.qos)
 
-    def _apply(self, updates: list[ReceiptUpdate]) -> list[ReceiptResult]:
+    def _retrying(self, call: Callable[[], T], what: str) -> T:
         delay = 0.05
         while True:
             try:
-                return self._store.apply_receipts(updates)
+                return call()
             except Exception as exc:
-                log.warning("storing %d receipts failed (%s); retrying", len(updates), exc)
+                log.warning("%s failed (%s); retrying", what, exc)
                 if self._stopping.wait(delay):
                     raise  # unPUBACKed: the broker redelivers them to the next session
                 delay = min(delay * 2, self._retry_max)

@@ -40,6 +40,7 @@ from chatcore.leases import Leases, WorkerRegistry
 from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
 from chatcore.media import MediaStore, open_media_store
 from chatcore.membership import MembershipView
+from chatcore.membershipsync import Fence
 from chatcore.netutil import disable_nagle
 from chatcore.partitions import check_worker_id
 from chatcore.presence import Presence
@@ -133,15 +134,16 @@ class Bridge:
         self._outbox = Outbox(self._client)
         self._gate = None if worker_id is None else self._partition_gate(worker_id)
         self._membership = MembershipView(store)
+        self._fence = Fence(store.membership_version, self._outbox.publish)
         # Attachments are checked against the uploads (chatcore.media); one we open, we close.
         self._owned_media = None if media is not None else open_media_store(settings)
         self._writer = Writer(
             store, self._membership, self._outbox, fanout_read_threshold=settings.fanout_read_threshold,
             media=media or self._owned_media,
             rate=MessageRate(redis_client, settings.messages_per_s, settings.messages_burst),
-            may_write=None if self._gate is None else self._gate.owns,
+            may_write=None if self._gate is None else self._gate.owns, fence=self._fence,
         )
-        self._receipts = ReceiptWorker(store, self._membership, self._outbox)
+        self._receipts = ReceiptWorker(store, self._membership, self._outbox, fence=self._fence)
         self._events = EventPublisher(store, self._outbox)
         self._presence = PresenceTracker(
             Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox,
@@ -230,6 +232,7 @@ class Bridge:
         if reason_code.is_failure:
             log.warning("broker refused the bridge: %s", reason_code)
             return
+        self._fence.reset()  # maybe another broker: announce the membership version again
         client.subscribe(list(BRIDGE_SUBSCRIPTIONS))
 
     def _on_subscribe(

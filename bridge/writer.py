@@ -21,6 +21,7 @@ from bridge.worker import BatchWorker
 from chatcore.media.attachments import attached_media, attachment_refusal
 from chatcore.media.base import MediaStore
 from chatcore.membership import MembershipView
+from chatcore.membershipsync import Fence
 from chatcore.protocol import (
     DEFAULT_FANOUT_READ_THRESHOLD,
     FANOUT_READ,
@@ -74,8 +75,10 @@ class Writer(BatchWorker[Inbound]):
         media: MediaStore | None = None,
         rate: MessageRate | None = None,
         may_write: Callable[[str], bool] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         super().__init__("bridge-writer")
+        self._fence = fence  # the broker's membership view catches up before our publishes
         self._may_write = may_write  # partitioned workers: still the conversation's lease holder?
         self.batch_max = batch_max
         self._rate = rate  # per-sender send rate (None: unlimited)
@@ -96,6 +99,8 @@ class Writer(BatchWorker[Inbound]):
         while True:
             try:
                 self._settle(batch, outcomes, retried=attempt > 0)
+                if self._fence is not None:
+                    self._fence.after_write()
                 break
             except Exception as exc:
                 attempt += 1

@@ -28,8 +28,10 @@ from broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qo
 from broker.lean import LeanSession
 from broker.limits import PacketSizeGuard, PacketTooLarge
 from broker.routing import RoutingMixin, count_queued, queued_bytes
-from broker.services import restore_owner, session_identity, session_owner
+from broker.services import BrokerServices, restore_owner, session_identity, session_owner
 from broker.sessions import QueuedMessage, SessionStore
+from chatcore.control import MEMBERSHIP_TOPIC
+from chatcore.membershipsync import parse_notice
 from chatcore.protocol import PayloadError, parse_typing
 from chatcore.ratelimit import LocalRate
 
@@ -59,6 +61,11 @@ def _persistent(session: Session) -> bool:
     return not session.clean_session
 
 
+def _is_service(session: Session) -> bool:
+    identity = session_identity(session.attributes)
+    return identity is not None and identity.is_service
+
+
 def _is_device(session: Session) -> bool:
     """Logged in as a chat user (not the bridge's service identity, not anonymous)."""
     identity = session_identity(session.attributes)
@@ -80,10 +87,13 @@ class ChatBroker(RoutingMixin, Broker):
         *,
         limits: BrokerLimits | None = None,
         sessions: SessionStore | None = None,
+        services: BrokerServices | None = None,
     ) -> None:
         super().__init__(config, loop=loop)
         self.limits = limits or BrokerLimits()
         self.session_store = sessions
+        self.services = services
+        self._reports: set[asyncio.Task[None]] = set()
         self._typing_rate = LocalRate(self.limits.typing_per_s, self.limits.typing_burst)
         self._stopping = False
 
@@ -287,6 +297,8 @@ class ChatBroker(RoutingMixin, Broker):
             log.warning("client_id=%r published to invalid topic %r: closing", client_session.client_id, topic)
             await handler.handle_connection_closed()
             return False
+        if topic == MEMBERSHIP_TOPIC and _is_service(client_session) and self.services is not None:
+            return await self._follow_fence(handler, app_message.data)
         if topic.startswith("$"):
             log.info("client_id=%r published to %r: '$' topics are reserved, dropped", client_session.client_id, topic)
             return True
@@ -308,6 +320,25 @@ class ChatBroker(RoutingMixin, Broker):
         if taken and retain:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return taken
+
+    async def _follow_fence(self, handler: BrokerProtocolHandler, data: bytes | bytearray | None) -> bool:
+        """The bridge's notice that memberships are at version V (chatcore.membershipsync): catch
+        the view up before its connection's next packet is read, so what the bridge publishes next
+        is checked against memberships at least that new. A store that cannot be read closes the
+        bridge's connection, unacknowledged: it resends once it reconnects."""
+        assert self.services is not None
+        version = parse_notice(bytes(data or b""))
+        if version is None:
+            log.warning("unreadable membership notice from the bridge: %r", bytes(data or b"")[:64])
+            return True
+        if not await self.services.reach_membership(version, report=False):
+            log.error("membership view cannot reach version %d: closing the bridge's connection", version)
+            await handler.handle_connection_closed()
+            return False
+        report = asyncio.ensure_future(self.services.report_membership())  # for the API, off this path
+        self._reports.add(report)
+        report.add_done_callback(self._reports.discard)
+        return True
 
     def _typing_passes(self, session: Session, topic: str, data: bytes | bytearray | None) -> bool:
         """Typing indicators go from device to device through the broker alone, so the broker

@@ -20,7 +20,7 @@ from amqtt.session import ApplicationMessage, Session
 
 from broker import metrics
 from broker.core import ChatBroker
-from chatcore.control import REQUEST_TOPIC
+from chatcore.control import MEMBERSHIP_TOPIC, REQUEST_TOPIC
 
 CONNECTED_AT_KEY = "chatmq.connected_at"  # ms since epoch, shown by the admin ``clients`` command
 ControlHandler = Callable[[Session, ApplicationMessage], Awaitable[None]]
@@ -81,7 +81,7 @@ class OpsBroker(ChatBroker):
         if topic == REQUEST_TOPIC and self.control_handler is not None:
             await self.control_handler(client_session, app_message)
             return True
-        if topic.startswith("$"):
+        if topic.startswith("$") and topic != MEMBERSHIP_TOPIC:
             self._reject("reserved_topic")
         elif not topic or "#" in topic or "+" in topic:
             self._reject("invalid_topic")

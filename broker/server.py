@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from broker.config import build_config
 from broker.core import BrokerLimits
 from broker.health import start_ops_server
 from broker.ops import OpsBroker
-from broker.services import BrokerServices, MembershipRefresher, keep_membership_fresh
+from broker.services import BrokerServices, MembershipRefresher, RedisListener, keep_membership_fresh
 from broker.sessions import SessionStore
 from chatcore import redisconn
 from chatcore.auth import Authenticator
@@ -27,6 +29,7 @@ from chatcore.config import Settings
 from chatcore.credcache import VerifiedPasswords
 from chatcore.identity import external_tokens
 from chatcore.membership import MembershipView
+from chatcore.membershipsync import CHANGED_CHANNEL, AppliedVersions
 from chatcore.ratelimit import ConnectionRate, LoginThrottle
 from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
@@ -39,19 +42,21 @@ log = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings], "Broker"]
+BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings, BrokerServices], "Broker"]
 
 
 def verified_passwords(settings: Settings) -> VerifiedPasswords | None:
     return VerifiedPasswords(settings.password_cache_s) if settings.password_cache_s > 0 else None
 
 
-def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
+def chat_broker(
+    config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, services: BrokerServices
+) -> Broker:
     lean.install()  # ~30 KiB less per connection than stock amqtt sessions (broker/lean.py)
     limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit, settings.session_queue_bytes,
                           settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
-    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions)
+    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, services=services)
 
 
 async def serve(
@@ -77,10 +82,16 @@ async def serve(
                                    settings.login_failures_per_address, settings.login_window_s),
             connections=ConnectionRate(redisconn.connect(settings.redis_url), settings.connections_per_address,
                                        settings.login_window_s),
+            applied=AppliedVersions(redisconn.connect(settings.redis_url)),
+            name=f"{socket.gethostname()}:{os.getpid()}:{settings.mqtt_port}",
         )
-        refresher = asyncio.create_task(keep_membership_fresh(services.refresher, settings.membership_refresh_s))
+        refresher = asyncio.create_task(
+            keep_membership_fresh(services.refresher, settings.membership_refresh_s, services.report_membership)
+        )
+        follower = RedisListener(settings.redis_url, {CHANGED_CHANNEL: _follow(services)}, "membership-changes")
+        follower.start(loop)
         try:
-            broker = broker_factory(build_config(settings, services), loop, settings)
+            broker = broker_factory(build_config(settings, services), loop, settings, services)
             await broker.start()
             ops = start_ops_server(settings, store)
             try:
@@ -91,9 +102,13 @@ async def serve(
                 await broker.shutdown()
                 log.info("broker stopped")
         finally:
+            follower.stop()
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            if services.applied is not None:  # the API stops waiting for this broker at once
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(services.applied.forget, services.name)
     finally:
         await asyncio.to_thread(store.close)
 
@@ -116,6 +131,22 @@ async def _run_until_stopped(loop: asyncio.AbstractEventLoop, settings: Settings
         if handled:
             for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
+
+
+def _follow(services: BrokerServices) -> Callable[[str], None]:
+    """A membership change announced on Redis (by the API): catch up and report at once."""
+    pending: set[asyncio.Task[bool]] = set()
+
+    def changed(raw: str) -> None:
+        try:
+            version = int(raw)
+        except ValueError:
+            return
+        task = asyncio.ensure_future(services.reach_membership(version))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return changed
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 30.0
     presence_ttl_factor: float = 2.5  # a device is offline after this many missed heartbeats
     membership_refresh_s: float = 0.5
+    # The API answers a membership change once every live broker applied it (chatcore.membershipsync),
+    # waiting at most this long for a broker that does not report.
+    membership_apply_timeout_s: float = Field(default=2.0, ge=0, description="how long the API waits for brokers")
     # Broker limits and persistent MQTT sessions (kept in Redis so they survive a restart).
     max_packet_bytes: int = Field(default=64 * 1024, description="largest MQTT packet the broker accepts")
     session_queue_limit: int = Field(default=1000, ge=1, description="queued messages kept per offline device session")

@@ -17,6 +17,8 @@ CONTROL_PREFIX = "$CONTROL/chatmq/v1/"
 REQUEST_TOPIC = CONTROL_PREFIX + "request"
 RESPONSE_PREFIX = CONTROL_PREFIX + "response/"
 RESPONSE_FILTER = RESPONSE_PREFIX + "+"
+# The bridge's fence (chatcore.membershipsync): {"version": V}, on the bridge's own connection.
+MEMBERSHIP_TOPIC = CONTROL_PREFIX + "membership"
 
 
 class Command(enum.StrEnum):

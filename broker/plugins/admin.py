@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +24,7 @@ from amqtt.session import ApplicationMessage, Session
 from broker import metrics
 from broker.handler import KEEPALIVE_GRACE
 from broker.ops import CONNECTED_AT_KEY
-from broker.services import BrokerServices, session_identity
-from chatcore import redisconn
+from broker.services import BrokerServices, RedisListener, session_identity
 from chatcore.control import Command, ControlError, error_response, ok_response, parse_request, response_topic
 from chatcore.ids import is_valid_id
 from chatcore.revocation import AUTH_CHANGED_CHANNEL
@@ -34,7 +32,6 @@ from chatcore.revocation import AUTH_CHANGED_CHANNEL
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 10  # "per second" figures are averaged over this many seconds
-_RECONNECT_S = 1.0
 
 
 class ChatAdminPlugin(BasePlugin[BrokerContext]):
@@ -51,24 +48,25 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             self.broker.control_handler = self.handle
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=RATE_WINDOW_S + 1)
         self._tasks: list[asyncio.Task[None]] = []
-        self._stop = threading.Event()
+        self._revalidations: set[asyncio.Task[list[str]]] = set()
+        self._listener = RedisListener(self.config.redis_url or "", {AUTH_CHANGED_CHANNEL: self._auth_changed},
+                                       "admin-auth-changes")  # fmt: skip
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def on_broker_post_start(self) -> None:
         self._tasks.append(asyncio.create_task(self._sample_loop(), name="admin-stats"))
         if self.config.redis_url:
-            loop = asyncio.get_running_loop()
-            threading.Thread(target=self._listen, args=(loop,), name="admin-auth-changes", daemon=True).start()
+            self._listener.start(asyncio.get_running_loop())
 
     async def on_broker_pre_shutdown(self) -> None:
-        self._stop.set()
+        self._listener.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def close(self) -> None:
-        self._stop.set()
+        self._listener.stop()
 
     # --- requests -----------------------------------------------------------------------------
     async def handle(self, session: Session, message: ApplicationMessage) -> None:
@@ -200,30 +198,12 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             self._samples.append((time.monotonic(), totals.received, totals.delivered))
             await asyncio.sleep(1.0)
 
-    # --- auth changes from Redis (a thread: works for single Redis and Redis Cluster alike) ----
-    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
-        failing = False
-        while not self._stop.is_set():
-            try:
-                client = redisconn.connect(self.config.redis_url or "", socket_connect_timeout=2)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(AUTH_CHANGED_CHANNEL)
-                if failing:
-                    log.info("listening for auth changes again")
-                failing = False
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message and message.get("type") == "message":
-                        user = message["data"].decode(errors="replace")
-                        if is_valid_id(user):
-                            asyncio.run_coroutine_threadsafe(self.revalidate(user), loop)
-                pubsub.close()
-                client.close()
-            except Exception as exc:
-                if not failing:
-                    log.warning("auth change listener lost Redis (%s); retrying", exc)
-                failing = True
-                self._stop.wait(_RECONNECT_S)
+    # --- auth changes from Redis (chatcore.revocation) ---------------------------------------
+    def _auth_changed(self, user: str) -> None:
+        if is_valid_id(user):
+            task = asyncio.ensure_future(self.revalidate(user))
+            self._revalidations.add(task)
+            task.add_done_callback(self._revalidations.discard)
 
 
 def _user_of(session: Session) -> str | None:

@@ -27,7 +27,7 @@ STOCK, OURS = "stock", "ours"
 BOTH = [pytest.param(STOCK, marks=pytest.mark.xfail(strict=True, reason="amqtt 0.12.1 defect")), OURS]
 
 
-def stock_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
+def stock_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, _services: Any) -> Broker:
     return Broker(config, loop=loop)
 
 
@@ -55,8 +55,8 @@ class InProcessBroker:
     def start(self) -> InProcessBroker:
         factory = stock_broker if self.kind == STOCK else chat_broker
 
-        def make(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings) -> Broker:
-            made = factory(config, loop, settings)
+        def make(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, services: Any) -> Broker:
+            made = factory(config, loop, settings, services)
             self.brokers.append(made)
             return made
 
