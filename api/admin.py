@@ -77,8 +77,7 @@ class BrokerChannel:
         except ControlUnreachable as exc:
             raise AdminError("unavailable", f"the broker's admin channel: {exc}") from None
         except ControlRefused as exc:
-            code = "not_found" if exc.code == "unknown_client" else "unavailable"
-            raise AdminError(code, exc.message) from None
+            raise AdminError("unavailable" if exc.code == "login_refused" else exc.code, exc.message) from None
 
 
 def _admin() -> Admin:

@@ -322,7 +322,12 @@ class Admin:
             self._user(user)
             if disable:
                 self.store.set_disabled(user, True)
-        result = self._broker().request("kick", {"user": user} if user else {"client_id": client_id})
+        try:
+            result = self._broker().request("kick", {"user": user} if user else {"client_id": client_id})
+        except AdminError as exc:
+            if exc.code == "unknown_client":
+                raise AdminError("not_found", f"unknown client id {client_id!r} (not connected)") from None
+            raise
         return {"kicked": list(result["kicked"]), "disabled": disable}
 
     def stats(self) -> dict[str, Any]:

@@ -1,40 +1,43 @@
-"""Admin commands. They work directly on the store, so they need no running stack; the broker and
-bridge see membership changes within a second because they poll the store's membership version."""
+"""Admin commands: users, conversations, bulk import, history, presence.
+
+Local mode works directly on the store (no running stack needed; the broker and bridge see
+membership changes within a second because they poll the store's membership version). With
+``--server URL`` and an admin token they act through that server's admin HTTP API instead, for
+deployments the operator reaches only over HTTP (chatmq/remote.py). Both run chatcore.admin.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TextIO
 
 import click
 import orjson
 import redis
 
 from chatcore import redisconn
-from chatcore.auth import hash_password
+from chatcore.admin import KEEP, MAX_IMPORT_ROWS, Admin
 from chatcore.ids import ID_PATTERN, is_valid_id
 from chatcore.presence import Presence
-from chatcore.store import AlreadyExists, NotFound, Store, open_store
-from chatmq.mosquitto_cmd import push_password_if_configured
+from chatcore.provisioning import (
+    FORMATS,
+    Report,
+    RowError,
+    conversation_payload,
+    guess_format,
+    hash_passwords,
+    parse_conversation,
+    parse_user,
+    read_rows,
+    user_payload,
+)
+from chatmq.remote import RemoteAdmin, admin_session, remote_options
 from chatmq.settings_opts import make_settings, redis_option, store_options
 from chatmq.supervisor import recorded_redis_url
-
-
-@contextmanager
-def _store(data_dir: Path | None, store_url: str | None) -> Iterator[Store]:
-    settings = make_settings(data_dir=data_dir, store_url=store_url)
-    store = open_store(settings.resolved_store_url)
-    try:
-        yield store
-    except (NotFound, AlreadyExists) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
 
 
 def _check_id(value: str, kind: str) -> str:
@@ -69,126 +72,274 @@ def _with_password(func):  # type: ignore[no-untyped-def]
     return func
 
 
+def where_options(func):  # type: ignore[no-untyped-def]
+    """Local (--data-dir / --store-url) or remote (--server / --token)."""
+    return remote_options(store_options(func))
+
+
 @click.group()
 def user() -> None:
-    """Manage users (MQTT username = user id)."""
+    """Manage users (MQTT username = user id). Add --server URL to act through a server's admin API."""
 
 
 @user.command("add")
 @click.argument("name")
 @_with_password
-@store_options
-def user_add(name: str, password: str | None, password_stdin: bool, **where: Path | str | None) -> None:
+@click.option("--no-password", is_flag=True, help="a user who logs in with identity provider tokens only")
+@click.option("--display-name", default=None, help="what chat clients show instead of the id")
+@where_options
+def user_add(name: str, password: str | None, password_stdin: bool, no_password: bool, display_name: str | None,
+             server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
     """Create user NAME."""
     _check_id(name, "user")
-    secret = _read_password(password, password_stdin)
-    with _store(**where) as store:  # type: ignore[arg-type]
-        store.create_user(name, hash_password(secret))
-    push_password_if_configured(name, secret)  # Mosquitto as the broker: see docs/brokers.md
+    secret = None if no_password else _read_password(password, password_stdin)
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.create_user(name, password=secret, display_name=display_name)
     click.echo(f"user {name} created")
 
 
 @user.command("list")
-@store_options
-def user_list(**where: Path | str | None) -> None:
-    """List users."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        for entry in store.list_users():
-            state = "disabled" if entry.disabled else "active"
-            click.echo(f"{entry.id}\t{state}\tcreated {_when(entry.created_at)}")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True)
+@where_options
+def user_list(as_json: bool, page_size: int, server: str | None, admin_token: str | None,
+              **where: Path | str | None) -> None:
+    """List users: id, state, created, display name."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        after = None
+        while True:
+            page = admin.list_users(after, page_size)
+            for entry in page["users"]:
+                if as_json:
+                    click.echo(orjson.dumps(entry).decode())
+                    continue
+                state = "disabled" if entry["disabled"] else "active"
+                click.echo(f"{entry['id']}\t{state}\tcreated {_when(entry['created_at'])}"
+                           f"\t{entry['display_name'] or '-'}")
+            after = page["next"]
+            if after is None:
+                return
+
+
+@user.command("show")
+@click.argument("name")
+@where_options
+def user_show(name: str, server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
+    """Show one user."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        entry = admin.get_user(name)
+    password = "yes" if entry["has_password"] else "no (identity provider tokens only)"
+    click.echo(f"id:           {entry['id']}\ndisplay name: {entry['display_name'] or '-'}\n"
+               f"avatar:       {entry['avatar'] or '-'}\n"
+               f"state:        {'disabled' if entry['disabled'] else 'active'}\n"
+               f"password:     {password}\ncreated:      {_when(entry['created_at'])}")
 
 
 @user.command("passwd")
 @click.argument("name")
 @_with_password
-@store_options
-def user_passwd(name: str, password: str | None, password_stdin: bool, **where: Path | str | None) -> None:
+@where_options
+def user_passwd(name: str, password: str | None, password_stdin: bool, server: str | None,
+                admin_token: str | None, **where: Path | str | None) -> None:
     """Set user NAME's password."""
     secret = _read_password(password, password_stdin)
-    with _store(**where) as store:  # type: ignore[arg-type]
-        store.set_password(name, hash_password(secret))
-    push_password_if_configured(name, secret)  # Mosquitto as the broker: see docs/brokers.md
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.update_user(name, password=secret)
     click.echo(f"password of {name} changed")
+
+
+@user.command("profile")
+@click.argument("name")
+@click.option("--display-name", default=None, help="the name chat clients show ('' clears it)")
+@click.option("--avatar", default=None, help="media id of the user's picture ('' clears it)")
+@where_options
+def user_profile(name: str, display_name: str | None, avatar: str | None, server: str | None,
+                 admin_token: str | None, **where: Path | str | None) -> None:
+    """Set user NAME's display name or avatar."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        entry = admin.update_user(name, display_name=KEEP if display_name is None else (display_name or None),
+                                  avatar=KEEP if avatar is None else (avatar or None))
+    click.echo(f"profile of {name}: {entry['display_name'] or '-'} (avatar {entry['avatar'] or '-'})")
 
 
 @user.command("disable")
 @click.argument("name")
 @click.option("--enable", is_flag=True, help="enable the user again instead")
-@store_options
-def user_disable(name: str, enable: bool, **where: Path | str | None) -> None:
-    """Disable user NAME: no new logins or tokens (or enable it again with --enable)."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        store.set_disabled(name, not enable)
-    if not enable:  # its live connections are closed within a second by the running broker
-        from chatmq.adminclient import notify_auth_change
-
-        notify_auth_change(where.get("data_dir"), name)  # type: ignore[arg-type]
+@where_options
+def user_disable(name: str, enable: bool, server: str | None, admin_token: str | None,
+                 **where: Path | str | None) -> None:
+    """Disable user NAME: no new logins or tokens, live connections closed (or --enable it again)."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.update_user(name, disabled=not enable)
     click.echo(f"user {name} {'enabled' if enable else 'disabled'}")
+
+
+@user.command("delete")
+@click.argument("name")
+@where_options
+def user_delete(name: str, server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
+    """Delete user NAME: disabled, every token revoked, live connections closed. Its messages and
+    account stay in the store until data-lifecycle rules erase them."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        result = admin.delete_user(name)
+    click.echo(f"user {name} deleted (disabled, tokens revoked{', data erased' if result['erased'] else ''})")
+
+
+@user.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="default: from the file name")
+@click.option("--batch", type=click.IntRange(1, MAX_IMPORT_ROWS), default=500, show_default=True,
+              help="users per store transaction (or API request)")
+@click.option("--hash-workers", type=click.IntRange(1, 64), default=os.cpu_count() or 1, show_default=True,
+              help="threads hashing plain passwords")
+@click.option("--report", type=click.File("w"), default=None, help="also write the per-row errors here (JSONL)")
+@where_options
+def user_import(file: TextIO, fmt: str | None, batch: int, hash_workers: int, report: TextIO | None,
+                server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
+    """Create users from FILE (CSV with a header, or JSON Lines): id, password or password_hash
+    (argon2), display_name, avatar. Existing users are left as they are: re-running imports
+    nothing new. Bad rows are reported by line; the exit code is 1 if any row failed."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        run_import(admin, file, fmt, batch, report, kind="users", hash_workers=hash_workers)
 
 
 @click.group()
 def conv() -> None:
-    """Manage conversations and their members."""
+    """Manage conversations and their members. Add --server URL to act through a server's admin API."""
 
 
 @conv.command("create")
 @click.option("--id", "conv_id", required=True, help="conversation id")
 @click.option("--members", required=True, help="comma-separated user ids")
 @click.option("--title", default=None)
-@store_options
-def conv_create(conv_id: str, members: str, title: str | None, **where: Path | str | None) -> None:
+@where_options
+def conv_create(conv_id: str, members: str, title: str | None, server: str | None, admin_token: str | None,
+                **where: Path | str | None) -> None:
     """Create a conversation; prints its id."""
     _check_id(conv_id, "conversation")
     names = sorted({_check_id(m.strip(), "user") for m in members.split(",") if m.strip()})
     if not names:
         raise click.BadParameter("at least one member is needed", param_hint="--members")
-    with _store(**where) as store:  # type: ignore[arg-type]
-        store.create_conversation(conv_id, names, title=title)
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.create_conversation(conv_id, names, title)
     click.echo(conv_id)
 
 
 @conv.command("list")
-@store_options
-def conv_list(**where: Path | str | None) -> None:
+@click.option("--member", default=None, help="only this user's conversations")
+@where_options
+def conv_list(member: str | None, server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
     """List conversations."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        for entry in store.list_conversations():
-            click.echo(f"{entry.id}\t{entry.title or '-'}\t{len(entry.members)} members\tlast_seq {entry.last_seq}")
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        after = None
+        while True:
+            page = admin.list_conversations(after, 1000, member)
+            for entry in page["conversations"]:
+                click.echo(f"{entry['id']}\t{entry['title'] or '-'}\t{len(entry['members'])} members"
+                           f"\tlast_seq {entry['last_seq']}")
+            after = page["next"]
+            if after is None:
+                return
 
 
 @conv.command("show")
 @click.argument("conv_id")
-@store_options
-def conv_show(conv_id: str, **where: Path | str | None) -> None:
+@where_options
+def conv_show(conv_id: str, server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
     """Show one conversation."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        entry = store.get_conversation(conv_id)
-        if entry is None:
-            raise click.ClickException(f"unknown conversation {conv_id!r}")
-    click.echo(f"id:       {entry.id}\ntitle:    {entry.title or '-'}\nmembers:  {', '.join(entry.members)}")
-    click.echo(f"last_seq: {entry.last_seq}\ncreated:  {_when(entry.created_at)}")
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        entry = admin.get_conversation(conv_id)
+    click.echo(f"id:       {entry['id']}\ntitle:    {entry['title'] or '-'}\nmembers:  {', '.join(entry['members'])}")
+    click.echo(f"last_seq: {entry['last_seq']}\ncreated:  {_when(entry['created_at'])}")
 
 
 @conv.command("add-member")
 @click.argument("conv_id")
 @click.argument("user_id")
-@store_options
-def conv_add_member(conv_id: str, user_id: str, **where: Path | str | None) -> None:
+@where_options
+def conv_add_member(conv_id: str, user_id: str, server: str | None, admin_token: str | None,
+                    **where: Path | str | None) -> None:
     """Add USER_ID to CONV_ID."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        store.add_member(conv_id, user_id)
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.add_member(conv_id, user_id)
     click.echo(f"{user_id} added to {conv_id}")
 
 
 @conv.command("remove-member")
 @click.argument("conv_id")
 @click.argument("user_id")
-@store_options
-def conv_remove_member(conv_id: str, user_id: str, **where: Path | str | None) -> None:
+@where_options
+def conv_remove_member(conv_id: str, user_id: str, server: str | None, admin_token: str | None,
+                       **where: Path | str | None) -> None:
     """Remove USER_ID from CONV_ID."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        store.remove_member(conv_id, user_id)
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.remove_member(conv_id, user_id)
     click.echo(f"{user_id} removed from {conv_id}")
+
+
+@conv.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="default: from the file name")
+@click.option("--batch", type=click.IntRange(1, MAX_IMPORT_ROWS), default=200, show_default=True)
+@click.option("--report", type=click.File("w"), default=None, help="also write the per-row errors here (JSONL)")
+@where_options
+def conv_import(file: TextIO, fmt: str | None, batch: int, report: TextIO | None, server: str | None,
+                admin_token: str | None, **where: Path | str | None) -> None:
+    """Create conversations from FILE (CSV: id,title,members with the members separated by spaces;
+    or JSON Lines with a members list); an existing one gains the members it lacks. Re-running
+    changes nothing; bad rows are reported by line (exit code 1)."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        run_import(admin, file, fmt, batch, report, kind="conversations")
+
+
+def run_import(admin: Admin | RemoteAdmin, file: TextIO, fmt: str | None, batch: int, report_to: TextIO | None,
+               *, kind: str, hash_workers: int = 1) -> None:
+    """Check every row here, hash plain passwords here, send the good rows in batches (progress
+    bar on stderr), then say what happened and list the bad rows by line."""
+    try:
+        fmt = fmt or guess_format(file.name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    report = Report()
+    parse = parse_user if kind == "users" else parse_conversation
+    good: list[tuple[int, Any]] = []
+    for row in read_rows(file, fmt, report.errors):
+        try:
+            good.append((row.line, parse(row.data)))
+        except RowError as exc:
+            report.errors.append((row.line, str(exc)))
+    lines = [line for line, _ in good]
+    if kind == "users":
+        rows = [row for _, row in good]
+        plain = sum(1 for row in rows if row.password is not None)
+        if plain:
+            with click.progressbar(length=plain, label=f"hashing {plain} passwords", file=sys.stderr) as bar:
+                users = hash_passwords(rows, hash_workers, bar.update)
+        else:
+            users = [row.user for row in rows]
+        payloads = [user_payload(u) for u in users]
+        send = admin.import_users
+    else:
+        payloads = [conversation_payload(row) for _, row in good]
+        send = admin.import_conversations
+    with click.progressbar(length=len(payloads), label=f"importing {len(payloads)} {kind}", file=sys.stderr) as bar:
+        for start in range(0, len(payloads), batch):
+            answer = send(payloads[start : start + batch])
+            report.created += answer["created"]
+            report.existing += answer["existing"]
+            report.updated += answer["updated"]
+            report.errors += [(lines[start + error["index"]], error["error"]) for error in answer["errors"]]
+            bar.update(min(batch, len(payloads) - start))
+    report.errors.sort()
+    for line, why in report.errors:
+        click.echo(f"line {line}: {why}", err=True)
+        if report_to is not None:
+            report_to.write(orjson.dumps({"line": line, "error": why}).decode() + "\n")
+    updated = f", {report.updated} given missing members" if kind == "conversations" else ""
+    click.echo(f"{kind}: {report.created} created, {report.existing} already there{updated}, "
+               f"{len(report.errors)} bad row(s)")
+    if report.errors:
+        raise SystemExit(1)
 
 
 @click.command()
@@ -197,19 +348,17 @@ def conv_remove_member(conv_id: str, user_id: str, **where: Path | str | None) -
 @click.option("--before", type=click.IntRange(min=1), default=None, help="only messages with seq < BEFORE")
 @click.option("--after", type=click.IntRange(min=0), default=None, help="only messages with seq > AFTER")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-@store_options
-def history(conv_id: str, limit: int, before: int | None, after: int | None, as_json: bool,
-            **where: Path | str | None) -> None:
+@where_options
+def history(conv_id: str, limit: int, before: int | None, after: int | None, as_json: bool, server: str | None,
+            admin_token: str | None, **where: Path | str | None) -> None:
     """Print a conversation's messages (newest LIMIT by default), oldest first."""
-    with _store(**where) as store:  # type: ignore[arg-type]
-        if store.get_conversation(conv_id) is None:
-            raise click.ClickException(f"unknown conversation {conv_id!r}")
-        page = store.history(conv_id, before=before, after=after, limit=limit)
-    for message in page.messages:
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        page = admin.history(conv_id, before=before, after=after, limit=limit)
+    for message in page["messages"]:
         if as_json:
-            click.echo(orjson.dumps(message.to_payload()).decode())
+            click.echo(orjson.dumps(message).decode())
         else:
-            click.echo(f"#{message.seq} {_when(message.ts)} {message.sender}: {message.body}")
+            click.echo(f"#{message['seq']} {_when(message['ts'])} {message['sender']}: {message['body']}")
 
 
 @click.command()
@@ -217,8 +366,15 @@ def history(conv_id: str, limit: int, before: int | None, after: int | None, as_
 @redis_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="find the private Redis that `chatmq up` started for this data dir")
-def presence(user_id: str, redis_url: str | None, data_dir: Path | None) -> None:
+@remote_options
+def presence(user_id: str, redis_url: str | None, data_dir: Path | None, server: str | None,
+             admin_token: str | None) -> None:
     """Show whether USER_ID is online (from Redis)."""
+    if server:
+        with admin_session(server, admin_token) as admin:
+            state = admin.presence(user_id)
+        click.echo(f"{user_id}\t{state['status']}\tlast seen {_when(state['last_seen'])}")
+        return
     settings = make_settings(data_dir=data_dir)
     redis_url = redis_url or os.environ.get("CHATMQ_REDIS_URL") or recorded_redis_url(settings.data_dir)
     settings = make_settings(data_dir=data_dir, redis_url=redis_url)

@@ -114,6 +114,24 @@ class AdminChannel:
         self.close()
 
 
+class LocalBroker:
+    """chatcore.admin.BrokerControl through the admin channel of the stack this machine runs."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+
+    def request(self, command: str, args: dict[str, Any]) -> Any:
+        from chatcore.admin import AdminError
+
+        try:
+            with AdminChannel(self._target) as channel:
+                return channel.request(Command(command), args)
+        except Unreachable as exc:
+            raise AdminError("unavailable", exc.message) from None
+        except RequestFailed as exc:
+            raise AdminError(exc.code, exc.message) from None
+
+
 @contextmanager
 def _said_for_operators(target: Target | None, service: bool) -> Iterator[None]:
     try:

@@ -19,13 +19,16 @@ import orjson
 import redis
 
 from chatcore import redisconn
+from chatcore.admin import ADMIN_TOKEN_TTL_S
 from chatcore.auth import issue_token, token_claims
+from chatcore.config import ADMIN_USER
 from chatcore.control import Command
 from chatcore.ids import is_valid_id
 from chatcore.protocol import parse_topic
 from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
 from chatmq.adminclient import AdminChannel, MqttSession, RequestFailed, Target, Unreachable, resolve
+from chatmq.remote import admin_session, remote_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_TTL_S = 365 * 24 * 3600
@@ -72,11 +75,16 @@ def _known_user(target: Target, user: str) -> None:
 @click.option("--user", default=None, help="only this user's devices")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @target_options
+@remote_options
 def clients(user: str | None, as_json: bool, data_dir: Path | None, broker_host: str | None,
-            broker_port: int | None) -> None:
-    """List the devices connected to the running broker."""
-    with AdminChannel(_target(data_dir, broker_host, broker_port)) as channel:
-        rows = channel.request(Command.CLIENTS, {"user": user} if user else {})
+            broker_port: int | None, server: str | None, admin_token: str | None) -> None:
+    """List the devices connected to the running broker (or --server's)."""
+    if server:
+        with admin_session(server, admin_token) as admin:
+            rows = admin.clients(user)
+    else:
+        with AdminChannel(_target(data_dir, broker_host, broker_port)) as channel:
+            rows = channel.request(Command.CLIENTS, {"user": user} if user else {})
     if as_json:
         for row in rows:
             click.echo(orjson.dumps(row).decode())
@@ -93,13 +101,19 @@ def clients(user: str | None, as_json: bool, data_dir: Path | None, broker_host:
 @click.option("--client", "client_id", default=None, help="kick one connection by client id instead")
 @click.option("--disable", is_flag=True, help="also disable USER, so its devices cannot log in again")
 @target_options
+@remote_options
 def kick(user: str | None, client_id: str | None, disable: bool, data_dir: Path | None, broker_host: str | None,
-         broker_port: int | None) -> None:
+         broker_port: int | None, server: str | None, admin_token: str | None) -> None:
     """Disconnect USER's devices (or one --client) now. Devices may reconnect unless --disable."""
     if (user is None) == (client_id is None):
         raise click.UsageError("give exactly one of USER or --client ID")
     if disable and user is None:
         raise click.UsageError("--disable needs USER")
+    if server:
+        with admin_session(server, admin_token) as admin:
+            result = admin.kick(user, client_id, disable=disable)
+        _say_kicked(result["kicked"], user if disable else None)
+        return
     target = _target(data_dir, broker_host, broker_port)
     if user is not None:
         _known_user(target, user)
@@ -116,8 +130,11 @@ def kick(user: str | None, client_id: str | None, disable: bool, data_dir: Path 
             if exc.code == "unknown_client":
                 raise click.ClickException(f"unknown client id {client_id!r} (not connected)") from None
             raise
-    kicked = result["kicked"]
-    suffix = f"; {user} disabled" if disable else ""
+    _say_kicked(result["kicked"], user if disable else None)
+
+
+def _say_kicked(kicked: list[str], disabled: str | None) -> None:
+    suffix = f"; {disabled} disabled" if disabled else ""
     click.echo(f"kicked {len(kicked)} connection(s){': ' + ', '.join(kicked) if kicked else ''}{suffix}")
 
 
@@ -198,9 +215,8 @@ def _avg_ms(samples: dict[str, float], name: str) -> float | None:
     return samples.get(f"{name}_sum", 0.0) / count * 1000 if count else None
 
 
-def _figures(target: Target, channel: AdminChannel) -> list[tuple[str, str]]:
-    broker = channel.request(Command.STATS)
-    rows = [
+def _broker_rows(broker: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
         ("broker connections", str(broker["connections"])),
         ("broker sessions", str(broker["sessions"])),
         ("broker messages in/s", f"{broker['in_per_s']:.1f}"),
@@ -208,6 +224,10 @@ def _figures(target: Target, channel: AdminChannel) -> list[tuple[str, str]]:
         ("broker queued (offline)", str(broker["queued"])),
         ("broker rejected (total)", str(broker["rejected_total"])),
     ]
+
+
+def _figures(target: Target, channel: AdminChannel) -> list[tuple[str, str]]:
+    rows = _broker_rows(channel.request(Command.STATS))
     bridge = _scrape(target.metrics_url("bridge"))
     if bridge is None:
         rows.append(("bridge", "metrics not reachable"))
@@ -243,27 +263,45 @@ def _redis_latency(url: str) -> str:
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="seconds")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="with --watch: stop after COUNT refreshes")
 @target_options
+@remote_options
 def stats(watch: bool, interval: float, count: int | None, data_dir: Path | None, broker_host: str | None,
-          broker_port: int | None) -> None:
+          broker_port: int | None, server: str | None, admin_token: str | None) -> None:
     """Broker and bridge figures: connections, messages per second, queues, latencies."""
+    if server:
+        with admin_session(server, admin_token) as admin:
+            _show_stats(lambda: _remote_figures(admin.stats()), watch, interval, count)
+        return
     target = _target(data_dir, broker_host, broker_port)
+    with AdminChannel(target) as channel:
+        _show_stats(lambda: _figures(target, channel), watch, interval, count)
+
+
+def _remote_figures(answer: dict[str, Any]) -> list[tuple[str, str]]:
+    broker = answer["broker"]
+    rows = [("users", str(answer["users"])), ("conversations", str(answer["conversations"]))]
+    if "error" in broker:
+        return [*rows, ("broker", str(broker["error"]))]
+    return [*rows, *_broker_rows(broker)]
+
+
+def _show_stats(figures: Callable[[], list[tuple[str, str]]], watch: bool, interval: float,
+                count: int | None) -> None:
     interactive = click.get_text_stream("stdout").isatty()
     shown = 0
-    with AdminChannel(target) as channel:
-        try:
-            while True:
-                rows = _figures(target, channel)
-                text = "\n".join(f"{name:<28}{value}" for name, value in rows)
-                if watch and interactive:
-                    click.echo("\x1b[H\x1b[2J" + text)  # home and clear: the table is redrawn in place
-                else:
-                    click.echo(text + ("\n" if watch else ""))
-                shown += 1
-                if not watch or (count is not None and shown >= count):
-                    return
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+    try:
+        while True:
+            rows = figures()
+            text = "\n".join(f"{name:<28}{value}" for name, value in rows)
+            if watch and interactive:
+                click.echo("\x1b[H\x1b[2J" + text)  # home and clear: the table is redrawn in place
+            else:
+                click.echo(text + ("\n" if watch else ""))
+            shown += 1
+            if not watch or (count is not None and shown >= count):
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -273,25 +311,35 @@ def token() -> None:
 
 
 @token.command("issue")
-@click.argument("user")
+@click.argument("user", required=False)
+@click.option("--admin", "admin_scope", is_flag=True,
+              help="an admin-scoped token (the admin HTTP API, --server) instead of a user's; needs only the key")
 @click.option("--ttl", type=click.IntRange(60, MAX_TTL_S), default=None,
-              help="lifetime in seconds [default: the deployment's token_ttl_s]")
+              help="lifetime in seconds [default: the deployment's token_ttl_s; 3600 with --admin]")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="where the secret key and store are [env CHATMQ_DATA_DIR]")
-def token_issue(user: str, ttl: int | None, data_dir: Path | None) -> None:
-    """Print a token for USER (usable as MQTT password and API bearer token)."""
-    target = resolve(data_dir)
-    _known_user(target, user)
-    store = open_store(target.settings.resolved_store_url)
-    try:
-        entry = store.get_user(user)
-    finally:
-        store.close()
-    if entry is not None and entry.disabled:
-        raise click.ClickException(f"user {user!r} is disabled")
-    issued = issue_token(target.settings.load_secret(), user, ttl or target.settings.token_ttl_s)
-    click.echo(issued.token)
-    click.echo(f"expires {_when(issued.expires_at)} UTC", err=True)
+@remote_options
+def token_issue(user: str | None, admin_scope: bool, ttl: int | None, data_dir: Path | None, server: str | None,
+                admin_token: str | None) -> None:
+    """Print a token for USER (usable as MQTT password and API bearer token), or with --admin an
+    admin-scoped token, signed with the deployment's secret key (CHATMQ_SECRET_KEY or the data dir's)."""
+    if (user is None) != admin_scope:
+        raise click.UsageError("give USER, or --admin for an admin-scoped token")
+    if server:
+        with admin_session(server, admin_token) as admin:
+            answer = admin.issue_token(user, ttl, admin=admin_scope)
+        token, expires_at = answer["token"], answer["expires_at"]
+    elif admin_scope:
+        issued = issue_token(resolve(data_dir).settings.load_secret(), ADMIN_USER, ttl or ADMIN_TOKEN_TTL_S,
+                             admin=True)
+        token, expires_at = issued.token, issued.expires_at
+    else:
+        assert user is not None
+        with admin_session(None, None, data_dir) as admin:
+            answer = admin.issue_token(user, ttl)
+        token, expires_at = answer["token"], answer["expires_at"]
+    click.echo(token)
+    click.echo(f"expires {_when(expires_at)} UTC", err=True)
 
 
 @token.command("revoke")
@@ -300,11 +348,19 @@ def token_issue(user: str, ttl: int | None, data_dir: Path | None) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="where the secret key is [env CHATMQ_DATA_DIR]")
 @click.option("--redis-url", default=None, help="redis://HOST:PORT/DB [env CHATMQ_REDIS_URL]")
-def token_revoke(user: str | None, token_value: str | None, data_dir: Path | None, redis_url: str | None) -> None:
+@remote_options
+def token_revoke(user: str | None, token_value: str | None, data_dir: Path | None, redis_url: str | None,
+                 server: str | None, admin_token: str | None) -> None:
     """Revoke every token of USER issued so far (or one --token). Live connections that logged in
     with a revoked token are closed within a second; passwords keep working."""
     if (user is None) == (token_value is None):
         raise click.UsageError("give exactly one of USER or --token TOKEN")
+    if server:
+        with admin_session(server, admin_token) as admin:
+            answer = admin.revoke_tokens(user, token_value)
+        click.echo(f"token of {answer['user']} revoked" if token_value else
+                   f"all tokens of {user} issued until now revoked")
+        return
     target = resolve(data_dir)
     claims = None
     if token_value is not None:
