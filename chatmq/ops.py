@@ -28,7 +28,7 @@ from chatcore.protocol import parse_topic
 from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
 from chatmq.adminclient import AdminChannel, MqttSession, RequestFailed, Target, Unreachable, resolve
-from chatmq.remote import admin_session, remote_options
+from chatmq.remote import admin_session, remote_options, remote_options_without_token_flag
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_TTL_S = 365 * 24 * 3600
@@ -348,7 +348,7 @@ def token_issue(user: str | None, admin_scope: bool, ttl: int | None, data_dir: 
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="where the secret key is [env CHATMQ_DATA_DIR]")
 @click.option("--redis-url", default=None, help="redis://HOST:PORT/DB [env CHATMQ_REDIS_URL]")
-@remote_options
+@remote_options_without_token_flag
 def token_revoke(user: str | None, token_value: str | None, data_dir: Path | None, redis_url: str | None,
                  server: str | None, admin_token: str | None) -> None:
     """Revoke every token of USER issued so far (or one --token). Live connections that logged in

@@ -29,8 +29,18 @@ TIMEOUT_S = 60.0
 
 
 def remote_options(func: F) -> F:
-    """--server and --token: act through a server's admin API instead of on the local store."""
-    func = click.option("--token", "admin_token", envvar="CHATMQ_ADMIN_TOKEN", default=None,
+    """--server and --token (also --admin-token): act through a server's admin API instead of on
+    the local store."""
+    return _remote_options(func, ("--token", "--admin-token"))
+
+
+def remote_options_without_token_flag(func: F) -> F:
+    """The same, for commands where --token means something else (the token to revoke)."""
+    return _remote_options(func, ("--admin-token",))
+
+
+def _remote_options(func: F, token_flags: tuple[str, ...]) -> F:
+    func = click.option(*token_flags, "admin_token", envvar="CHATMQ_ADMIN_TOKEN", default=None,
                         help="admin-scoped token for --server (`chatmq token issue --admin`) [env CHATMQ_ADMIN_TOKEN; "
                              "default: one minted from CHATMQ_SECRET_KEY when set]")(func)
     func = click.option("--server", envvar="CHATMQ_SERVER", default=None, metavar="URL",
