@@ -3,6 +3,8 @@ every member's receipt markers (the read side; changes are in api/manage.py)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,13 +13,14 @@ from api.bearer import SECURITY, current_user, require_user
 from api.context import get_context
 from api.errors import ApiError, error_responses
 from api.querymodel import QueryModel
+from chatcore.history import read_page
 from chatcore.ids import is_valid_id
-from chatcore.protocol import fanout_mode
+from chatcore.protocol import DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, fanout_mode
 from chatcore.store import Conversation, Marker, Store
 from chatcore.store.base import MAX_SEQ
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+DEFAULT_LIMIT = DEFAULT_HISTORY_LIMIT
+MAX_LIMIT = MAX_HISTORY_LIMIT
 PREVIEW_CHARS = 140
 
 bp = APIBlueprint(
@@ -57,6 +60,8 @@ class ConversationsResponse(BaseModel):
 
 
 class MessageOut(BaseModel):
+    """An entry of the log (view=entries) or a message as it stands (view=messages)."""
+
     conv: str
     seq: int
     id: str
@@ -65,11 +70,22 @@ class MessageOut(BaseModel):
     body: str
     attachments: list[dict[str, object]]
     ts: int = Field(description="ms since epoch, assigned by the server")
+    kind: str | None = Field(default=None, description="entries: edit, delete, react or unreact; absent: a message")
+    target: int | None = Field(default=None, description="entries: the seq of the message a change changes")
+    emoji: str | None = Field(default=None, description="entries: a reaction's emoji")
+    erased: bool | None = Field(default=None, description="entries: true when a deletion erased the content")
+    reply_to: int | None = Field(default=None, description="the seq of the message this one replies to")
+    edited: dict[str, int] | None = Field(default=None, description="view=messages: the latest edit (seq, ts)")
+    deleted: dict[str, object] | None = Field(default=None, description="view=messages: the deletion (seq, by, ts)")
+    reactions: list[dict[str, object]] | None = Field(
+        default=None, description="view=messages: per emoji, its count and users"
+    )
 
 
 class MessagesResponse(BaseModel):
     messages: list[MessageOut] = Field(description="ascending seq")
-    has_more: bool = Field(description="older (before / default) or newer (after) messages exist")
+    has_more: bool = Field(description="older (before / default) or newer (after) ones exist")
+    last_seq: int = Field(description="the conversation's last seq when the page was read: sync on after it")
 
 
 class ConvPath(BaseModel):
@@ -91,7 +107,7 @@ def represent(store: Store, conversation: Conversation, user: str, marker: Marke
     """A conversation as ``user`` sees it: the one representation every endpoint returns."""
     delivered = marker.delivered_seq if marker else 0
     read = marker.read_seq if marker else 0
-    newest = store.history(conversation.id, limit=1).messages if conversation.last_seq else []
+    newest = [v.message for v in store.message_view(conversation.id, limit=1).messages] if conversation.last_seq else []
     preview = (
         {"seq": newest[0].seq, "sender": newest[0].sender, "body": newest[0].body[:PREVIEW_CHARS], "ts": newest[0].ts}
         if newest
@@ -129,6 +145,9 @@ class HistoryQuery(QueryModel):
     before: int | None = Field(default=None, ge=1, le=MAX_SEQ, description="messages with seq < before (newest first)")
     after: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="messages with seq > after (oldest first)")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    view: Literal["entries", "messages"] = Field(
+        default="entries", description="entries: the raw log, for sync; messages: messages as they stand now"
+    )
 
 
 @bp.get("", responses={200: ConversationsResponse})
@@ -153,16 +172,18 @@ def get_conversation(path: ConvPath) -> Response:
 
 @bp.get("/<conv>/messages", responses={200: MessagesResponse, **error_responses(403, 404)})
 def history(path: ConvPath, query: HistoryQuery) -> Response:
-    """A page of a conversation's messages in ascending seq.
+    """A page of a conversation's log in ascending seq.
 
-    No bound: the newest limit messages. before: the newest limit older than it (walk back).
-    after: the oldest limit newer than it (catch up). Use one of them, not both.
+    No bound: the newest limit entries. before: the newest limit older than it (walk back).
+    after: the oldest limit newer than it (catch up). Use one of them, not both. view=messages:
+    messages only, as they stand now (edits, deletions and reactions folded in).
     """
     if query.before is not None and query.after is not None:
         raise ApiError(400, "use either before or after, not both")
     conversation = member_conversation(path.conv)
-    page = get_context().store.history(conversation.id, before=query.before, after=query.after, limit=query.limit)
-    return jsonify({"messages": [m.to_payload() for m in page.messages], "has_more": page.has_more})
+    page = read_page(get_context().store, conversation, query.view, before=query.before, after=query.after,
+                     limit=query.limit)
+    return jsonify({"messages": page.messages, "has_more": page.has_more, "last_seq": page.last_seq})
 
 
 @bp.get("/<conv>/receipts", responses={200: ReceiptsResponse, **error_responses(403, 404)})

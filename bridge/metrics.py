@@ -39,9 +39,9 @@ class TimedStore:
     def __init__(self, store: Any) -> None:
         self._inner = store
 
-    def append(self, batch: Any) -> Any:
+    def append(self, batch: Any, **options: Any) -> Any:
         with STORE_WRITE.time():
-            return self._inner.append(batch)
+            return self._inner.append(batch, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -56,7 +56,7 @@ def instrument(bridge: Bridge) -> None:
 
     bridge._writer.after_batch = settled
     bridge._presence.on_update = lambda online: PRESENCE.labels(status="online" if online else "offline").inc()
-    for name in ("writer", "receipts", "presence"):
+    for name in ("writer", "receipts", "presence", "history"):
         worker = getattr(bridge, f"_{name}")
         QUEUE_DEPTH.labels(queue=name).set_function(lambda worker=worker: worker.depth)
     CONNECTED.set_function(lambda: 1.0 if bridge.connected else 0.0)

@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 import redis
 
 from bridge.events import EventPublisher
+from bridge.history import HistoryWorker, InboundRequest
 from bridge.outbox import Outbox
 from bridge.partitions import PartitionGate
 from bridge.presence import DeviceEvent, PresenceTracker
@@ -86,8 +87,10 @@ RECONNECT_MAX_S = 30
 # (paho queues what it holds back in memory too); TCP's flow control bounds what is on the wire.
 MAX_INFLIGHT_OUT = 0
 WORKER_CLIENT_ID = "chatmq-bridge-{worker}"
-# Topics handled by one worker per partition: sends and receipts by conversation, presence by user.
-_PARTITIONED = (TopicKind.SEND, TopicKind.RECEIPT, TopicKind.DEVICE_PRESENCE)
+# Topics handled by one worker per partition: sends and receipts by conversation, presence and
+# history requests by user.
+_PARTITIONED = (TopicKind.SEND, TopicKind.RECEIPT, TopicKind.DEVICE_PRESENCE, TopicKind.HISTORY_REQUEST)
+_BY_USER = (TopicKind.DEVICE_PRESENCE, TopicKind.HISTORY_REQUEST)
 
 
 class Bridge:
@@ -142,8 +145,11 @@ class Bridge:
             media=media or self._owned_media,
             rate=MessageRate(redis_client, settings.messages_per_s, settings.messages_burst),
             may_write=None if self._gate is None else self._gate.owns, fence=self._fence,
+            edit_window_ms=settings.edit_window_s * 1000,
         )
         self._receipts = ReceiptWorker(store, self._membership, self._outbox, fence=self._fence)
+        self._history = HistoryWorker(store, self._outbox, rate=MessageRate(
+            redis_client, settings.history_requests_per_s, settings.history_requests_burst, what="history"))
         self._events = EventPublisher(store, self._outbox)
         self._presence = PresenceTracker(
             Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox,
@@ -188,6 +194,7 @@ class Bridge:
         self._tickers[0].run_once()  # know the conversations before the first send arrives
         self._writer.start()
         self._receipts.start()
+        self._history.start()
         self._presence.start()
         for ticker in self._tickers:
             ticker.start()
@@ -205,6 +212,7 @@ class Bridge:
         self._closing = True
         self._writer.stop(timeout)
         self._receipts.stop(timeout)
+        self._history.stop(timeout)
         self._presence.stop(timeout)
         for ticker in self._tickers:
             ticker.stop()
@@ -270,12 +278,13 @@ class Bridge:
     def _route(self, msg: mqtt.MQTTMessage) -> None:
         topic = parse_topic(msg.topic)
         if self._gate is not None and topic is not None and topic.kind in _PARTITIONED:
-            presence = topic.kind is TopicKind.DEVICE_PRESENCE
+            by_user = topic.kind in _BY_USER
             self._gate.offer(
-                (topic.user if presence else topic.conv) or "",
+                (topic.user if by_user else topic.conv) or "",
                 partial(self._dispatch, topic, msg),
                 partial(self._outbox.ack, msg.mid, msg.qos),
-                holdable=not presence,  # soft state: the device's next heartbeat repeats it
+                # presence is soft state: the device's next heartbeat repeats it
+                holdable=topic.kind is not TopicKind.DEVICE_PRESENCE,
             )
         else:
             self._dispatch(topic, msg)
@@ -292,6 +301,8 @@ class Bridge:
             self._on_send(topic.conv or "", topic.user or "", msg)
         elif topic is not None and topic.kind is TopicKind.RECEIPT:
             self._on_receipt(topic.conv or "", topic.user or "", msg)
+        elif topic is not None and topic.kind is TopicKind.HISTORY_REQUEST:
+            self._history.submit(InboundRequest(topic.user or "", msg.payload, msg.mid, msg.qos))
         elif topic is not None and topic.kind is TopicKind.DEVICE_PRESENCE:
             self._presence.submit(DeviceEvent(topic.user or "", topic.device or "", msg.payload, msg.mid, msg.qos))
         else:
@@ -299,21 +310,14 @@ class Bridge:
 
     def _on_send(self, conv: str, sender: str, msg: mqtt.MQTTMessage) -> None:
         try:
-            payload = parse_send(msg.payload, self._settings.max_body_bytes)
+            payload = parse_send(msg.payload, self._settings.max_body_bytes, conv=conv)
         except PayloadError as exc:
             ack = rejected_ack(exc.client_msg_id or "", conv, exc.code, exc.message)
             self._outbox.publish(ack_topic(sender), ack)
             self._outbox.ack(msg.mid, msg.qos)
             return
-        message = NewMessage(
-            conv=conv,
-            sender=sender,
-            client_msg_id=payload.client_msg_id,
-            body=payload.body,
-            ts=int(time.time() * 1000),
-            attachments=tuple(payload.attachments),
-        )
-        self._writer.submit(Inbound(message, msg.mid, msg.qos, redelivered=bool(msg.dup)))
+        entry = NewMessage.of(conv, sender, payload, int(time.time() * 1000))
+        self._writer.submit(Inbound(entry, msg.mid, msg.qos, redelivered=bool(msg.dup)))
 
     def _on_receipt(self, conv: str, user: str, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -1,5 +1,9 @@
 """The writer: the one thread that appends accepted sends to the store, then fans out and acks.
 
+A send is any entry of the log: a message, or a change to one (edit, delete, react, unreact). The
+store checks changes against the log as it stands and may refuse one (answered with a rejected
+ack); a deletion's erased attachments are removed from the media store here, before the ack.
+
 paho calls ``on_message`` on its network thread, which must never wait on a database; sends are
 queued here instead. Whatever has queued up is written as one batch (one transaction), so a lone
 message is written at once and a burst costs one commit. Order matters and is kept: items are
@@ -30,7 +34,7 @@ from chatcore.protocol import (
     ErrorCode,
     ack_topic,
     fanout_mode,
-    message_notice,
+    message_notice_of,
     msg_topic,
     received_ack,
     rejected_ack,
@@ -76,6 +80,7 @@ class Writer(BatchWorker[Inbound]):
         rate: MessageRate | None = None,
         may_write: Callable[[str], bool] | None = None,
         fence: Fence | None = None,
+        edit_window_ms: int = 0,
     ) -> None:
         super().__init__("bridge-writer")
         self._fence = fence  # the broker's membership view catches up before our publishes
@@ -89,6 +94,7 @@ class Writer(BatchWorker[Inbound]):
         self._outbox = outbox
         self._retry_min = retry_min_s
         self._retry_max = retry_max_s
+        self._edit_window_ms = edit_window_ms
 
     # --- the thread ---------------------------------------------------------------------------
     def _handle(self, batch: list[Inbound]) -> None:
@@ -146,31 +152,52 @@ class Writer(BatchWorker[Inbound]):
         todo = [i for i in todo if i not in outcomes]
         if not todo:
             return
+        window = self._edit_window_ms
         try:
-            results = self._store.append([batch[i].message for i in todo])
+            results = self._store.append([batch[i].message for i in todo], edit_window_ms=window)
         except NotFound:  # a conversation vanished: one by one, so only its own sends are refused
             for i in todo:
                 try:
-                    (result,) = self._store.append([batch[i].message])
+                    (result,) = self._store.append([batch[i].message], edit_window_ms=window)
                 except NotFound:
                     outcomes[i] = _Outcome(rejection=(ErrorCode.UNKNOWN_CONVERSATION, "no such conversation"))
                 else:
-                    self._link_media(batch[i].message)
+                    self._settle_media(batch[i].message, result)
                     outcomes[i] = self._accepted(batch[i], result, retried)
             return
-        for i in todo:  # before any outcome: a failure retries the batch (appends are idempotent)
-            self._link_media(batch[i].message)
+        for i, result in zip(todo, results, strict=True):  # before any outcome: a failure retries the
+            self._settle_media(batch[i].message, result)  # batch (appends and media steps are idempotent)
         for i, result in zip(todo, results, strict=True):
             outcomes[i] = self._accepted(batch[i], result, retried)
 
-    def _link_media(self, message: NewMessage) -> None:
-        """Let the conversation's members download what the now stored message attaches."""
-        if self._media is not None:
+    def _settle_media(self, message: NewMessage, result: AppendResult) -> None:
+        """A stored message's attachments become downloadable by the conversation's members; a
+        deletion's are erased (also on a duplicate of it: finishing what a crash interrupted)."""
+        if self._media is None or result.message is None:
+            return
+        if not result.duplicate:
             for media_id in attached_media(message.attachments):
                 self._media.link(media_id, message.conv)
+        for media_id in result.erased_media:
+            self._erase_media(message.conv, media_id)
+
+    def _erase_media(self, conv: str, media_id: str) -> None:
+        """Delete the media, unless a message that is not deleted still attaches the same upload
+        (here or in another conversation it was linked to): then only this conversation loses it."""
+        assert self._media is not None
+        info = self._media.get(media_id)
+        if info is None:
+            return
+        still = {c for c in info.convs if self._store.media_attached(c, media_id)}
+        if not still:
+            self._media.delete(media_id)
+        elif conv not in still:
+            self._media.unlink(media_id, conv)
 
     @staticmethod
     def _accepted(item: Inbound, result: AppendResult, retried: bool) -> _Outcome:
+        if result.refusal is not None:
+            return _Outcome(rejection=(result.refusal.code, result.refusal.message))
         # After a failed attempt (or a broker redelivery) a "duplicate" may be our own earlier write
         # whose fan-out never happened: broadcast it again; devices drop repeats by (conv, seq).
         return _Outcome(result=result, broadcast_duplicate=retried or item.redelivered)
@@ -188,11 +215,11 @@ class Writer(BatchWorker[Inbound]):
         """Full message (fan-out on write), or a QoS 0 notice above the member threshold (fan-out
         on read). Decided per message from the live member count, so the switch is immediate."""
         members = len(self._membership.members(stored.conv))
+        payload = stored.to_payload()
         if fanout_mode(members, self._fanout_read_threshold) == FANOUT_READ:
-            notice = message_notice(stored.conv, stored.seq, stored.sender, stored.ts)
-            self._outbox.publish(msg_topic(stored.conv), notice, qos=QOS_NOTICE)
+            self._outbox.publish(msg_topic(stored.conv), message_notice_of(payload), qos=QOS_NOTICE)
         else:
-            self._outbox.publish(msg_topic(stored.conv), stored.to_payload(), qos=QOS_MSG)
+            self._outbox.publish(msg_topic(stored.conv), payload, qos=QOS_MSG)
 
     def _publish(self, batch: list[Inbound], outcomes: dict[int, _Outcome]) -> None:
         """Fan out new messages in seq order, then send acks, then PUBACK the sends."""
@@ -203,6 +230,7 @@ class Writer(BatchWorker[Inbound]):
             if out.result is None or (out.result.duplicate and not out.broadcast_duplicate):
                 continue
             stored = out.result.message
+            assert stored is not None
             if (stored.conv, stored.seq) not in broadcast:
                 broadcast.add((stored.conv, stored.seq))
                 self._broadcast(stored)
@@ -211,7 +239,7 @@ class Writer(BatchWorker[Inbound]):
             msg = item.message
             if out.dropped:
                 continue
-            if out.result is not None:
+            if out.result is not None and out.result.message is not None:
                 stored = out.result.message
                 ack = received_ack(msg.client_msg_id, msg.conv, stored.seq, stored.ts)
             else:

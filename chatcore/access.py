@@ -66,9 +66,9 @@ def authorize(identity: Identity, action: Action, topic: str, membership: Member
     if action is Action.PUBLISH:
         if kind in (TopicKind.SEND, TopicKind.TYPING, TopicKind.RECEIPT):
             return parsed.user == user and membership.is_member(parsed.conv or "", user)
-        if kind is TopicKind.DEVICE_PRESENCE:
+        if kind in (TopicKind.DEVICE_PRESENCE, TopicKind.HISTORY_REQUEST):
             return parsed.user == user
-        return False  # msg, receipts, ack, events and user presence are written by the server only
+        return False  # msg, receipts, ack, events, history responses and user presence: the server's
     return _may_read(user, parsed.kind, parsed.conv, parsed.user, membership)
 
 
@@ -77,11 +77,11 @@ def _may_read(
 ) -> bool:
     if kind in (TopicKind.MSG, TopicKind.TYPING, TopicKind.RECEIPTS):
         return membership.is_member(conv or "", user)
-    if kind in (TopicKind.ACK, TopicKind.EVENTS, TopicKind.DEVICE_PRESENCE):
+    if kind in (TopicKind.ACK, TopicKind.EVENTS, TopicKind.DEVICE_PRESENCE, TopicKind.HISTORY_RESPONSE):
         return owner == user
     if kind is TopicKind.USER_PRESENCE:
         return owner == user or membership.shares_conversation(user, owner or "")
-    return False  # send and receipt topics are read by the service only
+    return False  # send, receipt and history request topics are read by the service only
 
 
 def _may_subscribe(user: str, topic_filter: str, membership: Membership) -> bool:

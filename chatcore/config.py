@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # Typing indicators, checked by each broker in its own memory (they never reach Redis or the bridge).
     typing_per_s: float = Field(default=2.0, ge=0, description="typing indicators relayed per user per second; 0 = off")
     typing_burst: int = Field(default=10, ge=1, description="typing indicators a user may send at once above the rate")
+    # Edits of a message are refused once it is older than this (0 = a message can always be edited).
+    edit_window_s: int = Field(default=0, ge=0, description="seconds after sending a message may be edited; 0 = always")
+    # History pages over MQTT (user/{user}/history/request) cost the bridge a store read each.
+    history_requests_per_s: float = Field(default=10.0, ge=0, description="MQTT history requests per user; 0 = off")
+    history_requests_burst: int = Field(default=50, ge=1, description="MQTT history requests a user may make at once")
     # TLS listeners (0 = off): MQTT over TLS and WebSocket over TLS, beside the plain ones.
     mqtt_tls_port: int = Field(default=0, ge=0, description="MQTT over TLS port (8883 is usual); 0 = off")
     ws_tls_port: int = Field(default=0, ge=0, description="MQTT over secure WebSocket port; 0 = off")

@@ -7,8 +7,9 @@ its models, so the broker's access rules, the bridge and the clients can never d
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +23,9 @@ MAX_ATTACHMENTS = 16
 MAX_ATTACHMENT_NAME_CHARS = 255
 MAX_TYPING_BYTES = 64  # {"typing": false} is 17; room for whitespace, not for anything else
 MEDIA_ID_PATTERN = r"[0-9a-f]{32}"  # what POST /v1/media assigns
+MAX_EMOJI_BYTES = 32  # one emoji (a family ZWJ sequence is 25 bytes) or a short shortcode
+MAX_REACTIONS_PER_MEMBER = 20  # distinct emoji one member may have on one message
+MAX_REQUEST_ID_CHARS = 64  # the id of a history request over MQTT
 
 # QoS per topic kind, as the contract states.
 QOS_SEND = 1
@@ -33,6 +37,7 @@ QOS_RECEIPT = 1
 QOS_RECEIPTS = 1
 QOS_EVENTS = 1
 QOS_NOTICE = 0  # a fan-out-on-read notice on chat/{conv}/msg: a hint, the history API is the truth
+QOS_HISTORY = 1  # user/{user}/history/request and .../response
 
 RECEIPT_STATUSES = ("delivered", "read")
 FANOUT_WRITE = "write"  # full messages pushed to every member (QoS 1)
@@ -50,6 +55,8 @@ class TopicKind(enum.Enum):
     RECEIPT = "receipt"  # chat/{conv}/receipt/{user}
     RECEIPTS = "receipts"  # chat/{conv}/receipts
     EVENTS = "events"  # user/{user}/events
+    HISTORY_REQUEST = "history_request"  # user/{user}/history/request
+    HISTORY_RESPONSE = "history_response"  # user/{user}/history/response
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,14 @@ def events_topic(user: str) -> str:
     return f"user/{user}/events"
 
 
+def history_request_topic(user: str) -> str:
+    return f"user/{user}/history/request"
+
+
+def history_response_topic(user: str) -> str:
+    return f"user/{user}/history/response"
+
+
 def device_presence_topic(user: str, device: str) -> str:
     return f"presence/{user}/{device}"
 
@@ -103,6 +118,7 @@ BRIDGE_SUBSCRIPTIONS: tuple[tuple[str, int], ...] = (
     ("chat/+/send/+", QOS_SEND),
     ("chat/+/receipt/+", QOS_RECEIPT),
     ("presence/+/+", QOS_PRESENCE),
+    ("user/+/history/request", QOS_HISTORY),
 )
 
 # Top-level topic levels owned by chatmq; everything else is outside the chat namespace.
@@ -137,6 +153,12 @@ def parse_topic(topic: str) -> Topic | None:
         if levels[2] == "events":
             return Topic(TopicKind.EVENTS, user=levels[1])
         return None
+    if head == "user" and n == 4 and is_valid_id(levels[1]) and levels[2] == "history":
+        if levels[3] == "request":
+            return Topic(TopicKind.HISTORY_REQUEST, user=levels[1])
+        if levels[3] == "response":
+            return Topic(TopicKind.HISTORY_RESPONSE, user=levels[1])
+        return None
     if head == "presence" and is_valid_id(levels[1] if n > 1 else None):
         if n == 2:
             return Topic(TopicKind.USER_PRESENCE, user=levels[1])
@@ -159,6 +181,31 @@ class ErrorCode(enum.StrEnum):
     BAD_ATTACHMENT = "bad_attachment"  # an attachment names media the sender did not upload
     RATE_LIMITED = "rate_limited"  # transient: resend later with the same client_msg_id
     INTERNAL = "internal"
+    # Changes (edit, delete, react, unreact) and replies, refused against the log as it stands:
+    WRONG_CONVERSATION = "wrong_conversation"  # the payload's conv is not the topic's
+    UNKNOWN_TARGET = "unknown_target"  # no entry with that seq in the conversation
+    BAD_TARGET = "bad_target"  # the seq is a change, not a message
+    TARGET_DELETED = "target_deleted"  # the message was deleted
+    NOT_SENDER = "not_sender"  # someone else's message (delete: unless you own the conversation)
+    EDIT_WINDOW_CLOSED = "edit_window_closed"  # older than the server's edit window
+    ALREADY_REACTED = "already_reacted"  # react: this member already has this emoji on it
+    NOT_REACTED = "not_reacted"  # unreact: this member has no such reaction on it
+    TOO_MANY_REACTIONS = "too_many_reactions"  # react: the member's distinct emoji on it are at the cap
+
+
+class EntryKind(enum.StrEnum):
+    """What one entry of a conversation's log is. Every entry has its own seq; a change names the
+    message it changes by ``target`` (a seq), so replaying the log in seq order rebuilds every
+    message as it stands."""
+
+    MESSAGE = "message"  # a message (a reply when it has reply_to); on the wire its kind is implicit
+    EDIT = "edit"  # new text for the target, by its sender
+    DELETE = "delete"  # the target erased: a tombstone keeps its seq
+    REACT = "react"  # the sender put emoji on the target
+    UNREACT = "unreact"  # the sender took that emoji back
+
+
+CHANGE_KINDS = frozenset({EntryKind.EDIT, EntryKind.DELETE, EntryKind.REACT, EntryKind.UNREACT})
 
 
 class _Inbound(BaseModel):
@@ -181,12 +228,20 @@ class Attachment(_Inbound):
     name: str | None = Field(default=None, min_length=1, max_length=MAX_ATTACHMENT_NAME_CHARS)
 
 
-class SendPayload(_Inbound):
-    """``chat/{conv}/send/{user}``: what a device sends."""
+class _Entry(_Inbound):
+    """Fields every entry a device sends on ``chat/{conv}/send/{user}`` has."""
 
     client_msg_id: str = Field(min_length=1, max_length=MAX_CLIENT_MSG_ID_CHARS)
+    conv: str | None = None  # optional: the conversation the device means; must be the topic's
+
+
+class SendPayload(_Entry):
+    """``chat/{conv}/send/{user}``: a message (a reply when ``reply_to`` names an earlier seq)."""
+
+    kind: Literal["message"] = "message"
     body: str
     attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    reply_to: int | None = Field(default=None, ge=1)
 
     @field_validator("attachments")
     @classmethod
@@ -197,6 +252,49 @@ class SendPayload(_Inbound):
             if "url" in item and item["url"] != f"/v1/media/{item['media_id']}":
                 raise ValueError(f"url must be /v1/media/{item['media_id']} (the media's own url)")
         return checked
+
+
+class EditPayload(_Entry):
+    """New text for message ``target`` (the sender's own); attachments stay as sent."""
+
+    kind: Literal["edit"]
+    target: int = Field(ge=1)
+    body: str
+
+
+class DeletePayload(_Entry):
+    """Delete message ``target`` (the sender's own, or any if you own the conversation)."""
+
+    kind: Literal["delete"]
+    target: int = Field(ge=1)
+
+
+class ReactionPayload(_Entry):
+    """Put ``emoji`` on message ``target`` (react) or take it back (unreact)."""
+
+    kind: Literal["react", "unreact"]
+    target: int = Field(ge=1)
+    emoji: str
+
+    @field_validator("emoji")
+    @classmethod
+    def _one_emoji(cls, value: str) -> str:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if not 0 < size <= MAX_EMOJI_BYTES:
+            raise ValueError(f"must be 1 to {MAX_EMOJI_BYTES} bytes of UTF-8")
+        if any(unicodedata.category(ch) in ("Cc", "Cs", "Zs", "Zl", "Zp") or ch.isspace() for ch in value):
+            raise ValueError("must not contain whitespace or control characters")
+        return value
+
+
+EntryPayload: TypeAlias = SendPayload | EditPayload | DeletePayload | ReactionPayload
+_ENTRY_MODELS: dict[str, type[_Entry]] = {
+    EntryKind.MESSAGE: SendPayload,
+    EntryKind.EDIT: EditPayload,
+    EntryKind.DELETE: DeletePayload,
+    EntryKind.REACT: ReactionPayload,
+    EntryKind.UNREACT: ReactionPayload,
+}
 
 
 class TypingPayload(_Inbound):
@@ -217,6 +315,48 @@ class DevicePresencePayload(_Inbound):
 
     status: Literal["online", "offline"]
     conn: str = Field(min_length=1, max_length=64)
+
+
+HISTORY_VIEWS = ("entries", "messages")  # the raw log (for sync) / messages as they stand now
+DEFAULT_HISTORY_LIMIT = 50
+MAX_HISTORY_LIMIT = 200
+MAX_SEQ = 2**63 - 1  # seqs are signed 64-bit integers in every store (SQLite INTEGER, BSON int64)
+MIN_HISTORY_REPLY_BYTES = 1024
+DEFAULT_HISTORY_REPLY_BYTES = 64512  # a reply (with its topic) fits a 64 KiB MQTT packet
+MAX_HISTORY_REPLY_BYTES = 1024 * 1024
+
+
+class HistoryRequest(_Inbound):
+    """``user/{user}/history/request``: one history page over MQTT, with the HTTP API's cursors."""
+
+    id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_CHARS)
+    conv: str = Field(min_length=1)  # not an id at all: not_found, as over HTTP
+    before: int | None = Field(default=None, ge=1, le=MAX_SEQ)
+    after: int | None = Field(default=None, ge=0, le=MAX_SEQ)
+    limit: int = Field(default=DEFAULT_HISTORY_LIMIT, ge=1, le=MAX_HISTORY_LIMIT)
+    view: Literal["entries", "messages"] = "entries"
+    max_bytes: int = Field(default=DEFAULT_HISTORY_REPLY_BYTES, ge=MIN_HISTORY_REPLY_BYTES, le=MAX_HISTORY_REPLY_BYTES)
+
+
+class HistoryErrorCode(enum.StrEnum):
+    """Why a history request over MQTT was refused: the HTTP API's codes for the same cases."""
+
+    BAD_REQUEST = "bad_request"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+
+
+class HistoryRequestError(ValueError):
+    """A refused history request; carries what could be read of it, to echo in the reply."""
+
+    def __init__(self, code: HistoryErrorCode, message: str, request_id: str = "", conv: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.conv = conv
 
 
 class PayloadError(ValueError):
@@ -245,8 +385,12 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def parse_send(raw: bytes, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> SendPayload:
-    """Validate a send payload. Raises PayloadError with the client_msg_id when it can be read."""
+def parse_send(
+    raw: bytes, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *, conv: str | None = None
+) -> EntryPayload:
+    """Validate what a device published on ``chat/{conv}/send/{user}``: a message, or a change by
+    its ``kind``. ``conv`` is the topic's conversation: a payload naming another one is refused.
+    Raises PayloadError with the client_msg_id when it can be read."""
     try:
         data = decode_json_object(raw)
     except PayloadError as exc:
@@ -258,10 +402,22 @@ def parse_send(raw: bytes, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Send
         raise PayloadError(
             ErrorCode.TOO_LARGE, f"body exceeds {max_body_bytes} bytes of UTF-8", readable_id
         )
+    kind = data.get("kind", EntryKind.MESSAGE.value)
+    model = _ENTRY_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        kinds = ", ".join(k.value for k in EntryKind)
+        raise PayloadError(ErrorCode.BAD_PAYLOAD, f"kind: must be one of {kinds}", readable_id)
     try:
-        return SendPayload.model_validate(data)
+        payload: EntryPayload = model.model_validate(data)  # type: ignore[assignment]
     except ValidationError as exc:
         raise PayloadError(ErrorCode.BAD_PAYLOAD, _describe(exc), readable_id) from None
+    if conv is not None and payload.conv is not None and payload.conv != conv:
+        raise PayloadError(
+            ErrorCode.WRONG_CONVERSATION,
+            f"the payload names conversation {payload.conv!r} but was sent to {conv!r}",
+            readable_id,
+        )
+    return payload
 
 
 def _readable_id(value: object) -> str | None:
@@ -275,6 +431,27 @@ def _salvage_client_msg_id(raw: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return _readable_id(data.get("client_msg_id")) if isinstance(data, dict) else None
+
+
+def parse_history_request(raw: bytes) -> HistoryRequest:
+    """Validate a history request; the error echoes the request's id (and conv) when readable."""
+    try:
+        data = decode_json_object(raw)
+    except PayloadError as exc:
+        raise HistoryRequestError(HistoryErrorCode.BAD_REQUEST, exc.message) from None
+    request_id = data.get("id") if isinstance(data.get("id"), str) else ""
+    request_id = request_id if 0 < len(request_id) <= MAX_REQUEST_ID_CHARS else ""
+    conv = data.get("conv") if isinstance(data.get("conv"), str) and is_valid_id(data.get("conv")) else None
+    try:
+        request = HistoryRequest.model_validate(data)
+    except ValidationError as exc:
+        raise HistoryRequestError(HistoryErrorCode.BAD_REQUEST, _describe(exc), request_id, conv) from None
+    if request.before is not None and request.after is not None:
+        raise HistoryRequestError(HistoryErrorCode.BAD_REQUEST, "use either before or after, not both",
+                                  request_id, conv)
+    if not is_valid_id(request.conv):
+        raise HistoryRequestError(HistoryErrorCode.NOT_FOUND, f"no conversation {request.conv!r}", request_id)
+    return request
 
 
 def parse_typing(raw: bytes) -> TypingPayload:
@@ -330,6 +507,34 @@ def receipt(user: str, seq: int, status: str, ts: int) -> dict[str, Any]:
 def message_notice(conv: str, seq: int, sender: str, ts: int) -> dict[str, Any]:
     """``chat/{conv}/msg`` in fan-out-on-read mode: fetch the body with ``after=seq-1``."""
     return {"conv": conv, "seq": seq, "sender": sender, "ts": ts, "notice": True}
+
+
+def message_notice_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The notice for a stored entry's payload: a change's notice also says its ``kind``."""
+    notice = message_notice(entry["conv"], entry["seq"], entry["sender"], entry["ts"])
+    if "kind" in entry:
+        notice["kind"] = entry["kind"]
+    return notice
+
+
+def history_page(
+    request_id: str, conv: str, messages: list[dict[str, Any]], has_more: bool, last_seq: int
+) -> dict[str, Any]:
+    """``user/{user}/history/response``: a page, as ``GET /v1/conversations/{conv}/messages`` has it."""
+    return {
+        "id": request_id, "conv": conv, "status": "ok", "messages": messages, "has_more": has_more,
+        "last_seq": last_seq,
+    }
+
+
+def history_refused(error: HistoryRequestError) -> dict[str, Any]:
+    """``user/{user}/history/response``: the request was refused (nothing else follows)."""
+    reply: dict[str, Any] = {"id": error.request_id}
+    if error.conv is not None:
+        reply["conv"] = error.conv
+    reply["status"] = "error"
+    reply["error"] = {"code": error.code.value, "message": error.message}
+    return reply
 
 
 def fanout_mode(member_count: int, threshold: int) -> str:

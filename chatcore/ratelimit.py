@@ -133,10 +133,13 @@ class LocalRate:
 
 
 class MessageRate:
-    def __init__(self, client: Any, rate_per_s: float, burst: int) -> None:
+    """``what`` names the budget (sends, history requests), so each kind has a bucket of its own."""
+
+    def __init__(self, client: Any, rate_per_s: float, burst: int, what: str = "msg") -> None:
         self._redis = client
         self._rate = rate_per_s
         self._burst = burst
+        self._what = what
         self._script = client.register_script(_BUCKET) if rate_per_s > 0 else None
 
     def allow(self, senders: Sequence[str]) -> list[bool]:
@@ -147,7 +150,8 @@ class MessageRate:
         try:
             pipe = self._redis.pipeline(transaction=False)
             for sender in senders:
-                self._script(keys=[f"chatmq:rl:msg:{{{sender}}}"], args=[self._rate, self._burst, now], client=pipe)
+                key = f"chatmq:rl:{self._what}:{{{sender}}}"
+                self._script(keys=[key], args=[self._rate, self._burst, now], client=pipe)
             return [bool(result) for result in pipe.execute()]
         except redis.RedisError as exc:
             log.warning("message rate limit unavailable (failing open): %s", exc)

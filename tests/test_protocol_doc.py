@@ -21,7 +21,7 @@ from chatcore import protocol
 from chatcore.access import Action, Identity, Membership, authorize
 from chatcore.config import SERVICE_USER, Settings
 from chatcore.ids import is_valid_id
-from chatcore.store.base import Message
+from chatcore.store.base import Change, Message, MessageView, Reactions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,6 +38,8 @@ TOPICS: dict[str, int] = {
     protocol.receipt_topic("{conv}", "{user}"): protocol.QOS_RECEIPT,
     protocol.receipts_topic("{conv}"): protocol.QOS_RECEIPTS,
     protocol.events_topic("{user}"): protocol.QOS_EVENTS,
+    protocol.history_request_topic("{user}"): protocol.QOS_HISTORY,
+    protocol.history_response_topic("{user}"): protocol.QOS_HISTORY,
 }
 
 
@@ -114,18 +116,77 @@ def test_namespaces_are_documented(doc: str) -> None:
 # Payload examples, run through the real parsers and builders
 
 
-def test_send_example_is_a_valid_send(doc: str) -> None:
-    (example,) = _json_blocks(_section(doc, "`chat/{conv}/send/{user}`: send a message"))
-    payload = protocol.parse_send(protocol.encode(example))
-    assert payload.attachments, "the example should show an attachment"
+def test_send_examples_are_valid_sends(doc: str) -> None:
+    message, reply = _json_blocks(_section(doc, "`chat/{conv}/send/{user}`: send a message"))
+    payload = protocol.parse_send(protocol.encode(message))
+    assert isinstance(payload, protocol.SendPayload) and payload.attachments, "the example should attach"
+    answer = protocol.parse_send(protocol.encode(reply))
+    assert isinstance(answer, protocol.SendPayload) and answer.reply_to is not None
+
+
+def test_change_examples_are_valid_and_cover_every_kind(doc: str) -> None:
+    section = _section(doc, "`chat/{conv}/send/{user}`: change a message")
+    parsed = [protocol.parse_send(protocol.encode(example), conv="team") for example in _json_blocks(section)]
+    assert {p.kind for p in parsed} == {k.value for k in protocol.CHANGE_KINDS}
+    documented_kinds = re.findall(r"`(\w+)`", _table(section)[1][2])
+    assert set(documented_kinds) == {k.value for k in protocol.CHANGE_KINDS}
+    assert f"1 to {protocol.MAX_EMOJI_BYTES} bytes" in section
+
+
+def _stored(example: dict[str, Any]) -> Message:
+    fields = {k: v for k, v in example.items() if k not in ("attachments", "erased")}
+    return Message(**fields, attachments=tuple(example["attachments"]), erased=example.get("erased", False))
 
 
 def test_msg_example_has_the_stored_message_shape(doc: str) -> None:
     example, notice = _json_blocks(_section(doc, "`chat/{conv}/msg`: a stored message"))
-    fields = {k: v for k, v in example.items() if k != "attachments"}
-    stored = Message(**fields, attachments=tuple(example["attachments"]))
-    assert stored.to_payload() == example
+    assert _stored(example).to_payload() == example
     assert notice == protocol.message_notice(notice["conv"], notice["seq"], notice["sender"], notice["ts"])
+
+
+def test_entry_examples_have_the_stored_entry_shape(doc: str) -> None:
+    examples = _json_blocks(_section(doc, "`chat/{conv}/msg`: changes in the log"))
+    assert len(examples) >= 3
+    for example in examples:
+        assert example["kind"] in {k.value for k in protocol.CHANGE_KINDS}
+        assert _stored(example).to_payload() == example
+        notice = protocol.message_notice_of(example)
+        assert notice["kind"] == example["kind"] and notice["notice"] is True
+
+
+def test_history_view_examples_have_the_view_shape(doc: str) -> None:
+    section = _section(doc, "`GET /v1/conversations/{conv}/messages`")
+    for example in _json_blocks(section):
+        change = {k: Change(v["seq"], v.get("by", example["sender"]), v["ts"]) if v else None
+                  for k, v in example.items() if k in ("edited", "deleted")}
+        reactions = tuple(Reactions(r["emoji"], tuple(r["users"])) for r in example["reactions"])
+        plain = {k: v for k, v in example.items() if k not in ("edited", "deleted", "reactions")}
+        view = MessageView(_stored(plain), reactions=reactions, **change)
+        assert view.to_payload() == example
+    fields = {row[0].strip("`") for row in _table(section.split("One message:")[1])}
+    assert fields == {"body", "attachments", "reply_to", "edited", "deleted", "reactions"}
+    for view_name in protocol.HISTORY_VIEWS:
+        assert f"`view={view_name}`" in section
+
+
+def test_history_over_mqtt_examples_match_the_code(doc: str) -> None:
+    section = _section(doc, "`user/{user}/history/request` and `.../response`: history over MQTT")
+    request, page, refused = _json_blocks(section)
+    parsed = protocol.parse_history_request(protocol.encode(request))
+    assert parsed.id == request["id"]
+    built = protocol.history_page(page["id"], page["conv"], page["messages"], page["has_more"], page["last_seq"])
+    assert built == page
+    for message in page["messages"]:
+        assert _stored(message).to_payload() == message
+    error = protocol.HistoryRequestError(protocol.HistoryErrorCode(refused["error"]["code"]),
+                                         refused["error"]["message"], refused["id"], refused["conv"])
+    assert protocol.history_refused(error) == refused
+    fields = {row[0] for row in _table(section)}
+    assert fields == {_code(f) for f in ("id", "conv", "view", "max_bytes")} | {"`before`, `after`, `limit`"}
+    assert set(protocol.HistoryRequest.model_fields) == {"id", "conv", "before", "after", "limit", "view", "max_bytes"}
+    for code in protocol.HistoryErrorCode:
+        assert _code(code.value) in section and code.value in CODES.values()
+    assert f"default {protocol.DEFAULT_HISTORY_REPLY_BYTES}" in section
 
 
 def test_receipt_examples_match_the_code(doc: str) -> None:
@@ -202,6 +263,16 @@ def test_limits_match_the_code(doc: str) -> None:
     assert all(is_valid_id(c * n) for c in alphabet if c != "." for n in (1, 2, 64))
     assert [n for n in (1, 2, 3, 64) if is_valid_id("." * n)] == [3, 64]
     assert not any(is_valid_id(c) for c in "/+#$ \0é") and not is_valid_id("a" * 65)
+    assert limits["`emoji`"].startswith(f"1 to {protocol.MAX_EMOJI_BYTES} bytes")
+    per_member = protocol.MAX_REACTIONS_PER_MEMBER
+    assert limits["reactions"] == f"at most {per_member} different emoji per member on one message"
+    assert limits["MQTT history response (`max_bytes`)"] == (
+        f"{protocol.MIN_HISTORY_REPLY_BYTES} to {protocol.MAX_HISTORY_REPLY_BYTES} bytes, "
+        f"default {protocol.DEFAULT_HISTORY_REPLY_BYTES}"
+    )
+    assert limits["history page (`limit`)"] == (
+        f"1 to {protocol.MAX_HISTORY_LIMIT}, default {protocol.DEFAULT_HISTORY_LIMIT}"
+    )
 
 
 def test_presence_timing_matches_the_settings(doc: str) -> None:

@@ -2,7 +2,8 @@
 
 Mosquitto cannot call Python, so the sync turns the one authorization function's rules into
 concrete ACLs per user: one role per user listing the topics of the conversations it belongs to,
-its own ack/events/presence topics and the presence of the users it shares a conversation with.
+its own ack/events/presence/history topics and the presence of the users it shares a conversation
+with.
 The default ACL access denies everything else. tests/mosquitto_broker checks, against a live
 Mosquitto, that it answers exactly as ``chatcore.access.authorize`` does.
 """
@@ -18,6 +19,8 @@ from chatcore.protocol import (
     ack_topic,
     device_presence_topic,
     events_topic,
+    history_request_topic,
+    history_response_topic,
     msg_topic,
     presence_topic,
     receipt_topic,
@@ -91,9 +94,10 @@ def user_acls(user: str, convs: Iterable[str], peers: Iterable[str]) -> frozense
         (SUB_LITERAL, ack_topic(user)),
         (SUB_LITERAL, events_topic(user)),
         (SUB_LITERAL, presence_topic(user)),
+        (SUB_LITERAL, history_response_topic(user)),
         (SUB_PATTERN, device_presence_topic(user, "+")),
     ])
-    acls.add(Acl(SEND, device_presence_topic(user, "+")))
+    acls |= {Acl(SEND, device_presence_topic(user, "+")), Acl(SEND, history_request_topic(user))}
     for conv in convs:
         acls |= _readable([
             (SUB_LITERAL, msg_topic(conv)),

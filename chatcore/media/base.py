@@ -100,5 +100,13 @@ class MediaStore(ABC):
     def link(self, media_id: str, conv: str) -> None:
         """Record that a stored message in ``conv`` attaches it (idempotent); MediaNotFound if unknown."""
 
+    @abstractmethod
+    def unlink(self, media_id: str, conv: str) -> None:
+        """No stored message of ``conv`` attaches it any more: its members lose access (idempotent)."""
+
+    @abstractmethod
+    def delete(self, media_id: str) -> None:
+        """Erase the bytes and metadata (idempotent: an unknown id is nothing to do)."""
+
     def close(self) -> None:  # noqa: B027 - optional: only backends holding connections need it
         """Release connections."""

@@ -71,3 +71,21 @@ class FsMediaStore(MediaStore):
         if not (where / "meta.json").exists():
             raise MediaNotFound(media_id)
         (where / f"{_LINK}{require_id(conv, 'conversation id')}").touch()
+
+    def unlink(self, media_id: str, conv: str) -> None:
+        link = f"{_LINK}{require_id(conv, 'conversation id')}"
+        if is_media_id(media_id):
+            (self._dir(media_id) / link).unlink(missing_ok=True)
+
+    def delete(self, media_id: str) -> None:
+        """Rename out of sight first (atomic: a reader sees the item whole or not at all), then remove."""
+        if not is_media_id(media_id):
+            return
+        where = self._dir(media_id)
+        doomed = self._root / f".del-{media_id}"
+        try:
+            os.rename(where, doomed)
+        except FileNotFoundError:
+            if not doomed.exists():
+                return
+        shutil.rmtree(doomed)

@@ -62,6 +62,16 @@ class GridFSMediaStore(MediaStore):
         if result.matched_count == 0:
             raise MediaNotFound(media_id)
 
+    def unlink(self, media_id: str, conv: str) -> None:
+        require_id(conv, "conversation id")
+        if is_media_id(media_id):
+            self._files.update_one({"_id": media_id}, {"$pull": {"metadata.convs": conv}})
+
+    def delete(self, media_id: str) -> None:
+        """GridFS removes the files document first (the item is gone for readers), then its chunks."""
+        if is_media_id(media_id):
+            self._fs.delete(media_id)
+
     def close(self) -> None:
         if self._owns_client:
             self._db.client.close()

@@ -16,6 +16,18 @@ from typing import Any
 
 import orjson
 
+from chatcore.protocol import (
+    CHANGE_KINDS,
+    MAX_REACTIONS_PER_MEMBER,
+    MAX_SEQ,
+    EditPayload,
+    EntryKind,
+    EntryPayload,
+    ErrorCode,
+    ReactionPayload,
+    SendPayload,
+)
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -79,7 +91,9 @@ class Conversation:
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message as the bridge accepted it, before it has a seq."""
+    """An entry of a conversation's log as the bridge accepted it, before it has a seq: a message
+    (``kind`` "message", a reply when ``reply_to`` is set) or a change to the message at seq
+    ``target`` (edit, delete, react, unreact; see chatcore.protocol.EntryKind)."""
 
     conv: str
     sender: str
@@ -87,10 +101,32 @@ class NewMessage:
     body: str
     ts: int  # ms since epoch, assigned by the server on receipt
     attachments: tuple[Mapping[str, Any], ...] = ()
+    kind: str = EntryKind.MESSAGE
+    target: int | None = None  # changes: the message they change
+    reply_to: int | None = None  # messages: the earlier message they answer
+    emoji: str | None = None  # react / unreact
+
+    @classmethod
+    def of(cls, conv: str, sender: str, payload: EntryPayload, ts: int) -> NewMessage:
+        """The entry a validated ``chat/{conv}/send/{sender}`` payload asks for. A reaction's body is
+        its emoji and an unreaction's or a deletion's is empty: what a v1 client shows for them."""
+        cmid = payload.client_msg_id
+        if isinstance(payload, SendPayload):
+            return cls(conv, sender, cmid, payload.body, ts, tuple(payload.attachments), reply_to=payload.reply_to)
+        if isinstance(payload, EditPayload):
+            return cls(conv, sender, cmid, payload.body, ts, kind=EntryKind.EDIT, target=payload.target)
+        if isinstance(payload, ReactionPayload):
+            react = payload.kind == EntryKind.REACT
+            return cls(conv, sender, cmid, payload.emoji if react else "", ts, kind=EntryKind(payload.kind),
+                       target=payload.target, emoji=payload.emoji)
+        return cls(conv, sender, cmid, "", ts, kind=EntryKind.DELETE, target=payload.target)
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One stored entry of the log, as it was appended: its content is kept until a deletion of
+    its message erases it (``erased``: body and attachments are gone, the seq stays)."""
+
     conv: str
     seq: int
     id: str
@@ -99,10 +135,16 @@ class Message:
     body: str
     ts: int
     attachments: tuple[Mapping[str, Any], ...] = field(default=())
+    kind: str = EntryKind.MESSAGE
+    target: int | None = None
+    reply_to: int | None = None
+    emoji: str | None = None
+    erased: bool = False
 
     def to_payload(self) -> dict[str, Any]:
-        """The ``chat/{conv}/msg`` payload and the API's message representation."""
-        return {
+        """The ``chat/{conv}/msg`` payload and the API's raw entry. A message keeps the v1 shape
+        (plus ``reply_to`` for a reply); a change says its ``kind`` and ``target``."""
+        payload: dict[str, Any] = {
             "conv": self.conv,
             "seq": self.seq,
             "id": self.id,
@@ -112,15 +154,142 @@ class Message:
             "attachments": [dict(a) for a in self.attachments],
             "ts": self.ts,
         }
+        if self.kind != EntryKind.MESSAGE:
+            payload["kind"] = self.kind
+            payload["target"] = self.target
+            if self.emoji is not None:
+                payload["emoji"] = self.emoji
+        elif self.reply_to is not None:
+            payload["reply_to"] = self.reply_to
+        if self.erased:
+            payload["erased"] = True
+        return payload
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Who changed a message, by the entry at ``seq``, when."""
+
+    seq: int
+    by: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reactions:
+    """One emoji on one message: the members who put it there, earliest first."""
+
+    emoji: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """A message as it stands now: ``message`` carries the latest text (a tombstone: none, and no
+    attachments), with the last edit, the deletion and the reactions folded in. Stores keep this
+    state up to date as entries are appended (never replayed on read)."""
+
+    message: Message
+    edited: Change | None = None
+    deleted: Change | None = None
+    reactions: tuple[Reactions, ...] = ()
+
+    def to_payload(self) -> dict[str, Any]:
+        """A message of ``GET .../messages?view=messages`` (and its MQTT twin)."""
+        m = self.message
+        return {
+            "conv": m.conv,
+            "seq": m.seq,
+            "id": m.id,
+            "sender": m.sender,
+            "client_msg_id": m.client_msg_id,
+            "body": m.body,
+            "attachments": [dict(a) for a in m.attachments],
+            "ts": m.ts,
+            "reply_to": m.reply_to,
+            "edited": None if self.edited is None else {"seq": self.edited.seq, "ts": self.edited.ts},
+            "deleted": None if self.deleted is None else
+            {"seq": self.deleted.seq, "by": self.deleted.by, "ts": self.deleted.ts},
+            "reactions": [{"emoji": r.emoji, "count": len(r.users), "users": list(r.users)} for r in self.reactions],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an entry was not appended (nothing of it is stored)."""
+
+    code: ErrorCode
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    message: Message
+    message: Message | None  # the stored entry; None when refused
     duplicate: bool  # True: an earlier send with the same (conv, sender, client_msg_id) won
+    refusal: Refusal | None = None
+    # A deletion's erased attachments (also on a duplicate of it): media the caller removes from
+    # the media store unless another message still attaches it (Store.media_attached).
+    erased_media: tuple[str, ...] = ()
 
 
-MAX_SEQ = 2**63 - 1  # seqs are signed 64-bit integers in every store (SQLite INTEGER, BSON int64)
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """What a change or reply is checked against: the entry at the target seq as it stands."""
+
+    kind: str
+    sender: str
+    ts: int
+    deleted: bool
+    reactions_of_sender: frozenset[str] = frozenset()  # the new entry's sender's emoji on it
+
+
+def refusal_of(
+    entry: NewMessage, target: TargetState | None, last_seq: int, owner: str | None, edit_window_ms: int
+) -> Refusal | None:
+    """The one rule every store applies to a change or a reply, given the state it targets (None:
+    no entry at that seq). Messages without ``reply_to`` are never refused here."""
+    seq = entry.target if entry.kind in CHANGE_KINDS else entry.reply_to
+    if seq is None:
+        return None
+    if target is None:
+        why = f"above the conversation's last seq {last_seq}" if seq > last_seq else "not in the log"
+        return Refusal(ErrorCode.UNKNOWN_TARGET, f"no entry with seq {seq} in {entry.conv!r}: {why}")
+    if target.kind != EntryKind.MESSAGE:
+        return Refusal(ErrorCode.BAD_TARGET, f"seq {seq} is a {target.kind}, not a message")
+    if target.deleted:
+        return Refusal(ErrorCode.TARGET_DELETED, f"message {seq} was deleted")
+    kind = entry.kind
+    if kind == EntryKind.EDIT:
+        if target.sender != entry.sender:
+            return Refusal(ErrorCode.NOT_SENDER, f"message {seq} is {target.sender!r}'s: only its sender edits it")
+        if edit_window_ms > 0 and entry.ts - target.ts > edit_window_ms:
+            return Refusal(ErrorCode.EDIT_WINDOW_CLOSED,
+                           f"message {seq} is older than the edit window ({edit_window_ms // 1000} s)")
+    elif kind == EntryKind.DELETE:
+        if target.sender != entry.sender and entry.sender != owner:
+            return Refusal(ErrorCode.NOT_SENDER,
+                           f"message {seq} is {target.sender!r}'s: only its sender or the conversation's owner "
+                           "deletes it")
+    elif kind == EntryKind.REACT:
+        if entry.emoji in target.reactions_of_sender:
+            return Refusal(ErrorCode.ALREADY_REACTED, f"you already reacted {entry.emoji} to message {seq}")
+        if len(target.reactions_of_sender) >= MAX_REACTIONS_PER_MEMBER:
+            return Refusal(ErrorCode.TOO_MANY_REACTIONS,
+                           f"at most {MAX_REACTIONS_PER_MEMBER} different reactions per member on one message")
+    elif kind == EntryKind.UNREACT and entry.emoji not in target.reactions_of_sender:
+        return Refusal(ErrorCode.NOT_REACTED, f"you have no {entry.emoji} reaction on message {seq}")
+    return None
+
+
+def fold_reactions(rows: Sequence[tuple[int, str, str]]) -> dict[int, tuple[Reactions, ...]]:
+    """(message seq, emoji, user) rows in the order the reactions were made -> each message's
+    reactions: emoji in order of their earliest standing reaction, users earliest first."""
+    grouped: dict[int, dict[str, list[str]]] = {}
+    for seq, emoji, user in rows:
+        grouped.setdefault(seq, {}).setdefault(emoji, []).append(user)
+    return {seq: tuple(Reactions(e, tuple(u)) for e, u in emojis.items()) for seq, emojis in grouped.items()}
+
+
 MEMBERSHIP_LOG_KEEP = 10_000  # membership changes a store keeps for views that follow them one by one
 MEMBERSHIP_LOG_PRUNE_EVERY = 1_000  # versions between two prunes of that log
 
@@ -142,6 +311,12 @@ def seq_bound(bound: int | None) -> int | None:
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     messages: list[Message]  # ascending seq
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPage:
+    messages: list[MessageView]  # ascending seq; messages only, no change entries
     has_more: bool
 
 
@@ -301,14 +476,22 @@ class Store(abc.ABC):
 
     # --- message log ------------------------------------------------------------------------
     @abc.abstractmethod
-    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
-        """Durably store a batch, one result per input in input order.
+    def append(self, batch: Sequence[NewMessage], *, edit_window_ms: int = 0) -> list[AppendResult]:
+        """Durably store a batch of entries, one result per input in input order.
 
-        Each conversation's new messages get the next gapless seqs in batch order. A message whose
+        Each conversation's new entries get the next gapless seqs in batch order. An entry whose
         (conv, sender, client_msg_id) is already stored, or repeated earlier in the batch, is not
-        stored again: its result carries the original message and ``duplicate=True``. When this
+        stored again: its result carries the original entry and ``duplicate=True``. When this
         returns, the batch is durable. Raises NotFound (and stores nothing) if any conversation
         does not exist.
+
+        Changes and replies are checked in order against the log as it stands at that point of
+        the batch (``refusal_of``; edits older than ``edit_window_ms`` are refused when it is
+        above 0): a refused one stores nothing, takes no seq and has ``refusal`` set. An accepted
+        change updates the state ``message_view`` reads in the same write: an edit replaces the
+        text, a deletion erases the message's body and attachments and the text of its edits
+        (a tombstone keeps the seq) and drops its reactions, react/unreact add/remove one
+        (member, emoji) on it.
         """
 
     @abc.abstractmethod
@@ -323,6 +506,17 @@ class Store(abc.ABC):
         between them. A bound past ``MAX_SEQ`` means what it says (every seq is below it), never
         an overflow: see ``seq_bound``.
         """
+
+    @abc.abstractmethod
+    def message_view(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> ViewPage:
+        """A page of the conversation's messages as they stand now (no change entries), with
+        ``history``'s bounds and paging, counted in messages."""
+
+    @abc.abstractmethod
+    def media_attached(self, conv_id: str, media_id: str) -> bool:
+        """True if a message of the conversation that is not deleted attaches the media."""
 
     # --- receipts and read state -------------------------------------------------------------
     @abc.abstractmethod
@@ -343,7 +537,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
-        """Messages with seq > after_seq sent by someone else (your own are never unread)."""
+        """Messages with seq > after_seq sent by someone else and not deleted (your own are never
+        unread; changes, such as edits and reactions, are not messages)."""
 
     # --- conversation events (outbox) ---------------------------------------------------------
     @abc.abstractmethod

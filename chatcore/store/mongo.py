@@ -31,8 +31,10 @@ only move forward even with concurrent writers.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -46,6 +48,7 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from chatcore.ids import require_id
+from chatcore.protocol import CHANGE_KINDS, EntryKind
 from chatcore.store.base import (
     EVENT_CREATED,
     EVENT_MEMBER_ADDED,
@@ -55,12 +58,14 @@ from chatcore.store.base import (
     MEMBERSHIP_LOG_PRUNE_EVERY,
     AlreadyExists,
     AppendResult,
+    Change,
     Conversation,
     ConversationEvent,
     HistoryPage,
     Marker,
     MembershipChanges,
     Message,
+    MessageView,
     NewMessage,
     NewUser,
     NotFound,
@@ -68,10 +73,14 @@ from chatcore.store.base import (
     ReceiptResult,
     ReceiptUpdate,
     Store,
+    TargetState,
     User,
+    ViewPage,
     encode_attachments,
+    fold_reactions,
     new_message_id,
     now_ms,
+    refusal_of,
     seq_bound,
 )
 from chatcore.store.mongo_layout import INDEXES
@@ -82,6 +91,7 @@ _MEMBERSHIP_VERSION = "membership_version"
 _USERS_VERSION = "users_version"
 _EVENT_ID = "event_id"
 _DUPLICATE_KEY = 11000
+_STATE_FIELDS = {"kind": 1, "sender": 1, "ts": 1, "delete_seq": 1}
 
 
 class MongoStore(Store):
@@ -106,6 +116,8 @@ class MongoStore(Store):
         self._markers = collection("markers")
         self._events = collection("events")
         self._membership_log = collection("membership_log")
+        self._reactions = collection("reactions")
+        self._media_refs = collection("media_refs")
         # History pages may come from a secondary if so configured, but only majority-committed.
         self._history: Collection[Any] = self._messages.with_options(
             read_preference=history_read_preference or ReadPreference.PRIMARY,
@@ -344,26 +356,48 @@ class MongoStore(Store):
             self._membership_log.delete_many({"_id": {"$lte": version - MEMBERSHIP_LOG_KEEP}})
 
     # --- message log ------------------------------------------------------------------------
-    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+    def append(self, batch: Sequence[NewMessage], *, edit_window_ms: int = 0) -> list[AppendResult]:
         if not batch:
             return []
         # Reject what cannot be stored before writing anything; the JSON round trip also makes the
         # returned attachments look exactly like what history() reads back later.
         encoded = [encode_attachments(item.attachments) for item in batch]
         convs = list(dict.fromkeys(item.conv for item in batch))
-        found = {doc["_id"] for doc in self._convs.find({"_id": {"$in": convs}}, {"_id": 1})}
+        owners = {doc["_id"]: doc.get("owner") for doc in self._convs.find({"_id": {"$in": convs}}, {"owner": 1})}
         for conv in convs:
-            if conv not in found:
+            if conv not in owners:
                 raise NotFound(f"no conversation {conv!r}")
 
-        stored = self._stored_originals(batch)
+        # Plain messages go in runs (one counter $inc and one insert per conversation); a change or
+        # a reply is checked against the log as it stands, so the run before it is stored first.
         results: list[AppendResult | None] = [None] * len(batch)
+        run: list[int] = []
+        for index, item in enumerate(batch):
+            if item.kind in CHANGE_KINDS or item.reply_to is not None:
+                self._append_run(batch, encoded, run, results)
+                run = []
+                results[index] = self._append_checked(item, encoded[index], owners[item.conv], edit_window_ms)
+            else:
+                run.append(index)
+        self._append_run(batch, encoded, run, results)
+        return [result for result in results if result is not None]
+
+    def _append_run(
+        self, batch: Sequence[NewMessage], encoded: list[str | None], run: list[int],
+        results: list[AppendResult | None],
+    ) -> None:  # fmt: skip
+        """Store the plain messages at ``run`` (indexes into ``batch``), filling their results."""
+        if not run:
+            return
+        stored = self._stored_originals([batch[i] for i in run])
         first_of: dict[tuple[str, str, str], int] = {}  # key -> index of its first new occurrence
         fresh: defaultdict[str, list[int]] = defaultdict(list)  # conv -> indexes needing a seq
-        for index, item in enumerate(batch):
+        for index in run:
+            item = batch[index]
             key = (item.conv, item.sender, item.client_msg_id)
             if key in stored:
-                results[index] = AppendResult(message=stored[key], duplicate=True)
+                original = stored[key]
+                results[index] = AppendResult(original, duplicate=True, erased_media=self._reapply(original))
             elif key not in first_of:
                 first_of[key] = index
                 fresh[item.conv].append(index)
@@ -375,29 +409,121 @@ class MongoStore(Store):
             )
             first_seq = counter["last_seq"] - len(indexes) + 1
             for offset, index in enumerate(indexes):
-                item = batch[index]
-                message = Message(
-                    conv=item.conv,
-                    seq=first_seq + offset,
-                    id=new_message_id(),
-                    sender=item.sender,
-                    client_msg_id=item.client_msg_id,
-                    body=item.body,
-                    ts=item.ts,
-                    attachments=tuple(orjson.loads(encoded[index])) if encoded[index] else (),
-                )
+                message = _new_entry(batch[index], first_seq + offset, encoded[index])
                 results[index] = AppendResult(message=message, duplicate=False)
                 docs.append(_message_doc(message))
         for raced in self._insert(docs):  # another writer stored the same client id first
             index = first_of[raced.key]
             results[index] = AppendResult(message=raced.original, duplicate=True)
+        self._add_media_refs([r.message for r in (results[i] for i in run) if r and r.message and not r.duplicate])
 
-        for index, item in enumerate(batch):  # later repeats inside the batch resolve to the first
+        for index in run:  # later repeats inside the run resolve to the first
             if results[index] is None:
+                item = batch[index]
                 first = results[first_of[(item.conv, item.sender, item.client_msg_id)]]
                 assert first is not None
                 results[index] = AppendResult(message=first.message, duplicate=True)
-        return [result for result in results if result is not None]
+
+    def _append_checked(
+        self, item: NewMessage, attachments: str | None, owner: str | None, edit_window_ms: int
+    ) -> AppendResult:
+        """One change or reply: checked against the stored log, then stored and folded into state.
+        Checked before its seq is reserved, so a refusal leaves no hole."""
+        key = {"conv": item.conv, "sender": item.sender, "client_msg_id": item.client_msg_id}
+        stored = self._messages.find_one(key)
+        if stored is not None:
+            original = _message(stored)
+            return AppendResult(original, duplicate=True, erased_media=self._reapply(original))
+        last_seq = int((self._convs.find_one({"_id": item.conv}, {"last_seq": 1}) or {}).get("last_seq", 0))
+        refusal = refusal_of(item, self._target_state(item), last_seq, owner, edit_window_ms)
+        if refusal is not None:
+            return AppendResult(None, duplicate=False, refusal=refusal)
+        counter = self._convs.find_one_and_update(
+            {"_id": item.conv}, {"$inc": {"last_seq": 1}}, return_document=ReturnDocument.AFTER
+        )
+        message = _new_entry(item, int(counter["last_seq"]), attachments)
+        for raced in self._insert([_message_doc(message)]):
+            return AppendResult(raced.original, duplicate=True, erased_media=self._reapply(raced.original))
+        self._add_media_refs([message])
+        return AppendResult(message, duplicate=False, erased_media=self._apply_change(message))
+
+    def _target_state(self, entry: NewMessage) -> TargetState | None:
+        seq = entry.target if entry.kind in CHANGE_KINDS else entry.reply_to
+        doc = self._messages.find_one({"conv": entry.conv, "seq": seq}, _STATE_FIELDS)
+        if doc is None:
+            return None
+        mine: frozenset[str] = frozenset()
+        if entry.kind in (EntryKind.REACT, EntryKind.UNREACT):
+            mine = frozenset(r["emoji"] for r in self._reactions.find(
+                {"conv": entry.conv, "seq": seq, "user": entry.sender, "active": True}, {"emoji": 1}
+            ))
+        return TargetState(doc.get("kind") or EntryKind.MESSAGE, doc["sender"], int(doc["ts"]),
+                           "delete_seq" in doc, mine)
+
+    # Folding changes into state. Without a multi-document transaction the entry is stored first
+    # and its state written after it; every step is idempotent and ordered by seq (a later edit,
+    # reaction or deletion is never undone by an earlier one), so a duplicate of a change applies it
+    # again: the broker's redelivery of a send the bridge never acked repairs a crash in between.
+    def _reapply(self, entry: Message) -> tuple[str, ...]:
+        return self._apply_change(entry) if entry.kind in CHANGE_KINDS else ()
+
+    def _apply_change(self, entry: Message) -> tuple[str, ...]:
+        conv, target = entry.conv, entry.target
+        if entry.kind == EntryKind.EDIT:
+            before = self._messages.find_one_and_update(
+                {"conv": conv, "seq": target}, {"$addToSet": {"edit_seqs": entry.seq}},
+                {"delete_seq": 1, "edit_seq": 1},
+            )
+            if before is not None and "delete_seq" in before:  # deleted meanwhile: erase this edit too
+                self._messages.update_one({"conv": conv, "seq": entry.seq}, {"$set": {"body": "", "erased": True}})
+            else:
+                self._messages.update_one(
+                    {"conv": conv, "seq": target, "delete_seq": {"$exists": False},
+                     "$or": [{"edit_seq": {"$exists": False}}, {"edit_seq": {"$lt": entry.seq}}]},
+                    {"$set": {"cur_body": entry.body, "edit_seq": entry.seq, "edited_at": entry.ts}},
+                )
+        elif entry.kind in (EntryKind.REACT, EntryKind.UNREACT):
+            # The last operation by seq wins: an older one misses the op_seq filter and its upsert
+            # collides with the newer document on the unique index.
+            with contextlib.suppress(DuplicateKeyError):
+                self._reactions.update_one(
+                    {"conv": conv, "seq": target, "emoji": entry.emoji, "user": entry.sender,
+                     "op_seq": {"$lt": entry.seq}},
+                    {"$set": {"op_seq": entry.seq, "active": entry.kind == EntryKind.REACT}},
+                    upsert=True,
+                )
+        elif entry.kind == EntryKind.DELETE:
+            doc = self._messages.find_one({"conv": conv, "seq": target}) or {}
+            if "delete_seq" in doc:
+                erased = tuple(doc.get("erased_media") or ())
+            else:
+                erased = tuple(dict.fromkeys(_media_ids(doc.get("attachments") or ())))
+            self._messages.update_one(
+                {"conv": conv, "seq": target},
+                {"$set": {"body": "", "attachments": [], "erased": True, "delete_seq": entry.seq,
+                          "deleted_by": entry.sender, "deleted_at": entry.ts, "erased_media": list(erased)},
+                 "$unset": {"cur_body": "", "edit_seq": "", "edited_at": ""}},
+            )
+            edits = [int(seq) for seq in doc.get("edit_seqs") or ()]
+            if edits:
+                self._messages.update_many(
+                    {"conv": conv, "seq": {"$in": edits}}, {"$set": {"body": "", "erased": True}}
+                )
+            self._reactions.delete_many({"conv": conv, "seq": target})
+            self._media_refs.delete_many({"conv": conv, "seq": target})
+            return erased
+        return ()
+
+    def _add_media_refs(self, messages: Sequence[Message]) -> None:
+        docs = [{"conv": m.conv, "media_id": media_id, "seq": m.seq}
+                for m in messages for media_id in dict.fromkeys(_media_ids(m.attachments))]
+        if not docs:
+            return
+        try:
+            self._media_refs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:  # already there (a retried batch): fine; anything else is not
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
     def _stored_originals(self, batch: Sequence[NewMessage]) -> dict[tuple[str, str, str], Message]:
         """Messages already stored under a batch item's client id: one query per conversation."""
@@ -443,17 +569,7 @@ class MongoStore(Store):
     def history(
         self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
     ) -> HistoryPage:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        before, after = seq_bound(before), seq_bound(after)
-        seq: dict[str, int] = {}
-        if before is not None:
-            seq["$lt"] = before
-        if after is not None:
-            seq["$gt"] = after
-        query: dict[str, Any] = {"conv": conv_id}
-        if seq:
-            query["seq"] = seq
+        query = _page_query(conv_id, before, after, limit)
         newest_first = after is None
         cursor = self._history.find(query).sort("seq", DESCENDING if newest_first else ASCENDING).limit(limit + 1)
         docs = list(cursor)
@@ -461,6 +577,28 @@ class MongoStore(Store):
         if newest_first:
             messages.reverse()
         return HistoryPage(messages=messages, has_more=len(docs) > limit)
+
+    def message_view(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> ViewPage:
+        query = {**_page_query(conv_id, before, after, limit), "kind": None}  # None: no kind field, a message
+        newest_first = after is None
+        docs = list(self._history.find(query).sort("seq", DESCENDING if newest_first else ASCENDING).limit(limit + 1))
+        page = docs[:limit]
+        reactions: dict[int, Any] = {}
+        if page:
+            rows = self._reactions.find(
+                {"conv": conv_id, "seq": {"$in": [int(d["seq"]) for d in page]}, "active": True},
+                {"seq": 1, "emoji": 1, "user": 1, "op_seq": 1},
+            ).sort("op_seq", ASCENDING)
+            reactions = fold_reactions([(int(r["seq"]), r["emoji"], r["user"]) for r in rows])
+        views = [_view(doc, reactions) for doc in page]
+        if newest_first:
+            views.reverse()
+        return ViewPage(messages=views, has_more=len(docs) > limit)
+
+    def media_attached(self, conv_id: str, media_id: str) -> bool:
+        return self._media_refs.find_one({"conv": conv_id, "media_id": media_id}, {"_id": 1}) is not None
 
     # --- receipts and read state -------------------------------------------------------------
     def apply_receipts(self, updates: Sequence[ReceiptUpdate]) -> list[ReceiptResult]:
@@ -500,7 +638,8 @@ class MongoStore(Store):
 
     def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
         return int(
-            self._history.count_documents({"conv": conv_id, "seq": {"$gt": after_seq}, "sender": {"$ne": user_id}})
+            self._history.count_documents({"conv": conv_id, "seq": {"$gt": after_seq}, "sender": {"$ne": user_id},
+                                           "kind": None, "erased": {"$ne": True}})
         )
 
     # --- conversation events ------------------------------------------------------------------
@@ -578,8 +717,30 @@ def _marker(doc: dict[str, Any]) -> Marker:
     )
 
 
+def _page_query(conv_id: str, before: int | None, after: int | None, limit: int) -> dict[str, Any]:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    before, after = seq_bound(before), seq_bound(after)
+    seq: dict[str, int] = {}
+    if before is not None:
+        seq["$lt"] = before
+    if after is not None:
+        seq["$gt"] = after
+    return {"conv": conv_id, "seq": seq} if seq else {"conv": conv_id}
+
+
+def _new_entry(item: NewMessage, seq: int, attachments: str | None) -> Message:
+    return Message(
+        conv=item.conv, seq=seq, id=new_message_id(), sender=item.sender, client_msg_id=item.client_msg_id,
+        body=item.body, ts=item.ts, attachments=tuple(orjson.loads(attachments)) if attachments else (),
+        kind=item.kind, target=item.target if item.kind in CHANGE_KINDS else None,
+        reply_to=item.reply_to if item.kind == EntryKind.MESSAGE else None, emoji=item.emoji,
+    )
+
+
 def _message_doc(message: Message) -> dict[str, Any]:
-    return {
+    """A stored entry; a message has no ``kind`` field (as before entry kinds existed)."""
+    doc: dict[str, Any] = {
         "_id": message.id,
         "conv": message.conv,
         "seq": message.seq,
@@ -589,6 +750,14 @@ def _message_doc(message: Message) -> dict[str, Any]:
         "ts": message.ts,
         "attachments": [dict(a) for a in message.attachments],
     }
+    if message.kind != EntryKind.MESSAGE:
+        doc["kind"] = str(message.kind)
+        doc["target"] = message.target
+    if message.reply_to is not None:
+        doc["reply_to"] = message.reply_to
+    if message.emoji is not None:
+        doc["emoji"] = message.emoji
+    return doc
 
 
 def _message(doc: dict[str, Any]) -> Message:
@@ -601,4 +770,27 @@ def _message(doc: dict[str, Any]) -> Message:
         body=doc["body"],
         ts=int(doc["ts"]),
         attachments=tuple(doc.get("attachments") or ()),
+        kind=doc.get("kind") or EntryKind.MESSAGE,
+        target=doc.get("target"),
+        reply_to=doc.get("reply_to"),
+        emoji=doc.get("emoji"),
+        erased=bool(doc.get("erased", False)),
     )
+
+
+def _view(doc: dict[str, Any], reactions: dict[int, Any]) -> MessageView:
+    message = _message(doc)
+    deleted = "delete_seq" in doc
+    if "cur_body" in doc and not deleted:
+        message = replace(message, body=doc["cur_body"])
+    return MessageView(
+        message=message,
+        edited=Change(int(doc["edit_seq"]), message.sender, int(doc["edited_at"]))
+        if "edit_seq" in doc and not deleted else None,
+        deleted=Change(int(doc["delete_seq"]), doc["deleted_by"], int(doc["deleted_at"])) if deleted else None,
+        reactions=reactions.get(message.seq, ()),
+    )
+
+
+def _media_ids(attachments: Sequence[Any]) -> list[str]:
+    return [a["media_id"] for a in attachments if isinstance(a, dict) and isinstance(a.get("media_id"), str)]

@@ -55,6 +55,10 @@ INDEXES: tuple[IndexSpec, ...] = (
         "conv_sender_client_msg_id",
         unique=True,
     ),
+    # Message state: one reaction per (message, emoji, member); which messages attach which media.
+    IndexSpec("reactions", (("conv", ASC), ("seq", ASC), ("emoji", ASC), ("user", ASC)), "conv_seq_emoji_user",
+              unique=True),
+    IndexSpec("media_refs", (("conv", ASC), ("media_id", ASC), ("seq", ASC)), "conv_media_seq", unique=True),
     IndexSpec("markers", (("user", ASC), ("conv", ASC)), "user_conv"),
     IndexSpec("markers", (("conv", ASC), ("user", ASC)), "conv_user"),
     IndexSpec("conversations", (("members", ASC),), "members"),
@@ -73,6 +77,18 @@ SHARD_KEYS: tuple[ShardKey, ...] = (
         (("conv", "hashed"),),
         "the message log: every read and write names one conversation, and both unique indexes "
         "start with conv, so each conversation's log (and its uniqueness checks) lives on one shard",
+        routing_fields=("conv",),
+    ),
+    ShardKey(
+        "reactions",
+        (("conv", "hashed"),),
+        "reactions on messages: read with a page of the conversation's messages, written with its log",
+        routing_fields=("conv",),
+    ),
+    ShardKey(
+        "media_refs",
+        (("conv", "hashed"),),
+        "which messages attach which media: written with the log, read when a deletion erases media",
         routing_fields=("conv",),
     ),
     ShardKey(

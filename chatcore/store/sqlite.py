@@ -7,20 +7,31 @@ of failing half way; seqs are read and bumped inside that one write transaction,
 keeps them gapless even with several writers. Within a process a small connection pool serves the
 calling threads: a SQLite connection must not run two statements at once, and pooling (rather than
 one connection per thread) keeps short-lived request threads from leaking connections.
+
+The log and the state of its messages: every entry (a message, or a change to one: edit, delete,
+react, unreact) is a row of ``messages`` with its own seq. What a change does to its message is
+kept in ``message_state`` (latest text, deletion) and ``reactions``, written in the same
+transaction as the entry, so ``message_view`` reads one page of messages as they stand with two
+indexed queries instead of replaying the log. A deletion erases: the message's body and
+attachments and the text of its edits are overwritten in place (``secure_delete`` zeroes the
+freed bytes) and the write-ahead log is checkpointed and truncated, so the text leaves the files.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from chatcore.ids import require_id
+from chatcore.protocol import CHANGE_KINDS, EntryKind
 from chatcore.store.base import (
     EVENT_CREATED,
     EVENT_MEMBER_ADDED,
@@ -30,12 +41,14 @@ from chatcore.store.base import (
     MEMBERSHIP_LOG_PRUNE_EVERY,
     AlreadyExists,
     AppendResult,
+    Change,
     Conversation,
     ConversationEvent,
     HistoryPage,
     Marker,
     MembershipChanges,
     Message,
+    MessageView,
     NewMessage,
     NewUser,
     NotFound,
@@ -43,16 +56,23 @@ from chatcore.store.base import (
     ReceiptResult,
     ReceiptUpdate,
     Store,
+    TargetState,
     User,
+    ViewPage,
     encode_attachments,
+    fold_reactions,
     new_message_id,
     now_ms,
+    refusal_of,
     seq_bound,
 )
 
-SCHEMA_VERSION = 3  # 2: markers and events; 3: membership_log
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 4  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # ids per "IN (...)" query: well under SQLite's bound-parameter limit
+ERASE_CHECKPOINT_TIMEOUT_MS = 2_000  # how long a deletion waits for readers to truncate the WAL
 MAX_IDLE_CONNECTIONS = 8
 
 _SCHEMA = """
@@ -86,8 +106,40 @@ CREATE TABLE IF NOT EXISTS messages (
     body TEXT NOT NULL,
     ts INTEGER NOT NULL,
     attachments TEXT,
+    kind TEXT,
+    target INTEGER,
+    reply_to INTEGER,
+    emoji TEXT,
+    erased INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (conv, seq),
     UNIQUE (conv, sender, client_msg_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_state (
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT,
+    edit_seq INTEGER,
+    edited_at INTEGER,
+    edit_seqs TEXT,
+    delete_seq INTEGER,
+    deleted_by TEXT,
+    deleted_at INTEGER,
+    erased_media TEXT,
+    PRIMARY KEY (conv, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactions (
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    emoji TEXT NOT NULL,
+    user TEXT NOT NULL,
+    entry_seq INTEGER NOT NULL,
+    PRIMARY KEY (conv, seq, emoji, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS media_refs (
+    conv TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (conv, media_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -120,16 +172,25 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 # Columns added to a table after its first release: added in place to older databases (nullable,
-# so an older chatmq reading the same file still works; no schema version change needed).
-_ADDED_COLUMNS = (("users", "display_name", "TEXT"), ("users", "avatar", "TEXT"))
+# or with a default, so an older chatmq reading the same file still works).
+_ADDED_COLUMNS = (
+    ("users", "display_name", "TEXT"), ("users", "avatar", "TEXT"),
+    # schema 4, entry kinds: NULL kind is a message, as every row written before
+    ("messages", "kind", "TEXT"), ("messages", "target", "INTEGER"), ("messages", "reply_to", "INTEGER"),
+    ("messages", "emoji", "TEXT"), ("messages", "erased", "INTEGER NOT NULL DEFAULT 0"),
+)
 _USER_COLUMNS = "id, password_hash, disabled, created_at, display_name, avatar"
 _CONV_COLUMNS = "id, title, owner, created_at, last_seq"
-_MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments"
+_MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments, kind, target, reply_to, emoji, erased"
+_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_VIEW_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(",")) + (
+    ", s.body, s.edit_seq, s.edited_at, s.delete_seq, s.deleted_by, s.deleted_at"
+)
 _MARKER_COLUMNS = "conv, user, delivered_seq, read_seq, updated_at"
 
 
 def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
-    conv, seq, msg_id, sender, client_msg_id, body, ts, attachments = row
+    conv, seq, msg_id, sender, client_msg_id, body, ts, attachments, kind, target, reply_to, emoji, erased = row
     return Message(
         conv=conv,
         seq=seq,
@@ -139,6 +200,30 @@ def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
         body=body,
         ts=ts,
         attachments=tuple(orjson.loads(attachments)) if attachments else (),
+        kind=kind or EntryKind.MESSAGE,
+        target=target,
+        reply_to=reply_to,
+        emoji=emoji,
+        erased=bool(erased),
+    )
+
+
+def _message_row(message: Message, attachments: str | None) -> tuple[Any, ...]:
+    kind = None if message.kind == EntryKind.MESSAGE else str(message.kind)  # NULL: a message (older rows too)
+    return (message.conv, message.seq, message.id, message.sender, message.client_msg_id, message.body,
+            message.ts, attachments, kind, message.target, message.reply_to, message.emoji, 0)
+
+
+def _view(row: tuple[Any, ...], reactions: dict[int, Any]) -> MessageView:
+    message = _message(row[:13])
+    body, edit_seq, edited_at, delete_seq, deleted_by, deleted_at = row[13:]
+    if body is not None and delete_seq is None:
+        message = replace(message, body=body)
+    return MessageView(
+        message=message,
+        edited=Change(edit_seq, message.sender, edited_at) if edit_seq is not None and delete_seq is None else None,
+        deleted=Change(delete_seq, deleted_by, deleted_at) if delete_seq is not None else None,
+        reactions=reactions.get(message.seq, ()),
     )
 
 
@@ -155,9 +240,13 @@ class SQLiteStore(Store):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            added = set()
             for table, column, kind in _ADDED_COLUMNS:
                 if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    added.add((table, column))
+            if ("messages", "kind") in added:
+                _index_attachments(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- connections ------------------------------------------------------------------------
@@ -169,6 +258,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA secure_delete = ON")  # erased text is zeroed, not left in free space
         return conn
 
     @contextmanager
@@ -403,79 +493,75 @@ class SQLiteStore(Store):
                                            for conv in convs})  # fmt: skip
 
     # --- message log ------------------------------------------------------------------------
-    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+    def append(self, batch: Sequence[NewMessage], *, edit_window_ms: int = 0) -> list[AppendResult]:
         if not batch:
             return []
         encoded = [encode_attachments(item.attachments) for item in batch]  # fail before writing
         results: list[AppendResult] = []
-        rows: list[tuple[Any, ...]] = []
-        with self._connection() as conn, _write(conn):
-            last_seq: dict[str, int] = {}
-            for conv in dict.fromkeys(item.conv for item in batch):
-                row = conn.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv,)).fetchone()
-                if row is None:
-                    raise NotFound(f"no conversation {conv!r}")
-                last_seq[conv] = row[0]
-            first_of: dict[tuple[str, str, str], Message] = {}
-            for item, attachments in zip(batch, encoded, strict=True):
-                key = (item.conv, item.sender, item.client_msg_id)
-                original = first_of.get(key)
-                if original is None:
-                    stored = conn.execute(
-                        f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-                        " WHERE conv = ? AND sender = ? AND client_msg_id = ?",
-                        key,
-                    ).fetchone()
-                    original = _message(stored) if stored else None
-                if original is not None:
-                    first_of[key] = original
-                    results.append(AppendResult(message=original, duplicate=True))
-                    continue
-                seq = last_seq[item.conv] = last_seq[item.conv] + 1
-                message = Message(
-                    conv=item.conv,
-                    seq=seq,
-                    id=new_message_id(),
-                    sender=item.sender,
-                    client_msg_id=item.client_msg_id,
-                    body=item.body,
-                    ts=item.ts,
-                    attachments=tuple(orjson.loads(attachments)) if attachments else (),
-                )
-                first_of[key] = message
-                results.append(AppendResult(message=message, duplicate=False))
-                rows.append(
-                    (item.conv, seq, message.id, item.sender, item.client_msg_id, item.body, item.ts, attachments)
-                )
-            if rows:
-                conn.executemany(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+        with self._connection() as conn:
+            with _write(conn):
+                pending = _PendingRows(conn)
+                last_seq: dict[str, int] = {}
+                owner: dict[str, str | None] = {}
+                for conv in dict.fromkeys(item.conv for item in batch):
+                    row = conn.execute("SELECT last_seq, owner FROM conversations WHERE id = ?", (conv,)).fetchone()
+                    if row is None:
+                        raise NotFound(f"no conversation {conv!r}")
+                    last_seq[conv], owner[conv] = row
+                first_of: dict[tuple[str, str, str], Message] = {}
+                for item, attachments in zip(batch, encoded, strict=True):
+                    key = (item.conv, item.sender, item.client_msg_id)
+                    original = first_of.get(key)
+                    if original is None:
+                        stored = conn.execute(
+                            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                            " WHERE conv = ? AND sender = ? AND client_msg_id = ?",
+                            key,
+                        ).fetchone()
+                        original = _message(stored) if stored else None
+                    if original is not None:
+                        first_of[key] = original
+                        erased_before = _erased_media(conn, original)
+                        results.append(AppendResult(original, duplicate=True, erased_media=erased_before))
+                        continue
+                    if item.kind in CHANGE_KINDS or item.reply_to is not None:
+                        pending.flush()  # the check sees every entry before this one
+                        target = _target_state(conn, item)
+                        refusal = refusal_of(item, target, last_seq[item.conv], owner[item.conv], edit_window_ms)
+                        if refusal is not None:
+                            results.append(AppendResult(None, duplicate=False, refusal=refusal))
+                            continue
+                    seq = last_seq[item.conv] = last_seq[item.conv] + 1
+                    message = Message(
+                        conv=item.conv, seq=seq, id=new_message_id(), sender=item.sender,
+                        client_msg_id=item.client_msg_id, body=item.body, ts=item.ts,
+                        attachments=tuple(orjson.loads(attachments)) if attachments else (),
+                        kind=item.kind, target=item.target if item.kind in CHANGE_KINDS else None,
+                        reply_to=item.reply_to if item.kind == EntryKind.MESSAGE else None, emoji=item.emoji,
+                    )  # fmt: skip
+                    first_of[key] = message
+                    pending.add(message, attachments)
+                    erased: tuple[str, ...] = ()
+                    if item.kind in CHANGE_KINDS:
+                        pending.flush()
+                        erased = _apply_change(conn, message)
+                    results.append(AppendResult(message, duplicate=False, erased_media=erased))
+                pending.flush()
                 conn.executemany(
                     "UPDATE conversations SET last_seq = ? WHERE id = ?",
                     [(seq, conv) for conv, seq in last_seq.items()],
                 )
+            if any(r.message is not None and r.message.kind == EntryKind.DELETE and not r.duplicate for r in results):
+                _truncate_wal(conn)
         return results
 
     def history(
         self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
     ) -> HistoryPage:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        before, after = seq_bound(before), seq_bound(after)
-        where = ["conv = ?"]
-        params: list[Any] = [conv_id]
-        if before is not None:
-            where.append("seq < ?")
-            params.append(before)
-        if after is not None:
-            where.append("seq > ?")
-            params.append(after)
-        newest_first = after is None  # no bound or only `before`: the page nearest the top
-        order = "DESC" if newest_first else "ASC"
+        where, params, newest_first = _page_bounds("", conv_id, before, after, limit)
         sql = (
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
-            f" ORDER BY seq {order} LIMIT ?"
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where}"
+            f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
         with self._connection() as conn:
             rows = conn.execute(sql, (*params, limit + 1)).fetchall()
@@ -484,6 +570,37 @@ class SQLiteStore(Store):
         if newest_first:
             messages.reverse()
         return HistoryPage(messages=messages, has_more=has_more)
+
+    def message_view(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> ViewPage:
+        where, params, newest_first = _page_bounds("m.", conv_id, before, after, limit)
+        sql = (
+            f"SELECT {_VIEW_COLUMNS} FROM messages m"
+            " LEFT JOIN message_state s ON s.conv = m.conv AND s.seq = m.seq"
+            f" WHERE {where} AND m.kind IS NULL ORDER BY m.seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        )
+        with self._connection() as conn, _read(conn):
+            rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+            page = rows[:limit]
+            reactions: dict[int, Any] = {}
+            if page:
+                low, high = min(r[1] for r in page), max(r[1] for r in page)
+                reactions = fold_reactions(conn.execute(
+                    "SELECT seq, emoji, user FROM reactions WHERE conv = ? AND seq BETWEEN ? AND ? ORDER BY entry_seq",
+                    (conv_id, low, high),
+                ).fetchall())
+        views = [_view(row, reactions) for row in page]
+        if newest_first:
+            views.reverse()
+        return ViewPage(messages=views, has_more=len(rows) > limit)
+
+    def media_attached(self, conv_id: str, media_id: str) -> bool:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM media_refs WHERE conv = ? AND media_id = ? LIMIT 1", (conv_id, media_id)
+            ).fetchone()
+        return row is not None
 
     # --- receipts and read state -------------------------------------------------------------
     def apply_receipts(self, updates: Sequence[ReceiptUpdate]) -> list[ReceiptResult]:
@@ -534,7 +651,8 @@ class SQLiteStore(Store):
     def count_unread(self, conv_id: str, user_id: str, after_seq: int) -> int:
         with self._connection() as conn:
             row = conn.execute(
-                "SELECT COUNT(*) FROM messages WHERE conv = ? AND seq > ? AND sender != ?",
+                "SELECT COUNT(*) FROM messages WHERE conv = ? AND seq > ? AND sender != ?"
+                " AND kind IS NULL AND erased = 0",
                 (conv_id, after_seq, user_id),
             ).fetchone()
         return int(row[0])
@@ -592,6 +710,141 @@ def _read(conn: sqlite3.Connection) -> Iterator[None]:
         yield
     finally:
         conn.execute("COMMIT")
+
+
+def _page_bounds(
+    alias: str, conv_id: str, before: int | None, after: int | None, limit: int
+) -> tuple[str, list[Any], bool]:
+    """The WHERE clause and parameters of a history page, and whether it is read newest first (no
+    bound or only ``before``: the page nearest the top)."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    before, after = seq_bound(before), seq_bound(after)
+    where = [f"{alias}conv = ?"]
+    params: list[Any] = [conv_id]
+    if before is not None:
+        where.append(f"{alias}seq < ?")
+        params.append(before)
+    if after is not None:
+        where.append(f"{alias}seq > ?")
+        params.append(after)
+    return " AND ".join(where), params, after is None
+
+
+class _PendingRows:
+    """New entries not inserted yet: inserted together (one executemany) before anything reads them."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._rows: list[tuple[Any, ...]] = []
+        self._refs: list[tuple[str, str, int]] = []
+
+    def add(self, message: Message, attachments: str | None) -> None:
+        self._rows.append(_message_row(message, attachments))
+        self._refs += [(message.conv, media_id, message.seq) for media_id in _media_ids(message.attachments)]
+
+    def flush(self) -> None:
+        if self._rows:
+            self._conn.executemany(_INSERT_MESSAGE, self._rows)
+            self._rows = []
+        if self._refs:
+            self._conn.executemany("INSERT OR IGNORE INTO media_refs (conv, media_id, seq) VALUES (?, ?, ?)",
+                                   self._refs)
+            self._refs = []
+
+
+def _media_ids(attachments: Sequence[Any]) -> list[str]:
+    return [a["media_id"] for a in attachments if isinstance(a, dict) and isinstance(a.get("media_id"), str)]
+
+
+def _target_state(conn: sqlite3.Connection, entry: NewMessage) -> TargetState | None:
+    """The entry a change or reply names, as it stands (None: the log has no such seq)."""
+    seq = entry.target if entry.kind in CHANGE_KINDS else entry.reply_to
+    row = conn.execute(
+        "SELECT kind, sender, ts, erased FROM messages WHERE conv = ? AND seq = ?", (entry.conv, seq)
+    ).fetchone()
+    if row is None:
+        return None
+    kind, sender, ts, erased = row
+    mine: frozenset[str] = frozenset()
+    if entry.kind in (EntryKind.REACT, EntryKind.UNREACT):
+        mine = frozenset(r[0] for r in conn.execute(
+            "SELECT emoji FROM reactions WHERE conv = ? AND seq = ? AND user = ?", (entry.conv, seq, entry.sender)
+        ))
+    return TargetState(kind or EntryKind.MESSAGE, sender, ts, bool(erased), mine)
+
+
+def _apply_change(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:
+    """Fold a stored change into its message's state; a deletion returns the media it erased."""
+    conv, target = entry.conv, entry.target
+    if entry.kind == EntryKind.EDIT:
+        conn.execute(
+            "INSERT INTO message_state (conv, seq, body, edit_seq, edited_at, edit_seqs)"
+            " VALUES (?, ?, ?, ?, ?, json_array(?)) ON CONFLICT (conv, seq) DO UPDATE SET"
+            " body = excluded.body, edit_seq = excluded.edit_seq, edited_at = excluded.edited_at,"
+            " edit_seqs = json_insert(coalesce(edit_seqs, '[]'), '$[#]', excluded.edit_seq)",
+            (conv, target, entry.body, entry.seq, entry.ts, entry.seq),
+        )
+    elif entry.kind == EntryKind.REACT:
+        conn.execute("INSERT INTO reactions (conv, seq, emoji, user, entry_seq) VALUES (?, ?, ?, ?, ?)",
+                     (conv, target, entry.emoji, entry.sender, entry.seq))
+    elif entry.kind == EntryKind.UNREACT:
+        conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ? AND emoji = ? AND user = ?",
+                     (conv, target, entry.emoji, entry.sender))
+    elif entry.kind == EntryKind.DELETE:
+        (attachments,) = conn.execute(
+            "SELECT attachments FROM messages WHERE conv = ? AND seq = ?", (conv, target)
+        ).fetchone()
+        erased = tuple(dict.fromkeys(_media_ids(orjson.loads(attachments)))) if attachments else ()
+        state = conn.execute(
+            "SELECT edit_seqs FROM message_state WHERE conv = ? AND seq = ?", (conv, target)
+        ).fetchone()
+        edits = orjson.loads(state[0]) if state and state[0] else []
+        conn.executemany("UPDATE messages SET body = '', attachments = NULL, erased = 1 WHERE conv = ? AND seq = ?",
+                         [(conv, seq) for seq in (target, *edits)])
+        conn.execute(
+            "INSERT INTO message_state (conv, seq, delete_seq, deleted_by, deleted_at, erased_media)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conv, seq) DO UPDATE SET body = NULL, edit_seq = NULL,"
+            " edited_at = NULL, delete_seq = excluded.delete_seq, deleted_by = excluded.deleted_by,"
+            " deleted_at = excluded.deleted_at, erased_media = excluded.erased_media",
+            (conv, target, entry.seq, entry.sender, entry.ts, orjson.dumps(list(erased)).decode()),
+        )
+        conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ?", (conv, target))
+        conn.execute("DELETE FROM media_refs WHERE conv = ? AND seq = ?", (conv, target))
+        return erased
+    return ()
+
+
+def _erased_media(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:
+    """What a stored deletion erased (to finish erasing after a crash); () for other entries."""
+    if entry.kind != EntryKind.DELETE:
+        return ()
+    row = conn.execute(
+        "SELECT erased_media FROM message_state WHERE conv = ? AND seq = ?", (entry.conv, entry.target)
+    ).fetchone()
+    return tuple(orjson.loads(row[0])) if row and row[0] else ()
+
+
+def _truncate_wal(conn: sqlite3.Connection) -> None:
+    """Move every page to the database file and empty the write-ahead log, so text a deletion
+    overwrote is not left in older log frames. Waits a little for readers; else the next
+    checkpoint does it."""
+    conn.execute(f"PRAGMA busy_timeout = {ERASE_CHECKPOINT_TIMEOUT_MS}")
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.info("write-ahead log busy after a deletion; erased text leaves it at the next checkpoint")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def _index_attachments(conn: sqlite3.Connection) -> None:
+    """A database from before entry kinds: record which of its messages attach which media."""
+    conn.execute(
+        "INSERT OR IGNORE INTO media_refs (conv, media_id, seq)"
+        " SELECT m.conv, json_extract(a.value, '$.media_id'), m.seq FROM messages m, json_each(m.attachments) a"
+        " WHERE m.attachments IS NOT NULL AND json_type(a.value, '$.media_id') = 'text'"
+    )
 
 
 def _user(row: tuple[Any, ...]) -> User:

@@ -10,6 +10,8 @@ sh.enableSharding(dbName);
 // store's own createIndex at start is a no-op. Every unique one starts with its shard key.
 target.getCollection("messages").createIndex({"conv": 1, "seq": 1}, {"name": "conv_seq", "unique": true});
 target.getCollection("messages").createIndex({"conv": 1, "sender": 1, "client_msg_id": 1}, {"name": "conv_sender_client_msg_id", "unique": true});
+target.getCollection("reactions").createIndex({"conv": 1, "seq": 1, "emoji": 1, "user": 1}, {"name": "conv_seq_emoji_user", "unique": true});
+target.getCollection("media_refs").createIndex({"conv": 1, "media_id": 1, "seq": 1}, {"name": "conv_media_seq", "unique": true});
 target.getCollection("markers").createIndex({"user": 1, "conv": 1}, {"name": "user_conv"});
 target.getCollection("markers").createIndex({"conv": 1, "user": 1}, {"name": "conv_user"});
 target.getCollection("conversations").createIndex({"members": 1}, {"name": "members"});
@@ -32,6 +34,10 @@ function shard(collection, key) {
 
 // the message log: every read and write names one conversation, and both unique indexes start with conv, so each conversation's log (and its uniqueness checks) lives on one shard
 shard("messages", {"conv": "hashed"});
+// reactions on messages: read with a page of the conversation's messages, written with its log
+shard("reactions", {"conv": "hashed"});
+// which messages attach which media: written with the log, read when a deletion erases media
+shard("media_refs", {"conv": "hashed"});
 // one document per conversation holding the seq counter (last_seq); each append's $inc names the conversation id, so counter writes spread over all shards
 shard("conversations", {"_id": "hashed"});
 // read state: a user's conversation list reads all its markers at once (the hot read); receipts name user and conv

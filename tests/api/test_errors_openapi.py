@@ -90,7 +90,8 @@ def test_openapi_document_is_generated_and_valid(client: FlaskClient) -> None:
     assert "security" not in paths["/healthz"]["get"] and "security" not in paths["/v1/auth/token"]["post"]
     history = paths["/v1/conversations/{conv}/messages"]["get"]
     params = {p["name"]: p for p in history["parameters"]}
-    assert set(params) == {"conv", "before", "after", "limit"}
+    assert set(params) == {"conv", "before", "after", "limit", "view"}
+    assert params["view"]["schema"]["enum"] == ["entries", "messages"]
     assert params["limit"]["schema"]["maximum"] == 200
     assert history["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"

@@ -91,7 +91,7 @@ def test_walk_forwards_collects_every_seq_once(client: FlaskClient, filled: Stor
         cursor = got[-1]
     assert collected == list(range(1, TOTAL + 1))
     # Caught up: nothing newer, and saying so.
-    assert page(client, f"?after={TOTAL}") == {"messages": [], "has_more": False}
+    assert page(client, f"?after={TOTAL}") == {"messages": [], "has_more": False, "last_seq": TOTAL}
 
 
 def test_page_edges(client: FlaskClient, filled: Store) -> None:
@@ -105,7 +105,7 @@ def test_page_edges(client: FlaskClient, filled: Store) -> None:
 
 def test_empty_conversation(client: FlaskClient, store: Store) -> None:
     response = client.get("/v1/conversations/c2/messages", headers=ALICE)
-    assert response.get_json() == {"messages": [], "has_more": False}
+    assert response.get_json() == {"messages": [], "has_more": False, "last_seq": 0}
 
 
 @pytest.mark.parametrize(
@@ -123,6 +123,8 @@ def test_empty_conversation(client: FlaskClient, store: Store) -> None:
         "?after=-1",
         "?after=x",
         "?befor=10",
+        "?view=poll",
+        "?view=",
     ],
 )
 def test_bad_parameters(client: FlaskClient, filled: Store, query: str) -> None:

@@ -30,13 +30,13 @@ class FlakyStore:
         self.failures = 0
         self._cond = threading.Condition()
 
-    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+    def append(self, batch: Sequence[NewMessage], **options: Any) -> list[AppendResult]:
         if self.failing.is_set():
             with self._cond:
                 self.failures += 1
                 self._cond.notify_all()
             raise StoreError("database is locked (simulated)")
-        return self._store.append(batch)
+        return self._store.append(batch, **options)
 
     def wait_failures(self, count: int, timeout: float = 10) -> None:
         with self._cond:

@@ -31,9 +31,9 @@ class CountingStore:
         self._store = store
         self.batches: list[int] = []
 
-    def append(self, batch: Sequence[NewMessage]) -> list[AppendResult]:
+    def append(self, batch: Sequence[NewMessage], **options: Any) -> list[AppendResult]:
         self.batches.append(len(batch))
-        return self._store.append(batch)
+        return self._store.append(batch, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

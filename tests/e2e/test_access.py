@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.stack import RawClient, Stack
-
-
-@pytest.fixture
-def trio(stack: Stack, unique: Callable[[str], str]) -> tuple[str, str, str, str]:
-    alice, bob, carol, conv = unique("alice"), unique("bob"), unique("carol"), unique("conv")
-    for name in (alice, bob, carol):
-        stack.add_user(name)
-    stack.create_conv(conv, alice, bob)
-    return alice, bob, carol, conv
 
 
 def test_login_needs_valid_credentials(stack: Stack, trio: tuple[str, str, str, str]) -> None:

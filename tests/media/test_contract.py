@@ -82,3 +82,31 @@ def test_empty_file(media: MediaStore) -> None:
     assert info.size == 0 and info.sha256 == hashlib.sha256(b"").hexdigest()
     with media.open(info.id) as stream:
         assert stream.read() == b""
+
+
+def test_unlink_takes_one_conversation_away(media: MediaStore) -> None:
+    info = media.put("alice", io.BytesIO(b"hi"), "text/plain")
+    media.link(info.id, "c1")
+    media.link(info.id, "c2")
+    media.unlink(info.id, "c1")
+    media.unlink(info.id, "c1")  # idempotent
+    media.unlink(info.id, "never-linked")
+    assert media.get(info.id).convs == {"c2"}  # type: ignore[union-attr]
+
+
+def test_delete_erases_bytes_and_metadata(media: MediaStore) -> None:
+    data = PNG + bytes(range(256)) * 1000  # several GridFS chunks
+    info = media.put("alice", io.BytesIO(data), "image/png")
+    other = media.put("alice", io.BytesIO(b"stays"), "text/plain")
+    media.link(info.id, "c1")
+    media.delete(info.id)
+    media.delete(info.id)  # idempotent
+    media.delete("0123456789abcdef0123456789abcdef")
+    media.delete("../../etc/passwd")
+    assert media.get(info.id) is None
+    with pytest.raises(MediaNotFound):
+        media.open(info.id)
+    with pytest.raises(MediaNotFound):
+        media.link(info.id, "c1")
+    with media.open(other.id) as stream:
+        assert stream.read() == b"stays"

@@ -27,13 +27,15 @@ def topics() -> list[str]:
         for user in (ME, "bob", "dave"):
             names += [f"chat/{conv}/{verb}/{user}" for verb in ("send", "typing", "receipt")]
     for user in (ME, "bob", "dave"):
-        names += [f"user/{user}/ack", f"user/{user}/events", f"presence/{user}", f"presence/{user}/phone"]
+        names += [f"user/{user}/ack", f"user/{user}/events", f"presence/{user}", f"presence/{user}/phone",
+                  f"user/{user}/history/request", f"user/{user}/history/response", f"user/{user}/history/other"]
     return [*names, "elsewhere/topic", "user/alice", "chat/c1"]
 
 
 FILTERS = [
     "chat/c1/typing/+", "chat/solo/typing/+", "presence/alice/+", "presence/bob/+", "chat/+/msg",
     "chat/c1/+", "chat/c1/send/+", "chat/c1/#", "user/alice/#", "presence/+", "#", "+/alice/ack",
+    "user/alice/history/+", "user/+/history/response", "user/+/history/request",
 ]
 
 

@@ -35,7 +35,8 @@ _FILTERED = {
 }
 _PASSTHROUGH = {"name", "full_name", "database", "write_concern", "read_preference", "read_concern",
                 "create_index", "list_indexes", "index_information"}
-_STORE_ATTRIBUTES = ("_users", "_convs", "_messages", "_meta", "_markers", "_events", "_history", "_membership_log")
+_STORE_ATTRIBUTES = ("_users", "_convs", "_messages", "_meta", "_markers", "_events", "_history", "_membership_log",
+                     "_reactions", "_media_refs")
 
 
 @dataclass

@@ -42,3 +42,49 @@ def test_losing_a_race_for_a_client_id_returns_the_winner() -> None:
     history = store.history("general").messages
     assert [(m.seq, m.client_msg_id) for m in history] == [(1, "c1"), (2, "c0"), (4, "c2")]  # 3: the gap
     store.close()
+
+
+def test_a_crash_between_a_change_and_its_state_is_repaired_by_the_resend() -> None:
+    """Without a transaction the entry is stored before its message's state is updated. If the
+    bridge dies in between, nothing was acked, the broker redelivers the send, and the duplicate
+    applies the change again: the view ends up as if nothing had happened."""
+    from chatcore.protocol import EntryKind
+    from chatcore.store.base import NewMessage
+
+    store = MongoStore.mongomock("crash-state")
+    seed(store)
+    store.append([msg("general", "alice", "m1", body="v1")])
+    changes = [
+        NewMessage("general", "alice", "e1", "v2", 1, kind=EntryKind.EDIT, target=1),
+        NewMessage("general", "bob", "r1", "👍", 2, kind=EntryKind.REACT, target=1, emoji="👍"),
+    ]
+    real = store._apply_change
+    store._apply_change = lambda entry: (_ for _ in ()).throw(OSError("killed"))  # type: ignore[method-assign]
+    for change in changes:
+        with pytest.raises(OSError):
+            store.append([change])
+    (view,) = store.message_view("general").messages
+    assert view.message.body == "v1" and view.reactions == ()  # entries stored, state not yet
+    store._apply_change = real  # type: ignore[method-assign]
+    assert [r.duplicate for r in store.append(changes)] == [True, True]  # the redelivery
+    (view,) = store.message_view("general").messages
+    assert view.message.body == "v2" and [r.users for r in view.reactions] == [("bob",)]
+    assert [m.seq for m in store.history("general").messages] == [1, 2, 3]
+
+
+def test_a_stale_duplicate_does_not_undo_a_later_change() -> None:
+    """Re-applying on duplicates is safe: the latest operation by seq wins."""
+    from chatcore.protocol import EntryKind
+    from chatcore.store.base import NewMessage
+
+    store = MongoStore.mongomock("stale-dup")
+    seed(store)
+    store.append([msg("general", "alice", "m1", body="v1")])
+    edit1 = NewMessage("general", "alice", "e1", "v2", 1, kind=EntryKind.EDIT, target=1)
+    react = NewMessage("general", "bob", "r1", "👍", 2, kind=EntryKind.REACT, target=1, emoji="👍")
+    store.append([edit1, react])
+    store.append([NewMessage("general", "alice", "e2", "v3", 3, kind=EntryKind.EDIT, target=1),
+                  NewMessage("general", "bob", "u1", "", 4, kind=EntryKind.UNREACT, target=1, emoji="👍")])
+    store.append([edit1, react])
+    (view,) = store.message_view("general").messages
+    assert view.message.body == "v3" and view.reactions == ()

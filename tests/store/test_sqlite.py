@@ -174,3 +174,69 @@ def test_profile_columns_are_added_to_an_older_database(tmp_path: Path) -> None:
     finally:
         store.close()
     SQLiteStore(str(path)).close()  # opening again finds the columns there
+
+
+def _file_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))  # the database, its WAL and SHM
+
+
+def test_a_delete_erases_the_text_from_the_files(tmp_path: Path) -> None:
+    """Not only hidden: the deleted message's text, and its edit's, leave the database file and
+    its write-ahead log (secure_delete zeroes the old bytes; the WAL is checkpointed and truncated)."""
+    from chatcore.protocol import EntryKind
+    from chatcore.store.base import NewMessage
+
+    path = tmp_path / "chatmq.db"
+    store = SQLiteStore(str(path))
+    seed(store)
+    long_body = "x" * 4000 + "SECRET-ORIGINAL-7f3a"  # longer than a page: kept in overflow pages
+    store.append([msg("general", "alice", "m1", body=long_body),
+                  msg("general", "bob", "m2", body="KEEP-THIS-ONE")])
+    store.append([NewMessage("general", "alice", "e1", "SECRET-EDITED-9c1d", 1, kind=EntryKind.EDIT, target=1)])
+    with store._connection() as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything so far is in the main file too
+    assert b"SECRET-ORIGINAL-7f3a" in _file_bytes(path) and b"SECRET-EDITED-9c1d" in _file_bytes(path)
+    (deleted,) = store.append([NewMessage("general", "alice", "d1", "", 2, kind=EntryKind.DELETE, target=1)])
+    assert deleted.refusal is None
+    content = _file_bytes(path)
+    assert b"SECRET-ORIGINAL-7f3a" not in content and b"SECRET-EDITED-9c1d" not in content
+    assert b"KEEP-THIS-ONE" in content
+    store.close()
+
+
+def test_a_database_from_before_entry_kinds_is_upgraded(tmp_path: Path) -> None:
+    """Schema 3 files (messages without kind, target, ...) open, keep their messages and their
+    attachments count for media_attached."""
+    path = tmp_path / "chatmq.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(
+        """
+        CREATE TABLE users (id TEXT PRIMARY KEY, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,
+                            created_at INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT, owner TEXT, created_at INTEGER NOT NULL,
+                                    last_seq INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+        CREATE TABLE messages (conv TEXT NOT NULL REFERENCES conversations(id), seq INTEGER NOT NULL,
+            id TEXT NOT NULL, sender TEXT NOT NULL, client_msg_id TEXT NOT NULL, body TEXT NOT NULL,
+            ts INTEGER NOT NULL, attachments TEXT, PRIMARY KEY (conv, seq), UNIQUE (conv, sender, client_msg_id)
+        ) WITHOUT ROWID;
+        INSERT INTO users VALUES ('alice', 'h', 0, 1);
+        INSERT INTO conversations VALUES ('general', NULL, NULL, 1, 2);
+        INSERT INTO messages VALUES ('general', 1, 'id1', 'alice', 'c1', 'old one', 10, NULL);
+        INSERT INTO messages VALUES ('general', 2, 'id2', 'alice', 'c2', 'with a file', 11,
+            '[{"media_id":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","mime":"text/plain","size":1}]');
+        PRAGMA user_version = 3;
+        """
+    )
+    raw.close()
+    store = SQLiteStore(str(path))
+    assert [m.body for m in store.history("general").messages] == ["old one", "with a file"]
+    assert [v.message.body for v in store.message_view("general").messages] == ["old one", "with a file"]
+    assert store.media_attached("general", "a" * 32)
+    assert store.count_unread("general", "bob", 0) == 2
+    from chatcore.protocol import EntryKind
+    from chatcore.store.base import NewMessage
+
+    (edited,) = store.append([NewMessage("general", "alice", "e1", "new one", 12, kind=EntryKind.EDIT, target=1)])
+    assert edited.message is not None and edited.message.seq == 3
+    assert store.message_view("general").messages[0].message.body == "new one"
+    store.close()

@@ -1,0 +1,84 @@
+"""History pages over MQTT, for devices without an HTTP client.
+
+A device publishes a request on ``user/{me}/history/request`` (only it may); the answer goes to
+``user/{me}/history/response`` (only it may read). The page is the HTTP API's (chatcore.history),
+with the same cursors, limits and access rule: the conversation and its members are read from the
+store for every request, so a removed member is refused at once, as over HTTP. Requests are read
+on their own thread, never on paho's network thread nor the writer's, so a slow read never
+delays a send; each answer is cut to the device's ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+from bridge.outbox import Outbox
+from bridge.worker import BatchWorker
+from chatcore.history import read_page
+from chatcore.protocol import (
+    QOS_HISTORY,
+    HistoryErrorCode,
+    HistoryRequestError,
+    history_page,
+    history_refused,
+    history_response_topic,
+    parse_history_request,
+)
+from chatcore.ratelimit import MessageRate
+from chatcore.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    user: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+class HistoryWorker(BatchWorker[InboundRequest]):
+    def __init__(self, store: Store, outbox: Outbox, *, rate: MessageRate | None = None) -> None:
+        super().__init__("bridge-history")
+        self._store = store
+        self._outbox = outbox
+        self._rate = rate  # per-user request rate (None: unlimited)
+
+    def _handle(self, batch: list[InboundRequest]) -> None:
+        allowed = self._rate.allow([item.user for item in batch]) if self._rate else [True] * len(batch)
+        for item, ok in zip(batch, allowed, strict=True):
+            reply = self._answer(item, ok)
+            self._outbox.publish(history_response_topic(item.user), reply, qos=QOS_HISTORY)
+            self._outbox.ack(item.mid, item.qos)
+
+    def _answer(self, item: InboundRequest, allowed: bool) -> dict[str, object]:
+        try:
+            request = parse_history_request(item.payload)
+        except HistoryRequestError as refusal:
+            return history_refused(refusal)
+        try:
+            if not allowed:
+                raise HistoryRequestError(HistoryErrorCode.RATE_LIMITED, "too many history requests; try later",
+                                          request.id, request.conv)
+            conversation = self._store.get_conversation(request.conv)
+            if conversation is None:
+                raise HistoryRequestError(HistoryErrorCode.NOT_FOUND, f"no conversation {request.conv!r}",
+                                          request.id, request.conv)
+            if item.user not in conversation.members:
+                raise HistoryRequestError(HistoryErrorCode.FORBIDDEN, "not a member of this conversation",
+                                          request.id, request.conv)
+            page = read_page(self._store, conversation, request.view, before=request.before, after=request.after,
+                             limit=request.limit)
+        except HistoryRequestError as refusal:
+            return history_refused(refusal)
+        except Exception as exc:  # the store failed: say so; the device asks again
+            log.warning("history request of %s failed: %s", item.user, exc)
+            return history_refused(HistoryRequestError(HistoryErrorCode.INTERNAL, "could not read the history now",
+                                                       request.id, request.conv))
+        envelope = len(orjson.dumps(history_page(request.id, request.conv, [], False, page.last_seq)))
+        page = page.fit(request.max_bytes - envelope, newest_first=request.after is None)
+        return history_page(request.id, request.conv, page.messages, page.has_more, page.last_seq)
