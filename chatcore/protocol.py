@@ -175,6 +175,7 @@ def parse_topic(topic: str) -> Topic | None:
 class ErrorCode(enum.StrEnum):
     BAD_PAYLOAD = "bad_payload"
     TOO_LARGE = "too_large"
+    EMPTY = "empty"  # no text (empty or only whitespace) and no attachments: nothing to show
     NOT_MEMBER = "not_member"
     UNKNOWN_CONVERSATION = "unknown_conversation"
     SEQ_AHEAD = "seq_ahead"  # a receipt for a seq the conversation does not have yet
@@ -417,6 +418,8 @@ def parse_send(
             f"the payload names conversation {payload.conv!r} but was sent to {conv!r}",
             readable_id,
         )
+    if isinstance(payload, SendPayload) and not payload.body.strip() and not payload.attachments:
+        raise PayloadError(ErrorCode.EMPTY, "a message needs a body or an attachment", readable_id)
     return payload
 
 

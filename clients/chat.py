@@ -493,8 +493,7 @@ class ChatClient:
                 with self._deliver:
                     if self._convs.get(conv) is not seqr:
                         return  # left (or re-joined) meanwhile
-                    for message in messages:
-                        self._dispatch_messages(seqr.offer(message))
+                    self._dispatch_messages(seqr.take_history(after, messages))
                 if not has_more:
                     self._needs_catchup.discard(conv)
                     return

@@ -135,6 +135,8 @@ BAD_PAYLOADS = [
     ("multibyte body too large", ('{"client_msg_id": "m1", "body": "' + "é" * (BODY_LIMIT // 2 + 1) + '"}').encode(),
      "too_large", "m1"),
     ("invalid UTF-8", b'{"client_msg_id": "m1", "body": "\xff\xfe"}', "bad_payload", "m1"),  # id salvaged
+    ("empty body, no attachments", b'{"client_msg_id": "m1", "body": ""}', "empty", "m1"),
+    ("blank body, no attachments", b'{"client_msg_id": "m1", "body": " \\n\\t "}', "empty", "m1"),
 ]  # fmt: skip
 
 
