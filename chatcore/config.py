@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chatcore.protocol import DEFAULT_FANOUT_READ_THRESHOLD, DEFAULT_MAX_BODY_BYTES
+from chatcore.protocol import DEFAULT_FANOUT_READ_THRESHOLD, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PACKET_BYTES
 
 SERVICE_USER = "@bridge"  # '@' is outside the user-id alphabet, so no device can claim it
 ADMIN_USER = "@admin"  # the operator identity of the admin channel (chatmq.control)
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # waiting at most this long for a broker that does not report.
     membership_apply_timeout_s: float = Field(default=2.0, ge=0, description="how long the API waits for brokers")
     # Broker limits and persistent MQTT sessions (kept in Redis so they survive a restart).
-    max_packet_bytes: int = Field(default=64 * 1024, description="largest MQTT packet the broker accepts")
+    max_packet_bytes: int = Field(default=DEFAULT_MAX_PACKET_BYTES, description="largest MQTT packet the broker takes")
     session_queue_limit: int = Field(default=1000, ge=1, description="queued messages kept per offline device session")
     session_queue_bytes: int = Field(default=4 * 1024 * 1024, ge=1, description="queued bytes per device session")
     # The bridge's session has no message limit: what it has not stored waits for it. Past this many

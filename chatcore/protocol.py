@@ -18,6 +18,8 @@ from chatcore.ids import is_valid_id
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_BODY_BYTES = 4096
+# The broker's default largest MQTT packet: a bigger one closes the connection, unacknowledged.
+DEFAULT_MAX_PACKET_BYTES = 64 * 1024
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_ATTACHMENTS = 16
 MAX_ATTACHMENT_NAME_CHARS = 255

@@ -73,12 +73,14 @@ class ChatClient:
         reconnect_delay: tuple[float, float] = (0.5, 30.0),
         ws_path: str = "/mqtt",
         queue_events: bool = True,
+        max_packet_bytes: int = protocol.DEFAULT_MAX_PACKET_BYTES,
     ) -> None:
         if password is None and token is None:
             raise ValueError("a password or a token is needed")
         self.user, self.device = require_id(user, "user"), require_id(device, "device")
         self.host, self.port, self.keepalive = host, port, keepalive
         self.heartbeat_interval = heartbeat_interval
+        self.max_packet_bytes = max_packet_bytes  # the broker's CHATMQ_MAX_PACKET_BYTES
         self.conn = uuid.uuid4().hex  # identifies this connection in presence, so a late will is ignored
         self.events: queue.Queue[Event] = queue.Queue()
         self._queue_events = queue_events
@@ -258,13 +260,27 @@ class ChatClient:
 
         The send is retried (same client_msg_id) across reconnects until an ack arrives, so it is
         stored exactly once. ``attachments`` go on the wire as given (e.g. what POST /v1/media returned).
+        A send whose MQTT packet would exceed ``max_packet_bytes`` is never published (the broker
+        would close the connection without an answer, and every resend would again): its Future
+        resolves at once with a ``rejected`` ack, code ``too_large``, made here.
         """
         require_id(conv, "conversation")
         cmid = client_msg_id or uuid.uuid4().hex
         payload: dict[str, object] = {"client_msg_id": cmid, "body": body}
         if attachments:
             payload["attachments"] = attachments
+        size = _publish_packet_bytes(protocol.send_topic(conv, self.user), orjson.dumps(payload))
+        if size > self.max_packet_bytes:
+            message = f"the send is a {size}-byte MQTT packet; the broker takes at most {self.max_packet_bytes}"
+            return self._refuse_locally(Ack(cmid, conv, "rejected", error={"code": "too_large", "message": message}))
         return self.outbox.add(QueuedSend(cmid, conv, payload, time.time()))
+
+    def _refuse_locally(self, ack: Ack) -> Future[Ack]:
+        refused: Future[Ack] = Future()
+        refused.set_result(ack)
+        for listener in self._ack_listeners:
+            _safely(listener, ack)
+        return refused
 
     def typing(self, conv: str, typing: bool = True) -> None:
         self._mqtt.publish(
@@ -530,3 +546,11 @@ def _safely(listener: Callable[..., None], *args: Any) -> None:
         listener(*args)
     except Exception:
         log.exception("a client listener failed")
+
+
+def _publish_packet_bytes(topic: str, payload: bytes) -> int:
+    """The size of a QoS 1 PUBLISH: fixed header (1 byte + a 1-4 byte remaining length), the
+    topic with its 2-byte length, the 2-byte packet id, the payload."""
+    remaining = 2 + len(topic.encode()) + 2 + len(payload)
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining

@@ -73,6 +73,30 @@ def test_send_resolves_with_received_ack_and_rejects_bad_input(stack: Stack, uni
     assert [m["body"] for m in _stored(stack, alice, conv)] == ["hello"]
 
 
+def test_a_send_over_the_packet_limit_is_refused_by_the_client_and_the_link_stays(
+    stack: Stack, unique: Callable[[str], str]
+) -> None:
+    """A 2 MB send would make the broker close the connection with no answer, and every resend
+    would again: the library refuses it itself, at once, and later sends go through."""
+    alice, bob, conv = _setup(stack, unique)
+    with _client(stack, alice).connect() as a, _client(stack, bob).connect() as b:
+        b.join(conv)
+        drops: list[Any] = []
+        a.on_connection(lambda up, *_: drops.append(up) if not up else None)
+        acks: list[Any] = []
+        a.on_ack(acks.append)
+        refused = a.send(conv, "x" * 2_000_000)
+        assert refused.done()
+        ack = refused.result(0)
+        assert (ack.status, ack.error and ack.error["code"]) == ("rejected", "too_large")
+        assert "at most 65536" in ack.error["message"] and acks == [ack]
+        assert len(a.outbox) == 0
+        assert a.send(conv, "after").result(10).status == "received"
+        assert [m["body"] for m in _messages(b, 1)] == ["after"]
+        assert drops == []  # the connection never dropped
+    assert [m["body"] for m in _stored(stack, alice, conv)] == ["after"]
+
+
 def test_sends_in_flight_survive_a_cut_link_without_loss_or_duplicate(
     stack: Stack, unique: Callable[[str], str]
 ) -> None:
