@@ -33,8 +33,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+HOLE_SENDER = "@bridge"  # chatcore.config.SERVICE_USER: the service identity, no device can claim it
+
+
 def new_message_id() -> str:
     return uuid.uuid4().hex
+
+
+def hole_tombstone(conv: str, seq: int) -> Message:
+    """What a store writes at a seq it reserved and never stored (a writer died in between): an
+    erased entry by the service identity, so the log stays gapless and readers skip it as they skip
+    any erased message."""
+    return Message(conv=conv, seq=seq, id=new_message_id(), sender=HOLE_SENDER, client_msg_id=f"hole-{seq}",
+                   body="", ts=int(time.time() * 1000), erased=True)
 
 
 def encode_attachments(attachments: Sequence[Any]) -> str | None:

@@ -13,12 +13,17 @@ checks, the seq counter, memberships, receipts) reads the primary. Only history 
 ``count_unread``) follow the URL's ``readPreference``/``maxStalenessSeconds`` (default primary),
 always with majority read concern, so a page never shows a message a failover could roll back.
 
-Known gap, stated honestly: MongoDB (without multi-document transactions, which a standalone server
-lacks) cannot make "reserve the range" and "insert the messages" one atomic step. If the process
-dies, or the insert fails, after the ``$inc`` and before the insert, those reserved seqs are never
-used and the log has a hole there. The bridge is the single writer, so this is the only way a gap
-can appear; readers walking history must tolerate it (they page by seq bounds, which does), and
-the messages in the failed batch were never acked, so senders retry and get fresh seqs.
+Holes: MongoDB (without multi-document transactions, which a standalone server lacks) cannot make
+"reserve the range" and "insert the messages" one atomic step. If the process dies, or the insert
+fails, after the ``$inc`` and before the insert, those reserved seqs are never used (the messages
+were never acked: their senders resend and get fresh seqs). The next reservation fills such a hole:
+unless this store itself stored everything up to its new range, it looks up the highest stored seq
+below the range and stores a tombstone at every seq between (``hole_tombstone``: sent by
+``@bridge``, erased, no body), so the log stays gapless for readers and clients. A seq lost to a
+race for the same client id is filled at once the same way. A write still under way in another
+process (only possible when two writers share a conversation) then meets its seq taken and fails
+unacked, its senders resend. In steady state (one writer per conversation) the check costs nothing:
+the store remembers what it stored.
 
 Membership changes are written before the membership version is bumped (two writes, no
 transaction), so a poller that sees the new version always reads the new memberships. The change's
@@ -32,6 +37,7 @@ only move forward even with concurrent writers.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -78,12 +84,15 @@ from chatcore.store.base import (
     ViewPage,
     encode_attachments,
     fold_reactions,
+    hole_tombstone,
     new_message_id,
     now_ms,
     refusal_of,
     seq_bound,
 )
 from chatcore.store.mongo_layout import INDEXES
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "chatmq"
 DURABLE = WriteConcern(w="majority", j=True)
@@ -118,6 +127,7 @@ class MongoStore(Store):
         self._membership_log = collection("membership_log")
         self._reactions = collection("reactions")
         self._media_refs = collection("media_refs")
+        self._stored_upto: dict[str, int] = {}  # conv -> every seq up to this one is stored (by us)
         # History pages may come from a secondary if so configured, but only majority-committed.
         self._history: Collection[Any] = self._messages.with_options(
             read_preference=history_read_preference or ReadPreference.PRIMARY,
@@ -404,10 +414,7 @@ class MongoStore(Store):
 
         docs: list[dict[str, Any]] = []
         for conv, indexes in fresh.items():
-            counter = self._convs.find_one_and_update(
-                {"_id": conv}, {"$inc": {"last_seq": len(indexes)}}, return_document=ReturnDocument.AFTER
-            )
-            first_seq = counter["last_seq"] - len(indexes) + 1
+            first_seq = self._reserve(conv, len(indexes))
             for offset, index in enumerate(indexes):
                 message = _new_entry(batch[index], first_seq + offset, encoded[index])
                 results[index] = AppendResult(message=message, duplicate=False)
@@ -415,6 +422,7 @@ class MongoStore(Store):
         for raced in self._insert(docs):  # another writer stored the same client id first
             index = first_of[raced.key]
             results[index] = AppendResult(message=raced.original, duplicate=True)
+        self._note_stored(docs)
         self._add_media_refs([r.message for r in (results[i] for i in run) if r and r.message and not r.duplicate])
 
         for index in run:  # later repeats inside the run resolve to the first
@@ -438,11 +446,11 @@ class MongoStore(Store):
         refusal = refusal_of(item, self._target_state(item), last_seq, owner, edit_window_ms)
         if refusal is not None:
             return AppendResult(None, duplicate=False, refusal=refusal)
-        counter = self._convs.find_one_and_update(
-            {"_id": item.conv}, {"$inc": {"last_seq": 1}}, return_document=ReturnDocument.AFTER
-        )
-        message = _new_entry(item, int(counter["last_seq"]), attachments)
-        for raced in self._insert([_message_doc(message)]):
+        message = _new_entry(item, self._reserve(item.conv, 1), attachments)
+        docs = [_message_doc(message)]
+        raced_entries = self._insert(docs)
+        self._note_stored(docs)
+        for raced in raced_entries:
             return AppendResult(raced.original, duplicate=True, erased_media=self._reapply(raced.original))
         self._add_media_refs([message])
         return AppendResult(message, duplicate=False, erased_media=self._apply_change(message))
@@ -543,9 +551,41 @@ class MongoStore(Store):
                 originals[(message.conv, message.sender, message.client_msg_id)] = message
         return originals
 
+    def _reserve(self, conv: str, count: int) -> int:
+        """Reserve ``count`` seqs of ``conv``; returns the first. A hole just below them (a previous
+        writer reserved and never stored) is filled with tombstones first."""
+        counter = self._convs.find_one_and_update(
+            {"_id": conv}, {"$inc": {"last_seq": count}}, return_document=ReturnDocument.AFTER
+        )
+        first = int(counter["last_seq"]) - count + 1
+        if self._stored_upto.get(conv) != first - 1:
+            below = self._messages.find_one({"conv": conv, "seq": {"$lt": first}}, {"seq": 1},
+                                            sort=[("seq", DESCENDING)])  # fmt: skip
+            self._fill_hole(conv, range(int(below["seq"]) + 1 if below else 1, first))
+        return first
+
+    def _fill_hole(self, conv: str, seqs: range) -> None:
+        if not seqs:
+            return
+        log.warning("conversation %s: seqs %d..%d were reserved and never stored; filling them with tombstones",
+                    conv, seqs[0], seqs[-1])  # fmt: skip
+        docs = [_message_doc(hole_tombstone(conv, seq)) | {"erased": True} for seq in seqs]
+        try:
+            self._messages.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:  # a late write (or another filler) took some of them: theirs stand
+            if any(error.get("code") != _DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
+
+    def _note_stored(self, docs: list[dict[str, Any]]) -> None:
+        """After a successful insert: every seq of these ranges is stored (a raced seq is filled)."""
+        for doc in docs:
+            conv, seq = doc["conv"], int(doc["seq"])
+            if self._stored_upto.get(conv, seq - 1) >= seq - 1:
+                self._stored_upto[conv] = max(seq, self._stored_upto.get(conv, 0))
+
     def _insert(self, docs: list[dict[str, Any]]) -> list[_Raced]:
         """insert_many, resolving a client id that a concurrent writer stored first; such a message's
-        reserved seq stays unused (a gap) rather than being acked twice."""
+        reserved seq gets a tombstone rather than its message being acked twice."""
         raced: list[_Raced] = []
         while docs:
             try:
@@ -563,6 +603,7 @@ class MongoStore(Store):
                 if original is None:  # the (conv, seq) index fired: the counter is broken, stop
                     raise
                 raced.append(_Raced(key, _message(original)))
+                self._fill_hole(key[0], range(int(failed["seq"]), int(failed["seq"]) + 1))
                 docs = docs[errors[0]["index"] + 1 :]
         return raced
 

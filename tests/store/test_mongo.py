@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pymongo.errors import PyMongoError
 
 from chatcore.netutil import free_port
 from chatcore.store import open_store
+from chatcore.store.base import Store
 from chatcore.store.mongo import DURABLE, MongoStore
 from tests.store.helpers import msg, seed
 
@@ -40,8 +43,55 @@ def test_losing_a_race_for_a_client_id_returns_the_winner() -> None:
     assert [(r.message.seq, r.duplicate) for r in results] == [(2, False), (1, True), (4, False), (1, True)]
     assert results[1].message == winner
     history = store.history("general").messages
-    assert [(m.seq, m.client_msg_id) for m in history] == [(1, "c1"), (2, "c0"), (4, "c2")]  # 3: the gap
+    # 3 was reserved for the loser: a tombstone keeps the log gapless
+    assert [(m.seq, m.client_msg_id) for m in history] == [(1, "c1"), (2, "c0"), (3, "hole-3"), (4, "c2")]
+    assert (history[2].sender, history[2].erased, history[2].body) == ("@bridge", True, "")
     store.close()
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_before_the_insert(store: MongoStore) -> Callable[[], None]:
+    """Make the next insert fail as a process dying after the seq reservation would; returns undo."""
+    collection = store._messages
+    real = collection.insert_many
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise _Crash
+
+    collection.insert_many = crash  # type: ignore[method-assign]
+
+    def undo() -> None:
+        collection.insert_many = real  # type: ignore[method-assign]
+
+    return undo
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["same-writer", "new-process"])
+def test_seqs_reserved_and_never_stored_become_tombstones(store: Store, restarted: bool) -> None:
+    """A writer dies between reserving seqs 2..3 and storing their messages (never acked). The
+    next writer, the same store or a restarted process, fills 2..3 with tombstones before its own
+    message: the log stays gapless and a client's strict sequencer never waits for 2 forever.
+    (mongomock, and a real MongoDB when CHATMQ_TEST_MONGO_URL is set; SQLite reserves and inserts
+    in one transaction, so it has no such hole.)"""
+    if not isinstance(store, MongoStore):
+        pytest.skip("SQLite reserves and stores a seq in one transaction")
+    seed(store)
+    store.append([msg("general", "alice", "m1")])
+    undo = _crash_before_the_insert(store)
+    with pytest.raises(_Crash):
+        store.append([msg("general", "alice", "m2"), msg("general", "bob", "m3")])
+    undo()
+    writer = MongoStore(store._db) if restarted else store
+    result = writer.append([msg("general", "alice", "m2")])[0]  # the sender's resend
+    assert (result.message.seq, result.duplicate) == (4, False)
+    history = writer.history("general").messages
+    assert [(m.seq, m.client_msg_id, m.erased) for m in history] == [
+        (1, "m1", False), (2, "hole-2", True), (3, "hole-3", True), (4, "m2", False)]
+    assert writer.append([msg("general", "bob", "m5")])[0].message.seq == 5
+    assert [m.seq for m in writer.history("general").messages] == [1, 2, 3, 4, 5]
 
 
 def test_a_crash_between_a_change_and_its_state_is_repaired_by_the_resend() -> None:
