@@ -14,6 +14,7 @@ SQLite connection ever crosses a fork.
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,7 @@ from api.front import BufferedFront
 from api.media import MULTIPART_SLACK
 from chatcore import logs
 from chatcore.config import Settings
+from chatcore.parentdeath import end_with_parent
 
 log = logging.getLogger("chatmq.api")
 
@@ -55,8 +57,10 @@ def max_body_bytes(settings: Settings) -> int:
     return max(MAX_REQUEST_BYTES, settings.media_max_bytes + MULTIPART_SLACK)
 
 
-def build_front(settings: Settings, _target: str = "") -> BufferedFront:
-    """Runs in each worker after the fork: logging, then the app behind its buffering front."""
+def build_front(settings: Settings, main_pid: int, _target: str = "") -> BufferedFront:
+    """Runs in each worker after the fork: it ends with the main process (even a SIGKILLed one),
+    logging, then the app behind its buffering front."""
+    end_with_parent(main_pid)
     logs.configure(settings.log_level, settings.log_format, settings.log_levels)
     return BufferedFront(create_app(settings), threads=THREADS_PER_WORKER, max_body_bytes=max_body_bytes(settings),
                          body_grace_s=settings.http_read_timeout_s)
@@ -87,7 +91,7 @@ def run(settings: Settings) -> None:
     server = Server("chatmq-api", **options)
     url = f"http://{bind_address(settings.host, settings.http_port)}"
     server.on_startup(lambda: log.info("api listening on %s", url))
-    server.serve(target_loader=partial(build_front, settings))
+    server.serve(target_loader=partial(build_front, settings, os.getpid()))
 
 
 __all__ = ["bind_address", "run"]

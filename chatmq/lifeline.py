@@ -4,7 +4,7 @@ Two mechanisms, both enforced by the kernel rather than by the supervisor stayin
 
 - Every child asks for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux), so a
   kill -9 of ``chatmq up`` stops the broker, bridge and API through their own clean shutdown, as
-  Ctrl-C does. (gunicorn's workers already end with their master.)
+  Ctrl-C does. (The API's own workers end with its main process: chatcore/parentdeath.py.)
 - The private redis-server must outlive them: the broker writes its sessions to Redis as it stops.
   It runs under a keeper (``python -m chatmq.lifeline``) that holds the read end of a pipe whose
   write end the supervisor and every other child hold. The kernel reports EOF on that pipe once all

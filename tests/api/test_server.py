@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -79,3 +81,31 @@ def test_server_serves_and_stops_on_sigterm(
     assert f"api listening on http://127.0.0.1:{port}" in output
     assert "Traceback" not in output, output
     assert not wait_for_port("127.0.0.1", port, timeout=0.2)
+
+
+def test_workers_end_when_the_main_process_is_killed(data_dir: Path, redis_url: str) -> None:
+    """SIGKILL of the server's main process (it cannot pass anything on) still ends its workers:
+    no orphan keeps serving, holding the port or the data dir's lock."""
+    import psutil
+
+    port = free_port()
+    env = api_env(data_dir, port, redis_url, CHATMQ_API_WORKERS="2")
+    workers: list[psutil.Process] = []
+    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert wait_for_port("127.0.0.1", port, timeout=20), "api did not start listening"
+        deadline = time.monotonic() + 20
+        while len(workers := psutil.Process(proc.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"workers outlived their main process: {[w.pid for w in alive]}"
+        assert not wait_for_port("127.0.0.1", port, timeout=0.2)
+    finally:
+        for leftover in [proc, *workers]:  # even when the test failed: no orphan outlives it
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                leftover.kill()
+        proc.wait()
