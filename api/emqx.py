@@ -122,7 +122,8 @@ def authz() -> Response:
     user = fields["username"]
     # '@' is outside the user-id alphabet: only authn's token check lets anyone log in as these.
     identity = Identity(user=user, is_service=user == SERVICE_USER, is_admin=user == ADMIN_USER)
-    allowed = authorize(identity, _ACTIONS[fields["action"]], fields["topic"], _membership())
+    allowed = authorize(identity, _ACTIONS[fields["action"]], fields["topic"], _membership(),
+                        open_outside=get_context().settings.allow_anonymous)
     return _result("allow" if allowed else "deny")
 
 

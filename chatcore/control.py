@@ -19,6 +19,7 @@ RESPONSE_PREFIX = CONTROL_PREFIX + "response/"
 RESPONSE_FILTER = RESPONSE_PREFIX + "+"
 # The bridge's fence (chatcore.membershipsync): {"version": V}, on the bridge's own connection.
 MEMBERSHIP_TOPIC = CONTROL_PREFIX + "membership"
+MAX_REQUEST_ID_CHARS = 64
 
 
 class Command(enum.StrEnum):
@@ -41,12 +42,10 @@ def response_topic(request_id: str) -> str:
     return RESPONSE_PREFIX + request_id
 
 
-def is_control_response(topic: str) -> bool:
-    """The response topics (or their one-level filter): all an admin may subscribe to."""
-    if not topic.startswith(RESPONSE_PREFIX):
-        return False
-    rest = topic[len(RESPONSE_PREFIX):]
-    return bool(rest) and "/" not in rest and "#" not in rest and (rest == "+" or "+" not in rest)
+def is_request_id(value: str) -> bool:
+    """A request id the admin may choose: 1 to 64 characters, none of them '/', '+' or '#' (it is
+    the last level of its response topic)."""
+    return 0 < len(value) <= MAX_REQUEST_ID_CHARS and not any(c in value for c in "/+#")
 
 
 def encode_request(request_id: str, command: Command, args: dict[str, Any] | None = None) -> bytes:
@@ -61,8 +60,7 @@ def parse_request(payload: bytes) -> tuple[str, Command, dict[str, Any]]:
     if not isinstance(data, dict):
         raise ControlError("bad_request", "a request is a JSON object")
     request_id, command, args = data.get("id"), data.get("command"), data.get("args", {})
-    if not isinstance(request_id, str) or not request_id or "/" in request_id or "+" in request_id \
-            or "#" in request_id or len(request_id) > 64:
+    if not isinstance(request_id, str) or not is_request_id(request_id):
         raise ControlError("bad_request", "id must be a short string without '/', '+' or '#'")
     if not isinstance(args, dict):
         raise ControlError("bad_request", "args must be an object")

@@ -2,8 +2,8 @@
 
 Device developers build from the document, the server from chatcore.protocol and chatcore.access:
 every topic, QoS, error code, limit and setting the document names is checked against the code,
-its JSON examples are run through the real parsers and builders, and its access examples through
-authorize().
+its JSON examples are run through the real parsers and builders, its access tables are the rule
+table's own rows (chatcore.access.describe) and its access examples are run through authorize().
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from api.errors import CODES
 from chatcore import protocol
-from chatcore.access import Action, Identity, Membership, authorize
+from chatcore.access import Action, Identity, Membership, authorize, describe
 from chatcore.config import SERVICE_USER, Settings
 from chatcore.ids import is_valid_id
 from chatcore.store.base import Change, Message, MessageView, Reactions
@@ -306,6 +306,21 @@ class _Memberships(Membership):
 
     def shares_conversation(self, user: str, other: str) -> bool:
         return any(user in members and other in members for members in self._convs.values())
+
+
+# The docs' access tables: their marker, the action and whether topics nobody may use are listed.
+ACCESS_TABLES = (
+    ("publish", Action.PUBLISH, False), ("subscribe", Action.SUBSCRIBE, False), ("will", Action.WILL, True),
+)
+
+
+@pytest.mark.parametrize(("marker", "action", "granted_only"), ACCESS_TABLES)
+def test_access_tables_are_the_rule_table(doc: str, marker: str, action: Action, granted_only: bool) -> None:
+    match = re.search(rf"<!-- access-rules:{marker} -->\n(.*?)<!-- access-rules:end -->", doc, re.S)
+    assert match, f"docs/protocol.md has no access-rules:{marker} table"
+    expected = "\n".join(f"| {topic} | {who} |" for topic, who in describe(action, granted_only=granted_only))
+    documented = "\n".join(line for line in match[1].splitlines()[2:])
+    assert documented == expected, f"the {marker} table should read (from chatcore.access.RULES):\n{expected}"
 
 
 def _access_examples(doc: str) -> list[list[str]]:

@@ -10,7 +10,7 @@ again (docs/brokers.md).
 from __future__ import annotations
 
 from adapters.mosquitto.control import DynsecClient, DynsecError
-from adapters.mosquitto.rules import MANAGED, user_role
+from adapters.mosquitto.roles import MANAGED, user_role
 
 
 def push_password(url: str, user: str, password: str) -> None:

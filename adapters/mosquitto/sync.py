@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from adapters.mosquitto.control import DynsecClient, DynsecError
-from adapters.mosquitto.rules import (
+from adapters.mosquitto.roles import (
     DEFAULT_ACL_ACCESS,
     MANAGED,
     ROLE_PREFIX,

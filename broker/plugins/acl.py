@@ -1,4 +1,5 @@
-"""Access control: every SUBSCRIBE, PUBLISH and delivery (RECEIVE) goes through chatcore.access.
+"""Access control: every SUBSCRIBE, PUBLISH and delivery (RECEIVE) is decided by
+chatcore.access.authorize (the rule table), nothing else.
 
 The RECEIVE check is what makes a membership change bite on existing subscriptions: a user removed
 from a conversation keeps the subscription amqtt already granted but stops receiving through it
@@ -15,7 +16,7 @@ from amqtt.plugins.base import BaseTopicPlugin
 from amqtt.session import Session
 
 from broker.services import BrokerServices, session_identity
-from chatcore.access import Action, Identity, authorize, in_namespace
+from chatcore.access import Action, Identity, authorize
 
 _CACHE_MAX = 100_000  # (identity, action, topic) answers; cleared when full
 _ACTIONS = {
@@ -33,10 +34,14 @@ class ChatAclPlugin(BaseTopicPlugin):
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         self.services: BrokerServices = self.config.services
-        self._cache: dict[tuple[Identity, Action, str], bool] = {}
+        self._cache: dict[tuple[Identity | None, Action, str], bool] = {}
         self._cache_version: object = None
 
-    def _allowed(self, identity: Identity, action: Action, topic: str) -> bool:
+    def _authorize(self, identity: Identity | None, action: Action, topic: str) -> bool:
+        return authorize(identity, action, topic, self.services.membership,
+                         open_outside=self.services.allow_anonymous)
+
+    def _allowed(self, identity: Identity | None, action: Action, topic: str) -> bool:
         """RECEIVE runs once per recipient per message and PUBLISH once per message: their answers
         are remembered until the membership view changes. ``authorize`` depends on nothing else
         (identity, action, topic, memberships), so a removed member is cut at the same moment as
@@ -44,14 +49,14 @@ class ChatAclPlugin(BaseTopicPlugin):
         membership = self.services.membership
         version = getattr(membership, "version", None)
         if version is None:
-            return authorize(identity, action, topic, membership)
+            return self._authorize(identity, action, topic)
         if version != self._cache_version or len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
             self._cache_version = version
         key = (identity, action, topic)
         allowed = self._cache.get(key)
         if allowed is None:
-            allowed = self._cache[key] = authorize(identity, action, topic, membership)
+            allowed = self._cache[key] = self._authorize(identity, action, topic)
         return allowed
 
     async def topic_filtering(
@@ -60,31 +65,19 @@ class ChatAclPlugin(BaseTopicPlugin):
         """Always a bool: amqtt 0.12 treats None as a denial anyway, so be explicit."""
         if session is None or topic is None or action is None:
             return False
-        identity = session_identity(session.attributes)
+        identity = session_identity(session.attributes)  # None: an anonymous client
         ours = _ACTIONS.get(action)
         if ours is None:
-            return False
-        if self.services.allow_anonymous and _open_topic(ours, topic):
-            return True
-        if identity is None:
             return False
         if ours is Action.RECEIVE:
             return self._allowed(identity, ours, topic)  # in memory; the poller keeps the view fresh
         if ours is Action.PUBLISH and self._allowed(identity, ours, topic):
             return True
-        if ours is Action.SUBSCRIBE and authorize(identity, ours, topic, self.services.membership):
+        if ours is Action.SUBSCRIBE and self._authorize(identity, ours, topic):
             return True
+        if identity is None:
+            return False
         # A SUBSCRIBE or PUBLISH denial is rare: confirm it against the store's current memberships.
         await self.services.confirm_membership()
-        return authorize(identity, ours, topic, self.services.membership)
+        return self._authorize(identity, ours, topic)
 
-
-def _open_topic(action: Action, topic: str) -> bool:
-    """With allow_anonymous, topics outside the chat namespaces are plain MQTT for everyone.
-
-    A filter starting with a wildcard is granted too: it can only ever receive topics that pass
-    the per-delivery RECEIVE check, and chat topics do not.
-    """
-    if action is Action.SUBSCRIBE:
-        return not in_namespace(topic) or topic.split("/", 1)[0] in ("+", "#")
-    return not in_namespace(topic)

@@ -2,7 +2,8 @@
 
 Devices log in with their user id and a password or API token; the bridge logs in as the service
 identity with a service token. amqtt publishes a last will without any topic check, so the will is
-checked here, at CONNECT: a device may only leave ``presence/{self}/{device}`` (its offline notice).
+checked here, at CONNECT, by the rule table (``Action.WILL``: a device may only leave
+``presence/{self}/{device}``, its offline notice).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
 from broker.services import ANONYMOUS_KEY, IDENTITY_KEY, BrokerServices
-from chatcore.access import Identity, in_namespace
+from chatcore.access import Action, Identity, authorize
 from chatcore.auth import looks_like_token
 from chatcore.logins import log_in
-from chatcore.protocol import TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,6 @@ PASSWORD_WORKERS = max(1, min(4, os.cpu_count() or 1))
 # wider pool, so a reconnect storm is not capped by the default executor's min(32, cores + 4)
 # threads (6 here) that the rest of the broker shares.
 LOGIN_WORKERS = 16
-
-
-def will_allowed(identity: Identity, will_topic: str | None) -> bool:
-    if identity.is_service:
-        return True
-    parsed = parse_topic(will_topic or "")
-    return parsed is not None and parsed.kind is TopicKind.DEVICE_PRESENCE and parsed.user == identity.user
 
 
 class ChatAuthPlugin(BaseAuthPlugin):
@@ -63,6 +56,10 @@ class ChatAuthPlugin(BaseAuthPlugin):
         login = log_in(self.services.authenticator, self.services.throttle, username, password, address)
         return RATE_LIMITED if login.rate_limited else login.identity
 
+    def _will_allowed(self, identity: Identity | None, will_topic: str | None) -> bool:
+        return authorize(identity, Action.WILL, will_topic or "", self.services.membership,
+                         open_outside=self.services.allow_anonymous)
+
     async def authenticate(self, *, session: Session) -> bool:
         # A persistent session is reused across connections: never let a previous login's
         # identity survive a failed one.
@@ -78,10 +75,9 @@ class ChatAuthPlugin(BaseAuthPlugin):
         ):
             log.warning("refused connection (too many from this address; rate limited): %s", where)
             return False
-        anonymous_ok = self.services.allow_anonymous
-        if anonymous_ok and not session.username and not session.password:
-            if session.will_flag and in_namespace(session.will_topic or ""):
-                log.warning("refused anonymous login (will topic %r is a chat topic): %s", session.will_topic, where)
+        if self.services.allow_anonymous and not session.username and not session.password:
+            if session.will_flag and not self._will_allowed(None, session.will_topic):
+                log.warning("refused anonymous login (will topic %r not allowed): %s", session.will_topic, where)
                 return False
             session.attributes[ANONYMOUS_KEY] = True
             return True
@@ -102,11 +98,7 @@ class ChatAuthPlugin(BaseAuthPlugin):
             reason = "no credentials" if not session.username or not session.password else "bad credentials"
             log.warning("refused login (%s): %s", reason, where)
             return False
-        if (
-            session.will_flag
-            and not will_allowed(identity, session.will_topic)
-            and not (anonymous_ok and not in_namespace(session.will_topic or ""))
-        ):
+        if session.will_flag and not self._will_allowed(identity, session.will_topic):
             log.warning("refused login (will topic %r not allowed): %s", session.will_topic, where)
             return False
         session.attributes[IDENTITY_KEY] = identity

@@ -13,11 +13,12 @@ from chatcore.access import Action, Identity, Membership, authorize
 from chatcore.auth import Authenticator, hash_password, issue_token, token_claims
 from chatcore.config import ADMIN_USER
 from chatcore.control import (
+    REQUEST_TOPIC,
     RESPONSE_FILTER,
     Command,
     ControlError,
     encode_request,
-    is_control_response,
+    is_request_id,
     parse_request,
     response_topic,
 )
@@ -46,9 +47,12 @@ def test_requests_round_trip_and_bad_ones_are_named() -> None:
         assert info.value.code == code, payload
 
 
-def test_the_admin_may_only_read_its_responses() -> None:
+def test_the_admin_may_only_read_its_responses_and_send_requests() -> None:
     admin, members = Identity(ADMIN_USER, is_admin=True), _NoMembers()
-    assert is_control_response(RESPONSE_FILTER) and is_control_response(response_topic("abc"))
+    assert is_request_id("abc") and is_request_id("x" * 64)
+    assert not any(is_request_id(bad) for bad in ("", "a/b", "+", "a#", "x" * 65))
+    assert authorize(admin, Action.PUBLISH, REQUEST_TOPIC, members)
+    assert not authorize(Identity("alice"), Action.PUBLISH, REQUEST_TOPIC, members)
     assert authorize(admin, Action.SUBSCRIBE, RESPONSE_FILTER, members)
     assert authorize(admin, Action.RECEIVE, response_topic("abc"), members)
     for topic in ("$CONTROL/#", "$CONTROL/chatmq/v1/response/#", "chat/c/msg", "#", "user/alice/ack"):

@@ -1,11 +1,14 @@
-"""chatcore.access's rules, written out as Mosquitto dynamic-security roles and ACLs.
+"""chatcore.access's rule table as Mosquitto dynamic-security roles: one role per user.
 
-Mosquitto cannot call Python, so the sync turns the one authorization function's rules into
-concrete ACLs per user: one role per user listing the topics of the conversations it belongs to,
-its own ack/events/presence/history topics and the presence of the users it shares a conversation
-with.
-The default ACL access denies everything else. tests/mosquitto_broker checks, against a live
-Mosquitto, that it answers exactly as ``chatcore.access.authorize`` does.
+Mosquitto cannot call Python, so the sync gives each user a role with an ACL for every grant the
+table derives for it (``chatcore.access.grants``: the topics of its conversations, its own
+ack/events/presence/history topics, the presence of the users it shares a conversation with).
+The default ACL access denies everything else. tests/mosquitto_broker/test_rules_parity.py checks,
+against a live Mosquitto, that it answers the table's cases as ``chatcore.access.authorize`` does.
+
+What ACLs cannot say: a last will is checked by Mosquitto against the publish ACLs, so a device
+may leave a will on any topic it may publish (the table allows only ``presence/{me}/{device}``);
+``+`` in an ACL matches any level, valid id or not.
 """
 
 from __future__ import annotations
@@ -14,20 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from chatcore.access import Action, grants
 from chatcore.config import SERVICE_USER
-from chatcore.protocol import (
-    ack_topic,
-    device_presence_topic,
-    events_topic,
-    history_request_topic,
-    history_response_topic,
-    msg_topic,
-    presence_topic,
-    receipt_topic,
-    receipts_topic,
-    send_topic,
-    typing_topic,
-)
 from chatcore.store.base import User
 
 MANAGED = "chatmq"  # the textname of every client the sync owns (it deletes only those)
@@ -75,39 +66,16 @@ def user_role(user: str) -> str:
 SERVICE_ACLS = frozenset({Acl(SEND, "#"), Acl(RECEIVE, "#"), Acl(SUB_PATTERN, "#")})
 
 
-def _readable(acl_topics: Iterable[tuple[str, str]]) -> set[Acl]:
-    """A topic a user may read is one it may subscribe to and have delivered."""
-    acls: set[Acl] = set()
-    for sub_type, topic in acl_topics:
-        acls.add(Acl(sub_type, topic))
-        acls.add(Acl(RECEIVE, topic))
-    return acls
-
-
 def user_acls(user: str, convs: Iterable[str], peers: Iterable[str]) -> frozenset[Acl]:
-    """What ``authorize`` allows ``user``, given its conversations and the users it shares one with.
-
-    Wildcards: ``+`` in an ACL matches any level, valid id or not; devices are only ever granted
-    ``+`` where the rule itself has one (``chat/{conv}/typing/+`` and ``presence/{user}/+``).
-    """
-    acls = _readable([
-        (SUB_LITERAL, ack_topic(user)),
-        (SUB_LITERAL, events_topic(user)),
-        (SUB_LITERAL, presence_topic(user)),
-        (SUB_LITERAL, history_response_topic(user)),
-        (SUB_PATTERN, device_presence_topic(user, "+")),
-    ])
-    acls |= {Acl(SEND, device_presence_topic(user, "+")), Acl(SEND, history_request_topic(user))}
-    for conv in convs:
-        acls |= _readable([
-            (SUB_LITERAL, msg_topic(conv)),
-            (SUB_LITERAL, receipts_topic(conv)),
-            (SUB_PATTERN, typing_topic(conv, "+")),
-        ])
-        acls |= {Acl(SEND, send_topic(conv, user)), Acl(SEND, typing_topic(conv, user)),
-                 Acl(SEND, receipt_topic(conv, user))}
-    for peer in peers:
-        acls |= _readable([(SUB_LITERAL, presence_topic(peer))])
+    """The table's grants for ``user`` as ACLs; a will needs no ACL of its own (see above)."""
+    acls: set[Acl] = set()
+    for grant in grants(user, convs, peers):
+        if grant.action is Action.PUBLISH:
+            acls.add(Acl(SEND, grant.topic))
+        elif grant.action is Action.RECEIVE:
+            acls.add(Acl(RECEIVE, grant.topic))
+        elif grant.action is Action.SUBSCRIBE:
+            acls.add(Acl(SUB_PATTERN if "+" in grant.topic else SUB_LITERAL, grant.topic))
     return frozenset(acls)
 
 
