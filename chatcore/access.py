@@ -19,6 +19,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatcore import control
 from chatcore.ids import is_valid_id
@@ -110,14 +111,19 @@ class TopicRule:
     will: Who = Who.NOBODY
     wildcard: str | None = None
     levels: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # Per level: (None, the literal) or (the placeholder's name, its check).
+    slots: tuple[tuple[str | None, Any], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         levels = tuple(self.template.split("/"))
         object.__setattr__(self, "levels", levels)
+        slots = []
         for level in levels:
             name = _placeholder(level)
             if name is not None and name not in _LEVEL_CHECKS:
                 raise ValueError(f"{self.template}: unknown placeholder {level}")
+            slots.append((None, level) if name is None else (name, _LEVEL_CHECKS[name]))
+        object.__setattr__(self, "slots", tuple(slots))
         if self.wildcard is not None and (levels[-1] != "{" + self.wildcard + "}" or self.wildcard in self.read.binds):
             raise ValueError(f"{self.template}: the wildcard must be the last level, unnamed by the read rule")
 
@@ -126,16 +132,14 @@ class TopicRule:
         when ``wildcard``), else None."""
         if len(levels) != len(self.levels):
             return None
+        if wildcard and levels[-1] == "+" and self.wildcard is not None:
+            levels = levels[:-1]
         values: dict[str, str] = {}
-        last = len(levels) - 1
-        for index, (pattern, level) in enumerate(zip(self.levels, levels, strict=True)):
-            name = _placeholder(pattern)
+        for (name, literal_or_check), level in zip(self.slots, levels):  # noqa: B905 - levels may be one short
             if name is None:
-                if level != pattern:
+                if level != literal_or_check:
                     return None
-            elif wildcard and index == last and name == self.wildcard and level == "+":
-                continue
-            elif _LEVEL_CHECKS[name](level):
+            elif literal_or_check(level):
                 values[name] = level
             else:
                 return None

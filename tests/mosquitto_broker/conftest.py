@@ -16,12 +16,9 @@ from bridge.service import Bridge
 from chatcore.auth import hash_password
 from chatcore.config import Settings
 from chatcore.store import Store, open_store
+from tests.access_cases import PASSWORD, USERS, seed
 from tests.mosquitto_broker.dynsec import DynsecMosquitto
 from tests.stack import RawClient
-
-PASSWORD = "device-pw-1"
-USERS = ("alice", "bob", "carol", "dave")
-CONVERSATIONS = {"c1": ("alice", "bob", "carol"), "c2": ("alice", "bob"), "solo": ("dave",)}
 
 
 @pytest.fixture
@@ -43,11 +40,7 @@ def settings(data_dir: Path, mosquitto: DynsecMosquitto, redis_url: str) -> Sett
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
     store = open_store(settings.resolved_store_url)
-    digest = hash_password(PASSWORD)
-    for user in USERS:
-        store.create_user(user, digest)
-    for conv, members in CONVERSATIONS.items():
-        store.create_conversation(conv, members)
+    seed(store, hash_password(PASSWORD))
     yield store
     store.close()
 
