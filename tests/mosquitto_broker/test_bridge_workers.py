@@ -16,7 +16,7 @@ from chatcore.config import Settings
 from chatcore.leases import lease_holder
 from chatcore.partitions import owner_of
 from chatcore.store import Store
-from tests.mosquitto_broker.conftest import CONVERSATIONS
+from tests.access_cases import CONVERSATIONS
 from tests.mosquitto_broker.test_end_to_end import send, wait_until
 from tests.stack import RawClient
 

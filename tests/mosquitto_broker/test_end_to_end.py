@@ -16,7 +16,7 @@ from bridge.service import Bridge
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER, Settings
 from chatcore.store import Store
-from tests.mosquitto_broker.conftest import PASSWORD
+from tests.access_cases import PASSWORD
 from tests.stack import RawClient
 
 pytestmark = pytest.mark.timeout(60)
