@@ -1,0 +1,203 @@
+// ChatClient: what a page uses. It talks to the browser's one ChatEngine in the SharedWorker
+// (worker.js), or, where SharedWorker is missing, runs an engine of its own in this tab (then each
+// tab is its own device with its own connection). Either way the page sees the same API: calls that
+// return promises, and events.
+//
+//   const client = await ChatClient.connect({ wsUrl: 'ws://host:8083/mqtt' });
+//   client.on('messages', ({ conv, messages }) => render(conv, messages));
+//   if (!client.session) await client.signIn('alice', 'secret');
+//   await client.send('team', 'hello');
+//
+// Events: state ({state: 'signed-out'|'connecting'|'online'|'offline', reason}), session, conversations
+// (the list, newest first, with unread and last_message), messages ({conv, messages}: in seq order,
+// each once), outbox (unacked sends), ack, receipt ({conv, user, seq, status}), typing ({conv, user,
+// typing}), presence ({user, status, last_seen}), event (user/{me}/events as they come).
+
+import { HistoryApi } from './history.js';
+import { randomId } from './protocol.js';
+import { TAB_CALLS, tabLockName } from './hub.js';
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+
+export class ChatClient {
+  /**
+   * @param {{wsUrl: string, apiUrl?: string, heartbeatMs?: number, shared?: boolean, dbName?: string,
+   *          workerUrl?: string|URL}} config ``shared`` false forces one connection for this tab
+   */
+  static async connect(config) {
+    const client = new ChatClient(config);
+    await client.#open(config.shared ?? typeof SharedWorker !== 'undefined', config.workerUrl ?? WORKER_URL);
+    return client;
+  }
+
+  constructor(config) {
+    this.config = { apiUrl: '', ...config };
+    this.tab = randomId().slice(0, 16);
+    this.api = new HistoryApi({ baseUrl: this.config.apiUrl });
+    this.listeners = new Map();
+    this.snapshot = null;
+    this.calls = new Map();
+    this.nextCall = 1;
+  }
+
+  /** 'shared' (one connection for every tab, in the SharedWorker) or 'tab' (this tab's own). */
+  get mode() {
+    return this.link ? 'tab' : 'shared';
+  }
+
+  get session() {
+    return this.snapshot?.session ?? null;
+  }
+
+  async #open(shared, workerUrl) {
+    const config = { wsUrl: this.config.wsUrl, apiUrl: this.config.apiUrl, heartbeatMs: this.config.heartbeatMs,
+      dbName: this.config.dbName };
+    if (shared) {
+      await this.#holdTabLock();
+      const worker = new SharedWorker(workerUrl, { type: 'module', name: 'chatmq' });
+      this.port = worker.port;
+      const welcome = new Promise((resolve, reject) => {
+        this.welcome = { resolve, reject };
+      });
+      this.port.addEventListener('message', (event) => this.#onPortMessage(event.data));
+      this.port.start();
+      this.port.postMessage({ type: 'hello', tab: this.tab, config });
+      globalThis.addEventListener?.('pagehide', () => this.port.postMessage({ type: 'bye', tab: this.tab }));
+      this.#apply('snapshot', await welcome);
+    } else {
+      const [{ default: mqtt }, { createEngine }] = await Promise.all([
+        import('../vendor/mqtt.esm.js'), import('./setup.js')]);
+      const engine = await createEngine({ ...config, deviceSuffix: tabDevice() }, mqtt.connect);
+      engine.listen((name, data) => this.#apply(name, data));
+      globalThis.addEventListener?.('online', () => engine.reconnectNow());
+      globalThis.addEventListener?.('pagehide', () => engine.stop({ clean: true }));
+      this.link = engine;
+      this.#apply('snapshot', await engine.resume());
+    }
+  }
+
+  /** A Web Lock held for this page's life: the worker learns from it when the tab is gone. */
+  #holdTabLock() {
+    if (!globalThis.navigator?.locks) return Promise.resolve();
+    return new Promise((held) => {
+      navigator.locks.request(tabLockName(this.tab), () => {
+        held();
+        return new Promise(() => {}); // never released while the page lives
+      });
+    });
+  }
+
+  #onPortMessage(message) {
+    if (message.type === 'welcome') {
+      if (message.error) this.welcome.reject(asError(message.error));
+      else this.welcome.resolve(message.snapshot);
+    } else if (message.type === 'event') {
+      this.#apply(message.name, message.data);
+    } else if (message.type === 'result') {
+      const call = this.calls.get(message.id);
+      this.calls.delete(message.id);
+      if (message.error) call?.reject(asError(message.error));
+      else call?.resolve(message.value);
+    }
+  }
+
+  /** Keep the local snapshot current, then tell the page. */
+  #apply(name, data) {
+    if (name === 'snapshot') {
+      this.snapshot = data;
+      this.api.token = data.session?.token ?? null;
+    } else if (name === 'state') Object.assign(this.snapshot, data);
+    else if (name === 'session') {
+      this.snapshot.session = data;
+      this.api.token = data?.token ?? null;
+    } else if (name === 'conversations') this.snapshot.conversations = data;
+    else if (name === 'outbox') this.snapshot.outbox = data;
+    else if (name === 'presence') this.snapshot.presence[data.user] = data;
+    for (const listener of this.listeners.get(name) ?? []) listener(data);
+    for (const listener of this.listeners.get('*') ?? []) listener(name, data);
+  }
+
+  /** @param {string} name an event name, or '*' for all (called with name and data) @returns {() => void} */
+  on(name, listener) {
+    if (!this.listeners.has(name)) this.listeners.set(name, new Set());
+    this.listeners.get(name).add(listener);
+    return () => this.listeners.get(name).delete(listener);
+  }
+
+  #call(method, ...args) {
+    if (!TAB_CALLS.has(method)) throw new Error(`unknown call ${method}`);
+    if (this.link) return Promise.resolve().then(() => this.link[method](...args));
+    const id = this.nextCall++;
+    return new Promise((resolve, reject) => {
+      this.calls.set(id, { resolve, reject });
+      this.port.postMessage({ type: 'call', id, method, args });
+    });
+  }
+
+  // --- the engine's side: session, sending, receipts ------------------------------------------
+  async signIn(user, password) {
+    this.#apply('snapshot', await this.#call('signIn', user, password));
+    return this.session;
+  }
+
+  signOut() {
+    return this.#call('signOut');
+  }
+
+  /** Queue a message: resolves once it is safe in the outbox (it is sent now, or after a reconnect). */
+  send(conv, body, { attachments = [], clientMsgId } = {}) {
+    return this.#call('send', conv, body, { attachments, ...(clientMsgId ? { clientMsgId } : {}) });
+  }
+
+  typing(conv, typing = true) {
+    return this.#call('typing', conv, typing);
+  }
+
+  markRead(conv, seq) {
+    return this.#call('markRead', conv, seq);
+  }
+
+  reconnectNow() {
+    return this.#call('reconnectNow');
+  }
+
+  // --- the HTTP side, straight from this tab ------------------------------------------------
+  /** A page of history: {messages, has_more}; ``before`` walks back, ``after`` catches up. */
+  history(conv, { before, after, limit = 50 } = {}) {
+    return this.api.messages(conv, { before, after, limit });
+  }
+
+  receipts(conv) {
+    return this.api.receipts(conv);
+  }
+
+  /** Upload a File or Blob: the attachment to pass to send(). */
+  upload(file, name) {
+    return this.api.upload(file, name);
+  }
+
+  media(url) {
+    return this.api.media(url);
+  }
+
+  async createConversation({ members, title, id }) {
+    const conversation = await this.api.createConversation({ members, title, id });
+    await this.#call('adoptConversation', conversation.id);
+    return conversation;
+  }
+}
+
+function asError({ name, message, status, code }) {
+  return Object.assign(new Error(message), { name, status, code });
+}
+
+/** This tab's own device suffix (no SharedWorker): kept across reloads of the tab, not shared with other tabs. */
+function tabDevice() {
+  const key = 'chatmq.tab-device';
+  let id = globalThis.sessionStorage?.getItem(key);
+  if (!id) {
+    id = `t${randomId().slice(0, 8)}`;
+    globalThis.sessionStorage?.setItem(key, id);
+  }
+  return id;
+}
