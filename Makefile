@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+WEB_STAMP := web/node_modules/.installed-stamp
 ARGS   ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install web web-test run test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@echo "==> creating $(VENV) and installing chatmq with its test tools"
@@ -17,10 +18,24 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 	@scripts/ensure-deps
 
-run: install
+# The web app (web/): its npm packages exactly as web/package-lock.json pins them, then the
+# no-bundler build into web/dist (copies, a few ms), which `chatmq up` and `chatmq api` serve at /app/.
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@echo "==> installing the web app's npm packages (npm ci)"
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(WEB_STAMP)
+
+web: install $(WEB_STAMP)
+	@cd web && node build.js
+
+# The JS library's unit tests (node's test runner).
+web-test: web
+	cd web && node --test test/*.test.js
+
+run: install web
 	$(BIN)/chatmq up $(ARGS)
 
-test: install
+test: install web-test
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(ARGS)
@@ -34,4 +49,4 @@ bench: install
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache web/node_modules web/dist

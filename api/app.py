@@ -13,7 +13,7 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import Info, OpenAPI
 
-from api import admin, auth, emqx, health, manage, media, metrics, presence, requestlog, users
+from api import admin, auth, emqx, health, manage, media, metrics, presence, requestlog, users, webapp
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
@@ -52,6 +52,7 @@ def create_app(
     emqx.install(app)  # EMQX's HTTP auth hooks, when CHATMQ_EMQX_HOOK_SECRET is set
     media.install(app, settings, media_store)  # uploads: their own body limit and store
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json, methods=["GET"])
+    webapp.install(app, settings)  # the web app's files under /app/ (web/), and / sends browsers there
     register_error_handlers(app)
     metrics.install(app)  # GET /metrics and per-route request latency
     requestlog.install(app)  # X-Request-Id and one log line per request

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     ws_tls_port: int = Field(default=0, ge=0, description="MQTT over secure WebSocket port; 0 = off")
     tls_certfile: Path | None = Field(default=None, description="PEM certificate chain for the TLS listeners")
     tls_keyfile: Path | None = Field(default=None, description="PEM private key for the TLS listeners")
+    # The WebSocket listener's permessage-deflate (RFC 7692): bytes saved against broker CPU, measured
+    # in docs/benchmarks.md ("WebSocket compression").
+    ws_permessage_deflate: bool = Field(default=False, description="offer permessage-deflate on the WebSocket listener")
+    # The web app (web/, served by the API under /app/): where its build is, and the broker URL
+    # browsers connect to when it is not ws://<the page's host>:<ws_port>/mqtt (e.g. behind a proxy).
+    web_dir: Path | None = Field(default=None, description="the built web app (default: web/dist of this checkout)")
+    ws_public_url: str | None = Field(default=None, description="the WebSocket URL browsers use, e.g. wss://host/mqtt")
     # Conversations with more members than this get compact QoS 0 notices instead of full messages.
     fanout_read_threshold: int = Field(default=DEFAULT_FANOUT_READ_THRESHOLD, ge=1)
     api_workers: int = 2

@@ -1,0 +1,300 @@
+// One open conversation: the newest page of history, live messages after it (in order, each once),
+// scroll-back by cursor, typing, receipts, attachments, and the composer.
+
+import { h } from 'preact';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
+import htm from 'htm';
+import { Sequencer } from '../lib/sequencer.js';
+import { randomId } from '../lib/protocol.js';
+import {
+  STATUS_MARK, applyReceipt, conversationName, deliveryStatus, ordered, pendingFor, sizeOf, timeOf, typingLine,
+} from './format.js';
+
+const html = htm.bind(h);
+const PAPERCLIP = html`<svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" fill="none" stroke="currentColor"
+  stroke-width="2" stroke-linecap="round"><path d="M21 11.5 12.5 20a5.5 5.5 0 0 1-7.8-7.8l8.5-8.5a3.7 3.7 0 0 1 5.2 5.2l-8.5 8.5a1.8 1.8 0 0 1-2.6-2.6L15 7"/></svg>`;
+const PAGE = 50;
+const TYPING_REPEAT_MS = 3_000; // while typing, say so this often (docs/protocol.md)
+const TYPING_LAPSE_MS = 6_000; // someone's "typing" without a repeat lapses after this
+const NEAR_BOTTOM_PX = 80;
+
+export function ConversationView({ client, conv, me, presence, outbox, onBack }) {
+  const [messages, setMessages] = useState(() => new Map()); // seq -> message
+  const [olderLeft, setOlderLeft] = useState(false);
+  const [loading, setLoading] = useState(true);
+  const [error, setError] = useState(null);
+  const [markers, setMarkers] = useState({});
+  const [typing, setTyping] = useState({}); // user -> lapse time
+  const [rejected, setRejected] = useState({}); // client_msg_id -> error
+  const list = useRef(null);
+  const stick = useRef(true); // follow new messages while the user is at the bottom
+  const keep = useRef(null); // scroll height before prepending older messages
+
+  // --- history and live messages -----------------------------------------------------------------
+  useEffect(() => {
+    let alive = true;
+    const seqr = new Sequencer();
+    const add = (batch) => alive && batch.length && setMessages((old) => {
+      const next = new Map(old);
+      for (const m of batch) next.set(m.seq, m);
+      return next;
+    });
+    const fillGap = async () => {
+      while (alive && seqr.missingAfter() !== null) {
+        const page = await client.history(conv.id, { after: seqr.last, limit: 200 });
+        for (const m of page.messages) add(seqr.offer(m));
+        if (!page.has_more) break;
+      }
+    };
+    // listen before fetching: what arrives meanwhile waits in the sequencer until the page sets its start
+    const off = client.on('messages', ({ conv: c, messages: batch }) => {
+      if (c !== conv.id) return;
+      for (const m of batch) add(seqr.offer(m));
+      setTyping((old) => (batch.some((m) => old[m.sender]) ? Object.fromEntries(
+        Object.entries(old).filter(([u]) => !batch.some((m) => m.sender === u))) : old));
+      if (seqr.missingAfter() !== null) fillGap().catch(() => {});
+    });
+    (async () => {
+      try {
+        const page = await client.history(conv.id, { limit: PAGE });
+        if (!alive) return;
+        add(page.messages);
+        setOlderLeft(page.has_more);
+        add(seqr.start(page.messages.length ? page.messages[page.messages.length - 1].seq : 0));
+        await fillGap();
+        setMarkers(Object.fromEntries((await client.receipts(conv.id)).map((r) => [r.user, r])));
+      } catch (exc) {
+        setError(exc.message);
+      } finally {
+        if (alive) setLoading(false);
+      }
+    })();
+    const offReceipt = client.on('receipt', (r) => r.conv === conv.id && setMarkers((m) => applyReceipt(m, r)));
+    const offTyping = client.on('typing', (t) => {
+      if (t.conv !== conv.id) return;
+      setTyping((old) => ({ ...old, [t.user]: t.typing ? Date.now() + TYPING_LAPSE_MS : 0 }));
+    });
+    const offAck = client.on('ack', (ack) => {
+      if (ack.conv === conv.id && ack.status === 'rejected') setRejected((r) => ({ ...r, [ack.client_msg_id]: ack.error }));
+    });
+    return () => {
+      alive = false;
+      off();
+      offReceipt();
+      offTyping();
+      offAck();
+    };
+  }, [client, conv.id]);
+
+  // a message from someone stops their typing indicator; lapsed indicators disappear
+  useEffect(() => {
+    const timer = setInterval(() => setTyping((old) => {
+      const now = Date.now();
+      const live = Object.fromEntries(Object.entries(old).filter(([, until]) => until > now));
+      return Object.keys(live).length === Object.keys(old).length ? old : live;
+    }), 1_000);
+    return () => clearInterval(timer);
+  }, []);
+
+  const shown = ordered(messages);
+  const newest = shown.length ? shown[shown.length - 1].seq : 0;
+
+  // --- read receipts: what is on screen while the page is visible ----------------------------------
+  useEffect(() => {
+    const read = () => {
+      if (document.visibilityState === 'visible' && newest > 0) client.markRead(conv.id, newest).catch(() => {});
+    };
+    read();
+    document.addEventListener('visibilitychange', read);
+    return () => document.removeEventListener('visibilitychange', read);
+  }, [client, conv.id, newest]);
+
+  // --- scrolling: stay at the bottom for new messages; keep the place when older ones come in --------
+  useLayoutEffect(() => {
+    const el = list.current;
+    if (!el) return;
+    if (keep.current !== null) {
+      el.scrollTop += el.scrollHeight - keep.current;
+      keep.current = null;
+    } else if (stick.current) el.scrollTop = el.scrollHeight;
+  });
+  const loadOlder = async () => {
+    if (!olderLeft || loading || !shown.length) return;
+    setLoading(true);
+    try {
+      const page = await client.history(conv.id, { before: shown[0].seq, limit: PAGE });
+      keep.current = list.current?.scrollHeight ?? null;
+      setMessages((old) => {
+        const next = new Map(old);
+        for (const m of page.messages) next.set(m.seq, m);
+        return next;
+      });
+      setOlderLeft(page.has_more);
+    } catch (exc) {
+      setError(exc.message);
+    } finally {
+      setLoading(false);
+    }
+  };
+  const onScroll = (event) => {
+    const el = event.currentTarget;
+    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < NEAR_BOTTOM_PX;
+    if (el.scrollTop < 40) loadOlder();
+  };
+
+  const members = conv.members ?? [];
+  const typers = Object.entries(typing).filter(([u, until]) => until > Date.now() && u !== me).map(([u]) => u);
+  const pending = pendingFor(conv.id, outbox, shown, me);
+  return html`
+    <section class="conversation-view" data-testid="conversation-view" data-conv=${conv.id}>
+      <header class="bar">
+        <button class="back" onClick=${onBack} aria-label="Back to conversations">‹</button>
+        <div class="title">
+          <strong data-testid="conversation-title">${conversationName(conv, me)}</strong>
+          <span class="members">
+            ${members.filter((u) => u !== me).map((u) => html`
+              <span key=${u} class="member" data-testid="member" data-user=${u} data-presence=${presence[u]?.status ?? 'offline'}>
+                <span class=${`dot ${presence[u]?.status === 'online' ? 'online' : ''}`}></span>${u}
+              </span>`)}
+          </span>
+        </div>
+      </header>
+      <ol class="messages" ref=${list} onScroll=${onScroll} data-testid="messages">
+        ${olderLeft && html`<li class="more"><button class="link" onClick=${loadOlder} data-testid="load-older">${loading ? 'Loading…' : 'Earlier messages'}</button></li>`}
+        ${!olderLeft && !loading && html`<li class="start">The start of the conversation</li>`}
+        ${shown.map((m) => html`<${Message} key=${m.seq} client=${client} message=${m} me=${me}
+          status=${m.sender === me ? deliveryStatus(m.seq, me, members, markers) : null} />`)}
+        ${pending.map((item) => html`<${Message} key=${item.client_msg_id} client=${client} me=${me}
+          message=${{ ...item.payload, sender: me, ts: item.created }}
+          status=${rejected[item.client_msg_id] ? 'failed' : 'pending'} />`)}
+        ${Object.entries(rejected).filter(([id]) => !pending.some((p) => p.client_msg_id === id)).map(([id, err]) => html`
+          <li key=${id} class="message mine failed" data-testid="rejected">Not sent: ${err?.message ?? 'refused'}</li>`)}
+      </ol>
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+      <div class="typing" data-testid="typing" aria-live="polite">${typingLine(typers)}</div>
+      <${Composer} client=${client} conv=${conv.id} onSent=${() => { stick.current = true; }} />
+    </section>`;
+}
+
+function Message({ client, message, me, status }) {
+  const mine = message.sender === me;
+  return html`
+    <li class=${`message ${mine ? 'mine' : ''}`} data-testid="message" data-seq=${message.seq ?? ''}
+        data-client-msg-id=${message.client_msg_id} data-status=${status ?? ''}>
+      ${!mine && html`<span class="sender">${message.sender}</span>`}
+      ${message.body && html`<span class="body">${message.body}</span>`}
+      ${(message.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id} client=${client} attachment=${a} />`)}
+      <span class="meta">
+        ${message.ts ? timeOf(message.ts) : ''}
+        ${status && html` <span class=${`status ${status}`} data-testid="status" title=${status}>${STATUS_MARK[status]}</span>`}
+      </span>
+    </li>`;
+}
+
+/** Media needs the bearer token, so it is fetched and shown from a blob URL. */
+function Attachment({ client, attachment }) {
+  const [url, setUrl] = useState(null);
+  const image = attachment.mime.startsWith('image/');
+  useEffect(() => {
+    if (!image) return undefined;
+    let objectUrl = null;
+    let alive = true;
+    client.media(attachment.url ?? `/v1/media/${attachment.media_id}`).then((blob) => {
+      objectUrl = URL.createObjectURL(blob);
+      if (alive) setUrl(objectUrl);
+    }).catch(() => {});
+    return () => {
+      alive = false;
+      if (objectUrl) URL.revokeObjectURL(objectUrl);
+    };
+  }, [attachment.media_id]);
+  const download = async () => {
+    const blob = await client.media(attachment.url ?? `/v1/media/${attachment.media_id}`);
+    const a = Object.assign(document.createElement('a'), { href: URL.createObjectURL(blob), download: attachment.name ?? 'file' });
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  };
+  if (image) {
+    return html`<span class="attachment image" data-testid="attachment">
+      ${url ? html`<img src=${url} alt=${attachment.name ?? 'image'} data-testid="attachment-image" />` : html`<span class="placeholder">image…</span>`}
+    </span>`;
+  }
+  return html`<button class="attachment file" onClick=${download} data-testid="attachment">
+    ${PAPERCLIP} ${attachment.name ?? attachment.mime} <small>${sizeOf(attachment.size)}</small></button>`;
+}
+
+function Composer({ client, conv, onSent }) {
+  const [text, setText] = useState('');
+  const [files, setFiles] = useState([]); // {file, preview}
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const lastTyping = useRef(0);
+  const input = useRef(null);
+
+  const stopTyping = () => {
+    if (lastTyping.current) client.typing(conv, false).catch(() => {});
+    lastTyping.current = 0;
+  };
+  useEffect(() => stopTyping, [conv]);
+  const onInput = (event) => {
+    setText(event.target.value);
+    if (!event.target.value) return stopTyping();
+    if (Date.now() - lastTyping.current > TYPING_REPEAT_MS) {
+      lastTyping.current = Date.now();
+      client.typing(conv, true).catch(() => {});
+    }
+    return undefined;
+  };
+  const pick = (event) => {
+    const chosen = [...event.target.files].map((file) => ({
+      file, preview: file.type.startsWith('image/') ? URL.createObjectURL(file) : null }));
+    setFiles((old) => [...old, ...chosen]);
+    event.target.value = '';
+  };
+  const unpick = (index) => setFiles((old) => {
+    if (old[index].preview) URL.revokeObjectURL(old[index].preview);
+    return old.filter((_, i) => i !== index);
+  });
+  const send = async (event) => {
+    event?.preventDefault();
+    const body = text.trim();
+    if ((!body && !files.length) || busy) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const attachments = [];
+      for (const { file } of files) attachments.push(await client.upload(file));
+      await client.send(conv, body, { attachments, clientMsgId: randomId() });
+      for (const f of files) if (f.preview) URL.revokeObjectURL(f.preview);
+      setText('');
+      setFiles([]);
+      stopTyping();
+      onSent();
+    } catch (exc) {
+      setError(exc.code === 'unreachable' ? 'Uploads need a connection; try again when it is back.' : exc.message);
+    } finally {
+      setBusy(false);
+      input.current?.focus();
+    }
+  };
+  const onKey = (event) => {
+    if (event.key === 'Enter' && !event.shiftKey) send(event);
+  };
+  return html`
+    <form class="composer" onSubmit=${send} data-testid="composer">
+      ${files.length > 0 && html`<div class="previews" data-testid="previews">
+        ${files.map((f, i) => html`<span class="preview-item" key=${i}>
+          ${f.preview ? html`<img src=${f.preview} alt=${f.file.name} />` : html`<span class="file">${PAPERCLIP} ${f.file.name}</span>`}
+          <small>${sizeOf(f.file.size)}</small>
+          <button type="button" class="link" onClick=${() => unpick(i)} aria-label=${`remove ${f.file.name}`}>×</button>
+        </span>`)}
+      </div>`}
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+      <div class="row">
+        <label class="attach" title="Attach a picture or a file">${PAPERCLIP}<input type="file" multiple onChange=${pick} data-testid="file-input" /></label>
+        <textarea ref=${input} rows="1" value=${text} onInput=${onInput} onKeyDown=${onKey} onBlur=${stopTyping}
+          placeholder="Message" aria-label="Message" data-testid="message-input"></textarea>
+        <button type="submit" disabled=${busy} data-testid="send">${busy ? '…' : 'Send'}</button>
+      </div>
+    </form>`;
+}

@@ -1,0 +1,70 @@
+// Pure helpers of the web app (no DOM): unit-tested with node (web/test/app.test.js).
+
+/**
+ * How far one of my messages got: 'sent' (stored: ✓), 'delivered' (to every other member: ✓✓),
+ * 'read' (by every other member: ✓✓ in colour). ``markers`` maps user -> {delivered_seq, read_seq}
+ * as GET /v1/conversations/{conv}/receipts and chat/{conv}/receipts give them.
+ */
+export function deliveryStatus(seq, me, members, markers) {
+  const others = members.filter((m) => m !== me);
+  if (!others.length) return 'sent';
+  const marker = (user) => markers[user] ?? { delivered_seq: 0, read_seq: 0 };
+  if (others.every((u) => marker(u).read_seq >= seq)) return 'read';
+  if (others.every((u) => Math.max(marker(u).delivered_seq, marker(u).read_seq) >= seq)) return 'delivered';
+  return 'sent';
+}
+
+export const STATUS_MARK = { pending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+
+/** Merge a live receipt into the markers (they only move forward; read implies delivered). */
+export function applyReceipt(markers, { user, seq, status }) {
+  const current = markers[user] ?? { delivered_seq: 0, read_seq: 0 };
+  const next = { ...current, delivered_seq: Math.max(current.delivered_seq, seq) };
+  if (status === 'read') next.read_seq = Math.max(current.read_seq, seq);
+  return { ...markers, [user]: next };
+}
+
+/** The messages of a view, ascending by seq, from a seq -> message map. */
+export const ordered = (bySeq) => [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+
+/** Outbox entries still to show under the conversation: not yet back from the server as a message. */
+export function pendingFor(conv, outbox, messages, me) {
+  const arrived = new Set(messages.filter((m) => m.sender === me).map((m) => m.client_msg_id));
+  return outbox.filter((item) => item.conv === conv && !arrived.has(item.client_msg_id));
+}
+
+export function timeOf(ts, now = Date.now()) {
+  const date = new Date(ts);
+  const sameDay = new Date(now).toDateString() === date.toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : date.toLocaleDateString([], { month: 'short', day: 'numeric' });
+}
+
+export function sizeOf(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** "bob is typing…", "bob and carol are typing…", "3 people are typing…" */
+export function typingLine(users) {
+  if (!users.length) return '';
+  if (users.length === 1) return `${users[0]} is typing…`;
+  if (users.length === 2) return `${users[0]} and ${users[1]} are typing…`;
+  return `${users.length} people are typing…`;
+}
+
+/** The name a conversation shows: its title, else the other members. */
+export function conversationName(conv, me) {
+  if (conv.title) return conv.title;
+  const others = (conv.members ?? []).filter((m) => m !== me);
+  return others.length ? others.join(', ') : conv.id;
+}
+
+/** The WebSocket URL of the broker, from the app's config and the page's own address. */
+export function brokerUrl(config, location) {
+  if (config.ws_url) return config.ws_url;
+  const secure = location.protocol === 'https:' && config.wss_port;
+  return `${secure ? 'wss' : 'ws'}://${location.hostname}:${secure ? config.wss_port : config.ws_port}${config.ws_path}`;
+}
