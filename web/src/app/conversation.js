@@ -148,7 +148,7 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack })
   return html`
     <section class="conversation-view" data-testid="conversation-view" data-conv=${conv.id}>
       <header class="bar">
-        <button class="back" onClick=${onBack} aria-label="Back to conversations">‹</button>
+        <button class="back-button" onClick=${onBack} aria-label="Back to conversations">‹</button>
         <div class="title">
           <strong data-testid="conversation-title">${conversationName(conv, me)}</strong>
           <span class="members">

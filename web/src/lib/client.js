@@ -63,6 +63,8 @@ export class ChatClient {
       this.port.start();
       this.port.postMessage({ type: 'hello', tab: this.tab, config });
       globalThis.addEventListener?.('pagehide', () => this.port.postMessage({ type: 'bye', tab: this.tab }));
+      // the page hears first when the network is back: no need to wait for the worker's back-off
+      globalThis.addEventListener?.('online', () => this.reconnectNow().catch(() => {}));
       this.#apply('snapshot', await welcome);
     } else {
       const [{ default: mqtt }, { createEngine }] = await Promise.all([

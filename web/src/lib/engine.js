@@ -148,6 +148,8 @@ export class ChatEngine {
     this.#every(TICK_MS, () => this.#tick());
     this.#every(this.heartbeatMs, () => this.#publishPresence('online'));
     this.#connect();
+    // the list over HTTP at once: the broker may be out of reach while the API is not
+    this.#refreshConversations().catch((exc) => this.#sessionEnded(exc) || this.log(`conversations not loaded (${exc.message})`));
   }
 
   /** End the session's connection: an offline presence and a DISCONNECT when ``clean``, else just the socket. */
@@ -340,9 +342,10 @@ export class ChatEngine {
     }
     this.conversations.set(summary.id, summary);
     if (!this.sequencers.has(summary.id)) {
-      const seqr = new Sequencer();
+      const seqr = new Sequencer(); // set before the await: live messages wait in it meanwhile
       this.sequencers.set(summary.id, seqr);
       const cursor = await this.store.cursor(this.owner, summary.id);
+      if (this.sequencers.get(summary.id) !== seqr) return;
       // a conversation new to this browser starts at its newest message: older ones are history
       this.#deliver(summary.id, seqr.start(cursor ?? summary.last_seq));
       this.needsCatchup.add(summary.id);

@@ -1,0 +1,303 @@
+"""The web app in a real browser (headless Chromium) against a real stack: the scenarios of the
+web client's contract. Each test uses its own users, so they share one stack per module."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clients.proxy import FlakyLink
+from tests.stack import Stack
+from tests.web.app import ChatPage, add_users_and_conversation, connections, eventually
+
+pytestmark = pytest.mark.timeout(120)
+
+MESSAGE = "[data-testid=message]"
+
+
+@pytest.fixture
+def pair(stack: Stack, unique: Callable[[str], str]) -> tuple[str, str, str]:
+    alice, bob, conv = unique("alice"), unique("bob"), unique("team")
+    add_users_and_conversation(stack, [alice, bob], conv)
+    return alice, bob, conv
+
+
+def history(stack: Stack, user: str, conv: str) -> list[dict[str, Any]]:
+    status, body = stack.http("GET", f"/v1/conversations/{conv}/messages?limit=200", token=stack.token(user))
+    assert status == 200, body
+    return list(body["messages"])
+
+
+def png(width: int = 24, height: int = 16) -> bytes:
+    """A real (decodable) PNG: a blue rectangle."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + b"\x2a\x7d\xe1" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_two_users_chat_in_two_browsers(stack: Stack, app: Callable[..., ChatPage], pair: tuple[str, str, str],
+                                        screenshots: Path) -> None:
+    alice_id, bob_id, conv = pair
+    alice, bob = app(alice_id), app(bob_id)
+    alice.open_conversation(conv)
+    alice.page.wait_for_selector(f"[data-testid=member][data-user='{bob_id}'][data-presence=online]")
+
+    alice.send("hello bob")
+    mine = alice.wait_for_body("hello bob")
+    # bob has not opened the conversation: the list shows it unread, with its last message
+    item = bob.conversation_item(conv)
+    item.locator("[data-testid=unread]", has_text="1").wait_for()
+    assert "hello bob" in item.inner_text()
+    # bob's browser got it (a delivered receipt): ✓✓ for alice
+    mine.locator("[data-testid=status][title=delivered]").wait_for()
+
+    bob.open_conversation(conv)
+    bob.wait_for_body("hello bob")
+    item.locator("[data-testid=unread]").wait_for(state="detached")
+    mine.locator("[data-testid=status][title=read]").wait_for()  # bob read it: ✓✓ in colour
+
+    bob.page.type("[data-testid=message-input]", "hi al")
+    alice.page.locator("[data-testid=typing]", has_text=f"{bob_id} is typing").wait_for()
+    bob.page.fill("[data-testid=message-input]", "hi alice, got it")
+    bob.page.click("[data-testid=send]")
+    alice.wait_for_body("hi alice, got it")
+    alice.page.locator("[data-testid=typing]", has_text="typing").wait_for(state="detached")
+    assert alice.shown() == [(1, "hello bob"), (2, "hi alice, got it")]
+    assert bob.shown() == [(1, "hello bob"), (2, "hi alice, got it")]
+    alice.page.screenshot(path=str(screenshots / "web-app.png"))
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_two_tabs_of_one_user_share_one_connection(stack: Stack, app: Callable[..., ChatPage],
+                                                   pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    first = app(alice_id)
+    second = app(context=first.page.context)  # another tab of the same browser: already signed in
+    second.wait_online()
+    assert first.page.evaluate("chatmq.mode") == second.page.evaluate("chatmq.mode") == "shared"
+    (connection,) = connections(stack, alice_id)
+
+    first.open_conversation(conv)
+    second.open_conversation(conv)
+    with stack.client(bob_id, device="phone") as bob:
+        bob.send(conv, "to both tabs").result(timeout=10)
+    first.wait_for_body("to both tabs")
+    second.wait_for_body("to both tabs")
+    first.send("from the first tab")
+    second.wait_for_body("from the first tab")
+    first.wait_for_body("from the first tab")
+    assert first.shown() == second.shown() == [(1, "to both tabs"), (2, "from the first tab")]
+    assert connections(stack, alice_id) == [connection], "still the one connection"
+
+
+def test_closing_one_tab_keeps_the_other_live(stack: Stack, app: Callable[..., ChatPage],
+                                              pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    first = app(alice_id)
+    second = app(context=first.page.context)
+    second.wait_online()
+    second.open_conversation(conv)
+    (connection,) = connections(stack, alice_id)
+
+    first.page.close()
+    with stack.client(bob_id, device="phone") as bob:
+        bob.send(conv, "after the first tab closed").result(timeout=10)
+        second.wait_for_body("after the first tab closed")
+        assert second.state() == "online"
+        assert connections(stack, alice_id) == [connection], "the same connection, never dropped"
+        second.send("the second tab still sends")
+        second.wait_for_body("the second tab still sends")
+
+        # the last tab closing ends the connection (cleanly: alice is offline at once, not after a TTL)
+        second.page.close()
+        eventually(lambda: connections(stack, alice_id) == [])
+        token = stack.token(bob_id)
+        eventually(lambda: stack.http("GET", f"/v1/presence/{alice_id}", token=token)[1]["status"] == "offline", 5)
+
+
+def _through(link: FlakyLink, context: Any) -> None:
+    """Let this browser reach the broker only through ``link`` (the app reads the URL from config.json)."""
+    def config(route: Any) -> None:
+        body = route.fetch().json()
+        body["ws_url"] = f"ws://127.0.0.1:{link.port}/mqtt"
+        route.fulfill(json=body)
+    context.route("**/app/config.json", config)
+
+
+def test_offline_send_then_online_delivers_once(stack: Stack, app: Callable[..., ChatPage], new_context: Any,
+                                                pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    link = FlakyLink(stack.ws_port)
+    try:
+        context = new_context()
+        _through(link, context)
+        alice = app(alice_id, context=context)
+        alice.open_conversation(conv)
+
+        context.set_offline(True)  # the page hears the network is gone...
+        link.down()  # ...and the connection really is (the SharedWorker's socket is cut)
+        alice.page.locator("[data-testid=banner]", has_text="Connection lost").wait_for()
+        alice.send("written on the train")
+        pending = alice.page.locator(f"{MESSAGE}[data-status=pending]", has_text="written on the train")
+        pending.wait_for()
+        assert [m["body"] for m in history(stack, bob_id, conv)] == []
+
+        link.up()
+        context.set_offline(False)  # the 'online' event: the app reconnects at once
+        alice.wait_for_body("written on the train")
+        alice.page.locator("[data-testid=banner]", has_text="Back online").wait_for()
+        eventually(lambda: [m["body"] for m in history(stack, bob_id, conv)] == ["written on the train"])
+        assert alice.shown() == [(1, "written on the train")]
+        assert pending.count() == 0
+    finally:
+        link.close()
+
+
+def test_reload_keeps_an_unsent_message_and_sends_it(stack: Stack, app: Callable[..., ChatPage], new_context: Any,
+                                                     pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    link = FlakyLink(stack.ws_port)
+    try:
+        context = new_context()
+        _through(link, context)
+        alice = app(alice_id, context=context)
+        alice.open_conversation(conv)
+        link.down()
+        alice.page.locator("[data-testid=banner]", has_text="Connection lost").wait_for()
+        alice.send("survives a reload")
+        alice.page.locator(f"{MESSAGE}[data-status=pending]", has_text="survives a reload").wait_for()
+
+        alice.page.reload()
+        alice.rendered()
+        alice.open_conversation(conv)
+        kept = alice.page.locator(f"{MESSAGE}[data-status=pending]", has_text="survives a reload")
+        kept.wait_for()  # still in the outbox (IndexedDB), still unsent
+        assert history(stack, bob_id, conv) == []
+        queued = alice.page.evaluate("chatmq.snapshot.outbox")
+        assert [item["payload"]["body"] for item in queued] == ["survives a reload"]
+
+        link.up()  # the worker's back-off reconnects and sends it with the same client_msg_id
+        alice.page.locator(MESSAGE, has_text="survives a reload").and_(
+            alice.page.locator("[data-seq='1']")).wait_for(timeout=30_000)
+        stored = history(stack, bob_id, conv)
+        assert [(m["body"], m["client_msg_id"]) for m in stored] == [("survives a reload", queued[0]["client_msg_id"])]
+        assert alice.shown() == [(1, "survives a reload")]
+    finally:
+        link.close()
+
+
+def test_without_shared_worker_each_tab_has_its_own_connection(stack: Stack, app: Callable[..., ChatPage],
+                                                              new_context: Any, pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    context = new_context()
+    context.add_init_script("delete globalThis.SharedWorker")
+    first = app(alice_id, context=context)
+    second = app(context=context)
+    second.wait_online()
+    assert first.page.evaluate("chatmq.mode") == second.page.evaluate("chatmq.mode") == "tab"
+    both = eventually(lambda: len(connections(stack, alice_id)) == 2 and connections(stack, alice_id))
+    assert len({c["client_id"] for c in both}) == 2
+    first.open_conversation(conv)
+    second.open_conversation(conv)
+    with stack.client(bob_id, device="phone") as bob:
+        bob.send(conv, "each tab hears it").result(timeout=10)
+    first.wait_for_body("each tab hears it")
+    second.wait_for_body("each tab hears it")
+
+
+def test_scroll_back_walks_history_by_cursor(stack: Stack, app: Callable[..., ChatPage],
+                                             pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    with stack.client(bob_id, device="phone") as bob:
+        for n in range(1, 121):
+            bob.send(conv, f"message {n}")
+        assert bob.drain(30)
+    alice = app(alice_id)
+    alice.open_conversation(conv)
+    alice.wait_for_body("message 120")
+    assert len(alice.shown()) == 50
+    messages = alice.page.locator("[data-testid=messages]")
+    while alice.page.locator("[data-testid=messages] .start").count() == 0:
+        messages.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
+        alice.page.wait_for_timeout(100)
+    eventually(lambda: len(alice.shown()) == 120, 10)
+    assert alice.shown() == [(n, f"message {n}") for n in range(1, 121)]
+
+
+def test_image_and_file_upload_with_preview(stack: Stack, app: Callable[..., ChatPage],
+                                            pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    alice, bob = app(alice_id), app(bob_id)
+    alice.open_conversation(conv)
+    bob.open_conversation(conv)
+    alice.page.set_input_files("[data-testid=file-input]", files=[
+        {"name": "blue.png", "mimeType": "image/png", "buffer": png()},
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"plain text notes\n"},
+    ])
+    previews = alice.page.locator("[data-testid=previews]")
+    previews.locator("img[alt='blue.png']").wait_for()
+    assert "notes.txt" in previews.inner_text()
+    alice.send("a picture and a file")
+    alice.wait_for_body("a picture and a file")
+
+    received = bob.wait_for_body("a picture and a file")
+    image = received.locator("[data-testid=attachment-image]")
+    image.wait_for()
+    eventually(lambda: image.evaluate("img => img.complete && img.naturalWidth") == 24, 10)
+    assert "notes.txt" in received.locator("button[data-testid=attachment]").inner_text()
+    (stored,) = history(stack, bob_id, conv)
+    attached = [(a["mime"], a["name"]) for a in stored["attachments"]]
+    assert attached == [("image/png", "blue.png"), ("text/plain", "notes.txt")]
+
+
+def test_phone_sized_screen_shows_one_pane_at_a_time(stack: Stack, app: Callable[..., ChatPage],
+                                                     pair: tuple[str, str, str], screenshots: Path) -> None:
+    alice_id, bob_id, conv = pair
+    with stack.client(bob_id, device="phone") as bob:
+        bob.send(conv, "on the phone?").result(timeout=10)
+    phone = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+    alice = app(alice_id, **phone)
+    sidebar, main = alice.page.locator(".sidebar"), alice.page.locator(".main")
+    alice.conversation_item(conv).wait_for()
+    assert sidebar.is_visible() and not main.is_visible()
+    alice.open_conversation(conv)
+    alice.wait_for_body("on the phone?")
+    assert main.is_visible() and not sidebar.is_visible()
+    alice.send("yes, on the phone")
+    alice.wait_for_body("yes, on the phone")
+    width = alice.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways ({width} px)"
+    alice.page.screenshot(path=str(screenshots / "web-app-phone.png"))
+    alice.page.click("button.back-button")
+    sidebar.wait_for()
+    assert not main.is_visible()
+
+
+def test_sign_in_errors_and_sign_out(stack: Stack, app: Callable[..., ChatPage], pair: tuple[str, str, str]) -> None:
+    alice_id, _, _ = pair
+    page = app()
+    page.page.fill("input[name=user]", alice_id)
+    page.page.fill("input[name=password]", "not the password")
+    page.page.click("[data-testid=sign-in] button[type=submit]")
+    page.page.locator(".signin [role=alert]", has_text="Wrong user name or password").wait_for()
+    page.sign_in(alice_id)
+    page.page.click("[data-testid=sign-out]")
+    page.page.wait_for_selector("[data-testid=sign-in]")
+    eventually(lambda: connections(stack, alice_id) == [])
+    page.page.reload()
+    page.page.wait_for_selector("[data-testid=sign-in]")  # signed out for good, not only in this page
+
+
+def test_config_names_the_broker_websocket(stack: Stack) -> None:
+    status, config = stack.http("GET", "/app/config.json")
+    assert status == 200
+    assert config["ws_port"] == stack.ws_port and config["ws_path"] == "/mqtt"
+    assert json.loads(json.dumps(config))["heartbeat_interval_s"] == 1.0
