@@ -15,7 +15,7 @@ from tests.api.helpers import assert_error, bearer
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/v1", "/v1/conversations/c1/nope", "/openapi/", "/v2/conversations"])
+@pytest.mark.parametrize("path", ["/nope", "/v1", "/v1/conversations/c1/nope", "/openapi/", "/v2/conversations"])
 def test_unknown_route_is_json_404(client: FlaskClient, path: str) -> None:
     assert assert_error(client.get(path), 404, "not_found")["message"] == f"no such route: GET {path}"
 
