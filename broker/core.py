@@ -88,9 +88,11 @@ class ChatBroker(RoutingMixin, Broker):
         limits: BrokerLimits | None = None,
         sessions: SessionStore | None = None,
         services: BrokerServices | None = None,
+        ws_permessage_deflate: bool = False,
     ) -> None:
         super().__init__(config, loop=loop)
         self.limits = limits or BrokerLimits()
+        self.ws_permessage_deflate = ws_permessage_deflate  # Settings.ws_permessage_deflate
         self.session_store = sessions
         self.services = services
         self._reports: set[asyncio.Task[None]] = set()
@@ -126,6 +128,8 @@ class ChatBroker(RoutingMixin, Broker):
             port,
             ssl=ssl_context,
             subprotocols=[websockets.Subprotocol("mqtt")],
+            # permessage-deflate only when configured: docs/benchmarks.md, "WebSocket compression"
+            compression="deflate" if self.ws_permessage_deflate else None,
             max_size=max(self.limits.max_packet_bytes + 16, 1 << 20),
             backlog=LISTEN_BACKLOG,
         )

@@ -56,7 +56,8 @@ def chat_broker(
     limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit, settings.session_queue_bytes,
                           settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
-    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, services=services)
+    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, services=services,
+                     ws_permessage_deflate=settings.ws_permessage_deflate)
 
 
 async def serve(
