@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 WEB_STAMP := web/node_modules/.installed-stamp
 ARGS   ?=
 
-.PHONY: install web web-test run test lint bench clean
+.PHONY: install web web-test screenshots run test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@echo "==> creating $(VENV) and installing chatmq with its test tools"
@@ -31,6 +31,11 @@ web: install $(WEB_STAMP)
 # The JS library's unit tests (node's test runner).
 web-test: web
 	cd web && node --test test/*.test.js
+
+# The README's pictures of the web app, taken by the browser tests.
+screenshots: web
+	$(BIN)/pytest -q tests/web/test_browser.py -k "two_users_chat or phone_sized"
+	cp build/screenshots/web-app.png build/screenshots/web-app-phone.png docs/img/
 
 run: install web
 	$(BIN)/chatmq up $(ARGS)
