@@ -46,9 +46,12 @@ def png(width: int = 24, height: int = 16) -> bytes:
 def test_two_users_chat_in_two_browsers(stack: Stack, app: Callable[..., ChatPage], pair: tuple[str, str, str],
                                         screenshots: Path) -> None:
     alice_id, bob_id, conv = pair
+    status, _ = stack.http("PATCH", "/v1/me", token=stack.token(bob_id), body={"display_name": "Bob Builder"})
+    assert status == 200
     alice, bob = app(alice_id), app(bob_id)
     alice.open_conversation(conv)
     alice.page.wait_for_selector(f"[data-testid=member][data-user='{bob_id}'][data-presence=online]")
+    alice.page.locator("[data-testid=conversation-title]", has_text="Bob Builder").wait_for()  # his display name
 
     alice.send("hello bob")
     mine = alice.wait_for_body("hello bob")
@@ -65,10 +68,11 @@ def test_two_users_chat_in_two_browsers(stack: Stack, app: Callable[..., ChatPag
     mine.locator("[data-testid=status][title=read]").wait_for()  # bob read it: ✓✓ in colour
 
     bob.page.type("[data-testid=message-input]", "hi al")
-    alice.page.locator("[data-testid=typing]", has_text=f"{bob_id} is typing").wait_for()
+    alice.page.locator("[data-testid=typing]", has_text="Bob Builder is typing").wait_for()
     bob.page.fill("[data-testid=message-input]", "hi alice, got it")
     bob.page.click("[data-testid=send]")
-    alice.wait_for_body("hi alice, got it")
+    reply = alice.wait_for_body("hi alice, got it")
+    assert reply.locator(".sender").inner_text() == "Bob Builder"
     alice.page.locator("[data-testid=typing]", has_text="typing").wait_for(state="detached")
     assert alice.shown() == [(1, "hello bob"), (2, "hi alice, got it")]
     assert bob.shown() == [(1, "hello bob"), (2, "hi alice, got it")]

@@ -18,6 +18,17 @@ function useSnapshot(client) {
   return client.snapshot;
 }
 
+/** Display names of everyone in the user's conversations; re-renders when they arrive. */
+function useNames(client, conversations) {
+  const [, bump] = useReducer((n) => n + 1, 0);
+  useEffect(() => client.on('profiles', bump), [client]);
+  const ids = [...new Set(conversations.flatMap((c) => c.members ?? []))].sort().join(',');
+  useEffect(() => {
+    if (ids && client.session) client.loadProfiles(ids.split(','));
+  }, [client, ids]);
+  return (id) => client.nameOf(id);
+}
+
 /** 'lost' while the connection is down (after it was up once), then 'back' for a moment. */
 function useConnectionBanner(state) {
   const [banner, setBanner] = useState(null);
@@ -39,6 +50,7 @@ function useConnectionBanner(state) {
 
 export function App({ client }) {
   const snapshot = useSnapshot(client);
+  const nameOf = useNames(client, snapshot.conversations);
   const banner = useConnectionBanner(snapshot.state);
   const [open, setOpen] = useState(() => new URLSearchParams(location.hash.slice(1)).get('c'));
   useEffect(() => {
@@ -60,17 +72,17 @@ export function App({ client }) {
       <aside class="sidebar">
         <header class="bar">
           <span class="me" title=${`signed in as ${me} on device ${snapshot.device}`}>
-            <span class=${`dot ${snapshot.state === 'online' ? 'online' : ''}`}></span>${me}
+            <span class=${`dot ${snapshot.state === 'online' ? 'online' : ''}`}></span>${nameOf(me)}
           </span>
           <button class="link" onClick=${() => client.signOut()} data-testid="sign-out">Sign out</button>
         </header>
         <${NewConversation} client=${client} onCreated=${choose} />
         <${ConversationList} conversations=${snapshot.conversations} me=${me} presence=${snapshot.presence}
-          open=${open} onOpen=${choose} />
+          open=${open} onOpen=${choose} nameOf=${nameOf} />
       </aside>
       <main class="main">
         ${current
-          ? html`<${ConversationView} key=${current.id} client=${client} conv=${current} me=${me}
+          ? html`<${ConversationView} key=${current.id} client=${client} conv=${current} me=${me} nameOf=${nameOf}
               presence=${snapshot.presence} outbox=${snapshot.outbox} onBack=${() => choose(null)} />`
           : html`<div class="empty">Choose a conversation</div>`}
       </main>
@@ -118,7 +130,7 @@ function presenceOf(conv, me, presence) {
   return others.some((u) => presence[u]?.status === 'online') ? 'online' : 'offline';
 }
 
-function ConversationList({ conversations, me, presence, open, onOpen }) {
+function ConversationList({ conversations, me, presence, open, onOpen, nameOf }) {
   if (!conversations.length) return html`<p class="hint">No conversations yet.</p>`;
   return html`
     <ul class="conversations" data-testid="conversations">
@@ -127,10 +139,10 @@ function ConversationList({ conversations, me, presence, open, onOpen }) {
           <button class=${`conversation ${c.id === open ? 'open' : ''}`} onClick=${() => onOpen(c.id)}
             data-testid="conversation" data-conv=${c.id} data-unread=${c.unread}>
             <span class=${`dot ${presenceOf(c, me, presence)}`} data-testid="presence-dot"></span>
-            <span class="name">${conversationName(c, me)}</span>
+            <span class="name">${conversationName(c, me, nameOf)}</span>
             ${c.last_message && html`<span class="when">${timeOf(c.last_message.ts)}</span>`}
             <span class="preview">
-              ${c.last_message ? `${c.last_message.sender === me ? 'You' : c.last_message.sender}: ${c.last_message.body}` : 'No messages yet'}
+              ${c.last_message ? `${c.last_message.sender === me ? 'You' : nameOf(c.last_message.sender)}: ${c.last_message.body}` : 'No messages yet'}
             </span>
             ${c.unread > 0 && html`<span class="unread" data-testid="unread">${c.unread}</span>`}
           </button>

@@ -18,7 +18,7 @@ const TYPING_REPEAT_MS = 3_000; // while typing, say so this often (docs/protoco
 const TYPING_LAPSE_MS = 6_000; // someone's "typing" without a repeat lapses after this
 const NEAR_BOTTOM_PX = 80;
 
-export function ConversationView({ client, conv, me, presence, outbox, onBack }) {
+export function ConversationView({ client, conv, me, presence, outbox, onBack, nameOf }) {
   const [messages, setMessages] = useState(() => new Map()); // seq -> message
   const [olderLeft, setOlderLeft] = useState(false);
   const [loading, setLoading] = useState(true);
@@ -150,11 +150,11 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack })
       <header class="bar">
         <button class="back-button" onClick=${onBack} aria-label="Back to conversations">‹</button>
         <div class="title">
-          <strong data-testid="conversation-title">${conversationName(conv, me)}</strong>
+          <strong data-testid="conversation-title">${conversationName(conv, me, nameOf)}</strong>
           <span class="members">
             ${members.filter((u) => u !== me).map((u) => html`
               <span key=${u} class="member" data-testid="member" data-user=${u} data-presence=${presence[u]?.status ?? 'offline'}>
-                <span class=${`dot ${presence[u]?.status === 'online' ? 'online' : ''}`}></span>${u}
+                <span class=${`dot ${presence[u]?.status === 'online' ? 'online' : ''}`}></span>${nameOf(u)}
               </span>`)}
           </span>
         </div>
@@ -162,26 +162,26 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack })
       <ol class="messages" ref=${list} onScroll=${onScroll} data-testid="messages">
         ${olderLeft && html`<li class="more"><button class="link" onClick=${loadOlder} data-testid="load-older">${loading ? 'Loading…' : 'Earlier messages'}</button></li>`}
         ${!olderLeft && !loading && html`<li class="start">The start of the conversation</li>`}
-        ${shown.map((m) => html`<${Message} key=${m.seq} client=${client} message=${m} me=${me}
+        ${shown.map((m) => html`<${Message} key=${m.seq} client=${client} message=${m} me=${me} nameOf=${nameOf}
           status=${m.sender === me ? deliveryStatus(m.seq, me, members, markers) : null} />`)}
-        ${pending.map((item) => html`<${Message} key=${item.client_msg_id} client=${client} me=${me}
+        ${pending.map((item) => html`<${Message} key=${item.client_msg_id} client=${client} me=${me} nameOf=${nameOf}
           message=${{ ...item.payload, sender: me, ts: item.created }}
           status=${rejected[item.client_msg_id] ? 'failed' : 'pending'} />`)}
         ${Object.entries(rejected).filter(([id]) => !pending.some((p) => p.client_msg_id === id)).map(([id, err]) => html`
           <li key=${id} class="message mine failed" data-testid="rejected">Not sent: ${err?.message ?? 'refused'}</li>`)}
       </ol>
       ${error && html`<p class="error" role="alert">${error}</p>`}
-      <div class="typing" data-testid="typing" aria-live="polite">${typingLine(typers)}</div>
+      <div class="typing" data-testid="typing" aria-live="polite">${typingLine(typers.map(nameOf))}</div>
       <${Composer} client=${client} conv=${conv.id} onSent=${() => { stick.current = true; }} />
     </section>`;
 }
 
-function Message({ client, message, me, status }) {
+function Message({ client, message, me, status, nameOf }) {
   const mine = message.sender === me;
   return html`
     <li class=${`message ${mine ? 'mine' : ''}`} data-testid="message" data-seq=${message.seq ?? ''}
         data-client-msg-id=${message.client_msg_id} data-status=${status ?? ''}>
-      ${!mine && html`<span class="sender">${message.sender}</span>`}
+      ${!mine && html`<span class="sender" title=${message.sender}>${nameOf(message.sender)}</span>`}
       ${message.body && html`<span class="body">${message.body}</span>`}
       ${(message.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id} client=${client} attachment=${a} />`)}
       <span class="meta">

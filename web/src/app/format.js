@@ -55,11 +55,11 @@ export function typingLine(users) {
   return `${users.length} people are typing…`;
 }
 
-/** The name a conversation shows: its title, else the other members. */
-export function conversationName(conv, me) {
+/** The name a conversation shows: its title, else the other members (by ``nameOf``). */
+export function conversationName(conv, me, nameOf = (id) => id) {
   if (conv.title) return conv.title;
   const others = (conv.members ?? []).filter((m) => m !== me);
-  return others.length ? others.join(', ') : conv.id;
+  return others.length ? others.map(nameOf).join(', ') : conv.id;
 }
 
 /** The WebSocket URL of the broker, from the app's config and the page's own address. */

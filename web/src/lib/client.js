@@ -38,6 +38,9 @@ export class ChatClient {
     this.snapshot = null;
     this.calls = new Map();
     this.nextCall = 1;
+    /** @type {Map<string, {id: string, display_name?: string|null}>} profiles loaded so far */
+    this.profiles = new Map();
+    this.profilesAsked = new Set();
   }
 
   /** 'shared' (one connection for every tab, in the SharedWorker) or 'tab' (this tab's own). */
@@ -180,6 +183,27 @@ export class ChatClient {
 
   media(url) {
     return this.api.media(url);
+  }
+
+  /** Load the profiles (display names) of ``ids`` not asked for yet; a 'profiles' event follows. */
+  async loadProfiles(ids) {
+    const wanted = [...new Set(ids)].filter((id) => !this.profilesAsked.has(id));
+    for (let i = 0; i < wanted.length; i += 100) {
+      const batch = wanted.slice(i, i + 100);
+      batch.forEach((id) => this.profilesAsked.add(id));
+      try {
+        for (const profile of await this.api.users(batch)) this.profiles.set(profile.id, profile);
+      } catch {
+        batch.forEach((id) => this.profilesAsked.delete(id)); // asked again next time
+        return;
+      }
+    }
+    if (wanted.length) this.#apply('profiles', this.profiles);
+  }
+
+  /** What to call a user: the display name, else the id. */
+  nameOf(id) {
+    return this.profiles.get(id)?.display_name || id;
   }
 
   async createConversation({ members, title, id }) {

@@ -69,6 +69,12 @@ export class HistoryApi {
     return (await this.request('GET', `/v1/conversations/${encodeURIComponent(conv)}/receipts`)).receipts;
   }
 
+  /** GET /v1/users: the profiles ({id, display_name, avatar_url}) of those of ``ids`` the caller may see. */
+  async users(ids) {
+    const query = new URLSearchParams(ids.map((id) => ['id', id]));
+    return (await this.request('GET', `/v1/users?${query}`)).users;
+  }
+
   presence(user) {
     return this.request('GET', `/v1/presence/${encodeURIComponent(user)}`);
   }
