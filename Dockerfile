@@ -1,6 +1,15 @@
 # syntax=docker/dockerfile:1
 # One image for all three chatmq services; docker-compose.yml picks the role with the command
 # (`chatmq broker`, `chatmq bridge`, `chatmq api`).
+# The web app (web/): npm packages exactly as the lockfile pins them, then the no-bundler build.
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/build.js ./
+COPY web/src ./src
+RUN node build.js
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,10 +26,14 @@ RUN groupadd --system --gid 10001 chatmq \
 COPY . /tmp/chatmq-src
 RUN pip install /tmp/chatmq-src && rm -rf /tmp/chatmq-src
 
+# `chatmq api` serves it at /app/.
+COPY --from=web /web/dist /opt/chatmq/web
+
 USER chatmq
 WORKDIR /var/lib/chatmq
 ENV CHATMQ_DATA_DIR=/var/lib/chatmq \
-    CHATMQ_HOST=0.0.0.0
+    CHATMQ_HOST=0.0.0.0 \
+    CHATMQ_WEB_DIR=/opt/chatmq/web
 
 # MQTT, WebSocket MQTT, HTTP API.
 EXPOSE 1883 8083 8080

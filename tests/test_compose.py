@@ -334,7 +334,8 @@ def _setup_cfg() -> configparser.ConfigParser:
 
 def test_dockerfile_installs_the_project_and_runs_chatmq_unprivileged() -> None:
     instructions = _dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    stages = [rest for kw, rest in instructions if kw == "FROM"]
+    assert stages[-1] == "python:3.11-slim", "the image that runs is the Python one"
     runs = " ".join(rest for kw, rest in instructions if kw == "RUN")
     assert re.search(r"pip install [^&]*/tmp/chatmq-src", runs), "the image must pip install the project"
 
@@ -351,6 +352,16 @@ def test_dockerfile_installs_the_project_and_runs_chatmq_unprivileged() -> None:
 
     exposed = {int(p) for kw, rest in instructions if kw == "EXPOSE" for p in rest.split()}
     assert exposed == set().union(*PUBLISHED.values())
+
+
+def test_image_serves_the_web_app_built_from_the_lockfile() -> None:
+    instructions = _dockerfile_instructions()
+    runs = " ".join(rest for kw, rest in instructions if kw == "RUN")
+    assert "npm ci" in runs and "node build.js" in runs, "the web app is built from web/package-lock.json"
+    copied = [rest.split() for kw, rest in instructions if kw == "COPY" and rest.startswith("--from=web")]
+    assert copied and copied[0][-1] == "/opt/chatmq/web"
+    env = " ".join(rest for kw, rest in instructions if kw == "ENV")
+    assert "CHATMQ_WEB_DIR=/opt/chatmq/web" in env
 
 
 def test_dockerignore_keeps_what_pip_install_needs() -> None:
