@@ -30,7 +30,7 @@ function tab(hub, id) {
   const inbox = [];
   port1.addEventListener('message', (e) => inbox.push(e.data));
   port1.start();
-  port1.postMessage({ type: 'hello', tab: id, config: { wsUrl: 'ws://x' } });
+  port1.postMessage({ type: 'hello', tab: id, config: { wsUrl: 'ws://x' }, locked: true });
   return { port: port1, inbox, close: () => port1.close() };
 }
 

@@ -56,7 +56,7 @@ export class ChatClient {
     const config = { wsUrl: this.config.wsUrl, apiUrl: this.config.apiUrl, heartbeatMs: this.config.heartbeatMs,
       dbName: this.config.dbName };
     if (shared) {
-      await this.#holdTabLock();
+      const locked = await this.#holdTabLock();
       const worker = new SharedWorker(workerUrl, { type: 'module', name: 'chatmq' });
       this.port = worker.port;
       const welcome = new Promise((resolve, reject) => {
@@ -64,7 +64,7 @@ export class ChatClient {
       });
       this.port.addEventListener('message', (event) => this.#onPortMessage(event.data));
       this.port.start();
-      this.port.postMessage({ type: 'hello', tab: this.tab, config });
+      this.port.postMessage({ type: 'hello', tab: this.tab, config, locked });
       globalThis.addEventListener?.('pagehide', () => this.port.postMessage({ type: 'bye', tab: this.tab }));
       // the page hears first when the network is back: no need to wait for the worker's back-off
       globalThis.addEventListener?.('online', () => this.reconnectNow().catch(() => {}));
@@ -83,10 +83,10 @@ export class ChatClient {
 
   /** A Web Lock held for this page's life: the worker learns from it when the tab is gone. */
   #holdTabLock() {
-    if (!globalThis.navigator?.locks) return Promise.resolve();
+    if (!globalThis.navigator?.locks) return Promise.resolve(false);
     return new Promise((held) => {
       navigator.locks.request(tabLockName(this.tab), () => {
-        held();
+        held(true);
         return new Promise(() => {}); // never released while the page lives
       });
     });

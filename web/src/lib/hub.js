@@ -38,7 +38,7 @@ export class TabHub {
     if (message.type === 'call') return this.#call(port, message);
   }
 
-  async #hello(port, { tab, config }) {
+  async #hello(port, { tab, config, locked = false }) {
     clearTimeout(this.idleTimer);
     this.enginePromise ??= this.createEngine(config).then((engine) => {
       this.engine = engine;
@@ -55,7 +55,7 @@ export class TabHub {
     }
     this.tabs.set(tab, port);
     // granted only once the tab's own lock on this name is released: when the tab is gone
-    this.locks?.request(tabLockName(tab), async () => this.#gone(tab));
+    if (locked) this.locks?.request(tabLockName(tab), async () => this.#gone(tab));
     port.postMessage({ type: 'welcome', snapshot: await engine.resume(), tabs: this.tabs.size });
   }
 
