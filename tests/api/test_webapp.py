@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,15 @@ def web_dir(tmp_path: Path) -> Path:
     return root
 
 
+def test_an_inline_script_is_allowed_by_its_hash_only(make_app: Callable[..., Flask], web_dir: Path) -> None:
+    importmap = b'{"imports": {"preact": "./vendor/preact.js"}}'
+    page = b'<script type="importmap">' + importmap + b'</script><script src="main.js"></script>'
+    (web_dir / "index.html").write_bytes(page)
+    policy = make_app(web_dir=web_dir).test_client().get("/app/").headers["Content-Security-Policy"]
+    digest = base64.b64encode(hashlib.sha256(importmap).digest()).decode()
+    assert f"script-src 'self' 'sha256-{digest}';" in policy
+
+
 def test_root_and_bare_path_lead_to_the_app(make_app: Callable[..., Flask], web_dir: Path) -> None:
     client = make_app(web_dir=web_dir).test_client()
     assert client.get("/").headers["Location"] == "/app/"
@@ -44,6 +55,7 @@ def test_files_are_served_with_module_script_types_and_a_strict_policy(
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     policy = page.headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "connect-src 'self' ws: wss:" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
     for path in ("/app/main.js", "/app/lib/worker.js"):
         script = client.get(path)
         assert script.status_code == 200

@@ -133,6 +133,19 @@ test('a new engine over the same database resumes after its cursor', async (ctx)
   await u.engine.stop();
 });
 
+test('changes to earlier messages (entries with a kind) keep their seq but are neither previews nor unread', async (ctx) => {
+  const t = await setup(ctx);
+  await online(t);
+  const c = t.broker.last;
+  c.deliver('chat/team/msg', t.api.add('team', 'bob', 'hello'));
+  c.deliver('chat/team/msg', t.api.add('team', 'bob', '👍', { kind: 'react', target: 1, emoji: '👍' }));
+  await until(() => t.delivered().length === 2);
+  const summary = t.engine.conversationList()[0];
+  assert.equal(summary.last_seq, 2);
+  assert.equal(summary.last_message.body, 'hello');
+  assert.equal(summary.unread, 1);
+});
+
 test('a conversation new to this browser starts at its newest message; a notice triggers a catch-up', async (ctx) => {
   const conversations = { big: { members: ['alice', 'bob'], messages: [] } };
   const t = await setup(ctx, { conversations });

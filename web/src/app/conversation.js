@@ -5,7 +5,7 @@ import { h } from 'preact';
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import { Sequencer } from '../lib/sequencer.js';
-import { randomId } from '../lib/protocol.js';
+import { isMessage, randomId } from '../lib/protocol.js';
 import {
   STATUS_MARK, applyReceipt, conversationName, deliveryStatus, ordered, pendingFor, sizeOf, timeOf, typingLine,
 } from './format.js';
@@ -96,8 +96,9 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
     return () => clearInterval(timer);
   }, []);
 
-  const shown = ordered(messages);
-  const newest = shown.length ? shown[shown.length - 1].seq : 0;
+  const log = ordered(messages);
+  const shown = log.filter(isMessage);
+  const newest = log.length ? log[log.length - 1].seq : 0; // read receipts cover changes too
 
   // --- read receipts: what is on screen while the page is visible ----------------------------------
   useEffect(() => {

@@ -17,7 +17,7 @@
 import { Backoff } from './retry.js';
 import { HistoryApi, ApiError } from './history.js';
 import { Outbox } from './outbox.js';
-import { QOS, decode, parseTopic, randomId, requireId, topics } from './protocol.js';
+import { QOS, decode, isMessage, parseTopic, randomId, requireId, topics } from './protocol.js';
 import { Sequencer } from './sequencer.js';
 
 const HISTORY_PAGE = 200;
@@ -471,6 +471,7 @@ export class ChatEngine {
     for (const message of messages) {
       if (summary && message.seq > summary.last_seq) {
         summary.last_seq = message.seq;
+        if (!isMessage(message)) continue; // a change to an earlier message: no preview, not unread
         summary.last_message = { seq: message.seq, sender: message.sender, body: message.body, ts: message.ts };
         if (message.sender !== me && message.seq > (summary.read_seq ?? 0)) summary.unread = (summary.unread ?? 0) + 1;
       }

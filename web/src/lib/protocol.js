@@ -76,3 +76,10 @@ export function randomId() {
 
 /** The only rejection that means "later", not "never": the message stays queued. */
 export const TRANSIENT_REFUSAL = 'rate_limited';
+
+/**
+ * Whether a log entry is a message to show (rather than a change to an earlier one: an edit, a
+ * delete or a reaction carries a `kind` and a `target`). Entries of kinds this library does not
+ * know are not shown and not counted as unread; they still take their seq in the log.
+ */
+export const isMessage = (entry) => entry.kind === undefined || entry.kind === null || entry.kind === 'message';
