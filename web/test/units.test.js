@@ -67,4 +67,6 @@ test('ids are checked', () => {
   assert.equal(requireId('team-1.a_b', 'conversation'), 'team-1.a_b');
   assert.throws(() => requireId('a/b', 'conversation'), /not a valid conversation id/);
   assert.throws(() => requireId('x'.repeat(65), 'user'), TypeError);
+  for (const bad of ['.', '..', '']) assert.throws(() => requireId(bad, 'conversation'), TypeError, bad);
+  for (const good of ['a', '.a', 'a.', '...', 'ab']) assert.equal(requireId(good, 'user'), good);
 });

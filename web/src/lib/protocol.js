@@ -2,7 +2,8 @@
 // Mirrors chatcore/protocol.py; tests/web/test_js_protocol.py checks the two agree.
 
 export const PROTOCOL_VERSION = 1;
-export const ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+// 1 to 64 of [A-Za-z0-9_.-], but never '.' or '..' (URL path segments that clients rewrite away)
+export const ID_PATTERN = /^(?:[A-Za-z0-9_.-]{3,64}|[A-Za-z0-9_-][A-Za-z0-9_.-]?|\.[A-Za-z0-9_-])$/;
 export const MAX_CLIENT_MSG_ID_CHARS = 64;
 
 export const QOS = Object.freeze({
@@ -12,7 +13,7 @@ export const QOS = Object.freeze({
 /** @param {string} value @param {string} what */
 export function requireId(value, what) {
   if (typeof value !== 'string' || !ID_PATTERN.test(value)) {
-    throw new TypeError(`${JSON.stringify(value)} is not a valid ${what} id ([A-Za-z0-9_.-]{1,64})`);
+    throw new TypeError(`${JSON.stringify(value)} is not a valid ${what} id (1 to 64 of A-Z a-z 0-9 _ . -, not . or ..)`);
   }
   return value;
 }
