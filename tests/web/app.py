@@ -81,14 +81,15 @@ def connections(stack: Stack, user: str) -> list[dict[str, Any]]:
         return list(channel.request(Command.CLIENTS, {"user": user}))
 
 
-def add_users_and_conversation(stack: Stack, users: list[str], conv: str) -> None:
+def add_users_and_conversation(stack: Stack, users: list[str], conv: str, title: str | None = None) -> None:
     """Straight into the stack's store (what `chatmq user add` and `conv create` do, without a
     process start each): the running broker sees the membership within its refresh interval."""
     store = open_store(f"sqlite:///{stack.data_dir / 'chatmq.db'}")
     try:
         for user in users:
-            store.create_user(user, HASHED_PASSWORD)
-        store.create_conversation(conv, users)
+            if store.get_user(user) is None:
+                store.create_user(user, HASHED_PASSWORD)
+        store.create_conversation(conv, users, title=title)
     finally:
         store.close()
 

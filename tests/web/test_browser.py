@@ -76,6 +76,16 @@ def test_two_users_chat_in_two_browsers(stack: Stack, app: Callable[..., ChatPag
     alice.page.locator("[data-testid=typing]", has_text="typing").wait_for(state="detached")
     assert alice.shown() == [(1, "hello bob"), (2, "hi alice, got it")]
     assert bob.shown() == [(1, "hello bob"), (2, "hi alice, got it")]
+
+    # a conversation created meanwhile appears live (user/{me}/events), with its unread message
+    weekend = f"{conv}-weekend"
+    add_users_and_conversation(stack, [alice_id, bob_id], weekend, title="Weekend plans")
+    alice.conversation_item(weekend).wait_for()
+    with stack.client(bob_id, device="phone") as phone:
+        phone.join(weekend)
+        phone.send(weekend, "hiking on Saturday?").result(timeout=10)
+    alice.conversation_item(weekend).locator("[data-testid=unread]", has_text="1").wait_for()
+    assert "hiking on Saturday?" in alice.conversation_item(weekend).inner_text()
     alice.page.screenshot(path=str(screenshots / "web-app.png"))
     assert alice.errors == [] and bob.errors == []
 
