@@ -389,6 +389,96 @@ class ConversationEvent:
     ts: int
 
 
+
+def event_document(event: ConversationEvent) -> dict[str, Any]:
+    """A ConversationEvent as plain JSON (how the outbox keeps it)."""
+    return {"id": event.id, "kind": event.kind, "conv": event.conv, "subject": event.subject,
+            "title": event.title, "recipients": list(event.recipients), "ts": event.ts}  # fmt: skip
+
+
+def event_from_document(doc: Mapping[str, Any]) -> ConversationEvent:
+    return ConversationEvent(int(doc["id"]), doc["kind"], doc["conv"], doc.get("subject"), doc.get("title"),
+                             tuple(doc.get("recipients", ())), int(doc["ts"]))  # fmt: skip
+
+
+# --- the delivery outbox: push notifications and webhooks -------------------------------------
+# What the store records, in the same transaction as the change itself, for the notifier
+# (chatcore/notify/) to turn into push notifications and webhook deliveries.
+OUTBOX_MESSAGE = "message"  # a message was stored: conv, seq, user = sender
+OUTBOX_EVENT = "event"  # a conversation changed: conv, event
+OUTBOX_READ = "read"  # a member's read marker moved forward: conv, seq, user = reader
+
+PUSH_PLATFORMS = ("fcm", "apns")
+
+DELIVERY_PUSH = "push"
+DELIVERY_WEBHOOK = "webhook"
+DELIVERY_PENDING = "pending"  # waiting for its next attempt (next_at)
+DELIVERED = "delivered"  # the receiver answered 2xx; kept as the delivery log until pruned
+DELIVERY_DEAD = "dead"  # retries exhausted or refused for good: waits for an operator's replay
+DELIVERY_CANCELLED = "cancelled"  # no longer worth sending (read meanwhile, the user came online)
+DELIVERY_STATES = (DELIVERY_PENDING, DELIVERED, DELIVERY_DEAD, DELIVERY_CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """Something the notifier must look at, in write order (``id`` ascends)."""
+
+    id: int
+    kind: str  # one of the OUTBOX_* constants
+    conv: str
+    seq: int  # the message's seq, or the read marker's; 0 for events
+    user: str | None  # the sender, or the reader
+    event: ConversationEvent | None  # for OUTBOX_EVENT
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """One device's push registration: where a notification for ``user`` on ``device`` goes."""
+
+    user: str
+    device: str
+    platform: str  # one of PUSH_PLATFORMS
+    token: str  # the provider's device token (FCM registration token, APNs device token)
+    app_id: str | None = None  # which app the token belongs to (the gateway picks credentials by it)
+    preview: bool = True  # the device wants message text in notifications
+    updated_at: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.user}/{self.device}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One notification or webhook call, durable until delivered (at least once)."""
+
+    id: str  # deterministic from what it delivers, so writing it twice is a no-op
+    channel: str  # DELIVERY_PUSH or DELIVERY_WEBHOOK
+    target: str  # push: "user/device"; webhook: the subscription id
+    order_key: str  # deliveries with one key go out one at a time, in ``n`` order
+    payload: dict[str, Any]
+    state: str = DELIVERY_PENDING
+    attempts: int = 0
+    next_at: int = 0  # ms since epoch: not before
+    version: int = 0  # bumped whenever the payload is replaced (a newer message collapsed into it)
+    created_at: int = 0
+    updated_at: int = 0
+    last_error: str | None = None
+    n: int = 0  # ascending in write order, assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """An operator's subscription: POST these events, signed with ``secret``, to ``url``."""
+
+    id: str
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    created_at: int = 0
+
+
 class Store(abc.ABC):
     """Users, conversations, memberships and the per-conversation message log."""
 
@@ -559,6 +649,104 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def delete_events(self, ids: Sequence[int]) -> None:
         """Forget published events (idempotent)."""
+
+
+    # --- push targets and mutes ----------------------------------------------------------------
+    @abc.abstractmethod
+    def put_push_target(self, target: PushTarget) -> PushTarget:
+        """Register (or replace) the device's target. A token belongs to one device: the same
+        (platform, token) registered elsewhere before is removed (a phone that changed hands)."""
+
+    @abc.abstractmethod
+    def push_targets(self, users: Sequence[str]) -> list[PushTarget]:
+        """The targets of these users, ordered by (user, device)."""
+
+    @abc.abstractmethod
+    def delete_push_target(self, user: str, device: str) -> bool:
+        """Forget one device's target; False if there was none."""
+
+    @abc.abstractmethod
+    def delete_push_tokens(self, platform: str, tokens: Sequence[str]) -> int:
+        """Forget every target with one of these tokens (the provider said they are dead)."""
+
+    @abc.abstractmethod
+    def set_mute(self, conv: str, user: str, until: int | None) -> None:
+        """Mute ``conv`` for ``user`` until ``until`` (ms; 0 = until unmuted); None unmutes."""
+
+    @abc.abstractmethod
+    def mute(self, conv: str, user: str) -> int | None:
+        """None when not muted, else the ``until`` it was muted with (0 = until unmuted)."""
+
+    @abc.abstractmethod
+    def muted_members(self, conv: str, users: Sequence[str], now: int) -> set[str]:
+        """Which of ``users`` have ``conv`` muted at ``now``."""
+
+    # --- the delivery outbox, deliveries and webhook subscriptions -----------------------------
+    @abc.abstractmethod
+    def pending_outbox(self, limit: int = 500) -> list[OutboxEntry]:
+        """The oldest entries not yet consumed, ascending id."""
+
+    @abc.abstractmethod
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        """Consume entries (idempotent)."""
+
+    @abc.abstractmethod
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        """Store new deliveries (``n``, ``created_at`` and ``updated_at`` assigned here); one whose id
+        exists already is left as it is. Returns how many were new."""
+
+    @abc.abstractmethod
+    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    @abc.abstractmethod
+    def latest_delivery(self, order_key: str) -> Delivery | None:
+        """The newest delivery (highest ``n``) with this order key, in any state."""
+
+    @abc.abstractmethod
+    def replace_pending_payload(self, delivery_id: str, payload: dict[str, Any]) -> bool:
+        """Give a still pending delivery a newer payload (``version`` + 1); False if not pending."""
+
+    @abc.abstractmethod
+    def due_deliveries(self, now: int, limit: int = 100, exclude: Sequence[str] = ()) -> list[Delivery]:
+        """Pending deliveries to attempt now: per order key only the oldest pending one (so one
+        key's deliveries go out in order), and only when its ``next_at`` has come. Ascending ``n``."""
+
+    @abc.abstractmethod
+    def record_attempt(
+        self, delivery_id: str, version: int, state: str, next_at: int, error: str | None
+    ) -> bool:
+        """The outcome of one attempt at the delivery as it was at ``version``: attempts + 1, the
+        new state and next attempt time. False (nothing changed) when the payload was replaced
+        during the attempt: the newer payload still has to go."""
+
+    @abc.abstractmethod
+    def set_delivery_state(self, delivery_id: str, state: str, next_at: int | None = None) -> bool:
+        """Force a state (cancel, or back to pending); False for an unknown id."""
+
+    @abc.abstractmethod
+    def replay_deliveries(self, ids: Sequence[str], now: int) -> int:
+        """Pending again from ``now`` with no attempts counted (an operator's replay). Returns how many."""
+
+    @abc.abstractmethod
+    def list_deliveries(
+        self, channel: str | None = None, state: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        """The newest deliveries first, filtered."""
+
+    @abc.abstractmethod
+    def prune_deliveries(self, before: int) -> int:
+        """Forget delivered and cancelled deliveries last updated before ``before`` (dead ones stay)."""
+
+    @abc.abstractmethod
+    def add_webhook(self, webhook: Webhook) -> Webhook:
+        """Raises AlreadyExists for a taken id."""
+
+    @abc.abstractmethod
+    def webhooks(self) -> list[Webhook]:
+        """Every subscription, ordered by id."""
+
+    @abc.abstractmethod
+    def remove_webhook(self, webhook_id: str) -> bool: ...
 
     # --- lifecycle --------------------------------------------------------------------------
     @abc.abstractmethod

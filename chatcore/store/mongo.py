@@ -56,17 +56,24 @@ from pymongo.write_concern import WriteConcern
 from chatcore.ids import require_id
 from chatcore.protocol import CHANGE_KINDS, EntryKind
 from chatcore.store.base import (
+    DELIVERED,
+    DELIVERY_CANCELLED,
+    DELIVERY_PENDING,
     EVENT_CREATED,
     EVENT_MEMBER_ADDED,
     EVENT_MEMBER_REMOVED,
     EVENT_TITLE_CHANGED,
     MEMBERSHIP_LOG_KEEP,
     MEMBERSHIP_LOG_PRUNE_EVERY,
+    OUTBOX_EVENT,
+    OUTBOX_MESSAGE,
+    OUTBOX_READ,
     AlreadyExists,
     AppendResult,
     Change,
     Conversation,
     ConversationEvent,
+    Delivery,
     HistoryPage,
     Marker,
     MembershipChanges,
@@ -75,6 +82,8 @@ from chatcore.store.base import (
     NewMessage,
     NewUser,
     NotFound,
+    OutboxEntry,
+    PushTarget,
     ReceiptOutcome,
     ReceiptResult,
     ReceiptUpdate,
@@ -82,7 +91,10 @@ from chatcore.store.base import (
     TargetState,
     User,
     ViewPage,
+    Webhook,
     encode_attachments,
+    event_document,
+    event_from_document,
     fold_reactions,
     hole_tombstone,
     new_message_id,
@@ -99,6 +111,8 @@ DURABLE = WriteConcern(w="majority", j=True)
 _MEMBERSHIP_VERSION = "membership_version"
 _USERS_VERSION = "users_version"
 _EVENT_ID = "event_id"
+_OUTBOX_ID = "outbox_id"
+_DELIVERY_N = "delivery_n"
 _DUPLICATE_KEY = 11000
 _STATE_FIELDS = {"kind": 1, "sender": 1, "ts": 1, "delete_seq": 1}
 
@@ -127,6 +141,11 @@ class MongoStore(Store):
         self._membership_log = collection("membership_log")
         self._reactions = collection("reactions")
         self._media_refs = collection("media_refs")
+        self._outbox = collection("outbox")
+        self._push_targets = collection("push_targets")
+        self._mutes = collection("mutes")
+        self._deliveries = collection("deliveries")
+        self._webhooks = collection("webhooks")
         self._stored_upto: dict[str, int] = {}  # conv -> every seq up to this one is stored (by us)
         # History pages may come from a secondary if so configured, but only majority-committed.
         self._history: Collection[Any] = self._messages.with_options(
@@ -326,12 +345,17 @@ class MongoStore(Store):
         counter = self._meta.find_one_and_update(
             {"_id": _EVENT_ID}, {"$inc": {"value": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
+        event = ConversationEvent(int(counter["value"]), kind, conv_id, subject, title, tuple(recipients), ts)
         self._events.insert_one(
             {
-                "_id": int(counter["value"]), "kind": kind, "conv": conv_id, "subject": subject,
+                "_id": event.id, "kind": kind, "conv": conv_id, "subject": subject,
                 "title": title, "recipients": list(recipients), "ts": ts,
             }
         )
+        self._outbox.insert_one(
+            {"_id": self._reserve(_OUTBOX_ID, 1), "key": f"e:{event.id}", "kind": OUTBOX_EVENT, "conv": conv_id,
+             "seq": 0, "user": subject, "event": event_document(event), "ts": ts}
+        )  # fmt: skip
 
     def memberships(self) -> dict[str, frozenset[str]]:
         return {doc["_id"]: frozenset(doc.get("members", ())) for doc in self._convs.find({}, {"members": 1})}
@@ -387,6 +411,7 @@ class MongoStore(Store):
                 self._append_run(batch, encoded, run, results)
                 run = []
                 results[index] = self._append_checked(item, encoded[index], owners[item.conv], edit_window_ms)
+                self._record_outbox([results[index]])
             else:
                 run.append(index)
         self._append_run(batch, encoded, run, results)
@@ -424,6 +449,7 @@ class MongoStore(Store):
             results[index] = AppendResult(message=raced.original, duplicate=True)
         self._note_stored(docs)
         self._add_media_refs([r.message for r in (results[i] for i in run) if r and r.message and not r.duplicate])
+        self._record_outbox([results[i] for i in run])
 
         for index in run:  # later repeats inside the run resolve to the first
             if results[index] is None:
@@ -532,6 +558,32 @@ class MongoStore(Store):
         except BulkWriteError as exc:  # already there (a retried batch): fine; anything else is not
             if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
+
+    def _record_outbox(self, results: Sequence[AppendResult | None]) -> None:
+        """The notifier's entries for the new entries, written after them and before the ack. Not
+        one transaction with them (see the module doc): a crash in between leaves stored entries
+        without outbox entries, but unacked, so the device resends; a resend that finds the entry
+        stored (a duplicate) writes its outbox entry again if it is missing (``$setOnInsert``)."""
+        fresh = [r.message for r in results if r is not None and r.message is not None and not r.duplicate]
+        again = {r.message.id: r.message for r in results
+                 if r is not None and r.message is not None and r.duplicate}  # fmt: skip
+        if not fresh and not again:
+            return
+        first = self._reserve(_OUTBOX_ID, len(fresh) + len(again))
+        if fresh:
+            self._outbox.insert_many(
+                [_outbox_message_doc(first + i, m) for i, m in enumerate(fresh)], ordered=False
+            )
+        for i, message in enumerate(again.values(), start=first + len(fresh)):
+            doc = _outbox_message_doc(i, message)
+            self._outbox.update_one({"key": doc["key"]}, {"$setOnInsert": doc}, upsert=True)
+
+    def _reserve(self, counter: str, count: int) -> int:
+        """The first of ``count`` consecutive ids from a counter in ``meta``."""
+        doc = self._meta.find_one_and_update(
+            {"_id": counter}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(doc["value"]) - count + 1
 
     def _stored_originals(self, batch: Sequence[NewMessage]) -> dict[tuple[str, str, str], Message]:
         """Messages already stored under a batch item's client id: one query per conversation."""
@@ -668,6 +720,12 @@ class MongoStore(Store):
             moved = before is None or int(before.get(field, 0)) < update.seq
             if moved:
                 self._markers.update_one(marker_key, {"$max": {"updated_at": update.ts}})
+                if update.status == "read":  # may clear notifications on the reader's other devices
+                    self._outbox.insert_one(
+                        {"_id": self._reserve(_OUTBOX_ID, 1), "key": f"r:{update.conv}/{update.user}/{update.seq}",
+                         "kind": OUTBOX_READ, "conv": update.conv, "seq": update.seq, "user": update.user,
+                         "event": None, "ts": update.ts}
+                    )  # fmt: skip
             results.append(ReceiptResult(ReceiptOutcome.MOVED if moved else ReceiptOutcome.UNCHANGED, last_seq))
         return results
 
@@ -696,6 +754,163 @@ class MongoStore(Store):
     def delete_events(self, ids: Sequence[int]) -> None:
         if ids:
             self._events.delete_many({"_id": {"$in": list(ids)}})
+
+
+    # --- push targets and mutes ----------------------------------------------------------------
+    def put_push_target(self, target: PushTarget) -> PushTarget:
+        stored = replace(target, updated_at=now_ms())
+        key = f"{stored.user}/{stored.device}"
+        self._push_targets.delete_many(
+            {"platform": stored.platform, "token": stored.token, "_id": {"$ne": key}}
+        )  # a scatter on a sharded cluster: rare (a registration), and a token must have one owner
+        self._push_targets.replace_one({"_id": key, "user": stored.user}, _target_doc(stored), upsert=True)
+        return stored
+
+    def push_targets(self, users: Sequence[str]) -> list[PushTarget]:
+        if not users:
+            return []
+        docs = self._push_targets.find({"user": {"$in": sorted(set(users))}})
+        return sorted((_push_target(doc) for doc in docs), key=lambda t: (t.user, t.device))
+
+    def delete_push_target(self, user: str, device: str) -> bool:
+        return self._push_targets.delete_one({"_id": f"{user}/{device}", "user": user}).deleted_count > 0
+
+    def delete_push_tokens(self, platform: str, tokens: Sequence[str]) -> int:
+        if not tokens:
+            return 0
+        query = {"platform": platform, "token": {"$in": sorted(set(tokens))}}
+        return self._push_targets.delete_many(query).deleted_count
+
+    def set_mute(self, conv: str, user: str, until: int | None) -> None:
+        key = {"_id": f"{conv}/{user}", "conv": conv}
+        if until is None:
+            self._mutes.delete_one(key)
+        else:
+            self._mutes.replace_one(key, {**key, "user": user, "until": until}, upsert=True)
+
+    def mute(self, conv: str, user: str) -> int | None:
+        doc = self._mutes.find_one({"_id": f"{conv}/{user}", "conv": conv})
+        return None if doc is None else int(doc["until"])
+
+    def muted_members(self, conv: str, users: Sequence[str], now: int) -> set[str]:
+        if not users:
+            return set()
+        query = {"conv": conv, "user": {"$in": sorted(set(users))}, "$or": [{"until": 0}, {"until": {"$gt": now}}]}
+        return {doc["user"] for doc in self._mutes.find(query, {"user": 1})}
+
+    # --- the delivery outbox, deliveries and webhook subscriptions -----------------------------
+    def pending_outbox(self, limit: int = 500) -> list[OutboxEntry]:
+        return [
+            OutboxEntry(int(doc["_id"]), doc["kind"], doc["conv"], int(doc.get("seq", 0)), doc.get("user"),
+                        event_from_document(doc["event"]) if doc.get("event") else None, int(doc["ts"]))
+            for doc in self._outbox.find().sort("_id", ASCENDING).limit(limit)
+        ]  # fmt: skip
+
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        if ids:
+            self._outbox.delete_many({"_id": {"$in": list(ids)}})
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        ids = [d.id for d in deliveries]
+        existing = {doc["_id"] for doc in self._deliveries.find({"_id": {"$in": ids}}, {"_id": 1})}
+        fresh = list({d.id: d for d in deliveries if d.id not in existing}.values())
+        if not fresh:
+            return 0
+        first, now = self._reserve(_DELIVERY_N, len(fresh)), now_ms()
+        added = 0
+        for i, delivery in enumerate(fresh):
+            doc = _delivery_doc(replace(delivery, n=first + i, created_at=now, updated_at=now))
+            try:
+                self._deliveries.insert_one(doc)
+                added += 1
+            except DuplicateKeyError:  # written meanwhile by another writer: leave it
+                continue
+        return added
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        doc = self._deliveries.find_one({"_id": delivery_id})
+        return _delivery(doc) if doc else None
+
+    def latest_delivery(self, order_key: str) -> Delivery | None:
+        docs = list(self._deliveries.find({"order_key": order_key}).sort("n", DESCENDING).limit(1))
+        return _delivery(docs[0]) if docs else None
+
+    def replace_pending_payload(self, delivery_id: str, payload: dict[str, Any]) -> bool:
+        result = self._deliveries.update_one(
+            {"_id": delivery_id, "state": DELIVERY_PENDING},
+            {"$set": {"payload": payload, "updated_at": now_ms()}, "$inc": {"version": 1}},
+        )
+        return result.modified_count > 0
+
+    def due_deliveries(self, now: int, limit: int = 100, exclude: Sequence[str] = ()) -> list[Delivery]:
+        skip = set(exclude)
+        heads = self._deliveries.aggregate([
+            {"$match": {"state": DELIVERY_PENDING}},
+            {"$sort": {"n": 1}},
+            {"$group": {"_id": "$order_key", "head": {"$first": "$$ROOT"}}},
+            {"$replaceRoot": {"newRoot": "$head"}},
+            {"$match": {"next_at": {"$lte": now}}},
+            {"$sort": {"n": 1}},
+            {"$limit": limit + len(skip)},
+        ])  # fmt: skip
+        return [d for d in map(_delivery, heads) if d.id not in skip][:limit]
+
+    def record_attempt(
+        self, delivery_id: str, version: int, state: str, next_at: int, error: str | None
+    ) -> bool:
+        result = self._deliveries.update_one(
+            {"_id": delivery_id, "version": version},
+            {"$set": {"state": state, "next_at": next_at, "last_error": error, "updated_at": now_ms()},
+             "$inc": {"attempts": 1}},
+        )  # fmt: skip
+        return result.modified_count > 0
+
+    def set_delivery_state(self, delivery_id: str, state: str, next_at: int | None = None) -> bool:
+        fields: dict[str, Any] = {"state": state, "updated_at": now_ms()}
+        if next_at is not None:
+            fields["next_at"] = next_at
+        return self._deliveries.update_one({"_id": delivery_id}, {"$set": fields}).matched_count > 0
+
+    def replay_deliveries(self, ids: Sequence[str], now: int) -> int:
+        if not ids:
+            return 0
+        result = self._deliveries.update_many(
+            {"_id": {"$in": sorted(set(ids))}},
+            {"$set": {"state": DELIVERY_PENDING, "attempts": 0, "next_at": now, "last_error": None, "updated_at": now},
+             "$inc": {"version": 1}},
+        )  # fmt: skip
+        return result.matched_count
+
+    def list_deliveries(
+        self, channel: str | None = None, state: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        query = {k: v for k, v in (("channel", channel), ("state", state), ("target", target)) if v is not None}
+        return [_delivery(doc) for doc in self._deliveries.find(query).sort("n", DESCENDING).limit(limit)]
+
+    def prune_deliveries(self, before: int) -> int:
+        return self._deliveries.delete_many(
+            {"state": {"$in": [DELIVERED, DELIVERY_CANCELLED]}, "updated_at": {"$lt": before}}
+        ).deleted_count
+
+    def add_webhook(self, webhook: Webhook) -> Webhook:
+        stored = replace(webhook, created_at=webhook.created_at or now_ms())
+        try:
+            self._webhooks.insert_one({"_id": stored.id, "url": stored.url, "secret": stored.secret,
+                                       "events": list(stored.events), "created_at": stored.created_at})
+        except DuplicateKeyError as exc:
+            raise AlreadyExists(f"webhook {webhook.id!r} already exists") from exc
+        return stored
+
+    def webhooks(self) -> list[Webhook]:
+        return [
+            Webhook(doc["_id"], doc["url"], doc["secret"], tuple(doc.get("events", ())), int(doc.get("created_at", 0)))
+            for doc in self._webhooks.find().sort("_id", ASCENDING)
+        ]
+
+    def remove_webhook(self, webhook_id: str) -> bool:
+        return self._webhooks.delete_one({"_id": webhook_id}).deleted_count > 0
 
     # --- lifecycle --------------------------------------------------------------------------
     def ping(self) -> None:
@@ -835,3 +1050,34 @@ def _view(doc: dict[str, Any], reactions: dict[int, Any]) -> MessageView:
 
 def _media_ids(attachments: Sequence[Any]) -> list[str]:
     return [a["media_id"] for a in attachments if isinstance(a, dict) and isinstance(a.get("media_id"), str)]
+
+
+def _outbox_message_doc(outbox_id: int, message: Message) -> dict[str, Any]:
+    return {"_id": outbox_id, "key": f"m:{message.conv}/{message.seq}", "kind": OUTBOX_MESSAGE, "conv": message.conv,
+            "seq": message.seq, "user": message.sender, "event": None, "ts": message.ts}  # fmt: skip
+
+
+def _target_doc(target: PushTarget) -> dict[str, Any]:
+    return {"_id": f"{target.user}/{target.device}", "user": target.user, "device": target.device,
+            "platform": target.platform, "token": target.token, "app_id": target.app_id,
+            "preview": target.preview, "updated_at": target.updated_at}  # fmt: skip
+
+
+def _push_target(doc: dict[str, Any]) -> PushTarget:
+    return PushTarget(doc["user"], doc["device"], doc["platform"], doc["token"], doc.get("app_id"),
+                      bool(doc.get("preview", True)), int(doc.get("updated_at", 0)))  # fmt: skip
+
+
+def _delivery_doc(delivery: Delivery) -> dict[str, Any]:
+    return {"_id": delivery.id, "channel": delivery.channel, "target": delivery.target,
+            "order_key": delivery.order_key, "payload": delivery.payload, "state": delivery.state,
+            "attempts": delivery.attempts, "next_at": delivery.next_at, "version": delivery.version,
+            "created_at": delivery.created_at, "updated_at": delivery.updated_at,
+            "last_error": delivery.last_error, "n": delivery.n}  # fmt: skip
+
+
+def _delivery(doc: dict[str, Any]) -> Delivery:
+    return Delivery(str(doc["_id"]), doc["channel"], doc["target"], doc["order_key"], dict(doc["payload"]),
+                    doc["state"], int(doc.get("attempts", 0)), int(doc.get("next_at", 0)),
+                    int(doc.get("version", 0)), int(doc.get("created_at", 0)), int(doc.get("updated_at", 0)),
+                    doc.get("last_error"), int(doc.get("n", 0)))  # fmt: skip

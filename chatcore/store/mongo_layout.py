@@ -62,6 +62,14 @@ INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("markers", (("user", ASC), ("conv", ASC)), "user_conv"),
     IndexSpec("markers", (("conv", ASC), ("user", ASC)), "conv_user"),
     IndexSpec("conversations", (("members", ASC),), "members"),
+    # The notifier's outbox (one entry per key) and its deliveries.
+    IndexSpec("outbox", (("key", ASC),), "key", unique=True),
+    IndexSpec("push_targets", (("user", ASC),), "user"),
+    IndexSpec("push_targets", (("platform", ASC), ("token", ASC)), "platform_token"),
+    IndexSpec("mutes", (("conv", ASC), ("user", ASC)), "conv_user"),
+    IndexSpec("deliveries", (("state", ASC), ("order_key", ASC), ("n", ASC)), "state_order_key_n"),
+    IndexSpec("deliveries", (("order_key", ASC), ("n", ASC)), "order_key_n"),
+    IndexSpec("deliveries", (("state", ASC), ("updated_at", ASC)), "state_updated_at"),
     # GridFS builds this one itself on the first upload, unless an index on these keys exists; the
     # script builds it first, unique as GridFS would, so sharding on it keeps chunk uniqueness.
     IndexSpec("media.chunks", (("files_id", ASC), ("n", ASC)), "files_id_1_n_1", unique=True,
@@ -106,6 +114,19 @@ SHARD_KEYS: tuple[ShardKey, ...] = (
         routing_fields=("user",),
     ),
     ShardKey(
+        "push_targets",
+        (("user", "hashed"),),
+        "devices' push registrations, read per member of a conversation ($in on user); only "
+        "removing a token the provider declared dead (or that changed hands) asks every shard",
+        routing_fields=("user",),
+    ),
+    ShardKey(
+        "mutes",
+        (("conv", "hashed"),),
+        "mute settings, always read for one conversation's members",
+        routing_fields=("conv",),
+    ),
+    ShardKey(
         "users",
         (("_id", "hashed"),),
         "one document per user, read by id on every login",
@@ -121,10 +142,15 @@ SHARD_KEYS: tuple[ShardKey, ...] = (
 
 # Small, low-traffic collections that stay on the database's primary shard.
 UNSHARDED: dict[str, str] = {
-    "meta": "three counters (membership and users versions, event ids)",
+    "meta": "counters (membership and users versions, event, outbox and delivery ids)",
     "events": "the membership-change outbox, emptied by the bridge as it publishes",
     "membership_log": "the last 10,000 membership changes (version -> conversation), for incremental views",
     "media.files": "one small document per upload; GridFS reads it by _id",
+    "outbox": "the notifier's work queue (one small entry per message, read receipt and conversation "
+              "change), emptied as the notifier consumes it",
+    "deliveries": "push notifications and webhook calls until delivered, then the delivery log "
+                  "(pruned after CHATMQ_DELIVERY_LOG_DAYS); collapsing keeps it far smaller than the log",
+    "webhooks": "the operators' webhook subscriptions (a handful)",
 }
 
 

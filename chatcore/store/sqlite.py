@@ -33,17 +33,24 @@ import orjson
 from chatcore.ids import require_id
 from chatcore.protocol import CHANGE_KINDS, EntryKind
 from chatcore.store.base import (
+    DELIVERED,
+    DELIVERY_CANCELLED,
+    DELIVERY_PENDING,
     EVENT_CREATED,
     EVENT_MEMBER_ADDED,
     EVENT_MEMBER_REMOVED,
     EVENT_TITLE_CHANGED,
     MEMBERSHIP_LOG_KEEP,
     MEMBERSHIP_LOG_PRUNE_EVERY,
+    OUTBOX_EVENT,
+    OUTBOX_MESSAGE,
+    OUTBOX_READ,
     AlreadyExists,
     AppendResult,
     Change,
     Conversation,
     ConversationEvent,
+    Delivery,
     HistoryPage,
     Marker,
     MembershipChanges,
@@ -52,6 +59,8 @@ from chatcore.store.base import (
     NewMessage,
     NewUser,
     NotFound,
+    OutboxEntry,
+    PushTarget,
     ReceiptOutcome,
     ReceiptResult,
     ReceiptUpdate,
@@ -59,7 +68,10 @@ from chatcore.store.base import (
     TargetState,
     User,
     ViewPage,
+    Webhook,
     encode_attachments,
+    event_document,
+    event_from_document,
     fold_reactions,
     new_message_id,
     now_ms,
@@ -69,7 +81,8 @@ from chatcore.store.base import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions
+SCHEMA_VERSION = 5  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions;
+# 5: outbox, push targets, mutes, deliveries, webhooks
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # ids per "IN (...)" query: well under SQLite's bound-parameter limit
 ERASE_CHECKPOINT_TIMEOUT_MS = 2_000  # how long a deletion waits for readers to truncate the WAL
@@ -169,6 +182,57 @@ CREATE TABLE IF NOT EXISTS events (
     recipients TEXT NOT NULL,
     ts INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    user TEXT,
+    event TEXT,
+    ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS push_targets (
+    user TEXT NOT NULL,
+    device TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    token TEXT NOT NULL,
+    app_id TEXT,
+    preview INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user, device)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS push_targets_by_token ON push_targets(platform, token);
+CREATE TABLE IF NOT EXISTS mutes (
+    conv TEXT NOT NULL,
+    user TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (conv, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_head ON deliveries(state, order_key, n);
+CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries(order_key, n);
+CREATE INDEX IF NOT EXISTS deliveries_by_age ON deliveries(state, updated_at);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    events TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 # Columns added to a table after its first release: added in place to older databases (nullable,
@@ -551,6 +615,11 @@ class SQLiteStore(Store):
                     "UPDATE conversations SET last_seq = ? WHERE id = ?",
                     [(seq, conv) for conv, seq in last_seq.items()],
                 )
+                conn.executemany(  # the notifier's work, durable with the entries themselves
+                    f"INSERT INTO outbox (kind, conv, seq, user, ts) VALUES ('{OUTBOX_MESSAGE}', ?, ?, ?, ?)",
+                    [(r.message.conv, r.message.seq, r.message.sender, r.message.ts) for r in results
+                     if r.message is not None and not r.duplicate],
+                )
             if any(r.message is not None and r.message.kind == EntryKind.DELETE and not r.duplicate for r in results):
                 _truncate_wal(conn)
         return results
@@ -632,6 +701,11 @@ class SQLiteStore(Store):
                         " updated_at = excluded.updated_at",
                         (update.conv, update.user, max(delivered, update.seq), new_read, update.ts),
                     )
+                    if update.status == "read":  # may clear notifications on the reader's other devices
+                        conn.execute(
+                            f"INSERT INTO outbox (kind, conv, seq, user, ts) VALUES ('{OUTBOX_READ}', ?, ?, ?, ?)",
+                            (update.conv, update.seq, update.user, update.ts),
+                        )
                 outcome = ReceiptOutcome.MOVED if moved else ReceiptOutcome.UNCHANGED
                 results.append(ReceiptResult(outcome, last_seq))
         return results
@@ -676,6 +750,206 @@ class SQLiteStore(Store):
             return
         with self._connection() as conn, _write(conn):
             conn.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
+
+
+    # --- push targets and mutes ----------------------------------------------------------------
+    def put_push_target(self, target: PushTarget) -> PushTarget:
+        stored = replace(target, updated_at=now_ms())
+        with self._connection() as conn, _write(conn):
+            conn.execute(
+                "DELETE FROM push_targets WHERE platform = ? AND token = ? AND NOT (user = ? AND device = ?)",
+                (stored.platform, stored.token, stored.user, stored.device),
+            )
+            conn.execute(
+                f"INSERT OR REPLACE INTO push_targets ({_TARGET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (stored.user, stored.device, stored.platform, stored.token, stored.app_id, int(stored.preview),
+                 stored.updated_at),
+            )  # fmt: skip
+        return stored
+
+    def push_targets(self, users: Sequence[str]) -> list[PushTarget]:
+        wanted = sorted(set(users))
+        found: list[PushTarget] = []
+        with self._connection() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT {_TARGET_COLUMNS} FROM push_targets WHERE user IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.extend(_push_target(row) for row in rows)
+        return sorted(found, key=lambda t: (t.user, t.device))
+
+    def delete_push_target(self, user: str, device: str) -> bool:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute("DELETE FROM push_targets WHERE user = ? AND device = ?", (user, device))
+        return cur.rowcount > 0
+
+    def delete_push_tokens(self, platform: str, tokens: Sequence[str]) -> int:
+        with self._connection() as conn, _write(conn):
+            return sum(
+                conn.execute("DELETE FROM push_targets WHERE platform = ? AND token = ?", (platform, token)).rowcount
+                for token in set(tokens)
+            )
+
+    def set_mute(self, conv: str, user: str, until: int | None) -> None:
+        with self._connection() as conn, _write(conn):
+            if until is None:
+                conn.execute("DELETE FROM mutes WHERE conv = ? AND user = ?", (conv, user))
+            else:
+                conn.execute("INSERT OR REPLACE INTO mutes (conv, user, until) VALUES (?, ?, ?)", (conv, user, until))
+
+    def mute(self, conv: str, user: str) -> int | None:
+        with self._connection() as conn:
+            row = conn.execute("SELECT until FROM mutes WHERE conv = ? AND user = ?", (conv, user)).fetchone()
+        return None if row is None else int(row[0])
+
+    def muted_members(self, conv: str, users: Sequence[str], now: int) -> set[str]:
+        wanted = set(users)
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT user FROM mutes WHERE conv = ? AND (until = 0 OR until > ?)", (conv, now)
+            ).fetchall()
+        return {row[0] for row in rows} & wanted
+
+    # --- the delivery outbox, deliveries and webhook subscriptions -----------------------------
+    def pending_outbox(self, limit: int = 500) -> list[OutboxEntry]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id, kind, conv, seq, user, event, ts FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [
+            OutboxEntry(row[0], row[1], row[2], row[3], row[4], event_from_document(orjson.loads(row[5]))
+                        if row[5] else None, row[6])
+            for row in rows
+        ]  # fmt: skip
+
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        if ids:
+            with self._connection() as conn, _write(conn):
+                conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        now = now_ms()
+        with self._connection() as conn, _write(conn):
+            return sum(
+                conn.execute(
+                    "INSERT OR IGNORE INTO deliveries (id, channel, target, order_key, payload, state, attempts,"
+                    " next_at, version, created_at, updated_at, last_error)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (d.id, d.channel, d.target, d.order_key, orjson.dumps(d.payload).decode(), d.state, d.attempts,
+                     d.next_at, d.version, now, now, d.last_error),
+                ).rowcount
+                for d in deliveries
+            )  # fmt: skip
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        return _delivery(row) if row else None
+
+    def latest_delivery(self, order_key: str) -> Delivery | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE order_key = ? ORDER BY n DESC LIMIT 1", (order_key,)
+            ).fetchone()
+        return _delivery(row) if row else None
+
+    def replace_pending_payload(self, delivery_id: str, payload: dict[str, Any]) -> bool:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute(
+                "UPDATE deliveries SET payload = ?, version = version + 1, updated_at = ?"
+                f" WHERE id = ? AND state = '{DELIVERY_PENDING}'",
+                (orjson.dumps(payload).decode(), now_ms(), delivery_id),
+            )
+        return cur.rowcount > 0
+
+    def due_deliveries(self, now: int, limit: int = 100, exclude: Sequence[str] = ()) -> list[Delivery]:
+        skip = set(exclude)
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d WHERE state = '{DELIVERY_PENDING}' AND next_at <= ?"
+                f" AND n = (SELECT MIN(n) FROM deliveries h WHERE h.state = '{DELIVERY_PENDING}'"
+                " AND h.order_key = d.order_key) ORDER BY n LIMIT ?",
+                (now, limit + len(skip)),
+            ).fetchall()
+        return [d for d in map(_delivery, rows) if d.id not in skip][:limit]
+
+    def record_attempt(
+        self, delivery_id: str, version: int, state: str, next_at: int, error: str | None
+    ) -> bool:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, state = ?, next_at = ?, last_error = ?, updated_at = ?"
+                " WHERE id = ? AND version = ?",
+                (state, next_at, error, now_ms(), delivery_id, version),
+            )
+        return cur.rowcount > 0
+
+    def set_delivery_state(self, delivery_id: str, state: str, next_at: int | None = None) -> bool:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute(
+                "UPDATE deliveries SET state = ?, next_at = COALESCE(?, next_at), updated_at = ? WHERE id = ?",
+                (state, next_at, now_ms(), delivery_id),
+            )
+        return cur.rowcount > 0
+
+    def replay_deliveries(self, ids: Sequence[str], now: int) -> int:
+        with self._connection() as conn, _write(conn):
+            return sum(
+                conn.execute(
+                    f"UPDATE deliveries SET state = '{DELIVERY_PENDING}', attempts = 0, next_at = ?, last_error = NULL,"
+                    " version = version + 1, updated_at = ? WHERE id = ?",
+                    (now, now, delivery_id),
+                ).rowcount
+                for delivery_id in set(ids)
+            )
+
+    def list_deliveries(
+        self, channel: str | None = None, state: str | None = None, target: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        where, params = [], []
+        for column, value in (("channel", channel), ("state", state), ("target", target)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries{clause} ORDER BY n DESC LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def prune_deliveries(self, before: int) -> int:
+        with self._connection() as conn, _write(conn):
+            return conn.execute(
+                f"DELETE FROM deliveries WHERE state IN ('{DELIVERED}', '{DELIVERY_CANCELLED}') AND updated_at < ?",
+                (before,),
+            ).rowcount
+
+    def add_webhook(self, webhook: Webhook) -> Webhook:
+        stored = replace(webhook, created_at=webhook.created_at or now_ms())
+        with self._connection() as conn, _write(conn):
+            try:
+                conn.execute(
+                    "INSERT INTO webhooks (id, url, secret, events, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (stored.id, stored.url, stored.secret, orjson.dumps(list(stored.events)).decode(),
+                     stored.created_at),
+                )  # fmt: skip
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"webhook {webhook.id!r} already exists") from exc
+        return stored
+
+    def webhooks(self) -> list[Webhook]:
+        with self._connection() as conn:
+            rows = conn.execute("SELECT id, url, secret, events, created_at FROM webhooks ORDER BY id").fetchall()
+        return [Webhook(row[0], row[1], row[2], tuple(orjson.loads(row[3])), row[4]) for row in rows]
+
+    def remove_webhook(self, webhook_id: str) -> bool:
+        with self._connection() as conn, _write(conn):
+            return conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount > 0
 
     # --- lifecycle --------------------------------------------------------------------------
     def ping(self) -> None:
@@ -910,7 +1184,30 @@ def _record_event(
     conn: sqlite3.Connection, kind: str, conv_id: str, subject: str | None, title: str | None,
     recipients: Sequence[str], ts: int,
 ) -> None:  # fmt: skip
-    conn.execute(
+    cur = conn.execute(
         "INSERT INTO events (kind, conv, subject, title, recipients, ts) VALUES (?, ?, ?, ?, ?, ?)",
         (kind, conv_id, subject, title, orjson.dumps(list(recipients)).decode(), ts),
     )
+    event = ConversationEvent(cur.lastrowid or 0, kind, conv_id, subject, title, tuple(recipients), ts)
+    conn.execute(
+        f"INSERT INTO outbox (kind, conv, seq, user, event, ts) VALUES ('{OUTBOX_EVENT}', ?, 0, ?, ?, ?)",
+        (conv_id, subject, orjson.dumps(event_document(event)).decode(), ts),
+    )
+
+
+_TARGET_COLUMNS = "user, device, platform, token, app_id, preview, updated_at"
+_DELIVERY_COLUMNS = (
+    "id, channel, target, order_key, payload, state, attempts, next_at, version, created_at, updated_at, last_error, n"
+)
+
+
+def _push_target(row: tuple[Any, ...]) -> PushTarget:
+    user, device, platform, token, app_id, preview, updated_at = row
+    return PushTarget(user, device, platform, token, app_id, bool(preview), updated_at)
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    (delivery_id, channel, target, order_key, payload, state, attempts, next_at, version, created_at, updated_at,
+     last_error, n) = row  # fmt: skip
+    return Delivery(delivery_id, channel, target, order_key, orjson.loads(payload), state, attempts, next_at, version,
+                    created_at, updated_at, last_error, n)  # fmt: skip

@@ -15,6 +15,13 @@ target.getCollection("media_refs").createIndex({"conv": 1, "media_id": 1, "seq":
 target.getCollection("markers").createIndex({"user": 1, "conv": 1}, {"name": "user_conv"});
 target.getCollection("markers").createIndex({"conv": 1, "user": 1}, {"name": "conv_user"});
 target.getCollection("conversations").createIndex({"members": 1}, {"name": "members"});
+target.getCollection("outbox").createIndex({"key": 1}, {"name": "key", "unique": true});
+target.getCollection("push_targets").createIndex({"user": 1}, {"name": "user"});
+target.getCollection("push_targets").createIndex({"platform": 1, "token": 1}, {"name": "platform_token"});
+target.getCollection("mutes").createIndex({"conv": 1, "user": 1}, {"name": "conv_user"});
+target.getCollection("deliveries").createIndex({"state": 1, "order_key": 1, "n": 1}, {"name": "state_order_key_n"});
+target.getCollection("deliveries").createIndex({"order_key": 1, "n": 1}, {"name": "order_key_n"});
+target.getCollection("deliveries").createIndex({"state": 1, "updated_at": 1}, {"name": "state_updated_at"});
 target.getCollection("media.chunks").createIndex({"files_id": 1, "n": 1}, {"name": "files_id_1_n_1", "unique": true});
 
 function shard(collection, key) {
@@ -42,9 +49,13 @@ shard("media_refs", {"conv": "hashed"});
 shard("conversations", {"_id": "hashed"});
 // read state: a user's conversation list reads all its markers at once (the hot read); receipts name user and conv
 shard("markers", {"user": "hashed"});
+// devices' push registrations, read per member of a conversation ($in on user); only removing a token the provider declared dead (or that changed hands) asks every shard
+shard("push_targets", {"user": "hashed"});
+// mute settings, always read for one conversation's members
+shard("mutes", {"conv": "hashed"});
 // one document per user, read by id on every login
 shard("users", {"_id": "hashed"});
 // GridFS upload chunks (bucket 'media'); MongoDB's recommended key for GridFS chunks
 shard("media.chunks", {"files_id": 1, "n": 1});
 
-// Not sharded (they stay on the primary shard): events, media.files, membership_log, meta.
+// Not sharded (they stay on the primary shard): deliveries, events, media.files, membership_log, meta, outbox, webhooks.

@@ -27,6 +27,8 @@ SCATTER_ALLOWED = {
     ("conversations", "list_conversations"),
     ("conversations", "memberships"),
     ("markers", "markers"),
+    ("push_targets", "put_push_target"),  # a token changing hands: rare, and it must have one owner
+    ("push_targets", "delete_push_tokens"),  # tokens the provider declared dead
 }
 
 _FILTERED = {
@@ -36,7 +38,8 @@ _FILTERED = {
 _PASSTHROUGH = {"name", "full_name", "database", "write_concern", "read_preference", "read_concern",
                 "create_index", "list_indexes", "index_information"}
 _STORE_ATTRIBUTES = ("_users", "_convs", "_messages", "_meta", "_markers", "_events", "_history", "_membership_log",
-                     "_reactions", "_media_refs")
+                     "_reactions", "_media_refs", "_outbox", "_push_targets", "_mutes", "_deliveries",
+                     "_webhooks")
 
 
 @dataclass

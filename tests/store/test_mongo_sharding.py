@@ -144,6 +144,8 @@ def test_every_unique_index_starts_with_its_collections_shard_key() -> None:
     unique = [index for index in INDEXES if index.unique]
     assert {index.collection for index in unique} >= {"messages"}
     for index in unique:
+        if index.collection in UNSHARDED:
+            continue  # one shard holds it all: any unique index works
         key = KEY_OF.get(index.collection)
         assert key is not None, f"{index.collection} has a unique index but is not sharded"
         assert unique_index_fits_shard_key(index, key), (index, key)
