@@ -13,7 +13,7 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import Info, OpenAPI
 
-from api import admin, auth, emqx, health, manage, media, metrics, presence, requestlog, users, webapp
+from api import admin, auth, emqx, health, manage, media, metrics, presence, push, requestlog, users, webapp
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
@@ -47,7 +47,8 @@ def create_app(
     app.json = OrjsonProvider(app)  # orjson-encoded responses, in insertion order
     app.extensions[EXTENSION] = ApiContext(settings, store, redis_client)
 
-    for bp in (auth.bp, manage.bp, presence.bp, users.bp, admin.bp, health.bp):  # manage.bp: conversations + management
+    # manage.bp: conversations + management (push.py adds the mute routes to it)
+    for bp in (auth.bp, push.logout_bp, manage.bp, push.bp, presence.bp, users.bp, admin.bp, health.bp):
         app.register_api(bp)
     emqx.install(app)  # EMQX's HTTP auth hooks, when CHATMQ_EMQX_HOOK_SECRET is set
     media.install(app, settings, media_store)  # uploads: their own body limit and store

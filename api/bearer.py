@@ -52,6 +52,7 @@ def require_user() -> None:
     if not ctx.authenticator.user_active(claims):  # unknown or disabled (or created on first login)
         raise ApiError(401, "invalid or expired token")
     g.user = identity.user
+    g.claims = claims  # e.g. to revoke this very token (POST /v1/auth/logout)
 
 
 def verified_claims(ctx: ApiContext, token: str) -> dict[str, Any] | None:

@@ -128,6 +128,19 @@ class Settings(BaseSettings):
     idp_jwks_min_refetch_s: float = Field(default=10.0, ge=0, description="least time between JWKS reads "
                                           "for unknown key ids (rotations are picked up on first use)")
     idp_jwks_timeout_s: float = Field(default=5.0, gt=0, le=60, description="JWKS request timeout")
+    # Offline push and webhooks (the notifier, chatmq notifier; docs/operations.md).
+    push_gateway_url: str | None = Field(default=None, description="where push notifications are POSTed; unset = off")
+    push_preview: bool = Field(default=True, description="message text in notifications (devices may opt out)")
+    push_collapse_s: float = Field(default=30.0, ge=0, description="at most one notification per device and "
+                                   "conversation this often; later messages collapse into the next")
+    delivery_timeout_s: float = Field(default=10.0, gt=0, description="one gateway or webhook HTTP attempt")
+    delivery_retry_base_s: float = Field(default=1.0, gt=0, description="first retry delay, doubling after")
+    delivery_retry_cap_s: float = Field(default=600.0, gt=0, description="longest delay between two attempts")
+    delivery_max_attempts: int = Field(default=12, ge=1, description="attempts before a delivery is dead-lettered")
+    delivery_log_days: float = Field(default=7.0, gt=0, description="delivered and cancelled deliveries kept this long")
+    notifier_concurrency: int = Field(default=16, ge=1, le=512, description="HTTP attempts in flight at once")
+    notifier_lease_s: float = Field(default=5.0, ge=0.5, le=300, description="how long a dead notifier's lease "
+                                    "blocks a standby")
     log_level: str = "INFO"
     # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
     broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")

@@ -19,6 +19,7 @@ worker restarted under the same id waits for its previous incarnation's leases t
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,9 +139,12 @@ def live_workers(client: redis.Redis) -> dict[str, int]:
 class Leases:
     """Partition leases held by one process instance; every call touches one key."""
 
-    def __init__(self, client: redis.Redis, worker: str, ttl_ms: int) -> None:
+    def __init__(
+        self, client: redis.Redis, worker: str, ttl_ms: int, key_of: Callable[[int], str] = lease_key
+    ) -> None:
         self._redis = client
         self.ttl_ms = ttl_ms
+        self._key_of = key_of  # another service's leases (the notifier's) live under its own keys
         self.holder = f"{worker}#{secrets.token_hex(4)}"  # this process, not just this worker id
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
@@ -148,15 +152,15 @@ class Leases:
 
     def acquire(self, partition: int) -> bool:
         """Take the lease if it is free (or already ours); False while another instance holds it."""
-        return bool(self._acquire(keys=[lease_key(partition)], args=[self.holder, self.ttl_ms]))
+        return bool(self._acquire(keys=[self._key_of(partition)], args=[self.holder, self.ttl_ms]))
 
     def renew(self, partition: int) -> bool:
         """Extend our lease; False if it lapsed or someone else holds it (then we must stop writing)."""
-        return bool(self._renew(keys=[lease_key(partition)], args=[self.holder, self.ttl_ms]))
+        return bool(self._renew(keys=[self._key_of(partition)], args=[self.holder, self.ttl_ms]))
 
     def release(self, partition: int) -> bool:
         """Give the lease up, only if it is still ours."""
-        return bool(self._release(keys=[lease_key(partition)], args=[self.holder]))
+        return bool(self._release(keys=[self._key_of(partition)], args=[self.holder]))
 
 
 def lease_holder(client: redis.Redis, partition: int) -> str | None:

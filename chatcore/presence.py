@@ -16,7 +16,7 @@ than the device's current one is a late will from a replaced connection and is i
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,18 @@ class Presence:
                 if change is not None:
                     changes.append(change)
         return changes
+
+    def online(self, users: Iterable[str], now_ms: int) -> set[str]:
+        """Which of ``users`` have a live device now (one pipelined round trip for all of them)."""
+        wanted = sorted(set(users))
+        if not wanted:
+            return set()
+        with self._redis.pipeline(transaction=False) as pipe:
+            for user in wanted:
+                pipe.hvals(_keys(user)[0])
+            answers = pipe.execute()
+        return {user for user, devices in zip(wanted, answers, strict=True)
+                if any(int(v.rsplit(b"|", 1)[1]) > now_ms for v in devices)}  # fmt: skip
 
     def get(self, user: str, now_ms: int) -> UserPresence:
         dev, state = _keys(user)

@@ -13,6 +13,7 @@ from chatmq.admin import conv, history, presence, user
 from chatmq.chat import chat
 from chatmq.mongo_cmd import mongo_shard_script
 from chatmq.mosquitto_cmd import mosquitto_sync
+from chatmq.notify_cmd import push, webhook
 from chatmq.settings_opts import (
     broker_address_options,
     broker_listener_options,
@@ -131,6 +132,40 @@ def api(**options: Any) -> None:
     run(make_settings(**options))
 
 
+@cli.command()
+@store_options
+@redis_option
+@click.option("--push-gateway-url", default=None,
+              help="POST push notifications here (docs/protocol.md, Push gateway) [env CHATMQ_PUSH_GATEWAY_URL; "
+                   "default: push off]")
+def notifier(**options: Any) -> None:
+    """Run the notifier: offline push notifications and webhooks from the store's outbox.
+
+    At least once, with retries and dead letters (chatmq push / chatmq webhook). One notifier is
+    active at a time (a lease in Redis); another one started beside it is a standby.
+    """
+    from notifier.service import run
+
+    run(make_settings(**options))
+
+
+@cli.command("push-gateway")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="TOML file with the [fcm] and/or [apns] credentials (docs/operations.md)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=int, default=8090, show_default=True, help="HTTP port")
+def push_gateway(config_path: Path, host: str, port: int) -> None:
+    """Run chatmq's push gateway: turns notifications into FCM HTTP v1 and APNs requests."""
+    from pushgateway.config import ConfigError, load_config
+    from pushgateway.server import serve
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    serve(config, host, port)
+
+
 cli.add_command(user)
 cli.add_command(conv)
 cli.add_command(history)
@@ -146,6 +181,8 @@ cli.add_command(transfer.export)
 cli.add_command(transfer.import_)
 cli.add_command(mosquitto_sync)
 cli.add_command(mongo_shard_script)
+cli.add_command(push)
+cli.add_command(webhook)
 
 def main() -> None:
     cli(prog_name="chatmq")

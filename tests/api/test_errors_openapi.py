@@ -69,6 +69,10 @@ def test_openapi_document_is_generated_and_valid(client: FlaskClient) -> None:
     paths = doc["paths"]
     assert {p for p in paths if not p.startswith("/v1/admin/")} == {  # admin: tests/api/test_admin.py
         "/v1/auth/token",
+        "/v1/auth/logout",
+        "/v1/push/targets",
+        "/v1/push/targets/{device}",
+        "/v1/conversations/{conv}/mute",
         "/v1/conversations",
         "/v1/conversations/{conv}",
         "/v1/conversations/{conv}/messages",

@@ -1,0 +1,1 @@
+"""The notifier: offline push notifications and webhooks, from the store's outbox (chatmq notifier)."""

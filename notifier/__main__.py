@@ -1,0 +1,3 @@
+from chatmq.cli import main
+
+main()

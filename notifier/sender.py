@@ -1,0 +1,221 @@
+"""Delivering: POST each due delivery, record the outcome, retry with back-off, dead-letter.
+
+At least once: a delivery stays pending in the store until the receiver answered 2xx, so a
+sender killed mid-request sends it again after a restart, with the same idempotency key
+(``Idempotency-Key`` for the push gateway, ``X-Chatmq-Delivery`` for webhooks). Deliveries with
+one order key go out one at a time and in order (the store hands out only the oldest pending
+one per key, and a key with an attempt in flight is skipped here).
+
+Before a push notification goes out it is checked again: a member who came online, or read the
+conversation past it, since it was decided gets none (cancelled). The badge counts are read now,
+not when the message was stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from chatcore import push, webhooks
+from chatcore.presence import Presence
+from chatcore.retry import RetryPolicy
+from chatcore.store.base import (
+    DELIVERED,
+    DELIVERY_CANCELLED,
+    DELIVERY_DEAD,
+    DELIVERY_PENDING,
+    DELIVERY_PUSH,
+    Delivery,
+    Store,
+    Webhook,
+    now_ms,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 300
+WEBHOOKS_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: str  # DELIVERED, DELIVERY_PENDING (retry), DELIVERY_DEAD or DELIVERY_CANCELLED
+    error: str | None = None
+
+
+class Sender:
+    def __init__(
+        self,
+        store: Store,
+        presence: Presence,
+        http: httpx.Client,
+        policy: RetryPolicy,
+        *,
+        gateway_url: str | None,
+        concurrency: int = 16,
+        collapse_s: float = 0.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._store = store
+        self._collapse_ms = int(collapse_s * 1000)
+        self._presence = presence
+        self._http = http
+        self._policy = policy
+        self._gateway_url = gateway_url
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="notifier-send")
+        self._slots = threading.Semaphore(concurrency)
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, str] = {}  # delivery id -> order key
+        self._hooks: dict[str, Webhook] = {}
+        self._hooks_at = 0.0
+        self.after_attempt: Callable[[Delivery, Outcome, float], None] | None = None  # metrics
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def poll(self, limit: int = 100) -> int:
+        """Start every due delivery there is room for; returns how many were started."""
+        with self._lock:
+            busy_ids, busy_keys = list(self._in_flight), set(self._in_flight.values())
+        due = self._store.due_deliveries(self._clock(), limit, exclude=busy_ids)
+        started = 0
+        for delivery in due:
+            if delivery.order_key in busy_keys:
+                continue  # the key's previous delivery is still on the wire: keep the order
+            if not self._slots.acquire(blocking=False):
+                break
+            busy_keys.add(delivery.order_key)
+            with self._lock:
+                self._in_flight[delivery.id] = delivery.order_key
+            self._pool.submit(self._attempt, delivery)
+            started += 1
+        return started
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Let attempts in flight finish (each is bounded by the HTTP timeout), then stop."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- one attempt (pool thread) --------------------------------------------------------------
+    def _attempt(self, delivery: Delivery) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self._deliver(delivery)
+            self._record(delivery, outcome)
+            if self.after_attempt is not None:
+                self.after_attempt(delivery, outcome, time.monotonic() - started)
+        except Exception:  # the store failed: the delivery stays pending and is tried again
+            log.exception("delivery %s: could not record the attempt", delivery.id)
+        finally:
+            with self._lock:
+                self._in_flight.pop(delivery.id, None)
+            self._slots.release()
+
+    def _record(self, delivery: Delivery, outcome: Outcome) -> None:
+        now = self._clock()
+        if outcome.state == DELIVERY_CANCELLED:
+            self._store.set_delivery_state(delivery.id, DELIVERY_CANCELLED)
+            return
+        state, next_at = outcome.state, now
+        if state == DELIVERY_PENDING:
+            retry_at = self._policy.schedule(delivery.attempts + 1, now)
+            if retry_at is None:
+                state = DELIVERY_DEAD
+                log.warning("delivery %s dead after %d attempts: %s", delivery.id, delivery.attempts + 1, outcome.error)
+            else:
+                next_at = retry_at
+        if not self._store.record_attempt(delivery.id, delivery.version, state, next_at, outcome.error):
+            # A newer message collapsed into it while it was on the wire: that one still has to go,
+            # once the collapse window has passed if this attempt was delivered.
+            wait = self._collapse_wait(delivery) if state == DELIVERED else 0
+            self._store.set_delivery_state(delivery.id, DELIVERY_PENDING, next_at=now + wait)
+
+    def _collapse_wait(self, delivery: Delivery) -> int:
+        return self._collapse_ms if delivery.channel == DELIVERY_PUSH else 0
+
+    def _deliver(self, delivery: Delivery) -> Outcome:
+        if delivery.channel == DELIVERY_PUSH:
+            return self._push(delivery)
+        return self._webhook(delivery)
+
+    # --- push -------------------------------------------------------------------------------------
+    def _push(self, delivery: Delivery) -> Outcome:
+        draft = delivery.payload
+        if self._gateway_url is None:
+            return Outcome(DELIVERY_PENDING, "no push gateway configured (CHATMQ_PUSH_GATEWAY_URL)")
+        user, conv, seq = draft["user"], draft["conv"], int(draft["seq"])
+        markers = self._store.markers_of(user)
+        read = markers[conv].read_seq if conv in markers else 0
+        if draft["type"] == push.NOTIFY_MESSAGE:
+            if read >= seq:
+                return Outcome(DELIVERY_CANCELLED, "read meanwhile")
+            if self._presence.online([user], self._clock()):
+                return Outcome(DELIVERY_CANCELLED, "online meanwhile")
+        unread_total, conv_unread = self._unread(user, markers)
+        body = push.encode(push.notification(draft, unread_total, conv_unread.get(conv, 0)))
+        headers = {"Content-Type": "application/json", "User-Agent": push.USER_AGENT,
+                   push.IDEMPOTENCY_HEADER: push.idempotency_key(draft)}  # fmt: skip
+        try:
+            response = self._http.post(self._gateway_url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(DELIVERY_PENDING, _describe(exc))
+        if response.is_success:
+            dead = push.rejected_tokens(response.content)
+            if dead:
+                removed = self._store.delete_push_tokens(draft["device"]["platform"], dead)
+                log.info("push gateway rejected %d tokens of %s; %d targets removed", len(dead), user, removed)
+            return Outcome(DELIVERED)
+        error = f"gateway answered {response.status_code}: {response.text[:MAX_ERROR_CHARS]}"
+        if response.status_code in (408, 425, 429) or response.status_code >= 500:
+            return Outcome(DELIVERY_PENDING, error)
+        return Outcome(DELIVERY_DEAD, error)  # the gateway refuses this request: retrying will not help
+
+    def _unread(self, user: str, markers: dict) -> tuple[int, dict[str, int]]:
+        """The badge: messages by others after the user's read marker, in all conversations."""
+        per_conv: dict[str, int] = {}
+        for conversation in self._store.list_conversations(member=user):
+            read = markers[conversation.id].read_seq if conversation.id in markers else 0
+            if conversation.last_seq > read:
+                per_conv[conversation.id] = self._store.count_unread(conversation.id, user, read)
+        return sum(per_conv.values()), per_conv
+
+    # --- webhooks ---------------------------------------------------------------------------------
+    def _webhook(self, delivery: Delivery) -> Outcome:
+        hook = self._webhook_of(delivery.target)
+        if hook is None:
+            return Outcome(DELIVERY_CANCELLED, "the subscription was removed")
+        body = orjson.dumps(delivery.payload)
+        headers = webhooks.signed_headers(hook.secret, int(time.time()), body, delivery.payload["type"], delivery.id)
+        try:
+            response = self._http.post(hook.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(DELIVERY_PENDING, _describe(exc))
+        if response.is_success:
+            return Outcome(DELIVERED)
+        return Outcome(DELIVERY_PENDING, f"answered {response.status_code}: {response.text[:MAX_ERROR_CHARS]}")
+
+    def _webhook_of(self, webhook_id: str) -> Webhook | None:
+        with self._lock:
+            stale = time.monotonic() - self._hooks_at > WEBHOOKS_REFRESH_S or webhook_id not in self._hooks
+        if stale:
+            fresh = {hook.id: hook for hook in self._store.webhooks()}
+            with self._lock:
+                self._hooks, self._hooks_at = fresh, time.monotonic()
+        with self._lock:
+            return self._hooks.get(webhook_id)
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
