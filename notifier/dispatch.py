@@ -209,6 +209,7 @@ class Dispatcher:
             if self._store.replace_pending_payload(latest.id, draft):
                 return None
             collapsed = notice.count  # it went out meanwhile: a new notification after all
+            latest = self._store.latest_delivery(key)
         draft = push.message_draft(target, message.conv, conversation.title if conversation else None, message.seq,
                                    message.sender, message.id, message.ts, preview, collapsed)
         next_at = now
