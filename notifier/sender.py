@@ -32,6 +32,7 @@ from chatcore.store.base import (
     DELIVERY_DEAD,
     DELIVERY_PENDING,
     DELIVERY_PUSH,
+    DELIVERY_WEBHOOK,
     Delivery,
     Store,
     Webhook,
@@ -41,7 +42,6 @@ from chatcore.store.base import (
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 300
-WEBHOOKS_REFRESH_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,6 @@ class Sender:
         self._lock = threading.Lock()
         self._in_flight: dict[str, str] = {}  # delivery id -> order key
         self._hooks: dict[str, Webhook] = {}
-        self._hooks_at = 0.0
         self.after_attempt: Callable[[Delivery, Outcome, float], None] | None = None  # metrics
 
     @property
@@ -88,6 +87,10 @@ class Sender:
         with self._lock:
             busy_ids, busy_keys = list(self._in_flight), set(self._in_flight.values())
         due = self._store.due_deliveries(self._clock(), limit, exclude=busy_ids)
+        if any(d.channel == DELIVERY_WEBHOOK for d in due):  # subscriptions as they are now
+            hooks = {hook.id: hook for hook in self._store.webhooks()}
+            with self._lock:
+                self._hooks = hooks
         started = 0
         for delivery in due:
             if delivery.order_key in busy_keys:
@@ -207,12 +210,6 @@ class Sender:
         return Outcome(DELIVERY_PENDING, f"answered {response.status_code}: {response.text[:MAX_ERROR_CHARS]}")
 
     def _webhook_of(self, webhook_id: str) -> Webhook | None:
-        with self._lock:
-            stale = time.monotonic() - self._hooks_at > WEBHOOKS_REFRESH_S or webhook_id not in self._hooks
-        if stale:
-            fresh = {hook.id: hook for hook in self._store.webhooks()}
-            with self._lock:
-                self._hooks, self._hooks_at = fresh, time.monotonic()
         with self._lock:
             return self._hooks.get(webhook_id)
 
