@@ -49,7 +49,7 @@ def cli(log_level: str, log_format: str, log_levels: str) -> None:
 @server_options
 @redis_option
 def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **ports: Any) -> None:
-    """Run broker, bridge and API together until Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+    """Run broker, bridge, notifier (push and webhooks) and API together until Ctrl-C (SIGINT), SIGTERM or SIGHUP.
 
     Uses CHATMQ_REDIS_URL when it is reachable, else starts a private redis-server in the data dir.
     One stack per data dir: a second `chatmq up` on it is refused while the first runs.
