@@ -13,7 +13,21 @@ import redis
 from flask import Flask, Response, current_app, jsonify
 from flask_openapi3 import Info, OpenAPI
 
-from api import admin, auth, emqx, health, manage, media, metrics, presence, push, requestlog, users, webapp
+from api import (
+    admin,
+    auth,
+    emqx,
+    health,
+    manage,
+    media,
+    metrics,
+    presence,
+    push,
+    requestlog,
+    send,  # noqa: F401 - its route (POST .../messages) extends the conversations blueprint
+    users,
+    webapp,
+)
 from api.bearer import SECURITY_SCHEMES
 from api.context import EXTENSION, ApiContext
 from api.errors import ErrorResponse, register_error_handlers, validation_error_response
@@ -47,7 +61,7 @@ def create_app(
     app.json = OrjsonProvider(app)  # orjson-encoded responses, in insertion order
     app.extensions[EXTENSION] = ApiContext(settings, store, redis_client)
 
-    # manage.bp: conversations + management (push.py adds the mute routes to it)
+    # manage.bp: conversations + management (push.py adds the mute routes, send.py POST .../messages)
     for bp in (auth.bp, push.logout_bp, manage.bp, push.bp, presence.bp, users.bp, admin.bp, health.bp):
         app.register_api(bp)
     emqx.install(app)  # EMQX's HTTP auth hooks, when CHATMQ_EMQX_HOOK_SECRET is set

@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +29,7 @@ import redis
 
 from bridge.events import EventPublisher
 from bridge.history import HistoryWorker, InboundRequest
+from bridge.httpsend import HttpSends
 from bridge.outbox import Outbox
 from bridge.partitions import PartitionGate
 from bridge.presence import DeviceEvent, PresenceTracker
@@ -37,6 +39,7 @@ from bridge.writer import Inbound, Writer
 from chatcore import redisconn
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER, Settings
+from chatcore.httpsend import RETRY_STATUS, SINGLE_BRIDGE, SendRequest
 from chatcore.leases import Leases, WorkerRegistry
 from chatcore.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRIDGE_ALIVE_TTL_MS
 from chatcore.media import MediaStore, open_media_store
@@ -163,6 +166,7 @@ class Bridge:
             Ticker("conversation events", settings.membership_refresh_s, self._publish_events),
         ]
         self._alive_value = f"{socket.gethostname()}:{os.getpid()}"
+        self._http_sends = HttpSends(redis_client, worker_id or SINGLE_BRIDGE, self._on_http_send)
 
     def _partition_gate(self, worker_id: str) -> PartitionGate:
         settings = self._settings
@@ -202,6 +206,7 @@ class Bridge:
             self._gate.start()
         self._client.connect_async(self._settings.broker_host, self._settings.resolved_broker_port, KEEPALIVE_S)
         self._client.loop_start()
+        self._http_sends.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish in-flight writes and acks, then disconnect; later sends wait in the broker."""
@@ -210,6 +215,7 @@ class Bridge:
         if self._gate is not None and not self._gate.leave(timeout):  # hand over, then drain
             log.warning("bridge worker %s stopped before handing over every partition", self._gate.worker)
         self._closing = True
+        self._http_sends.stop(timeout)  # what is still queued in Redis waits for the next bridge
         self._writer.stop(timeout)
         self._receipts.stop(timeout)
         self._history.stop(timeout)
@@ -309,15 +315,35 @@ class Bridge:
             self._outbox.ack(msg.mid, msg.qos)
 
     def _on_send(self, conv: str, sender: str, msg: mqtt.MQTTMessage) -> None:
+        self._accept_send(conv, sender, msg.payload, msg.mid, msg.qos, redelivered=bool(msg.dup))
+
+    def _accept_send(
+        self, conv: str, sender: str, raw: bytes, mid: int, qos: int, *, redelivered: bool = False,
+        reply: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:  # fmt: skip
+        """Validate one send and queue it for the writer: from MQTT, or handed over by the API."""
         try:
-            payload = parse_send(msg.payload, self._settings.max_body_bytes, conv=conv)
+            payload = parse_send(raw, self._settings.max_body_bytes, conv=conv)
         except PayloadError as exc:
             ack = rejected_ack(exc.client_msg_id or "", conv, exc.code, exc.message)
-            self._outbox.publish(ack_topic(sender), ack)
-            self._outbox.ack(msg.mid, msg.qos)
+            if reply is not None:
+                reply(ack)
+            else:
+                self._outbox.publish(ack_topic(sender), ack)
+            self._outbox.ack(mid, qos)
             return
         entry = NewMessage.of(conv, sender, payload, int(time.time() * 1000))
-        self._writer.submit(Inbound(entry, msg.mid, msg.qos, redelivered=bool(msg.dup)))
+        self._writer.submit(Inbound(entry, mid, qos, redelivered=redelivered, reply=reply))
+
+    def _on_http_send(self, request: SendRequest) -> None:
+        """A send the API handed over: the same validation, writer, idempotency and ack as MQTT."""
+        reply = partial(self._http_sends.reply, request.id)
+        deliver = partial(self._accept_send, request.conv, request.user, request.payload, 0, 0, reply=reply)
+        if self._gate is None:
+            deliver()
+            return
+        retry = {"conv": request.conv, "status": RETRY_STATUS}
+        self._gate.offer(request.conv, deliver, partial(reply, retry))
 
     def _on_receipt(self, conv: str, user: str, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.outbox import Outbox
 from bridge.worker import BatchWorker
+from chatcore.httpsend import RETRY_STATUS
 from chatcore.media.attachments import attached_media, attachment_refusal
 from chatcore.media.base import MediaStore
 from chatcore.membership import MembershipView
@@ -55,6 +57,7 @@ class Inbound:
     mid: int
     qos: int
     redelivered: bool = False  # the broker's DUP flag: an earlier bridge session may have stored it
+    reply: Callable[[dict[str, Any]], None] | None = None  # sent over HTTP: the ack goes here, not to MQTT
 
 
 @dataclass(slots=True)
@@ -238,6 +241,8 @@ class Writer(BatchWorker[Inbound]):
             item, out = batch[i], outcomes[i]
             msg = item.message
             if out.dropped:
+                if item.reply is not None:
+                    item.reply({"client_msg_id": msg.client_msg_id, "conv": msg.conv, "status": RETRY_STATUS})
                 continue
             if out.result is not None and out.result.message is not None:
                 stored = out.result.message
@@ -245,6 +250,9 @@ class Writer(BatchWorker[Inbound]):
             else:
                 assert out.rejection is not None
                 ack = rejected_ack(msg.client_msg_id, msg.conv, *out.rejection)
-            self._outbox.publish(ack_topic(msg.sender), ack)
+            if item.reply is not None:
+                item.reply(ack)
+            else:
+                self._outbox.publish(ack_topic(msg.sender), ack)
         for i in settled:
             self._outbox.ack(batch[i].mid, batch[i].qos)

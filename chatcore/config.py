@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     notifier_concurrency: int = Field(default=16, ge=1, le=512, description="HTTP attempts in flight at once")
     notifier_lease_s: float = Field(default=5.0, ge=0.5, le=300, description="how long a dead notifier's lease "
                                     "blocks a standby")
+    http_send_timeout_s: float = Field(default=10.0, gt=0, le=60, description="POST .../messages waits this long "
+                                       "for the bridge's ack, then answers 503 (resend with the same client_msg_id)")
     log_level: str = "INFO"
     # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
     broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")

@@ -77,7 +77,7 @@ http2 = false
 def gateway_url(config_file: Path) -> Iterator[str]:
     gateway = Gateway(load_config(config_file))
     server = make_server("127.0.0.1", 0, create_app(gateway), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}{NOTIFY_PATH}"
     server.shutdown()
