@@ -159,6 +159,10 @@ class Sender:
         if self._gateway_url is None:
             return Outcome(DELIVERY_PENDING, "no push gateway configured (CHATMQ_PUSH_GATEWAY_URL)")
         user, conv, seq = draft["user"], draft["conv"], int(draft["seq"])
+        device = draft["device"]
+        registered = {(t.device, t.platform, t.token) for t in self._store.push_targets([user])}
+        if (device["device"], device["platform"], device["token"]) not in registered:
+            return Outcome(DELIVERY_CANCELLED, "the device's push target was removed or replaced")  # e.g. logout
         markers = self._store.markers_of(user)
         read = markers[conv].read_seq if conv in markers else 0
         if draft["type"] == push.NOTIFY_MESSAGE:
@@ -177,7 +181,7 @@ class Sender:
         if response.is_success:
             dead = push.rejected_tokens(response.content)
             if dead:
-                removed = self._store.delete_push_tokens(draft["device"]["platform"], dead)
+                removed = self._store.delete_push_tokens(device["platform"], dead)
                 log.info("push gateway rejected %d tokens of %s; %d targets removed", len(dead), user, removed)
             return Outcome(DELIVERED)
         error = f"gateway answered {response.status_code}: {response.text[:MAX_ERROR_CHARS]}"

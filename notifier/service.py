@@ -57,10 +57,11 @@ class Notifier:
         presence = Presence(redis_client, int(settings.presence_ttl_s * 1000))
         self._http = httpx.Client(timeout=settings.delivery_timeout_s, follow_redirects=False,
                                   limits=httpx.Limits(max_connections=settings.notifier_concurrency * 2))
-        self.dispatcher = Dispatcher(store, presence, push_enabled=settings.push_gateway_url is not None,
+        gateway_url = settings.push_gateway_url or None  # an empty value (compose's default) is off too
+        self.dispatcher = Dispatcher(store, presence, push_enabled=gateway_url is not None,
                                      preview=settings.push_preview, collapse_s=settings.push_collapse_s)
         self.sender = Sender(store, presence, self._http, retry_policy(settings),
-                             gateway_url=settings.push_gateway_url, concurrency=settings.notifier_concurrency,
+                             gateway_url=gateway_url, concurrency=settings.notifier_concurrency,
                              collapse_s=settings.push_collapse_s)  # fmt: skip
         self.active = threading.Event()  # holding the lease
 

@@ -182,3 +182,17 @@ def test_the_notification_body_is_the_documented_shape() -> None:
     assert len(body["preview"]) == push.PREVIEW_CHARS
     assert push.rejected_tokens(b'{"rejected": ["a", 1, "b"]}') == ["a", "b"]
     assert push.rejected_tokens(b"not json") == [] and push.rejected_tokens(b"") == []
+
+
+def test_a_device_logged_out_before_sending_gets_nothing(
+    store: Store, gateway: Receiver, run_notifier: Callable[..., Notifier]
+) -> None:
+    register(store, "bob")
+    gateway.script = [Reply(503)]
+    notifier = run_notifier(delivery_retry_base_s=1.0, delivery_retry_cap_s=1.0)
+    send(store, "pair", "alice", "one")
+    gateway.wait_for(lambda rs: len(rs) == 1)
+    store.delete_push_target("bob", "phone")  # POST /v1/auth/logout {"device": "phone"}
+    idle(notifier, store)
+    assert len(gateway.received()) == 1
+    assert [d.state for d in store.list_deliveries(channel=DELIVERY_PUSH)] == ["cancelled"]
