@@ -45,6 +45,7 @@ from bench.relay import popen, progress, start_amqtt, start_mosquitto, stopper, 
 from chatcore.auth import hash_password, issue_token
 from chatcore.netutil import free_port
 from chatcore.store import open_store
+from chatcore.store.base import PushTarget, Webhook
 from chatmq.localredis import LocalRedis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,15 +82,20 @@ class Target:
 # ---- targets -----------------------------------------------------------------------------------
 
 
-def start_chatmq(work: Path, redis_url: str, convs: list[Conversation]) -> Target:
+def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier: bool = False) -> Target:
     store_url = "sqlite:///" + str(work / "chatmq.db")
     store = open_store(store_url)
     unused = hash_password("not-used-devices-log-in-with-tokens")
+    sink_port = free_port()
     try:
         for conv in convs:
             for member in conv.members:
                 store.create_user(member, unused)
+                if notifier:  # every member has a phone (the lean devices send no presence: all "offline")
+                    store.put_push_target(PushTarget(member, "phone", "fcm", f"token-{member}"))
             store.create_conversation(conv.name, list(conv.members))
+        if notifier:
+            store.add_webhook(Webhook("bench", f"http://127.0.0.1:{sink_port}/hook", "s", ("message.created",)))
     finally:
         store.close()
     port, ws_port = free_port(), free_port()
@@ -107,6 +113,13 @@ def start_chatmq(work: Path, redis_url: str, convs: list[Conversation]) -> Targe
     bridge = popen([sys.executable, "-m", "bridge"], work / "bridge.log", env)
     target.stops.append(stopper(bridge))
     target.pids = {"broker": broker.pid, "bridge": bridge.pid}
+    if notifier:  # push and webhooks running beside: a webhook per message, notifications collapsed
+        sink = popen([sys.executable, "-m", "bench.sink", "--port", str(sink_port)], work / "sink.log", env)
+        target.stops.append(stopper(sink))
+        env = {**env, "CHATMQ_PUSH_GATEWAY_URL": f"http://127.0.0.1:{sink_port}/notify"}
+        notify = popen([sys.executable, "-m", "chatmq.cli", "notifier"], work / "notifier.log", env)
+        target.stops.insert(0, stopper(notify))
+        target.pids["notifier"] = notify.pid
     target.passwords = {m: issue_token(SECRET, m, 24 * 3600).token for c in convs for m in c.members}
     return target
 
@@ -390,8 +403,8 @@ def run_target(name: str, work: Path, redis_url: str, convs: list[Conversation],
                ) -> list[dict[str, Any]]:  # fmt: skip
     place = work / name
     place.mkdir()
-    target = {"chatmq": lambda: start_chatmq(place, redis_url, convs), "naive": lambda: start_naive(place),
-              "mosquitto": lambda: start_relay(place)}[name]()  # fmt: skip
+    target = {"chatmq": lambda: start_chatmq(place, redis_url, convs, args.notifier),
+              "naive": lambda: start_naive(place), "mosquitto": lambda: start_relay(place)}[name]()  # fmt: skip
     progress(f"{name}: started on port {target.port}")
     try:
         rows = measure(target, convs, [("max", 0.0, args.seconds)], args)
@@ -469,6 +482,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=400, help="unacknowledged messages in the closed loop")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
     parser.add_argument("--quick", action="store_true", help="fewer rates, shorter phases")
+    parser.add_argument("--notifier", action="store_true",
+                        help="chatmq: also run the notifier, a webhook per message and push targets for every "
+                             "member, against a local sink (bench/sink.py)")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "img" / "e2e-latency.png", help="PNG to write")
     parser.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="write no plot")

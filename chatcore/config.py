@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     # Prometheus /metrics, /healthz and /readyz of the broker and the bridge; 0 = off.
     broker_metrics_port: int = Field(default=0, description="broker metrics and health port (0 = off)")
     bridge_metrics_port: int = Field(default=0, description="bridge metrics and health port (0 = off)")
+    notifier_metrics_port: int = Field(default=0, description="notifier metrics and health port (0 = off)")
     log_levels: str = Field(default="", description="per-component levels, e.g. broker=DEBUG,bridge=WARNING")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text or json log lines")
     # Media uploads (POST /v1/media): size cap and the types accepted, as sniffed from the content.

@@ -66,11 +66,12 @@ def _busy_message(data_dir: Path, holder: str) -> str:
 
 
 def ops_ports(settings: Settings) -> dict[str, int]:
-    """Metrics ports for the broker and bridge: the configured ones, else free ones."""
+    """Metrics ports for the broker, bridge and notifier: the configured ones, else free ones."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     return {
         "broker_metrics_port": settings.broker_metrics_port or free_port(host),
         "bridge_metrics_port": settings.bridge_metrics_port or free_port(host),
+        "notifier_metrics_port": settings.notifier_metrics_port or free_port(host),
     }
 
 
@@ -84,6 +85,7 @@ def record_stack(settings: Settings) -> None:
         "http_port": settings.http_port,
         "broker_metrics_port": settings.broker_metrics_port,
         "bridge_metrics_port": settings.bridge_metrics_port,
+        "notifier_metrics_port": settings.notifier_metrics_port,
         "redis_url": settings.redis_url,
     }
     path = settings.data_dir / STACK_FILE

@@ -33,6 +33,7 @@ from chatcore.store.base import (
     DELIVERY_PENDING,
     DELIVERY_PUSH,
     DELIVERY_WEBHOOK,
+    Attempt,
     Delivery,
     Store,
     Webhook,
@@ -73,7 +74,8 @@ class Sender:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="notifier-send")
         self._slots = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
-        self._in_flight: dict[str, str] = {}  # delivery id -> order key
+        self._in_flight: dict[str, str] = {}  # delivery id -> order key, until its outcome is recorded
+        self._finished: list[tuple[Delivery, Outcome, float]] = []  # attempts done, outcome not yet recorded
         self._hooks: dict[str, Webhook] = {}
         self.after_attempt: Callable[[Delivery, Outcome, float], None] | None = None  # metrics
 
@@ -83,7 +85,9 @@ class Sender:
             return len(self._in_flight)
 
     def poll(self, limit: int = 100) -> int:
-        """Start every due delivery there is room for; returns how many were started."""
+        """Record the attempts that finished, then start every due delivery there is room for;
+        returns how many attempts were recorded and started."""
+        recorded = self.record_finished()
         with self._lock:
             busy_ids, busy_keys = list(self._in_flight), set(self._in_flight.values())
         due = self._store.due_deliveries(self._clock(), limit, exclude=busy_ids)
@@ -102,12 +106,13 @@ class Sender:
                 self._in_flight[delivery.id] = delivery.order_key
             self._pool.submit(self._attempt, delivery)
             started += 1
-        return started
+        return recorded + started
 
     def close(self, timeout: float = 10.0) -> None:
-        """Let attempts in flight finish (each is bounded by the HTTP timeout), then stop."""
+        """Let attempts in flight finish (each is bounded by the HTTP timeout), record them, stop."""
         deadline = time.monotonic() + timeout
         while self.in_flight and time.monotonic() < deadline:
+            self.record_finished()
             time.sleep(0.02)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -116,21 +121,46 @@ class Sender:
         started = time.monotonic()
         try:
             outcome = self._deliver(delivery)
-            self._record(delivery, outcome)
-            if self.after_attempt is not None:
-                self.after_attempt(delivery, outcome, time.monotonic() - started)
-        except Exception:  # the store failed: the delivery stays pending and is tried again
-            log.exception("delivery %s: could not record the attempt", delivery.id)
-        finally:
-            with self._lock:
-                self._in_flight.pop(delivery.id, None)
-            self._slots.release()
+        except Exception as exc:  # the store failed mid-check: try again later
+            log.warning("delivery %s: attempt failed before sending (%s)", delivery.id, exc)
+            outcome = Outcome(DELIVERY_PENDING, f"internal: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        with self._lock:
+            self._finished.append((delivery, outcome, time.monotonic() - started))
+        self._slots.release()
 
-    def _record(self, delivery: Delivery, outcome: Outcome) -> None:
+    # --- recording (the polling thread) ---------------------------------------------------------
+    def record_finished(self) -> int:
+        """Write every finished attempt's outcome in one store write. An attempt stays "in flight"
+        (its delivery is not handed out again) until its outcome is recorded."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if not finished:
+            return 0
         now = self._clock()
-        if outcome.state == DELIVERY_CANCELLED:
-            self._store.set_delivery_state(delivery.id, DELIVERY_CANCELLED)
-            return
+        attempts = [self._recorded(delivery, outcome, now) for delivery, outcome, _ in finished]
+        try:
+            current = self._store.record_attempts(attempts)
+            for attempt, (delivery, _, _), ok in zip(attempts, finished, current, strict=True):
+                if not ok:
+                    # A newer message collapsed into it while it was on the wire: that one still has
+                    # to go, once the collapse window has passed if this attempt was delivered.
+                    shown = attempt.state == DELIVERED and delivery.channel == DELIVERY_PUSH
+                    self._store.set_delivery_state(delivery.id, DELIVERY_PENDING,
+                                                   next_at=now + (self._collapse_ms if shown else 0))
+        except Exception as exc:  # keep them: recorded on the next poll, still not handed out again
+            log.warning("could not record %d delivery attempts (%s); retrying", len(finished), exc)
+            with self._lock:
+                self._finished[:0] = finished
+            return 0
+        with self._lock:
+            for delivery, _, _ in finished:
+                self._in_flight.pop(delivery.id, None)
+        if self.after_attempt is not None:
+            for delivery, outcome, seconds in finished:
+                self.after_attempt(delivery, outcome, seconds)
+        return len(finished)
+
+    def _recorded(self, delivery: Delivery, outcome: Outcome, now: int) -> Attempt:
         state, next_at = outcome.state, now
         if state == DELIVERY_PENDING:
             retry_at = self._policy.schedule(delivery.attempts + 1, now)
@@ -139,14 +169,7 @@ class Sender:
                 log.warning("delivery %s dead after %d attempts: %s", delivery.id, delivery.attempts + 1, outcome.error)
             else:
                 next_at = retry_at
-        if not self._store.record_attempt(delivery.id, delivery.version, state, next_at, outcome.error):
-            # A newer message collapsed into it while it was on the wire: that one still has to go,
-            # once the collapse window has passed if this attempt was delivered.
-            wait = self._collapse_wait(delivery) if state == DELIVERED else 0
-            self._store.set_delivery_state(delivery.id, DELIVERY_PENDING, next_at=now + wait)
-
-    def _collapse_wait(self, delivery: Delivery) -> int:
-        return self._collapse_ms if delivery.channel == DELIVERY_PUSH else 0
+        return Attempt(delivery.id, delivery.version, state, next_at, outcome.error)
 
     def _deliver(self, delivery: Delivery) -> Outcome:
         if delivery.channel == DELIVERY_PUSH:

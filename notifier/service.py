@@ -127,9 +127,13 @@ class Notifier:
 
 def run(settings: Settings) -> None:
     """Run the notifier until SIGINT or SIGTERM."""
+    from notifier.metrics import instrument, start_ops_server  # prometheus, only in the service
+
     store = open_store(settings.resolved_store_url)
     redis_client = redisconn.connect(settings.redis_url)
     notifier = Notifier(settings, store, redis_client)
+    instrument(notifier)
+    ops = start_ops_server(notifier, settings.host, settings.notifier_metrics_port, store, redis_client)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -142,6 +146,8 @@ def run(settings: Settings) -> None:
     try:
         notifier.run(stop)
     finally:
+        if ops is not None:
+            ops.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         store.close()

@@ -34,7 +34,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-CHATMQ_SERVICES = ("broker", "bridge", "api")
+CHATMQ_SERVICES = ("broker", "bridge", "notifier", "api")
 STATEFUL = {"mongo": "/data/db", "redis": "/data"}
 PUBLISHED = {"broker": {1883, 8083}, "api": {8080}}
 ENV_PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
@@ -260,6 +260,7 @@ def test_stateful_healthchecks_ask_the_server_itself(compose: dict[str, Any]) ->
 # Each chatmq service is health-checked on its own /readyz: the API on its HTTP port, the broker
 # and the bridge on their metrics ports (chatcore.opsserver).
 READYZ_PORT_SETTING = {"broker": "CHATMQ_BROKER_METRICS_PORT", "bridge": "CHATMQ_BRIDGE_METRICS_PORT",
+                       "notifier": "CHATMQ_NOTIFIER_METRICS_PORT",
                        "api": "CHATMQ_HTTP_PORT"}
 
 
@@ -305,8 +306,9 @@ def test_chatmq_healthchecks_require_readyz_200(
 
 def test_metrics_ports_stay_on_the_compose_network(compose: dict[str, Any]) -> None:
     env = _environment(compose["services"]["broker"])
-    metrics_ports = {int(env["CHATMQ_BROKER_METRICS_PORT"]), int(env["CHATMQ_BRIDGE_METRICS_PORT"])}
-    assert all(port > 0 for port in metrics_ports) and len(metrics_ports) == 2
+    metrics_ports = {int(env["CHATMQ_BROKER_METRICS_PORT"]), int(env["CHATMQ_BRIDGE_METRICS_PORT"]),
+                     int(env["CHATMQ_NOTIFIER_METRICS_PORT"])}
+    assert all(port > 0 for port in metrics_ports) and len(metrics_ports) == 3
     published = set().union(*PUBLISHED.values())
     assert not metrics_ports & published
 

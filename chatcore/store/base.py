@@ -469,6 +469,17 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one attempt at a delivery, as ``Store.record_attempts`` records it."""
+
+    delivery_id: str
+    version: int  # the payload version that was sent
+    state: str  # the delivery's state after it
+    next_at: int  # when to try again (pending)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """An operator's subscription: POST these events, signed with ``secret``, to ``url``."""
 
@@ -712,12 +723,11 @@ class Store(abc.ABC):
         key's deliveries go out in order), and only when its ``next_at`` has come. Ascending ``n``."""
 
     @abc.abstractmethod
-    def record_attempt(
-        self, delivery_id: str, version: int, state: str, next_at: int, error: str | None
-    ) -> bool:
-        """The outcome of one attempt at the delivery as it was at ``version``: attempts + 1, the
-        new state and next attempt time. False (nothing changed) when the payload was replaced
-        during the attempt: the newer payload still has to go."""
+    def record_attempts(self, attempts: Sequence[Attempt]) -> list[bool]:
+        """The outcomes of attempts, all in one write: for each, attempts + 1, the new state and
+        next attempt time, if the delivery is still at the attempt's ``version``. False for one
+        whose payload was replaced during the attempt (nothing changed: the newer payload still
+        has to go)."""
 
     @abc.abstractmethod
     def set_delivery_state(self, delivery_id: str, state: str, next_at: int | None = None) -> bool:

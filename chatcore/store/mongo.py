@@ -70,6 +70,7 @@ from chatcore.store.base import (
     OUTBOX_READ,
     AlreadyExists,
     AppendResult,
+    Attempt,
     Change,
     Conversation,
     ConversationEvent,
@@ -857,15 +858,16 @@ class MongoStore(Store):
         ])  # fmt: skip
         return [d for d in map(_delivery, heads) if d.id not in skip][:limit]
 
-    def record_attempt(
-        self, delivery_id: str, version: int, state: str, next_at: int, error: str | None
-    ) -> bool:
-        result = self._deliveries.update_one(
-            {"_id": delivery_id, "version": version},
-            {"$set": {"state": state, "next_at": next_at, "last_error": error, "updated_at": now_ms()},
-             "$inc": {"attempts": 1}},
-        )  # fmt: skip
-        return result.modified_count > 0
+    def record_attempts(self, attempts: Sequence[Attempt]) -> list[bool]:
+        now = now_ms()
+        return [
+            self._deliveries.update_one(
+                {"_id": a.delivery_id, "version": a.version},
+                {"$set": {"state": a.state, "next_at": a.next_at, "last_error": a.error, "updated_at": now},
+                 "$inc": {"attempts": 1}},
+            ).modified_count > 0
+            for a in attempts
+        ]  # fmt: skip
 
     def set_delivery_state(self, delivery_id: str, state: str, next_at: int | None = None) -> bool:
         fields: dict[str, Any] = {"state": state, "updated_at": now_ms()}

@@ -47,6 +47,7 @@ from chatcore.store.base import (
     OUTBOX_READ,
     AlreadyExists,
     AppendResult,
+    Attempt,
     Change,
     Conversation,
     ConversationEvent,
@@ -877,16 +878,19 @@ class SQLiteStore(Store):
             ).fetchall()
         return [d for d in map(_delivery, rows) if d.id not in skip][:limit]
 
-    def record_attempt(
-        self, delivery_id: str, version: int, state: str, next_at: int, error: str | None
-    ) -> bool:
+    def record_attempts(self, attempts: Sequence[Attempt]) -> list[bool]:
+        if not attempts:
+            return []
+        now = now_ms()
         with self._connection() as conn, _write(conn):
-            cur = conn.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, state = ?, next_at = ?, last_error = ?, updated_at = ?"
-                " WHERE id = ? AND version = ?",
-                (state, next_at, error, now_ms(), delivery_id, version),
-            )
-        return cur.rowcount > 0
+            return [
+                conn.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, state = ?, next_at = ?, last_error = ?,"
+                    " updated_at = ? WHERE id = ? AND version = ?",
+                    (a.state, a.next_at, a.error, now, a.delivery_id, a.version),
+                ).rowcount > 0
+                for a in attempts
+            ]
 
     def set_delivery_state(self, delivery_id: str, state: str, next_at: int | None = None) -> bool:
         with self._connection() as conn, _write(conn):

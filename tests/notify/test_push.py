@@ -123,7 +123,7 @@ def test_read_before_sending_cancels_and_online_at_send_time_cancels(
     idle(notifier, store)
     assert len(gateway.received()) == 1
     (delivery,) = store.list_deliveries(channel=DELIVERY_PUSH)
-    assert delivery.state == "cancelled" and delivery.attempts == 1
+    assert delivery.state == "cancelled" and delivery.last_error == "online meanwhile"  # checked, not sent
 
 
 def test_retries_then_dead_letter_then_replay_with_the_same_idempotency_key(

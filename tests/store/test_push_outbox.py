@@ -20,6 +20,7 @@ from chatcore.store.base import (
     OUTBOX_MESSAGE,
     OUTBOX_READ,
     AlreadyExists,
+    Attempt,
     Delivery,
     PushTarget,
     ReceiptUpdate,
@@ -29,6 +30,11 @@ from chatcore.store.base import (
 from tests.store.helpers import TS, msg, seed
 
 pytestmark = pytest.mark.timeout(30)
+
+
+def record(store: Store, delivery_id: str, version: int, state: str, next_at: int, error: str | None) -> bool:
+    (done,) = store.record_attempts([Attempt(delivery_id, version, state, next_at, error)])
+    return done
 
 
 def drain(store: Store) -> list:
@@ -146,15 +152,15 @@ def test_deliveries_are_written_once_and_go_out_in_order_per_key(store: Store) -
     assert [d.id for d in store.due_deliveries(now=1, limit=1)] == ["a1"]
 
     # a failed attempt: a1 waits for its retry, and a2 behind it waits too
-    assert store.record_attempt("a1", 0, DELIVERY_PENDING, 100, "503") is True
+    assert record(store, "a1", 0, DELIVERY_PENDING, 100, "503") is True
     assert [d.id for d in store.due_deliveries(now=50)] == ["b1"]
     a1 = store.get_delivery("a1")
     assert a1 is not None and a1.attempts == 1 and a1.last_error == "503" and a1.next_at == 100
     assert [d.id for d in store.due_deliveries(now=100)] == ["a1", "b1"]
-    assert store.record_attempt("a1", 0, DELIVERED, 100, None) is True
+    assert record(store, "a1", 0, DELIVERED, 100, None) is True
     assert [d.id for d in store.due_deliveries(now=100)] == ["b1", "a2"]  # ascending n
     # retries exhausted: dead, and the key moves on
-    assert store.record_attempt("a2", 0, DELIVERY_DEAD, 100, "gave up") is True
+    assert record(store, "a2", 0, DELIVERY_DEAD, 100, "gave up") is True
     assert [d.id for d in store.due_deliveries(now=100)] == ["b1", "a3"]
     assert [d.id for d in store.list_deliveries(state=DELIVERY_DEAD)] == ["a2"]
     assert store.latest_delivery("a").id == "a3"  # type: ignore[union-attr]
@@ -165,18 +171,18 @@ def test_a_payload_replaced_during_an_attempt_is_not_marked_delivered(store: Sto
     store.add_deliveries([delivery("p", "p", DELIVERY_PUSH, seq=1)])
     sent = store.due_deliveries(now=1)[0]
     assert store.replace_pending_payload("p", {"seq": 2}) is True  # a newer message collapsed into it
-    assert store.record_attempt("p", sent.version, DELIVERED, 1, None) is False
+    assert record(store, "p", sent.version, DELIVERED, 1, None) is False
     now = store.get_delivery("p")
     assert now is not None and now.state == DELIVERY_PENDING and now.payload == {"seq": 2} and now.version == 1
-    assert store.record_attempt("p", now.version, DELIVERED, 1, None) is True
+    assert record(store, "p", now.version, DELIVERED, 1, None) is True
     assert store.replace_pending_payload("p", {"seq": 3}) is False  # delivered: a new delivery is needed
     assert store.get_delivery("p").payload == {"seq": 2}  # type: ignore[union-attr]
 
 
 def test_replay_cancel_list_and_prune(store: Store) -> None:
     store.add_deliveries([delivery("w1", "k1"), delivery("w2", "k2"), delivery("p1", "k3", DELIVERY_PUSH)])
-    store.record_attempt("w1", 0, DELIVERY_DEAD, 0, "refused")
-    store.record_attempt("w2", 0, DELIVERED, 0, None)
+    record(store, "w1", 0, DELIVERY_DEAD, 0, "refused")
+    record(store, "w2", 0, DELIVERED, 0, None)
     assert store.set_delivery_state("p1", DELIVERY_CANCELLED) is True
     assert store.set_delivery_state("nope", DELIVERY_CANCELLED) is False
     assert [d.id for d in store.list_deliveries()] == ["p1", "w2", "w1"]
@@ -188,8 +194,9 @@ def test_replay_cancel_list_and_prune(store: Store) -> None:
     assert w1 is not None and w1.state == DELIVERY_PENDING and w1.attempts == 0 and w1.next_at == 5
     assert w1.last_error is None and w1.version == 1
     assert {d.id for d in store.due_deliveries(now=5)} == {"w1", "w2"}
-    store.record_attempt("w1", 1, DELIVERY_DEAD, 0, "refused")
-    store.record_attempt("w2", 1, DELIVERED, 0, None)
+    record(store, "w1", 1, DELIVERY_DEAD, 0, "refused")
+    record(store, "w2", 1, DELIVERED, 0, None)
+    assert store.record_attempts([]) == []
     assert store.prune_deliveries(before=2**62) == 2  # w2 delivered, p1 cancelled; w1 dead stays
     assert [d.id for d in store.list_deliveries()] == ["w1"]
 
