@@ -20,21 +20,23 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from chatcore import push, webhooks
 from chatcore.presence import Presence
 from chatcore.store.base import (
     DELIVERED,
-    DELIVERY_CANCELLED,
     DELIVERY_PENDING,
     DELIVERY_PUSH,
     DELIVERY_WEBHOOK,
     OUTBOX_EVENT,
     OUTBOX_MESSAGE,
     OUTBOX_READ,
+    Collapse,
     Conversation,
     Delivery,
+    DispatchBatch,
     Message,
     OutboxEntry,
     PushTarget,
@@ -65,6 +67,15 @@ class _Notice:
     target: PushTarget
     message: Message
     count: int = 0
+
+
+@dataclass
+class _Decided:
+    """What one pass writes, in one store call (``Store.apply_dispatch``)."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    collapses: list[Collapse] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -101,12 +112,12 @@ class Dispatcher:
         hooks = self._store.webhooks()
         batch = _Batch()
         self._load_messages(entries, batch, need_bodies=bool(hooks) or (self._push_enabled and self._preview))
-        deliveries = self._webhook_deliveries(entries, hooks, batch)
+        decided = _Decided(deliveries=self._webhook_deliveries(entries, hooks, batch))
         if self._push_enabled:
-            deliveries += self._push_deliveries([e for e in entries if e.kind == OUTBOX_MESSAGE], batch)
-            deliveries += self._clears([e for e in entries if e.kind == OUTBOX_READ])
-        self._store.add_deliveries(deliveries)
-        self._store.delete_outbox([e.id for e in entries])
+            notified = self._push_deliveries([e for e in entries if e.kind == OUTBOX_MESSAGE], batch, decided)
+            self._clears([e for e in entries if e.kind == OUTBOX_READ], notified, decided)
+        self._store.apply_dispatch(DispatchBatch(decided.deliveries, decided.collapses, decided.cancels,
+                                                 [e.id for e in entries]))  # fmt: skip
         return len(entries)
 
     # --- reading what the entries refer to ------------------------------------------------------
@@ -160,7 +171,8 @@ class Dispatcher:
         return out
 
     # --- push ---------------------------------------------------------------------------------
-    def _push_deliveries(self, entries: Sequence[OutboxEntry], batch: _Batch) -> list[Delivery]:
+    def _push_deliveries(self, entries: Sequence[OutboxEntry], batch: _Batch, decided: _Decided) -> set[str]:
+        """Notifications for the batch's messages; returns the order keys notified."""
         notices: dict[tuple[str, str], _Notice] = {}  # (device key, conv) -> newest message
         by_conv: defaultdict[str, list[OutboxEntry]] = defaultdict(list)
         for entry in entries:
@@ -184,60 +196,62 @@ class Dispatcher:
                         continue  # your own messages never notify you
                     notice = notices.setdefault((target.key, conv), _Notice(target, message))
                     notice.message, notice.count = message, notice.count + 1
-        out: list[Delivery] = []
+        latest = self._store.latest_deliveries([push_key(n.target, n.message.conv) for n in notices.values()])
         for notice in notices.values():
-            delivery = self._notify(notice, batch, now)
-            if delivery is not None:
-                out.append(delivery)
-        return out
+            self._notify(notice, latest.get(push_key(notice.target, notice.message.conv)), batch, now, decided)
+        return {push_key(n.target, n.message.conv) for n in notices.values()}
 
-    def _notify(self, notice: _Notice, batch: _Batch, now: int) -> Delivery | None:
+    def _notify(self, notice: _Notice, latest: Delivery | None, batch: _Batch, now: int, decided: _Decided) -> None:
         """A new notification, or the newer message collapsed into the one still waiting."""
         target, message = notice.target, notice.message
         key = push_key(target, message.conv)
-        latest = self._store.latest_delivery(key)
         if latest is not None and latest.payload.get("seq", 0) >= message.seq:
-            return None  # this message is covered already (a repeated pass after a crash)
+            return  # this message is covered already (a repeated pass after a crash)
         conversation = batch.convs.get(message.conv)
+        title = conversation.title if conversation else None
         preview = message.body if self._preview and target.preview and message.body else None
-        collapsed = notice.count
-        waiting = latest is not None and latest.state == DELIVERY_PENDING
-        if latest is not None and waiting and latest.payload.get("type") == push.NOTIFY_MESSAGE:
-            collapsed += int(latest.payload.get("collapsed", 1))
-            draft = push.message_draft(target, message.conv, conversation.title if conversation else None, message.seq,
-                                       message.sender, message.id, message.ts, preview, collapsed)
-            if self._store.replace_pending_payload(latest.id, draft):
-                return None
-            collapsed = notice.count  # it went out meanwhile: a new notification after all
-            latest = self._store.latest_delivery(key)
-        draft = push.message_draft(target, message.conv, conversation.title if conversation else None, message.seq,
-                                   message.sender, message.id, message.ts, preview, collapsed)
-        next_at = now
-        if latest is not None and latest.state == DELIVERED and latest.payload.get("type") == push.NOTIFY_MESSAGE:
-            next_at = max(now, latest.updated_at + self._collapse_ms)  # one buzz per window
-        return Delivery(id=f"{key}:{message.seq}", channel=DELIVERY_PUSH, target=target.key, order_key=key,
-                        payload=draft, next_at=next_at)
 
-    def _clears(self, entries: Sequence[OutboxEntry]) -> list[Delivery]:
+        def draft(collapsed: int) -> dict[str, Any]:
+            return push.message_draft(target, message.conv, title, message.seq, message.sender, message.id,
+                                      message.ts, preview, collapsed)  # fmt: skip
+
+        fresh = Delivery(id=f"{key}:{message.seq}", channel=DELIVERY_PUSH, target=target.key, order_key=key,
+                         payload=draft(notice.count), next_at=now)  # fmt: skip
+        if latest is None or latest.payload.get("type") != push.NOTIFY_MESSAGE:
+            decided.deliveries.append(fresh)
+        elif latest.state == DELIVERY_PENDING:
+            # Waiting still: it shows the newest message instead. If it goes out before this is
+            # written, the new one waits one collapse window after it.
+            later = replace(fresh, next_at=now + self._collapse_ms)
+            payload = draft(notice.count + int(latest.payload.get("collapsed", 1)))
+            decided.collapses.append(Collapse(latest.id, payload, later))
+        elif latest.state == DELIVERED:
+            decided.deliveries.append(replace(fresh, next_at=max(now, latest.updated_at + self._collapse_ms)))
+        else:
+            decided.deliveries.append(fresh)  # the last one was cancelled or dead: this is news again
+
+    def _clears(self, entries: Sequence[OutboxEntry], notified: set[str], decided: _Decided) -> None:
         """A read marker moved: cancel what waits for messages now read, clear what was shown."""
-        out: list[Delivery] = []
         now = self._clock()
         newest: dict[tuple[str, str], OutboxEntry] = {}
         for entry in entries:
             newest[(entry.conv, entry.user or "")] = entry
-        for (conv, user), entry in newest.items():
-            for target in self._store.push_targets([user]):
-                key = push_key(target, conv)
-                latest = self._store.latest_delivery(key)
-                if latest is None or latest.payload.get("type") != push.NOTIFY_MESSAGE:
-                    continue  # nothing shown, or cleared already
-                if latest.payload.get("seq", 0) > entry.seq:
-                    continue  # something newer than what was read is still to be seen
-                if latest.state == DELIVERY_PENDING:
-                    self._store.set_delivery_state(latest.id, DELIVERY_CANCELLED)
-                elif latest.state != DELIVERED:
-                    continue
-                out.append(Delivery(id=f"{key}:{entry.seq}:clear", channel=DELIVERY_PUSH, target=target.key,
-                                    order_key=key, payload=push.clear_draft(target, conv, entry.seq, entry.ts),
-                                    next_at=now))
-        return out
+        readers = sorted({user for _, user in newest})
+        targets: defaultdict[str, list[PushTarget]] = defaultdict(list)
+        for target in self._store.push_targets(readers) if readers else []:
+            targets[target.user].append(target)
+        keys = {push_key(t, conv): (t, entry) for (conv, user), entry in newest.items() for t in targets[user]}
+        latest = self._store.latest_deliveries(sorted(keys))
+        for key, (target, entry) in keys.items():
+            shown = latest.get(key)
+            if key in notified or shown is None or shown.payload.get("type") != push.NOTIFY_MESSAGE:
+                continue  # just notified of something newer, nothing shown, or cleared already
+            if shown.payload.get("seq", 0) > entry.seq:
+                continue  # something newer than what was read is still to be seen
+            if shown.state == DELIVERY_PENDING:
+                decided.cancels.append(shown.id)
+            elif shown.state != DELIVERED:
+                continue
+            decided.deliveries.append(Delivery(
+                id=f"{key}:{entry.seq}:clear", channel=DELIVERY_PUSH, target=target.key, order_key=key,
+                payload=push.clear_draft(target, entry.conv, entry.seq, entry.ts), next_at=now))  # fmt: skip

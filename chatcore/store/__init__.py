@@ -52,12 +52,15 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """``sqlite:///abs/path.db`` (embedded default), ``mongodb://...`` or ``mongomock://name`` (tests)."""
+def open_store(url: str, *, sync_every_commit: bool = True) -> Store:
+    """``sqlite:///abs/path.db`` (embedded default), ``mongodb://...`` or ``mongomock://name`` (tests).
+
+    ``sync_every_commit=False``: SQLite only, see ``SQLiteStore`` (MongoDB keeps its write concern)."""
     if url.startswith("sqlite:///"):
         from chatcore.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///"))  # sqlite:////abs/path or sqlite:///rel
+        # sqlite:////abs/path or sqlite:///rel
+        return SQLiteStore(url.removeprefix("sqlite:///"), sync_every_commit=sync_every_commit)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from chatcore.store.mongo import MongoStore
 

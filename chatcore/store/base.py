@@ -469,6 +469,26 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Collapse:
+    """A newer message for a notification still waiting: its payload replaces the waiting one's;
+    if that one went out meanwhile (no longer pending), ``instead`` is added as a new delivery."""
+
+    delivery_id: str
+    payload: dict[str, Any]
+    instead: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchBatch:
+    """One pass of the notifier's dispatch: what it decided for some outbox entries."""
+
+    deliveries: Sequence[Delivery] = ()  # new ones (an id that exists is left alone)
+    collapses: Sequence[Collapse] = ()
+    cancels: Sequence[str] = ()  # pending deliveries no longer worth sending
+    consumed: Sequence[int] = ()  # the outbox entries decided
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """The outcome of one attempt at a delivery, as ``Store.record_attempts`` records it."""
 
@@ -710,8 +730,17 @@ class Store(abc.ABC):
     def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
     @abc.abstractmethod
+    def latest_deliveries(self, order_keys: Sequence[str]) -> dict[str, Delivery]:
+        """For each order key that has deliveries, the newest one (highest ``n``), in any state."""
+
     def latest_delivery(self, order_key: str) -> Delivery | None:
-        """The newest delivery (highest ``n``) with this order key, in any state."""
+        return self.latest_deliveries([order_key]).get(order_key)
+
+    @abc.abstractmethod
+    def apply_dispatch(self, batch: DispatchBatch) -> None:
+        """Write one dispatch pass: collapses, cancels, new deliveries, then consume the outbox
+        entries; one transaction on SQLite (a pass costs one commit). Safe to repeat: delivery ids
+        are deterministic, so a pass written again after a crash adds nothing twice."""
 
     @abc.abstractmethod
     def replace_pending_payload(self, delivery_id: str, payload: dict[str, Any]) -> bool:

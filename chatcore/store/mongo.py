@@ -75,6 +75,7 @@ from chatcore.store.base import (
     Conversation,
     ConversationEvent,
     Delivery,
+    DispatchBatch,
     HistoryPage,
     Marker,
     MembershipChanges,
@@ -834,9 +835,15 @@ class MongoStore(Store):
         doc = self._deliveries.find_one({"_id": delivery_id})
         return _delivery(doc) if doc else None
 
-    def latest_delivery(self, order_key: str) -> Delivery | None:
-        docs = list(self._deliveries.find({"order_key": order_key}).sort("n", DESCENDING).limit(1))
-        return _delivery(docs[0]) if docs else None
+    def latest_deliveries(self, order_keys: Sequence[str]) -> dict[str, Delivery]:
+        if not order_keys:
+            return {}
+        newest = self._deliveries.aggregate([
+            {"$match": {"order_key": {"$in": sorted(set(order_keys))}}},
+            {"$sort": {"n": -1}},
+            {"$group": {"_id": "$order_key", "newest": {"$first": "$$ROOT"}}},
+        ])  # fmt: skip
+        return {doc["_id"]: _delivery(doc["newest"]) for doc in newest}
 
     def replace_pending_payload(self, delivery_id: str, payload: dict[str, Any]) -> bool:
         result = self._deliveries.update_one(
@@ -844,6 +851,18 @@ class MongoStore(Store):
             {"$set": {"payload": payload, "updated_at": now_ms()}, "$inc": {"version": 1}},
         )
         return result.modified_count > 0
+
+    def apply_dispatch(self, batch: DispatchBatch) -> None:
+        """In order, each step idempotent (no multi-document transactions on a standalone server):
+        a crash part way repeats the pass, which adds nothing twice."""
+        instead = [c.instead for c in batch.collapses if not self.replace_pending_payload(c.delivery_id, c.payload)]
+        if batch.cancels:
+            self._deliveries.update_many(
+                {"_id": {"$in": list(batch.cancels)}, "state": DELIVERY_PENDING},
+                {"$set": {"state": DELIVERY_CANCELLED, "updated_at": now_ms()}},
+            )
+        self.add_deliveries([*batch.deliveries, *instead])
+        self.delete_outbox(batch.consumed)
 
     def due_deliveries(self, now: int, limit: int = 100, exclude: Sequence[str] = ()) -> list[Delivery]:
         skip = set(exclude)

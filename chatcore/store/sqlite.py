@@ -52,6 +52,7 @@ from chatcore.store.base import (
     Conversation,
     ConversationEvent,
     Delivery,
+    DispatchBatch,
     HistoryPage,
     Marker,
     MembershipChanges,
@@ -293,8 +294,14 @@ def _view(row: tuple[Any, ...], reactions: dict[int, Any]) -> MessageView:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, sync_every_commit: bool = True) -> None:
+        """``sync_every_commit=False`` (the notifier's store) skips the fsync on this process's own
+        commits (WAL ``synchronous=NORMAL``): they become durable with the next synced commit of any
+        process (the bridge's, within milliseconds under load) instead of holding the one write
+        lock through an fsync each. Only for writers whose lost last commits are redone: the
+        notifier re-dispatches and re-sends them, at least once."""
         self.path = str(Path(path).expanduser())
+        self._synchronous = "FULL" if sync_every_commit else "NORMAL"
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
@@ -321,7 +328,7 @@ class SQLiteStore(Store):
         )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA secure_delete = ON")  # erased text is zeroed, not left in free space
         return conn
@@ -833,39 +840,43 @@ class SQLiteStore(Store):
     def add_deliveries(self, deliveries: Sequence[Delivery]) -> int:
         if not deliveries:
             return 0
-        now = now_ms()
         with self._connection() as conn, _write(conn):
-            return sum(
-                conn.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, channel, target, order_key, payload, state, attempts,"
-                    " next_at, version, created_at, updated_at, last_error)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (d.id, d.channel, d.target, d.order_key, orjson.dumps(d.payload).decode(), d.state, d.attempts,
-                     d.next_at, d.version, now, now, d.last_error),
-                ).rowcount
-                for d in deliveries
-            )  # fmt: skip
+            return _insert_deliveries(conn, deliveries, now_ms())
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         with self._connection() as conn:
             row = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
         return _delivery(row) if row else None
 
-    def latest_delivery(self, order_key: str) -> Delivery | None:
+    def latest_deliveries(self, order_keys: Sequence[str]) -> dict[str, Delivery]:
+        keys = sorted(set(order_keys))
+        found: dict[str, Delivery] = {}
         with self._connection() as conn:
-            row = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE order_key = ? ORDER BY n DESC LIMIT 1", (order_key,)
-            ).fetchone()
-        return _delivery(row) if row else None
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE n IN (SELECT MAX(n) FROM deliveries"
+                    f" WHERE order_key IN ({','.join('?' * len(chunk))}) GROUP BY order_key)",
+                    chunk,
+                ).fetchall()
+                found.update((d.order_key, d) for d in map(_delivery, rows))
+        return found
 
     def replace_pending_payload(self, delivery_id: str, payload: dict[str, Any]) -> bool:
         with self._connection() as conn, _write(conn):
-            cur = conn.execute(
-                "UPDATE deliveries SET payload = ?, version = version + 1, updated_at = ?"
+            return _replace_pending(conn, delivery_id, payload, now_ms())
+
+    def apply_dispatch(self, batch: DispatchBatch) -> None:
+        now = now_ms()
+        with self._connection() as conn, _write(conn):
+            instead = [c.instead for c in batch.collapses if not _replace_pending(conn, c.delivery_id, c.payload, now)]
+            conn.executemany(
+                f"UPDATE deliveries SET state = '{DELIVERY_CANCELLED}', updated_at = ?"
                 f" WHERE id = ? AND state = '{DELIVERY_PENDING}'",
-                (orjson.dumps(payload).decode(), now_ms(), delivery_id),
+                [(now, delivery_id) for delivery_id in batch.cancels],
             )
-        return cur.rowcount > 0
+            _insert_deliveries(conn, [*batch.deliveries, *instead], now)
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in batch.consumed])
 
     def due_deliveries(self, now: int, limit: int = 100, exclude: Sequence[str] = ()) -> list[Delivery]:
         skip = set(exclude)
@@ -1215,3 +1226,23 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
      last_error, n) = row  # fmt: skip
     return Delivery(delivery_id, channel, target, order_key, orjson.loads(payload), state, attempts, next_at, version,
                     created_at, updated_at, last_error, n)  # fmt: skip
+
+
+def _insert_deliveries(conn: sqlite3.Connection, deliveries: Sequence[Delivery], now: int) -> int:
+    return sum(
+        conn.execute(
+            "INSERT OR IGNORE INTO deliveries (id, channel, target, order_key, payload, state, attempts,"
+            " next_at, version, created_at, updated_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (d.id, d.channel, d.target, d.order_key, orjson.dumps(d.payload).decode(), d.state, d.attempts,
+             d.next_at, d.version, now, now, d.last_error),
+        ).rowcount
+        for d in deliveries
+    )  # fmt: skip
+
+
+def _replace_pending(conn: sqlite3.Connection, delivery_id: str, payload: dict[str, Any], now: int) -> bool:
+    return conn.execute(
+        "UPDATE deliveries SET payload = ?, version = version + 1, updated_at = ?"
+        f" WHERE id = ? AND state = '{DELIVERY_PENDING}'",
+        (orjson.dumps(payload).decode(), now, delivery_id),
+    ).rowcount > 0

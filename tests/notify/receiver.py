@@ -50,6 +50,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall between them
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

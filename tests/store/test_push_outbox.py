@@ -21,7 +21,9 @@ from chatcore.store.base import (
     OUTBOX_READ,
     AlreadyExists,
     Attempt,
+    Collapse,
     Delivery,
+    DispatchBatch,
     PushTarget,
     ReceiptUpdate,
     Store,
@@ -216,3 +218,31 @@ def test_webhook_subscriptions(store: Store) -> None:
     ]
     assert store.remove_webhook("crm") is True and store.remove_webhook("crm") is False
     assert [w.id for w in store.webhooks()] == ["audit"]
+
+
+def test_one_dispatch_pass_is_one_write_and_safe_to_repeat(store: Store) -> None:
+    seed(store)
+    store.append([msg("general", "alice", "a1"), msg("general", "alice", "a2")])
+    consumed = [e.id for e in store.pending_outbox()]
+    store.add_deliveries([delivery("waiting", "k1", DELIVERY_PUSH, seq=1), delivery("gone", "k2", DELIVERY_PUSH),
+                          delivery("sent", "k3", DELIVERY_PUSH, seq=1)])
+    record(store, "sent", 0, DELIVERED, 0, None)
+    batch = DispatchBatch(
+        deliveries=[delivery("new", "k4")],
+        collapses=[Collapse("waiting", {"seq": 2}, delivery("waiting-instead", "k1")),
+                   Collapse("sent", {"seq": 2}, delivery("sent-instead", "k3"))],
+        cancels=["gone", "sent"],  # a delivered one is not cancelled
+        consumed=consumed,
+    )
+    store.apply_dispatch(batch)
+    store.apply_dispatch(batch)  # a pass repeated after a crash adds nothing
+    assert store.pending_outbox() == []
+    states = {d.id: (d.state, d.payload, d.version) for d in store.list_deliveries()}
+    assert states["waiting"] == (DELIVERY_PENDING, {"seq": 2}, 2)  # replaced (twice: same payload)
+    assert "waiting-instead" not in states
+    assert states["sent"][0] == DELIVERED and states["sent-instead"][0] == DELIVERY_PENDING  # went out: a new one
+    assert states["gone"][0] == DELIVERY_CANCELLED and states["new"][0] == DELIVERY_PENDING
+    assert len(states) == 5
+    latest = store.latest_deliveries(["k1", "k3", "k4", "none"])
+    assert {k: d.id for k, d in latest.items()} == {"k1": "waiting", "k3": "sent-instead", "k4": "new"}
+    assert store.latest_deliveries([]) == {}
