@@ -2,10 +2,10 @@
 
 The bridge writes an outbox entry with every stored message (and the store with every read
 marker that moved and every conversation change), in the same transaction. This module reads
-the entries in order, decides, writes the deliveries, then consumes the entries. A crash between
-the two writes only repeats the decision: delivery ids are derived from what they deliver, so the
-second write of one is a no-op (``Store.add_deliveries``), and a collapsed notification that
-already covers a message is not touched again.
+the entries in order, decides, and writes the decision together with consuming the entries
+(``Store.apply_dispatch``: one transaction on SQLite; on MongoDB idempotent steps in order). A
+crash part way only repeats the decision: delivery ids are derived from what they deliver, so a
+second write of one is a no-op, and a notification that already covers a message is not touched.
 
 Push, per stored message, for every member but the sender who has a push target, has not muted
 the conversation and has no live device (presence): one notification per device. Collapsing: a
