@@ -29,9 +29,18 @@ WAIT_STEP_S = 1  # one BLPOP: below the API's Redis socket timeout
 STATUS_OF = {
     ErrorCode.BAD_PAYLOAD: 400,
     ErrorCode.BAD_ATTACHMENT: 400,
+    ErrorCode.WRONG_CONVERSATION: 400,
+    ErrorCode.BAD_TARGET: 400,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.NOT_MEMBER: 403,
+    ErrorCode.NOT_SENDER: 403,
     ErrorCode.UNKNOWN_CONVERSATION: 404,
+    ErrorCode.UNKNOWN_TARGET: 404,
+    ErrorCode.TARGET_DELETED: 409,
+    ErrorCode.EDIT_WINDOW_CLOSED: 409,
+    ErrorCode.ALREADY_REACTED: 409,
+    ErrorCode.NOT_REACTED: 409,
+    ErrorCode.TOO_MANY_REACTIONS: 409,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL: 500,
 }
@@ -45,22 +54,23 @@ class AckOut(BaseModel):
     ts: int = Field(description="ms since epoch, assigned by the server")
 
 
-@conversations.bp.post("/<conv>/messages", responses={200: AckOut, **error_responses(403, 404, 413, 429, 503)})
+@conversations.bp.post("/<conv>/messages", responses={200: AckOut, **error_responses(403, 404, 409, 413, 429, 503)})
 def send(path: ConvPath) -> Response:
-    """Send a message (body: the chat/{conv}/send/{user} payload). Answers the received ack once
-    the message is durable; a resend with the same client_msg_id answers the same seq."""
+    """Send a message, or a change to one: reply, edit, delete, react (body: any payload of
+    chat/{conv}/send/{user}). Answers the received ack once the entry is durable; a resend with
+    the same client_msg_id answers the same seq."""
     ctx = get_context()
     conversation = member_conversation(path.conv)
     raw = request.get_data()
     try:
-        parse_send(raw, ctx.settings.max_body_bytes)  # refuse at once what the bridge would refuse
+        parse_send(raw, ctx.settings.max_body_bytes, conv=conversation.id)  # refuse now what the bridge would
     except PayloadError as exc:
-        raise ApiError(STATUS_OF[exc.code], exc.message, exc.code.value) from None
+        raise ApiError(STATUS_OF.get(exc.code, 400), exc.message, exc.code.value) from None
     ack = _hand_to_bridge(ctx, conversation.id, current_user(), raw)
     if ack.get("status") == "received":
         return jsonify(ack)
     error = ack.get("error") or {}
-    code = ErrorCode(error.get("code", ErrorCode.INTERNAL))
+    code = ErrorCode(error.get("code", ErrorCode.INTERNAL.value))
     response = jsonify({"error": {"code": code.value, "message": error.get("message", "refused")}})
     response.status_code = STATUS_OF.get(code, 500)
     if code is ErrorCode.RATE_LIMITED:

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from chatcore.protocol import EntryKind
 from chatcore.store.base import (
     EVENT_CREATED,
     EVENT_MEMBER_ADDED,
@@ -26,11 +27,16 @@ from chatcore.store.base import (
 )
 
 MESSAGE_CREATED = "message.created"
+MESSAGE_EDITED = "message.edited"
+MESSAGE_DELETED = "message.deleted"
 CONVERSATION_CREATED = "conversation.created"
 CONVERSATION_UPDATED = "conversation.updated"
 MEMBER_ADDED = "member.added"
 MEMBER_REMOVED = "member.removed"
-EVENT_TYPES = (MESSAGE_CREATED, CONVERSATION_CREATED, CONVERSATION_UPDATED, MEMBER_ADDED, MEMBER_REMOVED)
+EVENT_TYPES = (MESSAGE_CREATED, MESSAGE_EDITED, MESSAGE_DELETED, CONVERSATION_CREATED, CONVERSATION_UPDATED,
+               MEMBER_ADDED, MEMBER_REMOVED)
+# The log's entry kinds that are webhook events (reactions are not: ask if you need them).
+_ENTRY_EVENTS = {EntryKind.MESSAGE: MESSAGE_CREATED, EntryKind.EDIT: MESSAGE_EDITED, EntryKind.DELETE: MESSAGE_DELETED}
 
 SIGNATURE_HEADER = "X-Chatmq-Signature"
 TIMESTAMP_HEADER = "X-Chatmq-Timestamp"
@@ -52,9 +58,14 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def message_event(message: Message) -> dict[str, Any]:
-    """``message.created``: the stored message, exactly as ``chat/{conv}/msg`` carries it."""
-    return {"id": f"m:{message.conv}:{message.seq}", "type": MESSAGE_CREATED, "ts": message.ts,
+def message_event(message: Message) -> dict[str, Any] | None:
+    """``message.created``, ``message.edited`` (the edit entry: new ``body``, ``target``) or
+    ``message.deleted`` (``target`` erased): the entry exactly as ``chat/{conv}/msg`` carries it.
+    None for entries that are no webhook event (reactions)."""
+    event_type = _ENTRY_EVENTS.get(EntryKind(message.kind))
+    if event_type is None:
+        return None
+    return {"id": f"m:{message.conv}:{message.seq}", "type": event_type, "ts": message.ts,
             "conv": message.conv, "data": message.to_payload()}  # fmt: skip
 
 

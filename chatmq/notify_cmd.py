@@ -8,7 +8,8 @@ fraction of a second). Push and webhook deliveries share one delivery log: ``log
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import orjson
 
 from chatcore import webhooks
 from chatcore.ids import is_valid_id
-from chatcore.store import Store
+from chatcore.store import AlreadyExists, NotFound, Store, open_store
 from chatcore.store.base import (
     DELIVERY_DEAD,
     DELIVERY_PUSH,
@@ -27,8 +28,19 @@ from chatcore.store.base import (
     Webhook,
     now_ms,
 )
-from chatmq.admin import _store, _when
-from chatmq.settings_opts import store_options
+from chatmq.admin import _when
+from chatmq.settings_opts import make_settings, store_options
+
+
+@contextmanager
+def _store(data_dir: Path | None, store_url: str | None) -> Iterator[Store]:
+    store = open_store(make_settings(data_dir=data_dir, store_url=store_url).resolved_store_url)
+    try:
+        yield store
+    except (NotFound, AlreadyExists) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
 
 
 def _delivery_row(delivery: Delivery) -> dict[str, Any]:

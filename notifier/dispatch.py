@@ -25,6 +25,7 @@ from typing import Any
 
 from chatcore import push, webhooks
 from chatcore.presence import Presence
+from chatcore.protocol import EntryKind
 from chatcore.store.base import (
     DELIVERED,
     DELIVERY_PENDING,
@@ -111,7 +112,7 @@ class Dispatcher:
             return 0
         hooks = self._store.webhooks()
         batch = _Batch()
-        self._load_messages(entries, batch, need_bodies=bool(hooks) or (self._push_enabled and self._preview))
+        self._load_messages(entries, batch, need_bodies=bool(hooks) or self._push_enabled)  # kinds, bodies
         decided = _Decided(deliveries=self._webhook_deliveries(entries, hooks, batch))
         if self._push_enabled:
             notified = self._push_deliveries([e for e in entries if e.kind == OUTBOX_MESSAGE], batch, decided)
@@ -159,6 +160,8 @@ class Dispatcher:
         for entry in entries:
             if entry.kind == OUTBOX_MESSAGE:
                 body = webhooks.message_event(self._message(entry, batch))
+                if body is None:
+                    continue  # a reaction
             elif entry.kind == OUTBOX_EVENT and entry.event is not None:
                 conversation = self._conversation(entry.conv, batch)
                 body = webhooks.conversation_event(entry.event, conversation.members if conversation else None)
@@ -191,6 +194,8 @@ class Dispatcher:
             eligible = [t for t in targets if t.user not in quiet and t.user not in awake]
             for entry in sorted(conv_entries, key=lambda e: e.seq):
                 message = self._message(entry, batch)
+                if message.kind != EntryKind.MESSAGE:
+                    continue  # edits, deletions and reactions change what was notified: no buzz
                 for target in eligible:
                     if target.user == entry.user:
                         continue  # your own messages never notify you

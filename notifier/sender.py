@@ -145,6 +145,8 @@ class Sender:
                     # A newer message collapsed into it while it was on the wire: that one still has
                     # to go, once the collapse window has passed if this attempt was delivered.
                     shown = attempt.state == DELIVERED and delivery.channel == DELIVERY_PUSH
+                    if shown:
+                        self._uncount_shown(delivery)
                     self._store.set_delivery_state(delivery.id, DELIVERY_PENDING,
                                                    next_at=now + (self._collapse_ms if shown else 0))
         except Exception as exc:  # keep them: recorded on the next poll, still not handed out again
@@ -159,6 +161,15 @@ class Sender:
             for delivery, outcome, seconds in finished:
                 self.after_attempt(delivery, outcome, seconds)
         return len(finished)
+
+    def _uncount_shown(self, sent: Delivery) -> None:
+        """The messages the delivered attempt showed are no longer news for the payload that
+        replaced it meanwhile: its ``collapsed`` counts only the ones after."""
+        current = self._store.get_delivery(sent.id)
+        if current is None or current.payload.get("type") != push.NOTIFY_MESSAGE:
+            return
+        left = int(current.payload.get("collapsed", 1)) - int(sent.payload.get("collapsed", 1))
+        self._store.replace_pending_payload(sent.id, {**current.payload, "collapsed": max(1, left)})
 
     def _recorded(self, delivery: Delivery, outcome: Outcome, now: int) -> Attempt:
         state, next_at = outcome.state, now

@@ -135,3 +135,32 @@ def test_a_removed_subscription_gets_nothing_more(
     idle(notifier, store)
     assert len(hook_receiver.received()) == 1
     assert [d.state for d in store.list_deliveries()] == ["cancelled"]
+
+
+def test_edits_and_deletes_are_webhook_events_and_wake_no_phone(
+    store: Store, hook_receiver: Receiver, gateway: Receiver, run_notifier: Callable[..., Notifier]
+) -> None:
+    from chatcore.protocol import EntryKind
+    from chatcore.store.base import PushTarget
+
+    store.put_push_target(PushTarget("bob", "phone", "fcm", "tok-bob"))
+    store.add_webhook(Webhook("crm", hook_receiver.url, SECRET, webhooks.EVENT_TYPES))
+    notifier = run_notifier()
+    store.append([NewMessage("pair", "alice", "m1", "helo", now_ms())])
+    gateway.wait_for(lambda rs: len(rs) == 1)
+    store.append([
+        NewMessage("pair", "alice", "e1", "hello", now_ms(), kind=EntryKind.EDIT, target=1),
+        NewMessage("pair", "bob", "r1", "👍", now_ms(), kind=EntryKind.REACT, target=1, emoji="👍"),
+    ])  # fmt: skip
+    hook_receiver.wait_for(lambda rs: len(rs) == 2)
+    idle(notifier, store)
+    store.append([NewMessage("pair", "alice", "d1", "", now_ms(), kind=EntryKind.DELETE, target=1)])
+    hook_receiver.wait_for(lambda rs: len(rs) == 3)
+    idle(notifier, store)
+    bodies = [r.json() for r in hook_receiver.received()]
+    assert [(b["type"], b["data"]["seq"]) for b in bodies] == [
+        ("message.created", 1), ("message.edited", 2), ("message.deleted", 4)]
+    assert bodies[1]["data"]["kind"] == "edit" and bodies[1]["data"]["target"] == 1
+    assert bodies[1]["data"]["body"] == "hello"
+    assert bodies[2]["data"]["kind"] == "delete" and bodies[2]["data"]["target"] == 1
+    assert len(gateway.received()) == 1  # the message woke bob's phone; its edit, reaction, deletion did not
