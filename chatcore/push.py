@@ -66,3 +66,10 @@ def rejected_tokens(answer: bytes) -> list[str]:
         return []
     rejected = data.get("rejected") if isinstance(data, dict) else None
     return [t for t in rejected if isinstance(t, str)] if isinstance(rejected, list) else []
+
+
+def erased(draft: dict[str, Any], conv: str, target: int) -> dict[str, Any] | None:
+    """A logged notification without the preview of message ``target`` (deleted since). None: not about it."""
+    if draft.get("conv") != conv or draft.get("seq") != target or draft.get("preview") is None:
+        return None
+    return {**draft, "preview": None}

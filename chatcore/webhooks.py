@@ -110,3 +110,15 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now_s: int, tol
     expected = signature(secret, int(raw_ts), body)
     offered = [part.strip() for part in headers.get(SIGNATURE_HEADER, "").split(",")]
     return any(hmac.compare_digest(expected, candidate) for candidate in offered)
+
+
+def erased(body: dict[str, Any], conv: str, target: int) -> dict[str, Any] | None:
+    """A logged webhook body without the text of message ``target`` (deleted since): the message's
+    own event and its edits' lose body and attachments, as the store's entries do. None: not about it."""
+    data = body.get("data") or {}
+    if body.get("conv") != conv:
+        return None
+    about = data.get("seq") == target or (data.get("kind") == EntryKind.EDIT and data.get("target") == target)
+    if not about or data.get("erased"):
+        return None
+    return {**body, "data": {**data, "body": "", "attachments": [], "erased": True}}

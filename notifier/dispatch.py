@@ -77,6 +77,7 @@ class _Decided:
     deliveries: list[Delivery] = field(default_factory=list)
     collapses: list[Collapse] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
+    redactions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -117,8 +118,9 @@ class Dispatcher:
         if self._push_enabled:
             notified = self._push_deliveries([e for e in entries if e.kind == OUTBOX_MESSAGE], batch, decided)
             self._clears([e for e in entries if e.kind == OUTBOX_READ], notified, decided)
+        self._redact(entries, batch, decided)
         self._store.apply_dispatch(DispatchBatch(decided.deliveries, decided.collapses, decided.cancels,
-                                                 [e.id for e in entries]))  # fmt: skip
+                                                 [e.id for e in entries], decided.redactions))  # fmt: skip
         return len(entries)
 
     # --- reading what the entries refer to ------------------------------------------------------
@@ -260,3 +262,18 @@ class Dispatcher:
             decided.deliveries.append(Delivery(
                 id=f"{key}:{entry.seq}:clear", channel=DELIVERY_PUSH, target=target.key, order_key=key,
                 payload=push.clear_draft(target, entry.conv, entry.seq, entry.ts), next_at=now))  # fmt: skip
+
+    def _redact(self, entries: Sequence[OutboxEntry], batch: _Batch, decided: _Decided) -> None:
+        """A message was deleted: its text goes from the delivery log too (webhook bodies of it and
+        of its edits, notification previews), as the store erases it from the log. Deliveries
+        written in this very pass carry the text the store already erased (read after the delete)."""
+        deletes = [m for e in entries if e.kind == OUTBOX_MESSAGE
+                   and (m := self._message(e, batch)).kind == EntryKind.DELETE and m.target is not None]  # fmt: skip
+        for conv in {m.conv for m in deletes}:
+            logged = self._store.conversation_deliveries(conv)
+            for deleted in (m for m in deletes if m.conv == conv):
+                for delivery in logged:
+                    erase = webhooks.erased if delivery.channel == DELIVERY_WEBHOOK else push.erased
+                    clean = erase(delivery.payload, conv, int(deleted.target or 0))
+                    if clean is not None:
+                        decided.redactions.append((delivery.id, clean))

@@ -486,6 +486,7 @@ class DispatchBatch:
     collapses: Sequence[Collapse] = ()
     cancels: Sequence[str] = ()  # pending deliveries no longer worth sending
     consumed: Sequence[int] = ()  # the outbox entries decided
+    redactions: Sequence[tuple[str, dict[str, Any]]] = ()  # (delivery id, payload without erased text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -735,6 +736,11 @@ class Store(abc.ABC):
 
     def latest_delivery(self, order_key: str) -> Delivery | None:
         return self.latest_deliveries([order_key]).get(order_key)
+
+    @abc.abstractmethod
+    def conversation_deliveries(self, conv: str) -> list[Delivery]:
+        """Every delivery (any state) whose order key is one of the conversation's (``...:{conv}``):
+        what to redact when a message of it is deleted."""
 
     @abc.abstractmethod
     def apply_dispatch(self, batch: DispatchBatch) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -852,9 +853,15 @@ class MongoStore(Store):
         )
         return result.modified_count > 0
 
+    def conversation_deliveries(self, conv: str) -> list[Delivery]:
+        found = self._deliveries.find({"order_key": {"$regex": ":" + re.escape(conv) + "$"}}).sort("n", ASCENDING)
+        return [_delivery(doc) for doc in found]
+
     def apply_dispatch(self, batch: DispatchBatch) -> None:
         """In order, each step idempotent (no multi-document transactions on a standalone server):
         a crash part way repeats the pass, which adds nothing twice."""
+        for delivery_id, payload in batch.redactions:
+            self._deliveries.update_one({"_id": delivery_id}, {"$set": {"payload": payload, "updated_at": now_ms()}})
         instead = [c.instead for c in batch.collapses if not self.replace_pending_payload(c.delivery_id, c.payload)]
         if batch.cancels:
             self._deliveries.update_many(

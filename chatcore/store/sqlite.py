@@ -866,9 +866,21 @@ class SQLiteStore(Store):
         with self._connection() as conn, _write(conn):
             return _replace_pending(conn, delivery_id, payload, now_ms())
 
+    def conversation_deliveries(self, conv: str) -> list[Delivery]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE order_key LIKE ? ESCAPE '\\' ORDER BY n",
+                ("%:" + conv.replace("_", "\\_"),),  # ids hold no %: only _, the LIKE wildcard, needs escaping
+            ).fetchall()
+        return [_delivery(row) for row in rows]
+
     def apply_dispatch(self, batch: DispatchBatch) -> None:
         now = now_ms()
         with self._connection() as conn, _write(conn):
+            conn.executemany(
+                "UPDATE deliveries SET payload = ?, updated_at = ? WHERE id = ?",
+                [(orjson.dumps(payload).decode(), now, delivery_id) for delivery_id, payload in batch.redactions],
+            )
             instead = [c.instead for c in batch.collapses if not _replace_pending(conn, c.delivery_id, c.payload, now)]
             conn.executemany(
                 f"UPDATE deliveries SET state = '{DELIVERY_CANCELLED}', updated_at = ?"

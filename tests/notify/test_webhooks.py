@@ -164,3 +164,26 @@ def test_edits_and_deletes_are_webhook_events_and_wake_no_phone(
     assert bodies[1]["data"]["body"] == "hello"
     assert bodies[2]["data"]["kind"] == "delete" and bodies[2]["data"]["target"] == 1
     assert len(gateway.received()) == 1  # the message woke bob's phone; its edit, reaction, deletion did not
+
+
+def test_a_deleted_message_leaves_no_text_in_the_delivery_log(
+    store: Store, hook_receiver: Receiver, gateway: Receiver, run_notifier: Callable[..., Notifier]
+) -> None:
+    from chatcore.protocol import EntryKind
+    from chatcore.store.base import PushTarget
+
+    store.put_push_target(PushTarget("bob", "phone", "fcm", "tok-bob"))
+    store.add_webhook(Webhook("crm", hook_receiver.url, SECRET, webhooks.EVENT_TYPES))
+    notifier = run_notifier()
+    store.append([NewMessage("pair", "alice", "m1", "secret plan", now_ms())])
+    store.append([NewMessage("pair", "alice", "e1", "secret plan v2", now_ms(), kind=EntryKind.EDIT, target=1)])
+    hook_receiver.wait_for(lambda rs: len(rs) == 2)
+    gateway.wait_for(lambda rs: len(rs) == 1)
+    idle(notifier, store)
+    assert "secret plan" in str([d.payload for d in store.list_deliveries()])
+    store.append([NewMessage("pair", "alice", "d1", "", now_ms(), kind=EntryKind.DELETE, target=1)])
+    hook_receiver.wait_for(lambda rs: len(rs) == 3)
+    idle(notifier, store)
+    logged = str([d.payload for d in store.list_deliveries()])
+    assert "secret plan" not in logged
+    assert logged.count("'erased': True") == 2 and "'preview': None" in logged

@@ -246,3 +246,12 @@ def test_one_dispatch_pass_is_one_write_and_safe_to_repeat(store: Store) -> None
     latest = store.latest_deliveries(["k1", "k3", "k4", "none"])
     assert {k: d.id for k, d in latest.items()} == {"k1": "waiting", "k3": "sent-instead", "k4": "new"}
     assert store.latest_deliveries([]) == {}
+
+
+def test_conversation_deliveries_and_redactions(store: Store) -> None:
+    store.add_deliveries([delivery("a", "w:h:team_1"), delivery("b", "p:bob/phone:team_1", DELIVERY_PUSH),
+                          delivery("c", "w:h:teamX1"), delivery("d", "w:h:other")])
+    assert [d.id for d in store.conversation_deliveries("team_1")] == ["a", "b"]  # "_" is no wildcard
+    store.apply_dispatch(DispatchBatch(redactions=[("a", {"erased": True})]))
+    assert store.get_delivery("a").payload == {"erased": True}  # type: ignore[union-attr]
+    assert store.conversation_deliveries("none") == []
