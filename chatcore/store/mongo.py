@@ -356,7 +356,7 @@ class MongoStore(Store):
             }
         )
         self._outbox.insert_one(
-            {"_id": self._reserve(_OUTBOX_ID, 1), "key": f"e:{event.id}", "kind": OUTBOX_EVENT, "conv": conv_id,
+            {"_id": self._next_ids(_OUTBOX_ID, 1), "key": f"e:{event.id}", "kind": OUTBOX_EVENT, "conv": conv_id,
              "seq": 0, "user": subject, "event": event_document(event), "ts": ts}
         )  # fmt: skip
 
@@ -572,7 +572,7 @@ class MongoStore(Store):
                  if r is not None and r.message is not None and r.duplicate}  # fmt: skip
         if not fresh and not again:
             return
-        first = self._reserve(_OUTBOX_ID, len(fresh) + len(again))
+        first = self._next_ids(_OUTBOX_ID, len(fresh) + len(again))
         if fresh:
             self._outbox.insert_many(
                 [_outbox_message_doc(first + i, m) for i, m in enumerate(fresh)], ordered=False
@@ -581,7 +581,7 @@ class MongoStore(Store):
             doc = _outbox_message_doc(i, message)
             self._outbox.update_one({"key": doc["key"]}, {"$setOnInsert": doc}, upsert=True)
 
-    def _reserve(self, counter: str, count: int) -> int:
+    def _next_ids(self, counter: str, count: int) -> int:
         """The first of ``count`` consecutive ids from a counter in ``meta``."""
         doc = self._meta.find_one_and_update(
             {"_id": counter}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
@@ -725,7 +725,7 @@ class MongoStore(Store):
                 self._markers.update_one(marker_key, {"$max": {"updated_at": update.ts}})
                 if update.status == "read":  # may clear notifications on the reader's other devices
                     self._outbox.insert_one(
-                        {"_id": self._reserve(_OUTBOX_ID, 1), "key": f"r:{update.conv}/{update.user}/{update.seq}",
+                        {"_id": self._next_ids(_OUTBOX_ID, 1), "key": f"r:{update.conv}/{update.user}/{update.seq}",
                          "kind": OUTBOX_READ, "conv": update.conv, "seq": update.seq, "user": update.user,
                          "event": None, "ts": update.ts}
                     )  # fmt: skip
@@ -821,7 +821,7 @@ class MongoStore(Store):
         fresh = list({d.id: d for d in deliveries if d.id not in existing}.values())
         if not fresh:
             return 0
-        first, now = self._reserve(_DELIVERY_N, len(fresh)), now_ms()
+        first, now = self._next_ids(_DELIVERY_N, len(fresh)), now_ms()
         added = 0
         for i, delivery in enumerate(fresh):
             doc = _delivery_doc(replace(delivery, n=first + i, created_at=now, updated_at=now))
