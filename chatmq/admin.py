@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,10 +18,8 @@ import click
 import orjson
 import redis
 
-from chatcore import redisconn
 from chatcore.admin import KEEP, MAX_IMPORT_ROWS, Admin
 from chatcore.ids import ID_PATTERN, is_valid_id
-from chatcore.presence import Presence
 from chatcore.provisioning import (
     FORMATS,
     Report,
@@ -35,9 +32,10 @@ from chatcore.provisioning import (
     read_rows,
     user_payload,
 )
+from chatmq.adminclient import Unreachable
+from chatmq.output import columns
 from chatmq.remote import RemoteAdmin, admin_session, remote_options
-from chatmq.settings_opts import make_settings, redis_option, store_options
-from chatmq.supervisor import recorded_redis_url
+from chatmq.settings_opts import redis_option, store_options
 
 
 def _check_id(value: str, kind: str) -> str:
@@ -362,28 +360,19 @@ def history(conv_id: str, limit: int, before: int | None, after: int | None, as_
 
 
 @click.command()
-@click.argument("user_id")
+@click.argument("user_ids", metavar="USER...", nargs=-1, required=True)
 @redis_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="find the private Redis that `chatmq up` started for this data dir")
+              help="the stack's data dir: its store, and the Redis `chatmq up` uses")
 @remote_options
-def presence(user_id: str, redis_url: str | None, data_dir: Path | None, server: str | None,
+def presence(user_ids: tuple[str, ...], redis_url: str | None, data_dir: Path | None, server: str | None,
              admin_token: str | None) -> None:
-    """Show whether USER_ID is online (from Redis)."""
-    if server:
-        with admin_session(server, admin_token) as admin:
-            state = admin.presence(user_id)
-        click.echo(f"{user_id}\t{state['status']}\tlast seen {_when(state['last_seen'])}")
-        return
-    settings = make_settings(data_dir=data_dir)
-    redis_url = redis_url or os.environ.get("CHATMQ_REDIS_URL") or recorded_redis_url(settings.data_dir)
-    settings = make_settings(data_dir=data_dir, redis_url=redis_url)
-    client = redisconn.connect(settings.redis_url, socket_connect_timeout=2)
+    """Show whether each USER is online, and when it was last seen."""
     try:
-        state = Presence(client, int(settings.presence_ttl_s * 1000)).get(user_id, int(time.time() * 1000))
+        with admin_session(server, admin_token, data_dir, redis_url=redis_url) as admin:
+            states = [admin.presence(user) for user in user_ids]
     except redis.RedisError as exc:
-        raise click.ClickException(f"redis at {settings.redis_url} is not reachable: {exc}") from None
-    finally:
-        client.close()
-    status = "online" if state.online else "offline"
-    click.echo(f"{user_id}\t{status}\tlast seen {_when(state.last_seen)}")
+        raise Unreachable(f"Redis is not reachable: {exc}") from None
+    rows = [(state["user"], state["status"], _when(state["last_seen"])) for state in states]
+    for line in columns(("USER", "STATUS", "LAST_SEEN"), rows):
+        click.echo(line)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from chatcore.protocol import parse_topic
 from chatcore.revocation import TokenRevocations
 from chatcore.store import open_store
 from chatmq.adminclient import AdminChannel, MqttSession, RequestFailed, Target, Unreachable, resolve
+from chatmq.output import columns
 from chatmq.remote import admin_session, remote_options, remote_options_without_token_flag
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,13 +47,6 @@ def target_options(func: F) -> F:
 
 def _target(data_dir: Path | None, broker_host: str | None, broker_port: int | None) -> Target:
     return resolve(data_dir, broker_host, broker_port)
-
-
-def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A header and rows as lines of left-aligned columns, two spaces apart."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in (header, *rows)]
 
 
 def _when(ms: int | None) -> str:

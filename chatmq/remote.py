@@ -177,7 +177,8 @@ def remote_token(token: str | None) -> str:
 
 @contextmanager
 def admin_session(server: str | None, admin_token: str | None, data_dir: Path | None = None,
-                  store_url: str | None = None, *, broker: bool = False) -> Iterator[Admin | RemoteAdmin]:
+                  store_url: str | None = None, *, broker: bool = False,
+                  redis_url: str | None = None) -> Iterator[Admin | RemoteAdmin]:
     """The admin operations, remote (``server``) or local (the store of ``data_dir``/``store_url``,
     Redis and, with ``broker``, the running broker's admin channel); AdminError becomes the
     command's error and exit code (1 refused or unknown, 3 unreachable)."""
@@ -187,7 +188,7 @@ def admin_session(server: str | None, admin_token: str | None, data_dir: Path | 
         if server:
             yield RemoteAdmin(server, remote_token(admin_token))
         else:
-            with local_admin(data_dir, store_url, broker=broker) as admin:
+            with local_admin(data_dir, store_url, broker=broker, redis_url=redis_url) as admin:
                 yield admin
     except AdminError as exc:
         if exc.code in ("unavailable", "unreachable"):
@@ -198,7 +199,8 @@ def admin_session(server: str | None, admin_token: str | None, data_dir: Path | 
 
 
 @contextmanager
-def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = False) -> Iterator[Admin]:
+def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = False,
+                redis_url: str | None = None) -> Iterator[Admin]:
     from chatcore import redisconn
     from chatcore.admin import MAX_TOKEN_TTL_S
     from chatcore.presence import Presence
@@ -210,7 +212,7 @@ def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = 
     target = resolve(data_dir, store_url=store_url)
     settings = target.settings
     store = open_store(settings.resolved_store_url)
-    client = redisconn.connect(target.redis_url, socket_connect_timeout=1, socket_timeout=2)
+    client = redisconn.connect(redis_url or target.redis_url, socket_connect_timeout=1, socket_timeout=2)
     try:
         yield Admin(
             store=store, secret=settings.load_secret(), token_ttl_s=settings.token_ttl_s,

@@ -232,3 +232,31 @@ def test_admin_requests_answer_bad_arguments(stack: Stack) -> None:
         stats = channel.request(Command.STATS)
         assert stats["connections"] >= 2 and set(stats) >= {"in_per_s", "out_per_s", "queued", "sessions"}
     assert orjson.dumps(stats)
+
+
+def test_membership_changes_that_change_nothing_say_so(stack: Stack, unique: Callable[[str], str]) -> None:
+    alice, bob, carol, conv = unique("alice"), unique("bob"), unique("carol"), unique("c")
+    for user in (alice, bob, carol):
+        stack.add_user(user)
+    stack.create_conv(conv, alice, bob)
+    again = stack.admin("conv", "add-member", conv, bob, check=False)
+    assert again.returncode == 1 and f"{bob} is already a member of {conv}" in again.stderr
+    assert "added" not in again.stdout
+    absent = stack.admin("conv", "remove-member", conv, carol, check=False)
+    assert absent.returncode == 1 and f"{carol} is not a member of {conv}" in absent.stderr
+    assert "removed" not in absent.stdout
+    assert f"members:  {alice}, {bob}" in stack.admin("conv", "show", conv).stdout
+
+
+def test_presence_of_several_users(stack: Stack, unique: Callable[[str], str]) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    stack.add_user(alice)
+    stack.add_user(bob)
+    with stack.client(alice, heartbeat_interval=1.0):
+        lines = stack.admin("presence", alice, bob).stdout.splitlines()
+    assert lines[0].split() == ["USER", "STATUS", "LAST_SEEN"]
+    assert lines[1].split()[:2] == [alice, "online"] and lines[2].split() == [bob, "offline", "never"]
+    at = lines[0].index("STATUS")
+    assert lines[1][at:].startswith("online") and lines[2][at:].startswith("offline")
+    unknown = stack.admin("presence", alice, unique("nobody"), check=False)
+    assert unknown.returncode == 1 and "unknown user" in unknown.stderr and unknown.stdout == ""
