@@ -315,3 +315,55 @@ def test_config_names_the_broker_websocket(stack: Stack) -> None:
     assert status == 200
     assert config["ws_port"] == stack.ws_port and config["ws_path"] == "/mqtt"
     assert json.loads(json.dumps(config))["heartbeat_interval_s"] == 1.0
+
+
+def test_replies_edits_reactions_and_deletes(stack: Stack, app: Callable[..., ChatPage],
+                                             pair: tuple[str, str, str]) -> None:
+    alice_id, bob_id, conv = pair
+    alice, bob = app(alice_id), app(bob_id)
+    alice.page.on("dialog", lambda dialog: dialog.accept())  # "Delete this message for everyone?"
+    alice.open_conversation(conv)
+    bob.open_conversation(conv)
+    alice.send("helo team")
+    bob.wait_for_body("helo team")
+    at = lambda page, seq: page.page.locator(f"{MESSAGE}[data-seq='{seq}']")  # noqa: E731
+
+    at(bob, 1).hover()
+    at(bob, 1).locator("[data-testid=action-reply]").click()
+    bob.page.locator("[data-testid=composer-context]", has_text="Replying to").wait_for()
+    bob.send("welcome!")
+    alice.wait_for_body("welcome!")
+    assert "helo team" in at(alice, 2).locator("[data-testid=reply-to]").inner_text()
+
+    at(alice, 1).hover()
+    at(alice, 1).locator("[data-testid=action-edit]").click()
+    assert alice.page.input_value("[data-testid=message-input]") == "helo team"
+    alice.send("hello team")
+    at(bob, 1).locator(".body", has_text="hello team").wait_for()
+    at(bob, 1).locator("[data-testid=edited]").wait_for()
+    at(bob, 2).locator("[data-testid=reply-to]", has_text="hello team").wait_for()
+
+    at(bob, 1).hover()
+    at(bob, 1).locator("[data-testid=action-react]").click()
+    bob.page.click("[data-testid=pick-emoji][data-emoji='👍']")
+    chip = at(alice, 1).locator("[data-testid=reaction][data-emoji='👍']")
+    chip.filter(has_text="1").wait_for()
+    chip.click()  # alice adds hers
+    at(bob, 1).locator("[data-testid=reaction][data-emoji='👍']", has_text="2").wait_for()
+
+    at(alice, 1).hover()
+    at(alice, 1).locator("[data-testid=action-delete]").click()
+    at(bob, 1).locator("[data-testid=deleted]").wait_for()
+    assert at(bob, 1).locator("[data-testid=reaction]").count() == 0
+    at(bob, 2).locator("[data-testid=reply-to]", has_text="[deleted]").wait_for()
+
+    # a fresh page renders the conversation as it stands now (view=messages), without replaying the log
+    bob.page.reload()
+    bob.rendered()
+    bob.open_conversation(conv)
+    at(bob, 1).locator("[data-testid=deleted]").wait_for()
+    assert "hello team" not in bob.page.locator("[data-testid=messages]").inner_text()
+    assert bob.shown() == [(1, "[deleted]"), (2, "welcome!")]
+    status, page = stack.http("GET", f"/v1/conversations/{conv}/messages?view=messages", token=stack.token(bob_id))
+    assert status == 200 and page["messages"][0]["deleted"]["by"] == alice_id
+    assert alice.errors == [] and bob.errors == []

@@ -26,7 +26,8 @@ test('receipts only move markers forward; read implies delivered', () => {
 });
 
 test('outbox entries show until their message is back from the server', () => {
-  const outbox = [{ conv: 'team', client_msg_id: 'a' }, { conv: 'team', client_msg_id: 'b' }, { conv: 'other', client_msg_id: 'c' }];
+  const outbox = [{ conv: 'team', client_msg_id: 'a', payload: {} }, { conv: 'team', client_msg_id: 'b', payload: {} },
+    { conv: 'other', client_msg_id: 'c', payload: {} }, { conv: 'team', client_msg_id: 'e', payload: { kind: 'edit', target: 1 } }];
   const messages = [{ seq: 1, sender: 'alice', client_msg_id: 'a' }, { seq: 2, sender: 'bob', client_msg_id: 'b' }];
   assert.deepEqual(pendingFor('team', outbox, messages, 'alice').map((i) => i.client_msg_id), ['b']);
 });

@@ -146,6 +146,36 @@ test('changes to earlier messages (entries with a kind) keep their seq but are n
   assert.equal(summary.unread, 1);
 });
 
+test('replies and changes go through the outbox with their kind and target', async (ctx) => {
+  const t = await setup(ctx);
+  await online(t);
+  const c = t.broker.last;
+  await t.engine.send('team', 'yes', { replyTo: 1, clientMsgId: 'r1' });
+  await t.engine.change('team', 'edit', 1, { body: 'fixed', clientMsgId: 'e1' });
+  await t.engine.change('team', 'react', 1, { emoji: '👍', clientMsgId: 'x1' });
+  await t.engine.change('team', 'delete', 1, { clientMsgId: 'd1' });
+  assert.deepEqual(c.sent('chat/team/send/alice').map((p) => p.payload), [
+    { client_msg_id: 'r1', body: 'yes', reply_to: 1 },
+    { client_msg_id: 'e1', kind: 'edit', target: 1, body: 'fixed' },
+    { client_msg_id: 'x1', kind: 'react', target: 1, emoji: '👍' },
+    { client_msg_id: 'd1', kind: 'delete', target: 1 },
+  ]);
+  assert.equal(t.engine.outbox.size, 4, 'each waits for its ack like a send');
+  await assert.rejects(t.engine.change('team', 'shout', 1), /kind must be one of/);
+  await assert.rejects(t.engine.change('team', 'edit', 0, { body: 'x' }), /target must be a seq/);
+});
+
+test('an edit or a delete of the last message shows in the conversation list', async (ctx) => {
+  const t = await setup(ctx);
+  await online(t);
+  const c = t.broker.last;
+  c.deliver('chat/team/msg', t.api.add('team', 'bob', 'helo'));
+  c.deliver('chat/team/msg', t.api.add('team', 'bob', 'hello', { kind: 'edit', target: 1 }));
+  await until(() => t.engine.conversationList()[0].last_message?.body === 'hello');
+  c.deliver('chat/team/msg', t.api.add('team', 'bob', '', { kind: 'delete', target: 1 }));
+  await until(() => t.engine.conversationList()[0].last_message?.deleted === true);
+});
+
 test('a conversation new to this browser starts at its newest message; a notice triggers a catch-up', async (ctx) => {
   const conversations = { big: { members: ['alice', 'bob'], messages: [] } };
   const t = await setup(ctx, { conversations });

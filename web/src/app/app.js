@@ -142,7 +142,8 @@ function ConversationList({ conversations, me, presence, open, onOpen, nameOf })
             <span class="name">${conversationName(c, me, nameOf)}</span>
             ${c.last_message && html`<span class="when">${timeOf(c.last_message.ts)}</span>`}
             <span class="preview">
-              ${c.last_message ? `${c.last_message.sender === me ? 'You' : nameOf(c.last_message.sender)}: ${c.last_message.body}` : 'No messages yet'}
+              ${c.last_message ? `${c.last_message.sender === me ? 'You' : nameOf(c.last_message.sender)}: ${
+                c.last_message.deleted ? '[deleted]' : c.last_message.body}` : 'No messages yet'}
             </span>
             ${c.unread > 0 && html`<span class="unread" data-testid="unread">${c.unread}</span>`}
           </button>

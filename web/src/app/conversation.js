@@ -5,9 +5,11 @@ import { h } from 'preact';
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import { Sequencer } from '../lib/sequencer.js';
-import { isMessage, randomId } from '../lib/protocol.js';
+import { randomId } from '../lib/protocol.js';
+import { applyEntries, asViewMessage } from '../lib/timeline.js';
 import {
-  STATUS_MARK, applyReceipt, conversationName, deliveryStatus, ordered, pendingFor, sizeOf, timeOf, typingLine,
+  QUICK_REACTIONS, STATUS_MARK, applyReceipt, conversationName, deliveryStatus, ordered, pendingFor, sizeOf, snippet,
+  timeOf, typingLine,
 } from './format.js';
 
 const html = htm.bind(h);
@@ -19,7 +21,10 @@ const TYPING_LAPSE_MS = 6_000; // someone's "typing" without a repeat lapses aft
 const NEAR_BOTTOM_PX = 80;
 
 export function ConversationView({ client, conv, me, presence, outbox, onBack, nameOf }) {
-  const [messages, setMessages] = useState(() => new Map()); // seq -> message
+  const [messages, setMessages] = useState(() => new Map()); // seq -> message as it stands now
+  const [lastEntry, setLastEntry] = useState(0); // the newest seq of the log applied (messages and changes)
+  const [replyTo, setReplyTo] = useState(null);
+  const [editing, setEditing] = useState(null);
   const [olderLeft, setOlderLeft] = useState(false);
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState(null);
@@ -34,11 +39,12 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
   useEffect(() => {
     let alive = true;
     const seqr = new Sequencer();
-    const add = (batch) => alive && batch.length && setMessages((old) => {
-      const next = new Map(old);
-      for (const m of batch) next.set(m.seq, m);
-      return next;
-    });
+    // entries of the log, in order: messages are added, changes applied to what they target
+    const add = (batch) => {
+      if (!alive || !batch.length) return;
+      setMessages((old) => applyEntries(old, batch));
+      setLastEntry((old) => Math.max(old, batch[batch.length - 1].seq));
+    };
     const fillGap = async () => {
       while (alive && seqr.missingAfter() !== null) {
         const page = await client.history(conv.id, { after: seqr.last, limit: 200 });
@@ -56,11 +62,18 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
     });
     (async () => {
       try {
-        const page = await client.history(conv.id, { limit: PAGE });
+        // the newest messages as they stand now; the log's entries after the page's last_seq follow
+        const page = await client.history(conv.id, { limit: PAGE, view: 'messages' });
         if (!alive) return;
-        add(page.messages);
+        setMessages((old) => {
+          const next = new Map(old);
+          for (const m of page.messages) next.set(m.seq, asViewMessage(m));
+          return next;
+        });
         setOlderLeft(page.has_more);
-        add(seqr.start(page.messages.length ? page.messages[page.messages.length - 1].seq : 0));
+        const start = page.last_seq ?? (page.messages.length ? page.messages[page.messages.length - 1].seq : 0);
+        setLastEntry((old) => Math.max(old, start));
+        add(seqr.start(start));
         await fillGap();
         setMarkers(Object.fromEntries((await client.receipts(conv.id)).map((r) => [r.user, r])));
       } catch (exc) {
@@ -97,8 +110,8 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
   }, []);
 
   const log = ordered(messages);
-  const shown = log.filter(isMessage);
-  const newest = log.length ? log[log.length - 1].seq : 0; // read receipts cover changes too
+  const shown = log;
+  const newest = lastEntry; // a read receipt covers every entry up to it, changes too
 
   // --- read receipts: what is on screen while the page is visible ----------------------------------
   useEffect(() => {
@@ -123,11 +136,11 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
     if (!olderLeft || loading || !shown.length) return;
     setLoading(true);
     try {
-      const page = await client.history(conv.id, { before: shown[0].seq, limit: PAGE });
+      const page = await client.history(conv.id, { before: shown[0].seq, limit: PAGE, view: 'messages' });
       keep.current = list.current?.scrollHeight ?? null;
       setMessages((old) => {
         const next = new Map(old);
-        for (const m of page.messages) next.set(m.seq, m);
+        for (const m of page.messages) if (!next.has(m.seq)) next.set(m.seq, asViewMessage(m));
         return next;
       });
       setOlderLeft(page.has_more);
@@ -164,7 +177,13 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
         ${olderLeft && html`<li class="more"><button class="link" onClick=${loadOlder} data-testid="load-older">${loading ? 'Loading…' : 'Earlier messages'}</button></li>`}
         ${!olderLeft && !loading && html`<li class="start">The start of the conversation</li>`}
         ${shown.map((m) => html`<${Message} key=${m.seq} client=${client} message=${m} me=${me} nameOf=${nameOf}
-          status=${m.sender === me ? deliveryStatus(m.seq, me, members, markers) : null} />`)}
+          status=${m.sender === me && !m.deleted ? deliveryStatus(m.seq, me, members, markers) : null}
+          quoted=${m.reply_to ? messages.get(m.reply_to) ?? { seq: m.reply_to } : null}
+          actions=${{
+            conv: conv.id, mayDelete: m.sender === me || conv.owner === me,
+            reply: () => { setEditing(null); setReplyTo(m); },
+            edit: () => { setReplyTo(null); setEditing(m); },
+          }} />`)}
         ${pending.map((item) => html`<${Message} key=${item.client_msg_id} client=${client} me=${me} nameOf=${nameOf}
           message=${{ ...item.payload, sender: me, ts: item.created }}
           status=${rejected[item.client_msg_id] ? 'failed' : 'pending'} />`)}
@@ -173,22 +192,52 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
       </ol>
       ${error && html`<p class="error" role="alert">${error}</p>`}
       <div class="typing" data-testid="typing" aria-live="polite">${typingLine(typers.map(nameOf))}</div>
-      <${Composer} client=${client} conv=${conv.id} onSent=${() => { stick.current = true; }} />
+      <${Composer} key=${editing ? `edit-${editing.seq}` : 'compose'} client=${client} conv=${conv.id}
+        replyTo=${replyTo} editing=${editing} nameOf=${nameOf}
+        onCancel=${() => { setReplyTo(null); setEditing(null); }}
+        onSent=${() => { stick.current = true; setReplyTo(null); setEditing(null); }} />
     </section>`;
 }
 
-function Message({ client, message, me, status, nameOf }) {
+function Message({ client, message, me, status, nameOf, quoted = null, actions = null }) {
+  const [picking, setPicking] = useState(false);
   const mine = message.sender === me;
+  const stored = Boolean(message.seq) && !message.deleted;
+  const toggle = (emoji, on) => (on ? client.unreact(actions.conv, message.seq, emoji)
+    : client.react(actions.conv, message.seq, emoji)).catch(() => {});
   return html`
-    <li class=${`message ${mine ? 'mine' : ''}`} data-testid="message" data-seq=${message.seq ?? ''}
-        data-client-msg-id=${message.client_msg_id} data-status=${status ?? ''}>
+    <li class=${`message ${mine ? 'mine' : ''} ${message.deleted ? 'deleted' : ''}`} data-testid="message"
+        data-seq=${message.seq ?? ''} data-client-msg-id=${message.client_msg_id} data-status=${status ?? ''}>
       ${!mine && html`<span class="sender" title=${message.sender}>${nameOf(message.sender)}</span>`}
-      ${message.body && html`<span class="body">${message.body}</span>`}
+      ${quoted && html`<span class="quote" data-testid="reply-to" data-target=${quoted.seq}>
+        ↪ ${quoted.sender ? `${nameOf(quoted.sender)}: ${snippet(quoted)}` : `message #${quoted.seq}`}</span>`}
+      ${message.deleted
+        ? html`<span class="body tombstone" data-testid="deleted">[deleted]</span>`
+        : message.body && html`<span class="body">${message.body}</span>`}
       ${(message.attachments ?? []).map((a) => html`<${Attachment} key=${a.media_id} client=${client} attachment=${a} />`)}
+      ${message.reactions?.length > 0 && html`<span class="reactions">
+        ${message.reactions.map((r) => {
+          const on = r.users.includes(me);
+          return html`<button key=${r.emoji} class=${`reaction ${on ? 'on' : ''}`} data-testid="reaction" data-emoji=${r.emoji}
+            title=${r.users.map(nameOf).join(', ')} onClick=${() => actions && toggle(r.emoji, on)}>${r.emoji} ${r.count}</button>`;
+        })}</span>`}
       <span class="meta">
+        ${message.edited && !message.deleted && html`<span class="edited" data-testid="edited">(edited)</span> `}
         ${message.ts ? timeOf(message.ts) : ''}
         ${status && html` <span class=${`status ${status}`} data-testid="status" title=${status}>${STATUS_MARK[status]}</span>`}
       </span>
+      ${actions && stored && html`<span class="actions">
+        <button class="link" onClick=${actions.reply} data-testid="action-reply">Reply</button>
+        <button class="link" onClick=${() => setPicking(!picking)} data-testid="action-react">React</button>
+        ${mine && html`<button class="link" onClick=${actions.edit} data-testid="action-edit">Edit</button>`}
+        ${actions.mayDelete && html`<button class="link danger" data-testid="action-delete"
+          onClick=${() => confirm('Delete this message for everyone?') && client.delete(actions.conv, message.seq).catch(() => {})}>Delete</button>`}
+      </span>`}
+      ${picking && html`<span class="picker" data-testid="picker">${QUICK_REACTIONS.map((e) => html`
+        <button key=${e} class="link" data-testid="pick-emoji" data-emoji=${e} onClick=${() => {
+          setPicking(false);
+          toggle(e, Boolean(message.reactions?.find((r) => r.emoji === e)?.users.includes(me)));
+        }}>${e}</button>`)}</span>`}
     </li>`;
 }
 
@@ -224,8 +273,8 @@ function Attachment({ client, attachment }) {
     ${PAPERCLIP} ${attachment.name ?? attachment.mime} <small>${sizeOf(attachment.size)}</small></button>`;
 }
 
-function Composer({ client, conv, onSent }) {
-  const [text, setText] = useState('');
+function Composer({ client, conv, onSent, onCancel, replyTo, editing, nameOf }) {
+  const [text, setText] = useState(editing ? editing.body : '');
   const [files, setFiles] = useState([]); // {file, preview}
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
@@ -263,9 +312,15 @@ function Composer({ client, conv, onSent }) {
     setBusy(true);
     setError(null);
     try {
+      if (editing) {
+        if (body !== editing.body) await client.edit(conv, editing.seq, body);
+        setText('');
+        onSent();
+        return;
+      }
       const attachments = [];
       for (const { file } of files) attachments.push(await client.upload(file));
-      await client.send(conv, body, { attachments, clientMsgId: randomId() });
+      await client.send(conv, body, { attachments, replyTo: replyTo?.seq ?? null, clientMsgId: randomId() });
       for (const f of files) if (f.preview) URL.revokeObjectURL(f.preview);
       setText('');
       setFiles([]);
@@ -280,9 +335,14 @@ function Composer({ client, conv, onSent }) {
   };
   const onKey = (event) => {
     if (event.key === 'Enter' && !event.shiftKey) send(event);
+    if (event.key === 'Escape' && (replyTo || editing)) onCancel();
   };
   return html`
     <form class="composer" onSubmit=${send} data-testid="composer">
+      ${(replyTo || editing) && html`<div class="context" data-testid="composer-context">
+        <span>${editing ? 'Editing your message' : `Replying to ${nameOf(replyTo.sender)}: ${snippet(replyTo, 60)}`}</span>
+        <button type="button" class="link" onClick=${onCancel} aria-label="Cancel">×</button>
+      </div>`}
       ${files.length > 0 && html`<div class="previews" data-testid="previews">
         ${files.map((f, i) => html`<span class="preview-item" key=${i}>
           ${f.preview ? html`<img src=${f.preview} alt=${f.file.name} />` : html`<span class="file">${PAPERCLIP} ${f.file.name}</span>`}
@@ -295,7 +355,7 @@ function Composer({ client, conv, onSent }) {
         <label class="attach" title="Attach a picture or a file">${PAPERCLIP}<input type="file" multiple onChange=${pick} data-testid="file-input" /></label>
         <textarea ref=${input} rows="1" value=${text} onInput=${onInput} onKeyDown=${onKey} onBlur=${stopTyping}
           placeholder="Message" aria-label="Message" data-testid="message-input"></textarea>
-        <button type="submit" disabled=${busy} data-testid="send">${busy ? '…' : 'Send'}</button>
+        <button type="submit" disabled=${busy} data-testid="send">${busy ? '…' : editing ? 'Save' : 'Send'}</button>
       </div>
     </form>`;
 }

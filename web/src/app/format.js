@@ -27,10 +27,21 @@ export function applyReceipt(markers, { user, seq, status }) {
 /** The messages of a view, ascending by seq, from a seq -> message map. */
 export const ordered = (bySeq) => [...bySeq.values()].sort((a, b) => a.seq - b.seq);
 
-/** Outbox entries still to show under the conversation: not yet back from the server as a message. */
+/** Outbox messages still to show under the conversation: not yet back from the server (changes never show). */
 export function pendingFor(conv, outbox, messages, me) {
   const arrived = new Set(messages.filter((m) => m.sender === me).map((m) => m.client_msg_id));
-  return outbox.filter((item) => item.conv === conv && !arrived.has(item.client_msg_id));
+  return outbox.filter((item) => item.conv === conv && !item.payload.kind && !arrived.has(item.client_msg_id));
+}
+
+/** The quick reactions offered on a message. */
+export const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
+
+/** A one-line snippet of a message for a reply quote or a preview. */
+export function snippet(message, length = 80) {
+  if (!message) return '';
+  if (message.deleted) return '[deleted]';
+  const text = message.body || (message.attachments?.length ? `[${message.attachments.length} attachment(s)]` : '');
+  return text.length > length ? `${text.slice(0, length - 1)}…` : text;
 }
 
 export function timeOf(ts, now = Date.now()) {

@@ -108,6 +108,7 @@ export class ChatClient {
 
   /** Keep the local snapshot current, then tell the page. */
   #apply(name, data) {
+    if (name !== 'snapshot' && !this.snapshot) return; // before the welcome: its snapshot is newer
     if (name === 'snapshot') {
       this.snapshot = data;
       this.api.token = data.session?.token ?? null;
@@ -149,9 +150,30 @@ export class ChatClient {
     return this.#call('signOut');
   }
 
-  /** Queue a message: resolves once it is safe in the outbox (it is sent now, or after a reconnect). */
-  send(conv, body, { attachments = [], clientMsgId } = {}) {
-    return this.#call('send', conv, body, { attachments, ...(clientMsgId ? { clientMsgId } : {}) });
+  /**
+   * Queue a message: resolves once it is safe in the outbox (it is sent now, or after a reconnect).
+   * ``replyTo``: the seq of the message this one answers.
+   */
+  send(conv, body, { attachments = [], replyTo = null, clientMsgId } = {}) {
+    return this.#call('send', conv, body, { attachments, replyTo, ...(clientMsgId ? { clientMsgId } : {}) });
+  }
+
+  /** Replace the text of one of my messages. */
+  edit(conv, seq, body) {
+    return this.#call('change', conv, 'edit', seq, { body });
+  }
+
+  /** Erase a message (mine, or any in a conversation I own). */
+  delete(conv, seq) {
+    return this.#call('change', conv, 'delete', seq);
+  }
+
+  react(conv, seq, emoji) {
+    return this.#call('change', conv, 'react', seq, { emoji });
+  }
+
+  unreact(conv, seq, emoji) {
+    return this.#call('change', conv, 'unreact', seq, { emoji });
   }
 
   typing(conv, typing = true) {
@@ -167,9 +189,13 @@ export class ChatClient {
   }
 
   // --- the HTTP side, straight from this tab ------------------------------------------------
-  /** A page of history: {messages, has_more}; ``before`` walks back, ``after`` catches up. */
-  history(conv, { before, after, limit = 50 } = {}) {
-    return this.api.messages(conv, { before, after, limit });
+  /**
+   * A page of history: {messages, has_more, last_seq}; ``before`` walks back, ``after`` catches up.
+   * ``view: 'messages'`` gives messages as they stand now (edits, tombstones, reactions) instead of
+   * the log's entries.
+   */
+  history(conv, { before, after, limit = 50, view } = {}) {
+    return this.api.messages(conv, { before, after, limit, view });
   }
 
   receipts(conv) {

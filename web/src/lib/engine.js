@@ -17,7 +17,7 @@
 import { Backoff } from './retry.js';
 import { HistoryApi, ApiError } from './history.js';
 import { Outbox } from './outbox.js';
-import { QOS, decode, isMessage, parseTopic, randomId, requireId, topics } from './protocol.js';
+import { CHANGE_KINDS, QOS, decode, isMessage, parseTopic, randomId, requireId, topics } from './protocol.js';
 import { Sequencer } from './sequencer.js';
 
 const HISTORY_PAGE = 200;
@@ -471,7 +471,10 @@ export class ChatEngine {
     for (const message of messages) {
       if (summary && message.seq > summary.last_seq) {
         summary.last_seq = message.seq;
-        if (!isMessage(message)) continue; // a change to an earlier message: no preview, not unread
+        if (!isMessage(message)) { // a change to an earlier message: not unread itself
+          this.#previewChange(conv, summary, message);
+          continue;
+        }
         summary.last_message = { seq: message.seq, sender: message.sender, body: message.body, ts: message.ts };
         if (message.sender !== me && message.seq > (summary.read_seq ?? 0)) summary.unread = (summary.unread ?? 0) + 1;
       }
@@ -481,6 +484,18 @@ export class ChatEngine {
     if (summary) this.emit('conversations', this.conversationList());
     this.store.setCursor(this.owner, conv, last).catch((exc) => this.log(`cursor not saved: ${exc.message}`));
     this.#scheduleDeliveredReceipt(conv);
+  }
+
+  /** An edit or a delete of the previewed message shows in the list; a deleted unread one is recounted. */
+  #previewChange(conv, summary, change) {
+    const preview = summary.last_message;
+    if (preview && preview.seq === change.target) {
+      if (change.kind === 'edit') summary.last_message = { ...preview, body: change.body, edited: true };
+      if (change.kind === 'delete') summary.last_message = { ...preview, body: '', deleted: true };
+    }
+    if (change.kind === 'delete' && change.target > (summary.read_seq ?? 0)) {
+      this.#refreshConversation(conv).catch(() => {});
+    }
   }
 
   #scheduleDeliveredReceipt(conv) {
@@ -498,11 +513,30 @@ export class ChatEngine {
 
   // --- what tabs ask for ----------------------------------------------------------------------
   /** Queue a message; resolves once it is persisted in the outbox (it goes out now or on reconnect). */
-  async send(conv, body, { attachments = [], clientMsgId = randomId() } = {}) {
-    if (!this.session) throw new Error('not signed in');
-    requireId(conv, 'conversation');
+  async send(conv, body, { attachments = [], replyTo = null, clientMsgId = randomId() } = {}) {
     const payload = { client_msg_id: clientMsgId, body };
     if (attachments.length) payload.attachments = attachments;
+    if (replyTo !== null) payload.reply_to = replyTo;
+    return this.#queue(conv, payload);
+  }
+
+  /**
+   * Change an earlier message (its seq is ``target``): ``edit`` with a new ``body``, ``delete``,
+   * ``react`` / ``unreact`` with an ``emoji``. Queued and acked like a send; the change reaches the
+   * tabs as an entry of the log.
+   */
+  async change(conv, kind, target, { body, emoji, clientMsgId = randomId() } = {}) {
+    if (!CHANGE_KINDS.includes(kind)) throw new TypeError(`kind must be one of ${CHANGE_KINDS.join(', ')}`);
+    if (!Number.isInteger(target) || target < 1) throw new TypeError('target must be a seq (an integer >= 1)');
+    const payload = { client_msg_id: clientMsgId, kind, target };
+    if (kind === 'edit') payload.body = body;
+    if (kind === 'react' || kind === 'unreact') payload.emoji = emoji;
+    return this.#queue(conv, payload);
+  }
+
+  async #queue(conv, payload) {
+    if (!this.session) throw new Error('not signed in');
+    requireId(conv, 'conversation');
     const item = await this.outbox.add(conv, payload);
     this.emit('outbox', this.outbox.items());
     return item;

@@ -61,8 +61,9 @@ export class HistoryApi {
   }
 
   /** One page: {messages (ascending seq), has_more}. At most one of ``before`` and ``after``. */
-  messages(conv, { before, after, limit } = {}) {
-    return this.request('GET', `/v1/conversations/${encodeURIComponent(conv)}/messages`, { query: { before, after, limit } });
+  messages(conv, { before, after, limit, view } = {}) {
+    return this.request('GET', `/v1/conversations/${encodeURIComponent(conv)}/messages`,
+      { query: { before, after, limit, view } });
   }
 
   async receipts(conv) {

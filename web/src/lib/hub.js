@@ -6,7 +6,7 @@
 // ``lingerMs`` (a reload within that time keeps it), and the hub tells its owner it is idle.
 
 /** What a tab may call on the engine; anything else is refused. */
-export const TAB_CALLS = new Set(['resume', 'signIn', 'signOut', 'snapshot', 'send', 'typing', 'markRead',
+export const TAB_CALLS = new Set(['resume', 'signIn', 'signOut', 'snapshot', 'send', 'change', 'typing', 'markRead',
   'adoptConversation', 'reconnectNow']);
 
 export const tabLockName = (tab) => `chatmq.tab.${tab}`;

@@ -75,6 +75,9 @@ export function randomId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** Changes to an earlier message (docs/protocol.md, "Changing messages"). */
+export const CHANGE_KINDS = Object.freeze(['edit', 'delete', 'react', 'unreact']);
+
 /** The only rejection that means "later", not "never": the message stays queued. */
 export const TRANSIENT_REFUSAL = 'rate_limited';
 
