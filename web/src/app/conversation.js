@@ -75,7 +75,10 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
         setLastEntry((old) => Math.max(old, start));
         add(seqr.start(start));
         await fillGap();
-        setMarkers(Object.fromEntries((await client.receipts(conv.id)).map((r) => [r.user, r])));
+        const current = await client.receipts(conv.id);
+        // live receipts may have arrived meanwhile: markers only move forward
+        if (alive) setMarkers((live) => current.reduce((m, r) => applyReceipt(applyReceipt(m,
+          { user: r.user, seq: r.delivered_seq, status: 'delivered' }), { user: r.user, seq: r.read_seq, status: 'read' }), live));
       } catch (exc) {
         setError(exc.message);
       } finally {
