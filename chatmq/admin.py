@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -104,19 +105,24 @@ def user_list(as_json: bool, page_size: int, server: str | None, admin_token: st
               **where: Path | str | None) -> None:
     """List users: id, state, created, display name."""
     with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
-        after = None
-        while True:
-            page = admin.list_users(after, page_size)
-            for entry in page["users"]:
-                if as_json:
-                    click.echo(orjson.dumps(entry).decode())
-                    continue
-                state = "disabled" if entry["disabled"] else "active"
-                click.echo(f"{entry['id']}\t{state}\tcreated {_when(entry['created_at'])}"
-                           f"\t{entry['display_name'] or '-'}")
-            after = page["next"]
-            if after is None:
-                return
+        for entry in _every(lambda after: admin.list_users(after, page_size), "users"):
+            if as_json:
+                click.echo(orjson.dumps(entry).decode())
+                continue
+            state = "disabled" if entry["disabled"] else "active"
+            click.echo(f"{entry['id']}\t{state}\tcreated {_when(entry['created_at'])}"
+                       f"\t{entry['display_name'] or '-'}")
+
+
+def _every(page: Callable[[str | None], dict[str, Any]], key: str) -> Iterator[dict[str, Any]]:
+    """Every entry of a paged listing (``{key: [...], "next": cursor}``), page after page."""
+    after = None
+    while True:
+        answer = page(after)
+        yield from answer[key]
+        after = answer["next"]
+        if after is None:
+            return
 
 
 @user.command("show")
@@ -229,15 +235,9 @@ def conv_create(conv_id: str, members: str, title: str | None, server: str | Non
 def conv_list(member: str | None, server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
     """List conversations."""
     with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
-        after = None
-        while True:
-            page = admin.list_conversations(after, 1000, member)
-            for entry in page["conversations"]:
-                click.echo(f"{entry['id']}\t{entry['title'] or '-'}\t{len(entry['members'])} members"
-                           f"\tlast_seq {entry['last_seq']}")
-            after = page["next"]
-            if after is None:
-                return
+        for entry in _every(lambda after: admin.list_conversations(after, 1000, member), "conversations"):
+            click.echo(f"{entry['id']}\t{entry['title'] or '-'}\t{len(entry['members'])} members"
+                       f"\tlast_seq {entry['last_seq']}")
 
 
 @conv.command("show")
