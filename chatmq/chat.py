@@ -25,14 +25,20 @@ import click
 
 from chatmq.settings_opts import make_settings
 from chatmq.stackinfo import read_stack
-from clients import Ack, ApiError, ChatClient, ConnectRefused, Event, HistoryClient
+from clients import Ack, ApiError, ChatClient, ConnectRefused, Event, HistoryClient, Timeline
 
-# Marks next to my messages: "received" is the server's ack (stored, with its seq); the others
-# come from receipts (ChatView.show_mark).
-MARKS = {"received": ("✓", "[received]"), "delivered": ("✓✓", "[delivered]"), "read": ("✓✓ read", "[read]")}
+# Marks next to my messages: "sent" is the server's ack (stored, with its seq); "delivered" and
+# "read" come from the other members' receipts (ChatView.show_mark).
+MARKS = {"sent": ("✓", "[sent]"), "delivered": ("✓✓", "[delivered]"), "read": ("✓✓", "[read]")}
 TYPING_QUIET_S = 3.0
 UNACKED_WARN_S = 5.0  # a send without the server's ack this long gets a warning line
-HELP = "Type a message and press Enter. Commands: /who (presence), /help, /quit (or Ctrl-D)."
+HELP = ("Type a message and press Enter. Commands, N being a message's #number: /reply N text, /edit N text, "
+        "/delete N, /react N emoji, /unreact N emoji, /list (conversations, unread), /who (presence), /help, "
+        "/quit (or Ctrl-D).")
+USAGE = {
+    "reply": "/reply N text", "edit": "/edit N text", "delete": "/delete N", "react": "/react N emoji",
+    "unreact": "/unreact N emoji",
+}
 DEFAULT_HOST, DEFAULT_MQTT_PORT, DEFAULT_HTTP_PORT = "127.0.0.1", 1883, 8080
 
 
@@ -62,12 +68,42 @@ class ChatView:
             self.line(f"  {n}. {conv['id']}{title}  members: {members}  last #{last}  unread {unread}")
 
     def message(self, message: dict[str, Any]) -> None:
-        when = datetime.fromtimestamp(int(message.get("ts", 0)) / 1000).strftime("%H:%M:%S")
+        """A message as it stands (the view=messages shape): replies, edits, deletion, reactions."""
+        when = datetime.fromtimestamp(int(message.get("ts") or 0) / 1000).strftime("%H:%M:%S")
+        sender = message.get("sender", "?")
+        self.line(f"[{when}] {self._headline(message)}: {self._body(message)}")
+        if message.get("reactions") and not message.get("deleted"):
+            self.line(f"  {self._reactions(message)}")
+        self._typing_shown.pop(sender, None)
+
+    def change(self, kind: str, message: dict[str, Any], by: str) -> None:
+        """A change to a message shown before, as a line of its own (no screen control)."""
+        seq = message.get("seq")
+        if kind == "edit":
+            self.line(f"  {self._headline(message)}: {self._body(message)}")
+        elif kind == "delete":
+            self.line(f"  #{seq} [deleted] by {by}")
+        else:
+            self.line(f"  {self._reactions(message)}")
+
+    def _headline(self, message: dict[str, Any]) -> str:
         sender = message.get("sender", "?")
         who = f"{sender} (me)" if sender == self.me else sender
+        reply = f" {'↪' if self._unicode else 're'} #{message['reply_to']}" if message.get("reply_to") else ""
+        edited = " (edited)" if message.get("edited") else ""
+        return f"#{message.get('seq')} {who}{reply}{edited}"
+
+    @staticmethod
+    def _body(message: dict[str, Any]) -> str:
+        if message.get("deleted"):
+            return "[deleted]"
         extra = f"  [{len(message['attachments'])} attachment(s)]" if message.get("attachments") else ""
-        self.line(f"[{when}] #{message.get('seq')} {who}: {message.get('body', '')}{extra}")
-        self._typing_shown.pop(sender, None)
+        return f"{message.get('body', '')}{extra}"
+
+    @staticmethod
+    def _reactions(message: dict[str, Any]) -> str:
+        groups = [f"{r['emoji']} {', '.join(r['users'])}" for r in message.get("reactions") or []]
+        return f"#{message.get('seq')} reactions: {' · '.join(groups) if groups else 'none'}"
 
     def show_mark(self, status: str, seq: int | None, detail: str = "") -> None:
         """A mark for one of my messages (``MARKS``)."""
@@ -76,7 +112,7 @@ class ChatView:
 
     def ack(self, ack: Ack) -> None:
         if ack.ok:
-            self.show_mark("received", ack.seq)
+            self.show_mark("sent", ack.seq)
         else:
             error = ack.error or {}
             self.line(f"  ! rejected ({error.get('code', '?')}): {error.get('message', '')}")
@@ -138,25 +174,37 @@ class _ViewLogHandler(logging.Handler):
 
 
 class ChatSession:
-    """One open conversation: history, then live events, and sending what is typed."""
+    """One open conversation: history, then live events, and sending what is typed.
+
+    What is on screen is read: the session marks the conversation read as messages are shown, so
+    the other members see ✓✓ read. Messages are kept as they stand (clients.Timeline) so a change
+    is shown with the message it changes."""
 
     def __init__(self, client: ChatClient, history: HistoryClient, view: ChatView, conv: dict[str, Any]) -> None:
         self.client, self.history, self.view, self.conv = client, history, view, conv
         self.others = [m for m in conv.get("members", []) if m != client.user]
+        self.timeline = Timeline()
+        self._marked: dict[tuple[str, str], int] = {}  # (member, status) -> my highest seq shown as such
 
     def open(self, history_count: int) -> None:
         conv_id = self.conv["id"]
-        messages, has_more = self.history.messages(conv_id, limit=history_count)
-        self.view.line(f"--- {conv_id}: {'earlier messages not shown; ' if has_more else ''}{HELP}")
-        for message in messages:
+        page = self.history.page(conv_id, limit=history_count, view="messages")
+        self.timeline.load(page["messages"], int(page["last_seq"]))
+        more = "earlier messages not shown; " if page["has_more"] else ""
+        self.view.line(f"--- {conv_id}: {more}{HELP}")
+        for message in page["messages"]:
             self.view.message(message)
-        self.client.on_message(lambda e: self.view.message(e.payload))
+        self.client.on_message(self._entry)
         self.client.on_typing(self._typing)
         self.client.on_presence(self._presence)
+        self.client.on_receipt(self._receipt)
         self.client.on_ack(self.view.ack)
-        self.client.on_event(self._other)
         self.client.on_connection(self.view.connection)
-        self.client.join(conv_id, after=messages[-1]["seq"] if messages else 0)
+        self.client.join(conv_id, after=self.timeline.last_seq)
+        for marker in self.client.markers(conv_id).values():  # what the others had read before
+            self._show_marks(marker.user, "read", marker.read_seq, quiet=True)
+            self._show_marks(marker.user, "delivered", marker.delivered_seq, quiet=True)
+        self.client.mark_read(conv_id, self.timeline.last_seq)
         for user in self.others:
             self.client.watch_presence(user)
         self.view.line("--- live")
@@ -164,20 +212,48 @@ class ChatSession:
     def handle(self, line: str) -> bool:
         """One typed line; False to quit."""
         text = line.rstrip("\r\n")
-        if text.strip() in ("/quit", "/exit"):
+        command, _, rest = text.strip().partition(" ")
+        if command in ("/quit", "/exit"):
             return False
-        if text.strip() == "/help":
+        if command == "/help":
             self.view.line(HELP)
-        elif text.strip() == "/who":
+        elif command == "/who":
             for user in self.others:
                 try:
                     state = self.history.presence(user)
                     self.view.line(f"* {user}: {state.get('status')}")
                 except ApiError as exc:
                     self.view.line(f"* {user}: unknown ({exc})")
+        elif command == "/list":
+            try:
+                self.view.conversations(self.history.conversations())
+            except ApiError as exc:
+                self.view.line(f"! cannot list conversations: {exc}")
+        elif command.startswith("/") and command[1:] in USAGE:
+            self._change(command[1:], rest.strip())
+        elif command.startswith("/"):
+            self.view.line(f"! unknown command {command} (/help lists them)")
         elif text.strip():
             self._watch_ack(self.client.send(self.conv["id"], text), text)
         return True
+
+    def _change(self, kind: str, args: str) -> None:
+        """/reply N text, /edit N text, /delete N, /react N emoji, /unreact N emoji."""
+        number, _, rest = args.partition(" ")
+        number = number.removeprefix("#")
+        needs_text = kind != "delete"
+        if not number.isdigit() or int(number) < 1 or (needs_text and not rest.strip()):
+            self.view.line(f"! usage: {USAGE[kind]}")
+            return
+        seq, conv, rest = int(number), self.conv["id"], rest.strip()
+        sent = {
+            "reply": lambda: self.client.send(conv, rest, reply_to=seq),
+            "edit": lambda: self.client.edit(conv, seq, rest),
+            "delete": lambda: self.client.delete(conv, seq),
+            "react": lambda: self.client.react(conv, seq, rest),
+            "unreact": lambda: self.client.unreact(conv, seq, rest),
+        }[kind]()
+        self._watch_ack(sent, f"/{kind} {args}")
 
     def _watch_ack(self, sent: Future[Ack], text: str) -> None:
         """Say so when a send stays unacked for UNACKED_WARN_S (the client keeps resending it)."""
@@ -199,10 +275,33 @@ class ChatSession:
         if event.user:
             self.view.presence(event.user, str(event.payload.get("status")))
 
-    def _other(self, event: Event) -> None:
-        """The generic hook (every event): a status for one of my messages becomes its mark."""
-        if event.kind is None and "status" in event.payload and "seq" in event.payload:
-            self.view.show_mark(str(event.payload["status"]), event.payload.get("seq"))
+    def _entry(self, event: Event) -> None:
+        """An entry of the log, live or caught up, in seq order: shown, and then read."""
+        entry = event.payload
+        applied = self.timeline.apply(entry)
+        if applied is not None:
+            message = self.timeline.get(applied.seq) or {}
+            if applied.kind == "message":
+                self.view.message(message)
+            else:
+                self.view.change(applied.kind, message, str(entry.get("sender")))
+        self.client.mark_read(self.conv["id"], int(entry["seq"]))
+
+    def _receipt(self, event: Event) -> None:
+        if event.conv == self.conv["id"] and event.user and event.user != self.client.user:
+            seq = event.payload.get("seq")
+            if isinstance(seq, int):
+                self._show_marks(event.user, str(event.payload.get("status")), seq)
+
+    def _show_marks(self, user: str, status: str, seq: int, *, quiet: bool = False) -> None:
+        """Mark the newest of my messages up to ``seq`` that ``user`` had not reached before."""
+        key = (user, status)
+        mine = [s for s, m in self.timeline.messages.items()
+                if m.get("sender") == self.client.user and self._marked.get(key, 0) < s <= seq]
+        if mine:
+            self._marked[key] = max(mine)
+            if not quiet:
+                self.view.show_mark(status, max(mine), f" ({user})")
 
 
 def _can_encode(out: TextIO, text: str) -> bool:

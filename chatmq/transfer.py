@@ -1,25 +1,28 @@
 """``chatmq export`` and ``chatmq import``: a conversation's history as JSON Lines.
 
-One line per message, the ``chat/{conv}/msg`` payload (chatcore.store.Message.to_payload), oldest
-first. Import appends through the store like the bridge does, keeping sender, client_msg_id,
-body, attachments and time; the (conv, sender, client_msg_id) idempotence key makes a repeated
-import add nothing. Imported messages get the target conversation's next seqs and are not pushed
-to devices (they are history: devices see them through the API's history pages).
+One line per entry of the log, the ``chat/{conv}/msg`` payload (chatcore.store.Message.to_payload),
+oldest first: messages, and the edits, deletions and reactions that change them. Import appends
+through the store like the bridge does, keeping sender, client_msg_id, body, attachments, time and
+kind; the (conv, sender, client_msg_id) idempotence key makes a repeated import add nothing.
+Imported entries get the target conversation's next seqs, and a change or reply is pointed at the
+seq its message got, so the conversation reads the same; they are not pushed to devices (they are
+history: devices see them through the API's history pages).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import click
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatcore.ids import ID_PATTERN
-from chatcore.protocol import MAX_CLIENT_MSG_ID_CHARS
+from chatcore.protocol import MAX_CLIENT_MSG_ID_CHARS, EntryKind
 from chatcore.store import NewMessage, NotFound, Store, open_store
 from chatmq.settings_opts import make_settings, store_options
 
@@ -37,6 +40,15 @@ class ExportedMessage(BaseModel):
     body: str
     ts: int = Field(ge=0)
     attachments: list[dict[str, Any]] | None = None
+    seq: int | None = Field(default=None, ge=1)  # what a change or reply here may refer to
+    kind: Literal["message", "edit", "delete", "react", "unreact"] = "message"
+    target: int | None = Field(default=None, ge=1)
+    reply_to: int | None = Field(default=None, ge=1)
+    emoji: str | None = None
+
+    @property
+    def refers_to(self) -> int | None:
+        return self.target if self.kind != EntryKind.MESSAGE else self.reply_to
 
 
 def _open(data_dir: Path | None, store_url: str | None) -> Store:
@@ -89,7 +101,8 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, data
 
 
-def _new_message(path: Path, number: int, data: dict[str, Any], conv: str | None) -> NewMessage:
+def _new_message(path: Path, number: int, data: dict[str, Any], conv: str | None) -> tuple[ExportedMessage,
+                                                                                           NewMessage]:
     try:
         line = ExportedMessage.model_validate(data)
     except ValidationError as exc:
@@ -99,8 +112,13 @@ def _new_message(path: Path, number: int, data: dict[str, Any], conv: str | None
     target = conv or line.conv
     if target is None:
         raise click.ClickException(f"{path}:{number}: not a message (conv: field required; or give --conv)")
-    return NewMessage(conv=target, sender=line.sender, client_msg_id=line.client_msg_id, body=line.body,
-                      ts=line.ts, attachments=tuple(line.attachments or ()))
+    if line.kind != EntryKind.MESSAGE and line.target is None:
+        raise click.ClickException(f"{path}:{number}: not a message (target: field required for a {line.kind})")
+    return line, NewMessage(
+        conv=target, sender=line.sender, client_msg_id=line.client_msg_id, body=line.body, ts=line.ts,
+        attachments=tuple(line.attachments or ()), kind=EntryKind(line.kind), target=line.target,
+        reply_to=line.reply_to, emoji=line.emoji,
+    )
 
 
 @click.command("import")
@@ -111,23 +129,59 @@ def import_(file: Path, conv_id: str | None, data_dir: Path | None, store_url: s
     """Append the messages of a JSON Lines FILE (as written by `chatmq export`).
 
     The whole file is checked before anything is written, so a bad line loses nothing."""
-    messages = [_new_message(file, n, data, conv_id) for n, data in _lines(file)]
+    lines = [(n, *_new_message(file, n, data, conv_id)) for n, data in _lines(file)]
+    in_file = {(m.conv, line.seq) for _, line, m in lines if line.seq is not None}
+    for number, line, message in lines:
+        if line.refers_to is not None and (message.conv, line.refers_to) not in in_file:
+            raise click.ClickException(f"{file}:{number}: refers to seq {line.refers_to}, which is not in the file")
+    messages = [m for _, _, m in lines]
     store = _open(data_dir, store_url)
     added = duplicates = 0
+    refused: list[str] = []
     try:
         for conv in sorted({m.conv for m in messages}):
             if store.get_conversation(conv) is None:
                 raise click.ClickException(f"unknown conversation {conv!r} (create it first: chatmq conv create)")
         with click.progressbar(length=len(messages), label=f"importing {file.name}", file=sys.stderr) as bar:
-            for start in range(0, len(messages), PAGE):
-                batch = messages[start:start + PAGE]
+            got: dict[tuple[str, int], int] = {}  # (conv, seq in the file) -> the seq it got here
+            batch: list[tuple[int, ExportedMessage, NewMessage]] = []
+
+            def write() -> None:
+                nonlocal added, duplicates
                 try:
-                    results = store.append(batch)
+                    results = store.append([m for _, _, m in batch])
                 except NotFound as exc:
                     raise click.ClickException(str(exc)) from None
+                for (number, line, message), result in zip(batch, results, strict=True):
+                    if result.refusal is not None:
+                        refused.append(f"{file}:{number}: refused ({result.refusal.code}): {result.refusal.message}")
+                    elif result.message is not None and line.seq is not None:
+                        got[(message.conv, line.seq)] = result.message.seq
                 duplicates += sum(1 for r in results if r.duplicate)
-                added += sum(1 for r in results if not r.duplicate)
+                added += sum(1 for r in results if r.message is not None and not r.duplicate)
                 bar.update(len(batch))
+                batch.clear()
+
+            for number, line, message in lines:
+                ref = line.refers_to
+                if ref is not None and (message.conv, ref) not in got:
+                    write()  # what it refers to is in the batch: store that first, to learn its seq
+                if ref is not None:
+                    here = got.get((message.conv, ref))
+                    if here is None:
+                        refused.append(f"{file}:{number}: refers to seq {ref}, whose line was not imported")
+                        bar.update(1)
+                        continue
+                    message = replace(message, target=here) if line.kind != EntryKind.MESSAGE else \
+                        replace(message, reply_to=here)  # fmt: skip
+                batch.append((number, line, message))
+                if len(batch) >= PAGE:
+                    write()
+            if batch:
+                write()
     finally:
         store.close()
-    click.echo(f"imported {added} messages ({duplicates} already present)")
+    for line in refused:
+        click.echo(line, err=True)
+    click.echo(f"imported {added} messages ({duplicates} already present"
+               + (f", {len(refused)} refused)" if refused else ")"))

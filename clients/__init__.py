@@ -3,6 +3,11 @@
 from clients.aio import AsyncChatClient
 from clients.chat import ChatClient
 from clients.events import Ack, ConnectRefused, Event
-from clients.history import ApiError, HistoryClient
+from clients.history import ApiError, HistoryClient, MqttHistory
+from clients.receipts import Marker
+from clients.timeline import Timeline
 
-__all__ = ["Ack", "ApiError", "AsyncChatClient", "ChatClient", "ConnectRefused", "Event", "HistoryClient"]
+__all__ = [
+    "Ack", "ApiError", "AsyncChatClient", "ChatClient", "ConnectRefused", "Event", "HistoryClient", "Marker",
+    "MqttHistory", "Timeline",
+]

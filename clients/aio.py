@@ -52,6 +52,21 @@ class AsyncChatClient:
         """Await the server's ack (received with its seq, or rejected)."""
         return await asyncio.wrap_future(self.core.send(conv, body, **kwargs))
 
+    async def edit(self, conv: str, seq: int, body: str, **kwargs: Any) -> Ack:
+        return await asyncio.wrap_future(self.core.edit(conv, seq, body, **kwargs))
+
+    async def delete(self, conv: str, seq: int, **kwargs: Any) -> Ack:
+        return await asyncio.wrap_future(self.core.delete(conv, seq, **kwargs))
+
+    async def react(self, conv: str, seq: int, emoji: str, **kwargs: Any) -> Ack:
+        return await asyncio.wrap_future(self.core.react(conv, seq, emoji, **kwargs))
+
+    async def unreact(self, conv: str, seq: int, emoji: str, **kwargs: Any) -> Ack:
+        return await asyncio.wrap_future(self.core.unreact(conv, seq, emoji, **kwargs))
+
+    def mark_read(self, conv: str, seq: int | None = None) -> bool:
+        return self.core.mark_read(conv, seq)
+
     def typing(self, conv: str, typing: bool = True) -> None:
         self.core.typing(conv, typing)
 

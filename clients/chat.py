@@ -3,7 +3,10 @@
 It gets the protocol right for the caller: the presence last will with a fresh connection id per
 connection, heartbeats, the subscriptions a conversation needs (again after every reconnect), an
 outbox that resends unacked sends with the same client_msg_id, and catch-up through the history
-API so messages reach the application in seq order, exactly once, across lost connections.
+API (or, without HTTP, the same pages over MQTT) so entries reach the application in seq order,
+exactly once, across lost connections. Replies, edits, deletes and reactions go through the same
+outbox; delivered receipts go out by themselves, read receipts on request, and the other members'
+markers are kept (clients.receipts).
 
 Threads: paho's network loop only parses and routes; anything that blocks (waiting for a SUBACK,
 HTTP catch-up) runs on one worker thread; a ticker thread sends heartbeats and retries.
@@ -33,8 +36,9 @@ from chatcore.netutil import disable_nagle
 from chatcore.protocol import TopicKind, parse_topic
 from clients.catchup import Message, Sequencer
 from clients.events import Ack, ConnectRefused, Event
-from clients.history import ApiError, HistoryClient
+from clients.history import ApiError, HistoryClient, HistorySource, MqttHistory
 from clients.outbox import Outbox, Transmission
+from clients.receipts import Marker, Receipts
 from clients.state import LocalState, QueuedSend
 
 __all__ = ["Ack", "ChatClient", "ConnectRefused", "ConnectionListener", "Event", "Listener"]
@@ -50,8 +54,11 @@ _HISTORY_PAGE = 200
 class ChatClient:
     """One device connection. Use as a context manager or call connect()/close().
 
-    ``api_url`` enables catch-up (history API); without it, gaps are skipped. ``state_file`` keeps
+    ``api_url`` enables catch-up (history API); without it, ``history_over_mqtt=True`` asks the
+    bridge for the same pages over the MQTT connection, else gaps are skipped. ``state_file`` keeps
     the outbox and the per-conversation cursors on disk, so a restarted process resumes both.
+    ``auto_delivered`` sends a delivered receipt for what reaches the application (coalesced every
+    ``receipt_delay`` seconds); ``mark_read`` sends read receipts.
     """
 
     def __init__(
@@ -74,6 +81,9 @@ class ChatClient:
         ws_path: str = "/mqtt",
         queue_events: bool = True,
         max_packet_bytes: int = protocol.DEFAULT_MAX_PACKET_BYTES,
+        history_over_mqtt: bool = False,
+        auto_delivered: bool = True,
+        receipt_delay: float = 0.25,
     ) -> None:
         if password is None and token is None:
             raise ValueError("a password or a token is needed")
@@ -89,9 +99,17 @@ class ChatClient:
         self._connection_listeners: list[ConnectionListener] = []
 
         tls_context = ssl.create_default_context() if tls is True else (tls or None)
-        self.history: HistoryClient | None = None
+        self.api: HistoryClient | None = None
+        self.history: HistorySource | None = None
+        self._mqtt_history: MqttHistory | None = None
         if api_url is not None:
-            self.history = HistoryClient(api_url, user, password, token=token, tls=tls_context)
+            self.api = self.history = HistoryClient(api_url, user, password, token=token, tls=tls_context)
+        elif history_over_mqtt:
+            self._mqtt_history = MqttHistory(self._publish_history_request)
+            self.history = self._mqtt_history
+        self.auto_delivered = auto_delivered
+        self.receipt_delay = receipt_delay
+        self.receipts = Receipts()
 
         owner = f"{user}.{device}"
         self._state = LocalState(state_file)
@@ -110,6 +128,7 @@ class ChatClient:
 
         self._connack = threading.Event()
         self._connected = threading.Event()
+        self._ready = threading.Event()  # connected and set up (subscribed again): resends may go out
         self._connect_refusal: str | None = None
         self._setup: Future[None] | None = None
         self._closing = threading.Event()
@@ -213,7 +232,9 @@ class ChatClient:
         try:
             # offline right now: the reconnect set-up subscribes every joined conversation
             with contextlib.suppress(ConnectionError):
-                self._subscribe_and_wait([(protocol.msg_topic(conv), protocol.QOS_MSG), (_typing_filter(conv), 0)])
+                self._subscribe_and_wait(_conv_topics(conv))
+            if self.api is not None:
+                self.receipts.seed(conv, self.api.receipts(conv))
             if self.history is not None and start is None:
                 start = self.history.last_seq(conv)
         except BaseException:
@@ -226,7 +247,8 @@ class ChatClient:
 
     def leave(self, conv: str) -> None:
         self._forget(conv)
-        self._mqtt.unsubscribe([protocol.msg_topic(conv), _typing_filter(conv)])
+        self.receipts.forget(conv)
+        self._mqtt.unsubscribe([topic for topic, _qos in _conv_topics(conv)])
 
     def watch_presence(self, user: str) -> None:
         """Receive ``presence/{user}`` (retained: the current state arrives at once)."""
@@ -255,25 +277,64 @@ class ChatClient:
         *,
         client_msg_id: str | None = None,
         attachments: list[dict[str, Any]] | None = None,
+        reply_to: int | None = None,
     ) -> Future[Ack]:
         """Queue a message; the Future resolves with the server's received or rejected ack.
 
         The send is retried (same client_msg_id) across reconnects until an ack arrives, so it is
         stored exactly once. ``attachments`` go on the wire as given (e.g. what POST /v1/media returned).
-        A send whose MQTT packet would exceed ``max_packet_bytes`` is never published (the broker
-        would close the connection without an answer, and every resend would again): its Future
-        resolves at once with a ``rejected`` ack, code ``too_large``, made here.
+        ``reply_to`` makes it a reply to the message with that seq. A send (of any kind) whose MQTT
+        packet would exceed ``max_packet_bytes`` is never published (the broker would close the
+        connection without an answer, and every resend would again): its Future resolves at once
+        with a ``rejected`` ack, code ``too_large``, made here.
         """
-        require_id(conv, "conversation")
-        cmid = client_msg_id or uuid.uuid4().hex
-        payload: dict[str, object] = {"client_msg_id": cmid, "body": body}
+        payload: dict[str, object] = {"body": body}
         if attachments:
             payload["attachments"] = attachments
+        if reply_to is not None:
+            payload["reply_to"] = reply_to
+        return self._queue(conv, payload, client_msg_id)
+
+    def edit(self, conv: str, seq: int, body: str, *, client_msg_id: str | None = None) -> Future[Ack]:
+        """New text for your message ``seq`` (acked like a send, with the edit's own seq)."""
+        return self._queue(conv, {"kind": "edit", "target": seq, "body": body}, client_msg_id)
+
+    def delete(self, conv: str, seq: int, *, client_msg_id: str | None = None) -> Future[Ack]:
+        """Delete message ``seq`` (yours, or any if you own the conversation): it is erased."""
+        return self._queue(conv, {"kind": "delete", "target": seq}, client_msg_id)
+
+    def react(self, conv: str, seq: int, emoji: str, *, client_msg_id: str | None = None) -> Future[Ack]:
+        return self._queue(conv, {"kind": "react", "target": seq, "emoji": emoji}, client_msg_id)
+
+    def unreact(self, conv: str, seq: int, emoji: str, *, client_msg_id: str | None = None) -> Future[Ack]:
+        return self._queue(conv, {"kind": "unreact", "target": seq, "emoji": emoji}, client_msg_id)
+
+    def _queue(self, conv: str, entry: dict[str, object], client_msg_id: str | None) -> Future[Ack]:
+        require_id(conv, "conversation")
+        cmid = client_msg_id or uuid.uuid4().hex
+        payload = {"client_msg_id": cmid, **entry}
         size = _publish_packet_bytes(protocol.send_topic(conv, self.user), orjson.dumps(payload))
         if size > self.max_packet_bytes:
             message = f"the send is a {size}-byte MQTT packet; the broker takes at most {self.max_packet_bytes}"
             return self._refuse_locally(Ack(cmid, conv, "rejected", error={"code": "too_large", "message": message}))
         return self.outbox.add(QueuedSend(cmid, conv, payload, time.time()))
+
+    # --- receipts -----------------------------------------------------------------------------
+    def mark_read(self, conv: str, seq: int | None = None) -> bool:
+        """Tell the conversation you have read everything up to ``seq`` (default: the last entry
+        delivered to the application). Cumulative: False if nothing new to say."""
+        if seq is None:
+            with self._deliver:
+                seqr = self._convs.get(conv)
+                seq = seqr.last if seqr is not None else None
+        if not seq or not self.receipts.want(conv, "read", seq):
+            return False
+        self._send_receipts()
+        return True
+
+    def markers(self, conv: str) -> dict[str, Marker]:
+        """Every member's delivered and read markers as last announced (members never seen: absent)."""
+        return self.receipts.of(conv)
 
     def _refuse_locally(self, ack: Ack) -> Future[Ack]:
         refused: Future[Ack] = Future()
@@ -302,6 +363,10 @@ class ChatClient:
 
     def on_presence(self, listener: Listener) -> Listener:
         return self.add_listener(listener, TopicKind.USER_PRESENCE)
+
+    def on_receipt(self, listener: Listener) -> Listener:
+        """A member's marker moved forward (``chat/{conv}/receipts``); ``markers(conv)`` has them all."""
+        return self.add_listener(listener, TopicKind.RECEIPTS)
 
     def on_event(self, listener: Listener) -> Listener:
         return self.add_listener(listener, every=True)
@@ -345,12 +410,14 @@ class ChatClient:
             self._connect_refusal = str(reason)
             self._connack.set()
             return
+        self._ready.clear()
         self._connected.set()
         if not self._closing.is_set():
             self._setup = self._worker.submit(self._after_connect)
         self._connack.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        self._ready.clear()
         self._connected.clear()
         if self._closing.is_set():
             return
@@ -364,31 +431,36 @@ class ChatClient:
         """Runs on the worker after each CONNACK: the session is clean, so set everything up again."""
         with self._lock:
             topics = [(protocol.ack_topic(self.user), protocol.QOS_ACK)]
+            if self._mqtt_history is not None:
+                topics.append((protocol.history_response_topic(self.user), protocol.QOS_HISTORY))
             topics += [(protocol.presence_topic(u), protocol.QOS_PRESENCE) for u in sorted(self._watched)]
             topics += list(self._extra.items())
         with self._deliver:
             convs = list(self._convs)
         for conv in convs:
-            topics += [(protocol.msg_topic(conv), protocol.QOS_MSG), (_typing_filter(conv), 0)]
+            topics += _conv_topics(conv)
         self._subscribe_and_wait(topics)
         self._publish_presence("online")
         for listener in self._connection_listeners:
             _safely(listener, True, "")
+        self._ready.set()
         self.outbox.flush(reconnected=True)
+        self._send_receipts()
         for conv in convs:
             self._needs_catchup.add(conv)
             self._catch_up(conv)
 
     def _tick(self) -> None:
-        step = max(0.05, min(1.0, self.heartbeat_interval, self.outbox.resend_after / 2))
+        step = max(0.05, min(1.0, self.heartbeat_interval, self.outbox.resend_after / 2, self.receipt_delay))
         next_heartbeat = time.monotonic() + self.heartbeat_interval
         while not self._closing.wait(step):
-            if not self._connected.is_set():
+            if not self._ready.is_set():  # not before the set-up subscribed acks again: theirs would be lost
                 continue
             if time.monotonic() >= next_heartbeat:
                 self._publish_presence("online")
                 next_heartbeat = time.monotonic() + self.heartbeat_interval
             self.outbox.flush()
+            self._send_receipts()
             with self._deliver:
                 retry = [c for c, s in self._convs.items() if c in self._needs_catchup or s.missing_after() is not None]
             for conv in retry:
@@ -400,6 +472,20 @@ class ChatClient:
             orjson.dumps({"status": status, "conn": self.conn}),
             qos=protocol.QOS_PRESENCE,
         )
+
+    def _send_receipts(self) -> None:
+        """Publish the receipts due; one that cannot go out now (offline) stays due."""
+        for conv, status, seq in self.receipts.take_due():
+            info = self._mqtt.publish(protocol.receipt_topic(conv, self.user),
+                                      orjson.dumps({"seq": seq, "status": status}), qos=protocol.QOS_RECEIPT)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self.receipts.sent(conv, status, seq)
+            else:
+                self.receipts.retry(conv, status, seq)
+
+    def _publish_history_request(self, payload: bytes) -> bool:
+        info = self._mqtt.publish(protocol.history_request_topic(self.user), payload, qos=protocol.QOS_HISTORY)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _publish_send(self, item: QueuedSend) -> Transmission:
         return self._mqtt.publish(
@@ -459,7 +545,11 @@ class ChatClient:
             self._on_ack(payload)
         elif kind is TopicKind.MSG and parsed is not None and parsed.conv is not None:
             self._on_chat_message(parsed.conv, payload)
+        elif kind is TopicKind.HISTORY_RESPONSE and self._mqtt_history is not None:
+            self._mqtt_history.answered(payload)
         else:
+            if kind is TopicKind.RECEIPTS and parsed is not None and parsed.conv is not None:
+                self.receipts.announced(parsed.conv, payload)
             self._dispatch(Event(kind, message.topic, payload))
 
     def _on_ack(self, payload: dict[str, Any]) -> None:
@@ -523,6 +613,8 @@ class ChatClient:
         if messages:
             last = messages[-1]
             self._state.set_cursor(self._owner, str(last.get("conv")), int(last["seq"]))
+            if self.auto_delivered:  # sent by the ticker within receipt_delay, one per burst
+                self.receipts.want(str(last.get("conv")), "delivered", int(last["seq"]))
 
     def _dispatch(self, event: Event) -> None:
         if self._queue_events:
@@ -539,6 +631,12 @@ class ChatClient:
 
 def _typing_filter(conv: str) -> str:
     return f"chat/{conv}/typing/+"
+
+
+def _conv_topics(conv: str) -> list[tuple[str, int]]:
+    """What a joined conversation subscribes to: its entries, typing and receipts."""
+    return [(protocol.msg_topic(conv), protocol.QOS_MSG), (_typing_filter(conv), protocol.QOS_TYPING),
+            (protocol.receipts_topic(conv), protocol.QOS_RECEIPTS)]
 
 
 def _safely(listener: Callable[..., None], *args: Any) -> None:

@@ -43,10 +43,12 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One incoming event. ``kind`` is None for topics outside contract v1 (future event kinds such as
-    receipts arrive through the same hook, and the application tells them apart by ``topic``).
+    """One incoming event. ``kind`` is None for topics outside contract v1 (future event kinds
+    arrive through the same hook, and the application tells them apart by ``topic``).
 
-    MSG events reach the application in seq order, once each, whether live or caught up from history.
+    MSG events are the conversation's log entries: messages and changes to them (``payload["kind"]``:
+    edit, delete, react, unreact; clients.timeline folds them into messages as they stand). They
+    reach the application in seq order, once each, whether live or caught up from history.
     """
 
     kind: TopicKind | None
@@ -59,11 +61,13 @@ class Event:
 
     @property
     def user(self) -> str | None:
-        """The typing user, or the user whose presence changed."""
+        """The typing user, the user whose presence changed, or whose receipt marker moved."""
         if self.kind is TopicKind.TYPING:
             return _level(self.topic, 3)
         if self.kind is TopicKind.USER_PRESENCE:
             return _level(self.topic, 1)
+        if self.kind is TopicKind.RECEIPTS:
+            return self.payload.get("user")
         return None
 
 

@@ -1,7 +1,10 @@
-"""The chatmq HTTP API as the client needs it: a token, conversations and history pages (urllib only)."""
+"""History as the client needs it: over the HTTP API (a token, conversations, history pages and
+receipts; urllib only), or the same pages over the MQTT connection (``MqttHistory``)."""
 
 from __future__ import annotations
 
+import abc
+import itertools
 import json
 import ssl
 import threading
@@ -9,7 +12,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
+
+import orjson
 
 _REFRESH_MARGIN_MS = 60_000
 
@@ -22,7 +30,30 @@ class ApiError(RuntimeError):
         self.status, self.code, self.message = status, code, message
 
 
-class HistoryClient:
+class HistorySource(abc.ABC):
+    """Where catch-up reads pages from: the HTTP API (``HistoryClient``) or the MQTT connection
+    (``MqttHistory``). Both serve the same pages; the rest is written once, here."""
+
+    @abc.abstractmethod
+    def page(
+        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200,
+        view: str = "entries",
+    ) -> dict[str, Any]:  # fmt: skip
+        """One history page: ``messages`` (ascending seq), ``has_more`` and ``last_seq``;
+        ``view="messages"`` for messages as they stand now."""
+
+    def messages(
+        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of entries in ascending seq, and whether more exist in the direction asked."""
+        body = self.page(conv, after=after, before=before, limit=limit)
+        return list(body["messages"]), bool(body["has_more"])
+
+    def last_seq(self, conv: str) -> int:
+        return int(self.page(conv, limit=1).get("last_seq") or 0)
+
+
+class HistoryClient(HistorySource):
     """Logs in with the password (and again when the token nears expiry), or uses a given token."""
 
     def __init__(
@@ -55,21 +86,16 @@ class HistoryClient:
     def conversations(self) -> list[dict[str, Any]]:
         return list(self._get("/v1/conversations")["conversations"])
 
-    def messages(
-        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """One page in ascending seq, and whether more exist in the direction asked."""
-        query: dict[str, int] = {"limit": limit}
-        if after is not None:
-            query["after"] = after
-        if before is not None:
-            query["before"] = before
-        body = self._get(f"/v1/conversations/{urllib.parse.quote(conv)}/messages?{urllib.parse.urlencode(query)}")
-        return list(body["messages"]), bool(body["has_more"])
+    def page(
+        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200,
+        view: str = "entries",
+    ) -> dict[str, Any]:  # fmt: skip
+        query = _cursor(after, before, limit, view)
+        return dict(self._get(f"/v1/conversations/{urllib.parse.quote(conv)}/messages?{urllib.parse.urlencode(query)}"))
 
-    def last_seq(self, conv: str) -> int:
-        messages, _ = self.messages(conv, limit=1)
-        return int(messages[-1]["seq"]) if messages else 0
+    def receipts(self, conv: str) -> list[dict[str, Any]]:
+        """Every member's delivered and read markers."""
+        return list(self._get(f"/v1/conversations/{urllib.parse.quote(conv)}/receipts")["receipts"])
 
     def presence(self, user: str) -> dict[str, Any]:
         return dict(self._get(f"/v1/presence/{urllib.parse.quote(user)}"))
@@ -106,3 +132,58 @@ class HistoryClient:
             raise ApiError(exc.code, code, message) from None
         except (urllib.error.URLError, OSError) as exc:
             raise ApiError(0, "unreachable", str(getattr(exc, "reason", exc))) from None
+
+
+class MqttHistory(HistorySource):
+    """History pages over the MQTT connection (``user/{me}/history/request`` -> ``.../response``),
+    for devices without HTTP; the same pages and errors as ``HistoryClient``. ``publish`` puts a
+    request on the wire (False when not connected); the client routes responses to ``answered``.
+    Blocking calls wait for their response, so call them off the MQTT network thread."""
+
+    def __init__(self, publish: Callable[[bytes], bool], timeout: float = 10.0) -> None:
+        self._publish = publish
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._prefix = f"h{time.monotonic_ns() % 1_000_000}-"
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Future[dict[str, Any]]] = {}
+
+    def page(
+        self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200,
+        view: str = "entries",
+    ) -> dict[str, Any]:  # fmt: skip
+        request = {"id": f"{self._prefix}{next(self._ids)}", "conv": conv, **_cursor(after, before, limit, view)}
+        answer: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._waiting[request["id"]] = answer
+        try:
+            if not self._publish(orjson.dumps(request)):
+                raise ApiError(0, "unreachable", "not connected")
+            try:
+                reply = answer.result(self.timeout)
+            except FutureTimeout:
+                raise ApiError(0, "unreachable", f"no history response within {self.timeout:g} s") from None
+        finally:
+            with self._lock:
+                self._waiting.pop(request["id"], None)
+        if reply.get("status") != "ok":
+            error = reply.get("error") or {}
+            code = str(error.get("code"))
+            raise ApiError(_STATUS_OF.get(code, 400), code, str(error.get("message")))
+        return reply
+
+    def answered(self, reply: dict[str, Any]) -> None:
+        """A response arrived (other devices' responses to the same user are not ours: ignored)."""
+        with self._lock:
+            waiting = self._waiting.get(str(reply.get("id")))
+        if waiting is not None and not waiting.done():
+            waiting.set_result(reply)
+
+
+def _cursor(after: int | None, before: int | None, limit: int, view: str) -> dict[str, Any]:
+    """A page's parameters, as the HTTP query and the MQTT request both name them."""
+    given = {"after": after, "before": before, "limit": limit, "view": None if view == "entries" else view}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+_STATUS_OF = {"bad_request": 400, "forbidden": 403, "not_found": 404, "rate_limited": 429, "internal": 500}

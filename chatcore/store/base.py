@@ -188,7 +188,9 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Reactions:
-    """One emoji on one message: the members who put it there, earliest first."""
+    """One emoji on one message: the members who put it there, earliest first. A message's emoji
+    are in the order each was first put on it (once everyone took one back, putting it again puts
+    it last), so a client folding the log (clients.Timeline) orders them the same way."""
 
     emoji: str
     users: tuple[str, ...]
@@ -293,8 +295,8 @@ def refusal_of(
 
 
 def fold_reactions(rows: Sequence[tuple[int, str, str]]) -> dict[int, tuple[Reactions, ...]]:
-    """(message seq, emoji, user) rows in the order the reactions were made -> each message's
-    reactions: emoji in order of their earliest standing reaction, users earliest first."""
+    """(message seq, emoji, user) rows ordered by each emoji's group (when the emoji was first put
+    on the message) then by reaction -> each message's reactions in that order."""
     grouped: dict[int, dict[str, list[str]]] = {}
     for seq, emoji, user in rows:
         grouped.setdefault(seq, {}).setdefault(emoji, []).append(user)

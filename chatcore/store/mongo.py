@@ -32,6 +32,14 @@ change loses that one event, the only place the outbox is not atomic with the ch
 
 Markers live in ``markers``, one document per (conv, user) with ``$max`` updates, so a marker can
 only move forward even with concurrent writers.
+
+Changes (edits, deletions, reactions) are entries of the log like messages; their effect is kept
+on the message document (latest text, deletion) and in ``reactions`` (one document per message,
+emoji and member), which ``message_view`` reads. Without a transaction the entry is inserted first
+and its state written after it, every step idempotent and ordered by seq (a later edit, reaction or
+deletion is never undone by an earlier one). A crash in between leaves an entry whose message does
+not show it yet, and nothing acked: the broker redelivers the send and its duplicate applies the
+change again. Until then a change checked against that message sees its older state.
 """
 
 from __future__ import annotations
@@ -520,13 +528,20 @@ class MongoStore(Store):
                     {"$set": {"cur_body": entry.body, "edit_seq": entry.seq, "edited_at": entry.ts}},
                 )
         elif entry.kind in (EntryKind.REACT, EntryKind.UNREACT):
+            react = entry.kind == EntryKind.REACT
+            fields: dict[str, Any] = {"op_seq": entry.seq, "active": react}
+            if react:  # joins the emoji's group, or starts one (at its own seq)
+                group = self._reactions.find_one(
+                    {"conv": conv, "seq": target, "emoji": entry.emoji, "active": True}, {"group_seq": 1}
+                )
+                fields["group_seq"] = int(group["group_seq"]) if group else entry.seq
             # The last operation by seq wins: an older one misses the op_seq filter and its upsert
             # collides with the newer document on the unique index.
             with contextlib.suppress(DuplicateKeyError):
                 self._reactions.update_one(
                     {"conv": conv, "seq": target, "emoji": entry.emoji, "user": entry.sender,
                      "op_seq": {"$lt": entry.seq}},
-                    {"$set": {"op_seq": entry.seq, "active": entry.kind == EntryKind.REACT}},
+                    {"$set": fields},
                     upsert=True,
                 )
         elif entry.kind == EntryKind.DELETE:
@@ -685,8 +700,8 @@ class MongoStore(Store):
         if page:
             rows = self._reactions.find(
                 {"conv": conv_id, "seq": {"$in": [int(d["seq"]) for d in page]}, "active": True},
-                {"seq": 1, "emoji": 1, "user": 1, "op_seq": 1},
-            ).sort("op_seq", ASCENDING)
+                {"seq": 1, "emoji": 1, "user": 1, "op_seq": 1, "group_seq": 1},
+            ).sort([("group_seq", ASCENDING), ("op_seq", ASCENDING)])
             reactions = fold_reactions([(int(r["seq"]), r["emoji"], r["user"]) for r in rows])
         views = [_view(doc, reactions) for doc in page]
         if newest_first:

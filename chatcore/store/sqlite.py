@@ -148,6 +148,7 @@ CREATE TABLE IF NOT EXISTS reactions (
     emoji TEXT NOT NULL,
     user TEXT NOT NULL,
     entry_seq INTEGER NOT NULL,
+    group_seq INTEGER NOT NULL,
     PRIMARY KEY (conv, seq, emoji, user)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS media_refs (
@@ -664,7 +665,8 @@ class SQLiteStore(Store):
             if page:
                 low, high = min(r[1] for r in page), max(r[1] for r in page)
                 reactions = fold_reactions(conn.execute(
-                    "SELECT seq, emoji, user FROM reactions WHERE conv = ? AND seq BETWEEN ? AND ? ORDER BY entry_seq",
+                    "SELECT seq, emoji, user FROM reactions WHERE conv = ? AND seq BETWEEN ? AND ?"
+                    " ORDER BY group_seq, entry_seq",
                     (conv_id, low, high),
                 ).fetchall())
         views = [_view(row, reactions) for row in page]
@@ -1086,9 +1088,11 @@ def _apply_change(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:
             " edit_seqs = json_insert(coalesce(edit_seqs, '[]'), '$[#]', excluded.edit_seq)",
             (conv, target, entry.body, entry.seq, entry.ts, entry.seq),
         )
-    elif entry.kind == EntryKind.REACT:
-        conn.execute("INSERT INTO reactions (conv, seq, emoji, user, entry_seq) VALUES (?, ?, ?, ?, ?)",
-                     (conv, target, entry.emoji, entry.sender, entry.seq))
+    elif entry.kind == EntryKind.REACT:  # joins the emoji's group, or starts one (at its own seq)
+        group = conn.execute("SELECT group_seq FROM reactions WHERE conv = ? AND seq = ? AND emoji = ? LIMIT 1",
+                             (conv, target, entry.emoji)).fetchone()
+        conn.execute("INSERT INTO reactions (conv, seq, emoji, user, entry_seq, group_seq) VALUES (?, ?, ?, ?, ?, ?)",
+                     (conv, target, entry.emoji, entry.sender, entry.seq, group[0] if group else entry.seq))
     elif entry.kind == EntryKind.UNREACT:
         conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ? AND emoji = ? AND user = ?",
                      (conv, target, entry.emoji, entry.sender))

@@ -66,12 +66,12 @@ def test_two_terminals_chat(stack: Stack, unique: Callable[[str], str], terminal
 
     alice_term.sendline("hello bob")
     alice_term.expect(f"#2 {alice} \\(me\\): hello bob")
-    alice_term.expect("✓ received #2")
+    alice_term.expect("✓ sent #2")
     bob_term.expect(f"#2 {alice}: hello bob")
 
     bob_term.sendline("hi alice")
     alice_term.expect(f"#3 {bob}: hi alice")
-    bob_term.expect("✓ received #3")
+    bob_term.expect("✓ sent #3")
 
     bob_term.sendline("/quit")
     bob_term.expect("bye")
@@ -114,7 +114,7 @@ def test_chat_uses_the_ports_chatmq_up_recorded(stack: Stack, unique: Callable[[
     term.expect("--- live")
     term.sendline("found you")
     term.expect(f"#1 {alice} \\(me\\): found you")
-    term.expect("✓ received #1")  # only the chatmq stack acks
+    term.expect("✓ sent #1")  # only the chatmq stack acks
     term.sendline("/quit")
     term.expect(pexpect.EOF)
 
@@ -138,7 +138,7 @@ def test_chat_says_when_the_connection_drops_and_sends_wait(
         term.expect("! not acked after 5 s \\(not connected; sent when the connection is back\\): typed while offline")
         link.up()
         term.expect("--- connected again", timeout=40)  # paho's reconnect back-off
-        term.expect("✓ received #1")
+        term.expect("✓ sent #1")
         term.sendline("/quit")
         term.expect(pexpect.EOF)
     finally:
@@ -180,7 +180,7 @@ def test_chat_client_acknowledges_every_qos1_delivery(stack: Stack, unique: Call
             bob_phone.send(conv, "a live message").result(10)
             term.expect(f"{bob}: a live message")
             term.sendline("and my own")
-            term.expect("✓ received #2")
+            term.expect("✓ sent #2")
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 packets = tap.snapshot()

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,52 @@ def test_import_refuses_a_bad_file_without_writing(stack: Stack, unique: Callabl
     result = stack.admin("import", str(missing), check=False)
     assert result.returncode == 1 and "unknown conversation" in result.stderr
     assert stack.admin("export", unique("nowhere"), check=False).returncode == 1
+
+
+def test_export_then_import_keeps_replies_edits_deletes_and_reactions(
+    stack: Stack, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Into a conversation that already has messages (so every seq moves), the copy reads the same:
+    each change and reply points at the seq its message got there."""
+    from chatcore.protocol import EntryKind
+    from chatcore.store import NewMessage, open_store
+
+    user, other = unique("xa"), unique("xb")
+    stack.add_user(user)
+    stack.add_user(other)
+    conv, copy = unique("xconv"), unique("xcopy")
+    stack.create_conv(conv, user, other)
+    stack.create_conv(copy, user, other)
+    store = open_store(f"sqlite:///{stack.data_dir / 'chatmq.db'}")
+    try:
+        store.append([NewMessage(copy, user, "already", "here first", 1)])
+        results = store.append([
+            NewMessage(conv, user, "m1", "helo", 1), NewMessage(conv, other, "m2", "secret", 2),
+            NewMessage(conv, user, "e1", "hello", 3, kind=EntryKind.EDIT, target=1),
+            NewMessage(conv, other, "r1", "👍", 4, kind=EntryKind.REACT, target=1, emoji="👍"),
+            NewMessage(conv, other, "m3", "welcome", 5, reply_to=1),
+            NewMessage(conv, other, "d1", "", 6, kind=EntryKind.DELETE, target=2),
+        ])
+        assert all(r.refusal is None for r in results)
+        dump = tmp_path / "changes.jsonl"
+        assert "exported 6 messages" in stack.admin("export", conv, "--output", str(dump)).stderr
+        assert "secret" not in dump.read_text()
+        assert "imported 6 messages (0 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
+        assert "imported 0 messages (6 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
+
+        def current(c: str) -> list[tuple[Any, ...]]:
+            return [(v.message.body, v.message.sender, v.edited is not None, v.deleted is not None,
+                     [(r.emoji, r.users) for r in v.reactions], v.message.reply_to is not None)
+                    for v in store.message_view(c).messages]
+
+        assert current(copy)[1:] == current(conv)
+        replies = [v for v in store.message_view(copy).messages if v.message.reply_to is not None]
+        assert [r.message.reply_to for r in replies] == [2]  # "helo" is seq 2 in the copy
+    finally:
+        store.close()
+
+    orphan = tmp_path / "orphan.jsonl"
+    line = {"conv": copy, "sender": user, "client_msg_id": "x", "body": "y", "ts": 1, "kind": "edit", "target": 9}
+    orphan.write_text(json.dumps(line) + "\n")
+    result = stack.admin("import", str(orphan), check=False)
+    assert result.returncode == 1 and "orphan.jsonl:1: refers to seq 9, which is not in the file" in result.stderr

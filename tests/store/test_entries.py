@@ -293,12 +293,14 @@ def test_reactions_one_per_member_emoji_and_message(store: Store) -> None:
         {"emoji": "👍", "count": 2, "users": ["bob", "alice"]}, {"emoji": "🎉", "count": 1, "users": ["alice"]},
     ]
     assert current[2].reactions == (Reactions("👍", ("bob",)),)
-    # taking a reaction back and putting it again moves the member to the end (and the emoji goes
-    # after 🎉, whose earliest standing reaction is now the older one)
+    # taking a reaction back and putting it again moves the member to the end; 👍 keeps its place
+    # while anyone has it
     store.append([unreact("bob", "u2", 1, "👍"), react("bob", "r7", 1, "👍")])
-    assert view(store)[1].reactions == (Reactions("🎉", ("alice",)), Reactions("👍", ("alice", "bob")))
+    assert view(store)[1].reactions == (Reactions("👍", ("alice", "bob")), Reactions("🎉", ("alice",)))
     store.append([unreact("alice", "u3", 1, "👍"), unreact("bob", "u4", 1, "👍")])
     assert view(store)[1].reactions == (Reactions("🎉", ("alice",)),)
+    store.append([react("dave", "r8", 1, "👍")])  # put again once nobody had it: last
+    assert view(store)[1].reactions == (Reactions("🎉", ("alice",)), Reactions("👍", ("dave",)))
 
 
 def test_a_member_has_a_bounded_number_of_reactions_on_one_message(store: Store) -> None:
