@@ -145,16 +145,23 @@ class Admin:
             self.store.set_disabled(user_id, disabled)
             if disabled:
                 self._notify(user_id)  # live connections are checked again and closed within a second
+                self._forget_push_targets(user_id)
         return user_out(self._user(user_id))
 
     def delete_user(self, user_id: str) -> dict[str, Any]:
         """Disable, revoke every token, close live connections; erase data where rules exist."""
         self._user(user_id)
         self.store.set_disabled(user_id, True)
+        self._forget_push_targets(user_id)
         revoked = self._revoke_all(user_id)
         if self.eraser is not None:
             self.eraser.erase(user_id)
         return {"id": user_id, "disabled": True, "tokens_revoked": revoked, "erased": self.eraser is not None}
+
+    def _forget_push_targets(self, user_id: str) -> None:
+        """A disabled or deleted user's phones are not woken any more (a later login registers anew)."""
+        for target in self.store.push_targets([user_id]):
+            self.store.delete_push_target(user_id, target.device)
 
     def import_users(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """One batch of user rows (the API's import request); errors name the row's index."""

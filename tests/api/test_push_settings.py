@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from flask.testing import FlaskClient
 
 from chatcore.store import Store
@@ -74,3 +75,17 @@ def test_logout_revokes_the_token_and_forgets_the_device(client: FlaskClient, st
     assert client.get("/v1/push/targets", headers=other).status_code == 200  # other tokens still work
     assert client.post("/v1/auth/logout", headers=other, json={}).status_code == 204
     assert [t.device for t in store.push_targets(["alice"])] == ["tablet"]
+
+
+def test_disabling_or_deleting_a_user_forgets_their_push_targets(store: Store, redis_client: redis.Redis) -> None:
+    from chatcore.admin import Admin
+    from chatcore.revocation import TokenRevocations
+    from chatcore.store.base import PushTarget
+
+    admin = Admin(store=store, secret="s" * 32, token_ttl_s=60, revocations=TokenRevocations(redis_client, 60))
+    store.put_push_target(PushTarget("bob", "phone", "fcm", "t-bob"))
+    store.put_push_target(PushTarget("carol", "phone", "fcm", "t-carol"))
+    store.put_push_target(PushTarget("alice", "phone", "fcm", "t-alice"))
+    admin.update_user("bob", disabled=True)
+    admin.delete_user("carol")
+    assert [t.user for t in store.push_targets(["alice", "bob", "carol"])] == ["alice"]
