@@ -27,6 +27,7 @@ from chatcore.protocol import (
     ReactionPayload,
     SendPayload,
 )
+from chatcore.search import SearchQuery
 
 
 def now_ms() -> int:
@@ -331,6 +332,24 @@ class HistoryPage:
 class ViewPage:
     messages: list[MessageView]  # ascending seq; messages only, no change entries
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search results: messages as they stand now (no reactions), newest first."""
+
+    messages: list[MessageView]
+    next: str | None  # the cursor of the next (older) page; None: this was the last
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"results": [search_result(v) for v in self.messages], "next": self.next}
+
+
+def search_result(view: MessageView) -> dict[str, Any]:
+    """A search result: the message as ``view=messages`` has it, without reactions."""
+    payload = view.to_payload()
+    del payload["reactions"]
+    return payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,6 +667,20 @@ class Store(abc.ABC):
     ) -> ViewPage:
         """A page of the conversation's messages as they stand now (no change entries), with
         ``history``'s bounds and paging, counted in messages."""
+
+    @abc.abstractmethod
+    def search(self, user: str, query: SearchQuery) -> SearchPage:
+        """Messages with every word of ``query`` (chatcore.search) in the conversations ``user`` is
+        a member of now (checked in the same read), newest first by server time; ``query.conv`` and
+        ``query.sender`` narrow them. The index follows the log in the write that changes it: an
+        edit is found by its new words only, a deleted message not at all. Raises
+        SearchQueryError for a cursor this store did not make."""
+
+    def compact_search_index(self) -> int:
+        """Rewrite the parts of the search index that still hold words of deleted messages (never
+        found, but not yet gone from the files), in short steps that let writers in between;
+        returns the steps taken. A no-op where the index drops them at once (MongoDB)."""
+        return 0
 
     @abc.abstractmethod
     def media_attached(self, conv_id: str, media_id: str) -> bool:

@@ -64,6 +64,7 @@ from pymongo.write_concern import WriteConcern
 
 from chatcore.ids import require_id
 from chatcore.protocol import CHANGE_KINDS, EntryKind
+from chatcore.search import SearchQuery, decode_cursor, encode_cursor, terms
 from chatcore.store.base import (
     DELIVERED,
     DELIVERY_CANCELLED,
@@ -98,6 +99,7 @@ from chatcore.store.base import (
     ReceiptOutcome,
     ReceiptResult,
     ReceiptUpdate,
+    SearchPage,
     Store,
     TargetState,
     User,
@@ -125,6 +127,7 @@ _EVENT_ID = "event_id"
 _OUTBOX_ID = "outbox_id"
 _DELIVERY_N = "delivery_n"
 _DUPLICATE_KEY = 11000
+_NEWEST_FIRST = [("ts", DESCENDING), ("conv", DESCENDING), ("seq", DESCENDING)]  # search results
 _STATE_FIELDS = {"kind": 1, "sender": 1, "ts": 1, "delete_seq": 1}
 
 
@@ -525,7 +528,8 @@ class MongoStore(Store):
                 self._messages.update_one(
                     {"conv": conv, "seq": target, "delete_seq": {"$exists": False},
                      "$or": [{"edit_seq": {"$exists": False}}, {"edit_seq": {"$lt": entry.seq}}]},
-                    {"$set": {"cur_body": entry.body, "edit_seq": entry.seq, "edited_at": entry.ts}},
+                    {"$set": {"cur_body": entry.body, "edit_seq": entry.seq, "edited_at": entry.ts,
+                              "terms": terms(entry.body)}},
                 )
         elif entry.kind in (EntryKind.REACT, EntryKind.UNREACT):
             react = entry.kind == EntryKind.REACT
@@ -554,7 +558,7 @@ class MongoStore(Store):
                 {"conv": conv, "seq": target},
                 {"$set": {"body": "", "attachments": [], "erased": True, "delete_seq": entry.seq,
                           "deleted_by": entry.sender, "deleted_at": entry.ts, "erased_media": list(erased)},
-                 "$unset": {"cur_body": "", "edit_seq": "", "edited_at": ""}},
+                 "$unset": {"cur_body": "", "edit_seq": "", "edited_at": "", "terms": ""}},
             )
             edits = [int(seq) for seq in doc.get("edit_seqs") or ()]
             if edits:
@@ -707,6 +711,32 @@ class MongoStore(Store):
         if newest_first:
             views.reverse()
         return ViewPage(messages=views, has_more=len(docs) > limit)
+
+    def search(self, user: str, query: SearchQuery) -> SearchPage:
+        if query.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {query.limit}")
+        # The conversations the user is a member of now: the members index, as a conversation
+        # list reads it (on a sharded cluster every shard answers from its index); then the message
+        # query names them, so it goes only to the shards that hold them.
+        convs = [doc["_id"] for doc in self._convs.find({"members": user}, {"_id": 1})]
+        if query.conv is not None:
+            convs = [c for c in convs if c == query.conv]
+        if not convs:
+            return SearchPage([], None)
+        spec: dict[str, Any] = {"conv": {"$in": convs}, "terms": {"$all": list(query.words)}}
+        if query.sender is not None:
+            spec["sender"] = query.sender
+        if query.before is not None:
+            ts, conv, seq = decode_cursor(query.before, (int, str, int))
+            spec["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "conv": {"$lt": conv}},
+                           {"ts": ts, "conv": conv, "seq": {"$lt": seq}}]  # fmt: skip
+        docs = list(self._history.find(spec).sort(_NEWEST_FIRST).limit(query.limit + 1))
+        page = docs[: query.limit]
+        cursor = None
+        if len(docs) > len(page):
+            last = page[-1]
+            cursor = encode_cursor([int(last["ts"]), last["conv"], int(last["seq"])])
+        return SearchPage([_view(doc, {}) for doc in page], cursor)
 
     def media_attached(self, conv_id: str, media_id: str) -> bool:
         return self._media_refs.find_one({"conv": conv_id, "media_id": media_id}, {"_id": 1}) is not None
@@ -1052,6 +1082,8 @@ def _message_doc(message: Message) -> dict[str, Any]:
     if message.kind != EntryKind.MESSAGE:
         doc["kind"] = str(message.kind)
         doc["target"] = message.target
+    elif not message.erased:
+        doc["terms"] = terms(message.body)  # the words search finds it by (chatcore.search)
     if message.reply_to is not None:
         doc["reply_to"] = message.reply_to
     if message.emoji is not None:

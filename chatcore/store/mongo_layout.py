@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ASC = 1
+DESC = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,9 @@ INDEXES: tuple[IndexSpec, ...] = (
         "conv_sender_client_msg_id",
         unique=True,
     ),
+    # Search: a message's words (chatcore.search) under a multikey index, newest first per
+    # conversation, so a search of some conversations merges their index ranges in time order.
+    IndexSpec("messages", (("conv", ASC), ("terms", ASC), ("ts", DESC), ("seq", DESC)), "conv_terms_ts_seq"),
     # Message state: one reaction per (message, emoji, member); which messages attach which media.
     IndexSpec("reactions", (("conv", ASC), ("seq", ASC), ("emoji", ASC), ("user", ASC)), "conv_seq_emoji_user",
               unique=True),

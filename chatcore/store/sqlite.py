@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -32,6 +33,7 @@ import orjson
 
 from chatcore.ids import require_id
 from chatcore.protocol import CHANGE_KINDS, EntryKind
+from chatcore.search import SearchQuery, decode_cursor, encode_cursor, fts5_match, indexed_text
 from chatcore.store.base import (
     DELIVERED,
     DELIVERY_CANCELLED,
@@ -66,6 +68,7 @@ from chatcore.store.base import (
     ReceiptOutcome,
     ReceiptResult,
     ReceiptUpdate,
+    SearchPage,
     Store,
     TargetState,
     User,
@@ -83,8 +86,8 @@ from chatcore.store.base import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions;
-# 5: outbox, push targets, mutes, deliveries, webhooks
+SCHEMA_VERSION = 6  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions;
+# 5: outbox, push targets, mutes, deliveries, webhooks; 6: the search index
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # ids per "IN (...)" query: well under SQLite's bound-parameter limit
 ERASE_CHECKPOINT_TIMEOUT_MS = 2_000  # how long a deletion waits for readers to truncate the WAL
@@ -229,6 +232,22 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_head ON deliveries(state, order_key, n);
 CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries(order_key, n);
 CREATE INDEX IF NOT EXISTS deliveries_by_age ON deliveries(state, updated_at);
+CREATE TABLE IF NOT EXISTS search_docs (
+    id INTEGER PRIMARY KEY,
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    words TEXT NOT NULL,
+    UNIQUE (conv, seq)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
+    words, content='search_docs', content_rowid='id', tokenize='unicode61 remove_diacritics 0'
+);
+CREATE TABLE IF NOT EXISTS search_backfill (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    conv TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS webhooks (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -308,7 +327,8 @@ class SQLiteStore(Store):
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         with self._connection() as conn, _write(conn):
-            if conn.execute("PRAGMA user_version").fetchone()[0] > SCHEMA_VERSION:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer chatmq (schema is too new)")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -320,7 +340,29 @@ class SQLiteStore(Store):
                     added.add((table, column))
             if ("messages", "kind") in added:
                 _index_attachments(conn)
+            if version < 6 and conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone():
+                conn.execute("INSERT OR IGNORE INTO search_backfill (id, conv, seq) VALUES (1, '', 0)")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._build_search_index()
+
+    def _build_search_index(self) -> None:
+        """Index the messages of a database written before the search index, in short write
+        transactions (writers in other processes go on between them), resuming where the last
+        opener stopped; every process that opens the store meanwhile helps and waits for it."""
+        with self._connection() as conn:
+            if conn.execute("SELECT 1 FROM search_backfill").fetchone() is None:
+                return
+            (total,) = conn.execute("SELECT count(*) FROM messages WHERE kind IS NULL").fetchone()
+            log.info("search index: building it for the %d messages of %s", total, self.path)
+            started, done = time.monotonic(), 0
+            while True:
+                with _write(conn):
+                    indexed, finished = _backfill_batch(conn, SEARCH_BACKFILL_BATCH)
+                done += indexed
+                if finished:
+                    break
+                log.info("search index: %d of ~%d messages read (%.0f s)", done, total, time.monotonic() - started)
+            log.info("search index: built (%d messages in %.1f s)", done, time.monotonic() - started)
 
     # --- connections ------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -673,6 +715,51 @@ class SQLiteStore(Store):
         if newest_first:
             views.reverse()
         return ViewPage(messages=views, has_more=len(rows) > limit)
+
+    def search(self, user: str, query: SearchQuery) -> SearchPage:
+        if query.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {query.limit}")
+        where = ["search MATCH ?", "d.conv IN (SELECT conv FROM members WHERE user = ?)"]
+        params: list[Any] = [fts5_match(query.words), user]
+        if query.conv is not None:
+            where.append("d.conv = ?")
+            params.append(query.conv)
+        if query.sender is not None:
+            where.append("d.sender = ?")
+            params.append(query.sender)
+        if query.before is not None:
+            where.append("search.rowid < ?")
+            params.append(decode_cursor(query.before, (int,))[0])
+        # CROSS JOIN keeps the index outermost: matches are read newest first and the page stops at
+        # the limit, rather than reading a member's every message and sorting.
+        sql = (
+            f"SELECT {_VIEW_COLUMNS}, d.id FROM search CROSS JOIN search_docs d ON d.id = search.rowid"
+            " CROSS JOIN messages m ON m.conv = d.conv AND m.seq = d.seq"
+            " LEFT JOIN message_state s ON s.conv = m.conv AND s.seq = m.seq"
+            f" WHERE {' AND '.join(where)} ORDER BY search.rowid DESC LIMIT ?"
+        )
+        with self._connection() as conn, _read(conn):
+            rows = conn.execute(sql, (*params, query.limit + 1)).fetchall()
+        page = rows[: query.limit]
+        more = len(rows) > query.limit
+        return SearchPage([_view(row[:-1], {}) for row in page], encode_cursor([page[-1][-1]]) if more else None)
+
+    def compact_search_index(self) -> int:
+        # FTS5 drops a deleted message's words from its segments only when it merges them;
+        # "merge" with a negative page count merges every level, a bounded amount per step, until
+        # one segment is left (secure_delete zeroes the freed pages, the WAL is then truncated).
+        steps = 0
+        with self._connection() as conn:
+            while True:
+                with _write(conn):
+                    before = conn.total_changes
+                    conn.execute("INSERT INTO search (search, rank) VALUES ('merge', ?)", (-SEARCH_MERGE_PAGES,))
+                    worked = conn.total_changes - before >= 2
+                steps += 1
+                if not worked:
+                    break
+            _truncate_wal(conn)
+        return steps
 
     def media_attached(self, conv_id: str, media_id: str) -> bool:
         with self._connection() as conn:
@@ -1041,15 +1128,21 @@ class _PendingRows:
         self._conn = conn
         self._rows: list[tuple[Any, ...]] = []
         self._refs: list[tuple[str, str, int]] = []
+        self._indexed: list[Message] = []
 
     def add(self, message: Message, attachments: str | None) -> None:
         self._rows.append(_message_row(message, attachments))
         self._refs += [(message.conv, media_id, message.seq) for media_id in _media_ids(message.attachments)]
+        if message.kind == EntryKind.MESSAGE:
+            self._indexed.append(message)
 
     def flush(self) -> None:
         if self._rows:
             self._conn.executemany(_INSERT_MESSAGE, self._rows)
             self._rows = []
+        for message in self._indexed:
+            _index_message(self._conn, message.conv, message.seq, message.sender, message.ts, message.body)
+        self._indexed = []
         if self._refs:
             self._conn.executemany("INSERT OR IGNORE INTO media_refs (conv, media_id, seq) VALUES (?, ?, ?)",
                                    self._refs)
@@ -1088,6 +1181,7 @@ def _apply_change(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:
             " edit_seqs = json_insert(coalesce(edit_seqs, '[]'), '$[#]', excluded.edit_seq)",
             (conv, target, entry.body, entry.seq, entry.ts, entry.seq),
         )
+        _reindex(conn, conv, target, entry.body)
     elif entry.kind == EntryKind.REACT:  # joins the emoji's group, or starts one (at its own seq)
         group = conn.execute("SELECT group_seq FROM reactions WHERE conv = ? AND seq = ? AND emoji = ? LIMIT 1",
                              (conv, target, entry.emoji)).fetchone()
@@ -1116,8 +1210,91 @@ def _apply_change(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:
         )
         conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ?", (conv, target))
         conn.execute("DELETE FROM media_refs WHERE conv = ? AND seq = ?", (conv, target))
+        unindex(conn, conv, target)
         return erased
     return ()
+
+
+# Search documents are numbered in server-time order (ts * _DOC_IDS_PER_MS + n), so the index's own
+# rowid order is newest first across conversations, for live writes and backfilled ones alike.
+_DOC_IDS_PER_MS = 1 << 12
+_MAX_DOC_TS = 1 << 50  # ms; far beyond any real clock, and ts * 4096 stays inside SQLite's int64
+SEARCH_BACKFILL_BATCH = 2_000  # messages per write transaction while indexing an older database
+SEARCH_MERGE_PAGES = 1_000  # index pages one compaction step rewrites (one short write transaction)
+
+
+def _index_message(conn: sqlite3.Connection, conv: str, seq: int, sender: str, ts: int, body: str) -> None:
+    """Add a message's words to the search index (nothing for a message without words, or one
+    already indexed)."""
+    words = indexed_text(body)
+    if not words:
+        return
+    base = max(0, min(ts, _MAX_DOC_TS)) * _DOC_IDS_PER_MS
+    (last,) = conn.execute(
+        "SELECT max(id) FROM search_docs WHERE id >= ? AND id < ?", (base, base + _DOC_IDS_PER_MS)
+    ).fetchone()
+    doc_id = base if last is None else last + 1
+    while True:
+        try:
+            cur = conn.execute(
+                "INSERT INTO search_docs (id, conv, seq, sender, words) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (conv, seq) DO NOTHING",
+                (doc_id, conv, seq, sender, words),
+            )
+        except sqlite3.IntegrityError:  # more than _DOC_IDS_PER_MS in one ms: the next free id
+            doc_id += 1
+            continue
+        break
+    if cur.rowcount:
+        conn.execute("INSERT INTO search (rowid, words) VALUES (?, ?)", (doc_id, words))
+
+
+def unindex(conn: sqlite3.Connection, conv: str, seq: int) -> None:
+    """Remove a message from the search index (a deletion, an erasure, an expiry): in the
+    caller's write transaction, so it is never found once the change is committed."""
+    row = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq = ? RETURNING id, words", (conv, seq)).fetchone()
+    if row is not None:
+        conn.execute("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", row)
+
+
+def _reindex(conn: sqlite3.Connection, conv: str, seq: int, body: str) -> None:
+    """An edited message is found by its new words only."""
+    row = conn.execute("SELECT id, words FROM search_docs WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    words = indexed_text(body)
+    if row is not None:
+        if row[1] == words:
+            return
+        conn.execute("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", row)
+        if not words:
+            conn.execute("DELETE FROM search_docs WHERE id = ?", (row[0],))
+            return
+        conn.execute("UPDATE search_docs SET words = ? WHERE id = ?", (words, row[0]))
+        conn.execute("INSERT INTO search (rowid, words) VALUES (?, ?)", (row[0], words))
+        return
+    sender, ts = conn.execute("SELECT sender, ts FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    _index_message(conn, conv, seq, sender, ts, body)
+
+
+def _backfill_batch(conn: sqlite3.Connection, limit: int) -> tuple[int, bool]:
+    """Index the next ``limit`` messages of an older database, in (conv, seq) order from where the
+    last batch stopped; (how many were read, whether it is finished). Messages written since the
+    upgrade index themselves; one already indexed is left as it is."""
+    position = conn.execute("SELECT conv, seq FROM search_backfill WHERE id = 1").fetchone()
+    if position is None:
+        return 0, True
+    rows = conn.execute(
+        "SELECT m.conv, m.seq, m.sender, m.ts, coalesce(s.body, m.body) FROM messages m"
+        " LEFT JOIN message_state s ON s.conv = m.conv AND s.seq = m.seq"
+        " WHERE (m.conv, m.seq) > (?, ?) AND m.kind IS NULL AND m.erased = 0 ORDER BY m.conv, m.seq LIMIT ?",
+        (*position, limit),
+    ).fetchall()
+    for row in rows:
+        _index_message(conn, *row)
+    if len(rows) < limit:
+        conn.execute("DELETE FROM search_backfill")
+        return len(rows), True
+    conn.execute("UPDATE search_backfill SET conv = ?, seq = ? WHERE id = 1", rows[-1][:2])
+    return len(rows), False
 
 
 def _erased_media(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ sh.enableSharding(dbName);
 // store's own createIndex at start is a no-op. Every unique one starts with its shard key.
 target.getCollection("messages").createIndex({"conv": 1, "seq": 1}, {"name": "conv_seq", "unique": true});
 target.getCollection("messages").createIndex({"conv": 1, "sender": 1, "client_msg_id": 1}, {"name": "conv_sender_client_msg_id", "unique": true});
+target.getCollection("messages").createIndex({"conv": 1, "terms": 1, "ts": -1, "seq": -1}, {"name": "conv_terms_ts_seq"});
 target.getCollection("reactions").createIndex({"conv": 1, "seq": 1, "emoji": 1, "user": 1}, {"name": "conv_seq_emoji_user", "unique": true});
 target.getCollection("media_refs").createIndex({"conv": 1, "media_id": 1, "seq": 1}, {"name": "conv_media_seq", "unique": true});
 target.getCollection("markers").createIndex({"user": 1, "conv": 1}, {"name": "user_conv"});

@@ -27,6 +27,9 @@ SCATTER_ALLOWED = {
     ("conversations", "list_conversations"),
     ("conversations", "memberships"),
     ("markers", "markers"),
+    # a search first finds the user's conversations on the members index (as a conversation list
+    # does), then queries the message log of exactly those
+    ("conversations", "search"),
     ("push_targets", "put_push_target"),  # a token changing hands: rare, and it must have one owner
     ("push_targets", "delete_push_tokens"),  # tokens the provider declared dead
 }

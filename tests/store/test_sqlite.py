@@ -240,3 +240,94 @@ def test_a_database_from_before_entry_kinds_is_upgraded(tmp_path: Path) -> None:
     assert edited.message is not None and edited.message.seq == 3
     assert store.message_view("general").messages[0].message.body == "new one"
     store.close()
+
+
+def test_a_deleted_messages_words_leave_the_files_when_the_index_is_compacted(tmp_path: Path) -> None:
+    """A deletion takes the message out of the search index at once (never found again, and the
+    index's row with its words is zeroed); FTS5 keeps the words in older index segments until they
+    are merged, which compact_search_index does in short steps."""
+    from chatcore.protocol import EntryKind
+    from chatcore.search import SearchQuery
+    from chatcore.store.base import NewMessage
+
+    path = tmp_path / "chatmq.db"
+    store = SQLiteStore(str(path))
+    seed(store)
+    store.append([msg("general", "bob", f"f{i}", body=f"filler keepword {i}") for i in range(300)])
+    store.append([msg("general", "alice", "m1", body="zebracorn quokkafish")])
+    (secret,) = store.search("bob", SearchQuery(("zebracorn",))).messages
+    store.append([NewMessage("general", "alice", "d1", "", 2, kind=EntryKind.DELETE, target=secret.message.seq)])
+    assert store.search("bob", SearchQuery(("quokkafish",))).messages == []
+    with store._connection() as conn:
+        assert conn.execute("SELECT count(*) FROM search_docs WHERE words LIKE '%zebracorn%'").fetchone() == (0,)
+    assert b"zebracorn" in _file_bytes(path)  # still in an index segment: why compaction exists
+    assert store.compact_search_index() >= 2
+    content = _file_bytes(path)
+    assert b"zebracorn" not in content and b"quokkafish" not in content and b"keepword" in content
+    assert len(store.search("bob", SearchQuery(("keepword",), limit=100)).messages) == 100
+    store.close()
+
+
+def test_an_older_database_gets_its_search_index_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schema 5 file (no search tables) is indexed on open, in batches that resume where the
+    last one stopped, with progress in the log; edits count, deletions and changes do not."""
+    import logging
+
+    from chatcore.protocol import EntryKind
+    from chatcore.search import SearchQuery
+    from chatcore.store import sqlite as sqlite_module
+    from chatcore.store.base import NewMessage
+
+    path = tmp_path / "chatmq.db"
+    store = SQLiteStore(str(path))
+    seed(store, ("general", "random"))
+    store.append([NewMessage(conv, "alice", f"{conv}-{i}", f"word{i % 3} in {conv}", 1000 + i)
+                  for i in range(10) for conv in ("general", "random")])  # fmt: skip
+    store.append([NewMessage("general", "alice", "e1", "edited words", 5000, kind=EntryKind.EDIT, target=1),
+                  NewMessage("general", "alice", "d1", "", 5001, kind=EntryKind.DELETE, target=3)])  # fmt: skip
+    store.close()
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP TABLE search; DROP TABLE search_docs; DROP TABLE search_backfill;"
+                      "PRAGMA user_version = 5;")
+    raw.close()
+
+    monkeypatch.setattr(sqlite_module, "SEARCH_BACKFILL_BATCH", 3)
+    with caplog.at_level(logging.INFO, logger="chatcore.store.sqlite"):
+        store = SQLiteStore(str(path))
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("search index:")]
+    assert progress[0].startswith("search index: building it for the 20 messages")
+    assert len(progress) >= 5 and progress[-1].startswith("search index: built (19 messages")
+    found = store.search("bob", SearchQuery(("word0",), limit=50)).messages
+    assert sorted((v.message.conv, v.message.seq) for v in found) == [
+        ("general", 4), ("general", 7), ("general", 10), ("random", 1), ("random", 4), ("random", 7),
+        ("random", 10)]  # general 1 was edited; general 3 deleted (word0 at seqs 1, 4, 7, 10)
+    assert [v.message.ts for v in found] == sorted((v.message.ts for v in found), reverse=True)
+    assert [v.message.seq for v in store.search("bob", SearchQuery(("edited",))).messages] == [1]
+    store.append([NewMessage("random", "bob", "new", "word0 later", 9000)])
+    assert store.search("bob", SearchQuery(("word0",))).messages[0].message.body == "word0 later"
+    store.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="chatcore.store.sqlite"):
+        SQLiteStore(str(path)).close()  # built: opening again does nothing
+    assert not [r for r in caplog.records if r.getMessage().startswith("search index:")]
+
+
+def test_search_reads_the_index_newest_first_without_sorting(tmp_path: Path) -> None:
+    from chatcore.search import SearchQuery
+
+    store = SQLiteStore(str(tmp_path / "chatmq.db"))
+    seed(store)
+    with store._connection() as conn:
+        traced: list[str] = []
+        conn.set_trace_callback(traced.append)
+        try:
+            store._idle.append(conn)
+            store.search("bob", SearchQuery(("x",), conv="general", sender="alice", limit=5))
+        finally:
+            conn.set_trace_callback(None)
+        (sql,) = [s for s in traced if "MATCH" in s]
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+    assert plan.startswith("SCAN search VIRTUAL TABLE") and "TEMP B-TREE" not in plan, plan
+    store.close()
