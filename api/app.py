@@ -24,6 +24,7 @@ from api import (
     presence,
     push,
     requestlog,
+    search,
     send,  # noqa: F401 - its route (POST .../messages) extends the conversations blueprint
     users,
     webapp,
@@ -62,7 +63,7 @@ def create_app(
     app.extensions[EXTENSION] = ApiContext(settings, store, redis_client)
 
     # manage.bp: conversations + management (push.py adds the mute routes, send.py POST .../messages)
-    for bp in (auth.bp, push.logout_bp, manage.bp, push.bp, presence.bp, users.bp, admin.bp, health.bp):
+    for bp in (auth.bp, push.logout_bp, manage.bp, push.bp, presence.bp, search.bp, users.bp, admin.bp, health.bp):
         app.register_api(bp)
     emqx.install(app)  # EMQX's HTTP auth hooks, when CHATMQ_EMQX_HOOK_SECRET is set
     media.install(app, settings, media_store)  # uploads: their own body limit and store

@@ -1,6 +1,7 @@
 """History pages over MQTT, for devices without an HTTP client.
 
-A device publishes a request on ``user/{me}/history/request`` (only it may); the answer goes to
+A device publishes a request on ``user/{me}/history/request`` (only it may): a history page, or a
+search (a request with ``q``, the page of ``GET /v1/search``); the answer goes to
 ``user/{me}/history/response`` (only it may read). The page is the HTTP API's (chatcore.history),
 with the same cursors, limits and access rule: the conversation and its members are read from the
 store for every request, so a removed member is refused at once, as over HTTP. Requests are read
@@ -17,18 +18,22 @@ import orjson
 
 from bridge.outbox import Outbox
 from bridge.worker import BatchWorker
-from chatcore.history import read_page
+from chatcore.history import SearchRefused, fit_search, read_page, search_messages
+from chatcore.ids import is_valid_id
 from chatcore.protocol import (
     QOS_HISTORY,
     HistoryErrorCode,
     HistoryRequestError,
+    SearchRequest,
     history_page,
     history_refused,
     history_response_topic,
     parse_history_request,
+    search_results,
 )
 from chatcore.ratelimit import MessageRate
-from chatcore.store.base import Store
+from chatcore.search import MAX_CURSOR_CHARS
+from chatcore.store.base import Store, search_result
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,8 @@ class HistoryWorker(BatchWorker[InboundRequest]):
             request = parse_history_request(item.payload)
         except HistoryRequestError as refusal:
             return history_refused(refusal)
+        if isinstance(request, SearchRequest):
+            return self._search(item.user, request, allowed)
         try:
             if not allowed:
                 raise HistoryRequestError(HistoryErrorCode.RATE_LIMITED, "too many history requests; try later",
@@ -82,3 +89,21 @@ class HistoryWorker(BatchWorker[InboundRequest]):
         envelope = len(orjson.dumps(history_page(request.id, request.conv, [], False, page.last_seq)))
         page = page.fit(request.max_bytes - envelope, newest_first=request.after is None)
         return history_page(request.id, request.conv, page.messages, page.has_more, page.last_seq)
+
+    def _search(self, user: str, request: SearchRequest, allowed: bool) -> dict[str, object]:
+        """A search request: ``GET /v1/search``'s page and refusals (chatcore.history), counted
+        against the same request rate, cut to the device's ``max_bytes``."""
+        try:
+            if not allowed:
+                raise SearchRefused(HistoryErrorCode.RATE_LIMITED, "too many history requests; try later")
+            page = search_messages(self._store, user, request.q, conv=request.conv, sender=request.sender,
+                                   before=request.before, limit=request.limit)
+        except SearchRefused as refusal:
+            return history_refused(HistoryRequestError(HistoryErrorCode(refusal.code), refusal.message, request.id,
+                                                       request.conv if is_valid_id(request.conv or "") else None))
+        except Exception as exc:  # the store failed: say so; the device asks again
+            log.warning("search request of %s failed: %s", user, exc)
+            return history_refused(HistoryRequestError(HistoryErrorCode.INTERNAL, "could not search now", request.id))
+        envelope = len(orjson.dumps(search_results(request.id, [], "x" * MAX_CURSOR_CHARS)))
+        page = fit_search(page, request.max_bytes - envelope)
+        return search_results(request.id, [search_result(v) for v in page.messages], page.next)

@@ -1,5 +1,6 @@
-"""History pages as devices get them: the same page over HTTP (api/conversations.py) and over MQTT
-(bridge/history.py), in either view of the log, so the two paths cannot drift apart."""
+"""History pages and search results as devices get them: the same page over HTTP
+(api/conversations.py, api/search.py) and over MQTT (bridge/history.py), with the same access rule,
+so the two paths cannot drift apart."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import orjson
 
-from chatcore.store.base import Conversation, Store
+from chatcore.ids import is_valid_id
+from chatcore.search import SearchQuery, SearchQueryError, parse_query
+from chatcore.store.base import Conversation, SearchPage, Store, search_result
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +52,52 @@ def read_page(
         return Page([v.to_payload() for v in views.messages], views.has_more, conversation.last_seq)
     page = store.history(conversation.id, before=before, after=after, limit=limit)
     return Page([m.to_payload() for m in page.messages], page.has_more, conversation.last_seq)
+
+
+class SearchRefused(Exception):
+    """A search the caller may not run as asked; ``code`` is the HTTP API's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # "bad_request" | "forbidden" | "not_found"
+        self.message = message
+
+
+def search_messages(
+    store: Store, user: str, q: str, *, conv: str | None = None, sender: str | None = None,
+    before: str | None = None, limit: int,
+) -> SearchPage:  # fmt: skip
+    """``user``'s search: refused for a query without words, a cursor the store did not make, a
+    sender that is no user id, or a conversation that does not exist or is not the user's; the
+    store reads the user's memberships again in the same query."""
+    try:
+        words = parse_query(q)
+    except SearchQueryError as exc:
+        raise SearchRefused("bad_request", str(exc)) from None
+    if conv is not None:
+        conversation = store.get_conversation(conv) if is_valid_id(conv) else None
+        if conversation is None:
+            raise SearchRefused("not_found", f"no conversation {conv!r}")
+        if user not in conversation.members:
+            raise SearchRefused("forbidden", "not a member of this conversation")
+    if sender is not None and not is_valid_id(sender):
+        raise SearchRefused("bad_request", f"sender: {sender!r} is not a user id")
+    try:
+        return store.search(user, SearchQuery(words, conv=conv, sender=sender, before=before, limit=limit))
+    except SearchQueryError as exc:
+        raise SearchRefused("bad_request", str(exc)) from None
+
+
+def fit_search(page: SearchPage, budget: int) -> SearchPage:
+    """The page cut to ``budget`` bytes of encoded results, keeping the newest and always one, so
+    paging always moves on; a cut page has more (its cursor continues after the last one kept)."""
+    used, kept = 0, 0
+    for view in page.messages:
+        size = len(orjson.dumps(search_result(view))) + 1
+        if kept and used + size > budget:
+            break
+        used += size
+        kept += 1
+    if kept == len(page.messages):
+        return page
+    return SearchPage(page.messages[:kept], page.cursors[:kept], True)

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chatcore import search
 from chatcore.ids import is_valid_id
 
 PROTOCOL_VERSION = 1
@@ -341,6 +342,19 @@ class HistoryRequest(_Inbound):
     max_bytes: int = Field(default=DEFAULT_HISTORY_REPLY_BYTES, ge=MIN_HISTORY_REPLY_BYTES, le=MAX_HISTORY_REPLY_BYTES)
 
 
+class SearchRequest(_Inbound):
+    """``user/{user}/history/request`` with ``q``: one page of search results over MQTT, with the
+    HTTP API's parameters (``GET /v1/search``)."""
+
+    id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_CHARS)
+    q: str
+    conv: str | None = None
+    sender: str | None = None
+    before: str | None = Field(default=None, max_length=search.MAX_CURSOR_CHARS)
+    limit: int = Field(default=search.DEFAULT_SEARCH_LIMIT, ge=1, le=search.MAX_SEARCH_LIMIT)
+    max_bytes: int = Field(default=DEFAULT_HISTORY_REPLY_BYTES, ge=MIN_HISTORY_REPLY_BYTES, le=MAX_HISTORY_REPLY_BYTES)
+
+
 class HistoryErrorCode(enum.StrEnum):
     """Why a history request over MQTT was refused: the HTTP API's codes for the same cases."""
 
@@ -438,8 +452,9 @@ def _salvage_client_msg_id(raw: bytes) -> str | None:
     return _readable_id(data.get("client_msg_id")) if isinstance(data, dict) else None
 
 
-def parse_history_request(raw: bytes) -> HistoryRequest:
-    """Validate a history request; the error echoes the request's id (and conv) when readable."""
+def parse_history_request(raw: bytes) -> HistoryRequest | SearchRequest:
+    """Validate a history request, or a search request (one with ``q``); the error echoes the
+    request's id (and conv) when readable."""
     try:
         data = decode_json_object(raw)
     except PayloadError as exc:
@@ -447,6 +462,11 @@ def parse_history_request(raw: bytes) -> HistoryRequest:
     request_id = data.get("id") if isinstance(data.get("id"), str) else ""
     request_id = request_id if 0 < len(request_id) <= MAX_REQUEST_ID_CHARS else ""
     conv = data.get("conv") if isinstance(data.get("conv"), str) and is_valid_id(data.get("conv")) else None
+    if "q" in data:
+        try:
+            return SearchRequest.model_validate(data)
+        except ValidationError as exc:
+            raise HistoryRequestError(HistoryErrorCode.BAD_REQUEST, _describe(exc), request_id, conv) from None
     try:
         request = HistoryRequest.model_validate(data)
     except ValidationError as exc:
@@ -530,6 +550,11 @@ def history_page(
         "id": request_id, "conv": conv, "status": "ok", "messages": messages, "has_more": has_more,
         "last_seq": last_seq,
     }
+
+
+def search_results(request_id: str, results: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    """``user/{user}/history/response``: a page of search results, as ``GET /v1/search`` has it."""
+    return {"id": request_id, "status": "ok", "results": results, "next": next_cursor}
 
 
 def history_refused(error: HistoryRequestError) -> dict[str, Any]:

@@ -189,6 +189,31 @@ def test_history_over_mqtt_examples_match_the_code(doc: str) -> None:
     assert f"default {protocol.DEFAULT_HISTORY_REPLY_BYTES}" in section
 
 
+def test_search_examples_match_the_code(doc: str) -> None:
+    from chatcore import search
+    from chatcore.store.base import search_result
+
+    section = _section(doc, "`GET /v1/search`")
+    (page,) = _json_blocks(section)
+    assert set(page) == {"results", "next"}
+    search.decode_cursor(page["next"], (int,))  # a cursor the embedded store makes
+    over_mqtt = _section(doc, "Search over MQTT: a request with `q`")
+    request, reply = _json_blocks(over_mqtt)
+    parsed = protocol.parse_history_request(protocol.encode(request))
+    assert isinstance(parsed, protocol.SearchRequest) and parsed.q == request["q"]
+    assert protocol.search_results(reply["id"], reply["results"], reply["next"]) == reply
+    for result in [*page["results"], *reply["results"]]:
+        view = MessageView(_stored({k: v for k, v in result.items() if k not in ("edited", "deleted")}))
+        assert search_result(view) == result
+    fields = {row[0] for row in _table(over_mqtt)}
+    assert fields == {"`id`", "`q`", "`conv`, `sender`, `before`, `limit`", "`max_bytes`"}
+    assert set(protocol.SearchRequest.model_fields) == {"id", "q", "conv", "sender", "before", "limit", "max_bytes"}
+    limits = {row[0]: row[1] for row in _table(_section(doc, "Limits"))}
+    assert limits["search (`q`)"] == (f"at most {search.MAX_QUERY_CHARS} characters and {search.MAX_QUERY_TERMS} "
+                                      f"different words; each word is cut to {search.MAX_TERM_CHARS} characters")
+    assert limits["search page (`limit`)"] == f"1 to {search.MAX_SEARCH_LIMIT}, default {search.DEFAULT_SEARCH_LIMIT}"
+
+
 def test_receipt_examples_match_the_code(doc: str) -> None:
     sent, refused = _json_blocks(_section(doc, "`chat/{conv}/receipt/{user}`: delivered / read receipt"))
     parsed = protocol.parse_receipt(protocol.encode(sent))

@@ -339,7 +339,13 @@ class SearchPage:
     """One page of search results: messages as they stand now (no reactions), newest first."""
 
     messages: list[MessageView]
-    next: str | None  # the cursor of the next (older) page; None: this was the last
+    cursors: list[str]  # each result's position: ``before=`` it continues after that result
+    has_more: bool  # older results exist after the last one
+
+    @property
+    def next(self) -> str | None:
+        """The cursor of the next (older) page; None: this was the last."""
+        return self.cursors[-1] if self.has_more and self.cursors else None
 
     def to_payload(self) -> dict[str, Any]:
         return {"results": [search_result(v) for v in self.messages], "next": self.next}

@@ -722,7 +722,7 @@ class MongoStore(Store):
         if query.conv is not None:
             convs = [c for c in convs if c == query.conv]
         if not convs:
-            return SearchPage([], None)
+            return SearchPage([], [], False)
         spec: dict[str, Any] = {"conv": {"$in": convs}, "terms": {"$all": list(query.words)}}
         if query.sender is not None:
             spec["sender"] = query.sender
@@ -732,11 +732,8 @@ class MongoStore(Store):
                            {"ts": ts, "conv": conv, "seq": {"$lt": seq}}]  # fmt: skip
         docs = list(self._history.find(spec).sort(_NEWEST_FIRST).limit(query.limit + 1))
         page = docs[: query.limit]
-        cursor = None
-        if len(docs) > len(page):
-            last = page[-1]
-            cursor = encode_cursor([int(last["ts"]), last["conv"], int(last["seq"])])
-        return SearchPage([_view(doc, {}) for doc in page], cursor)
+        cursors = [encode_cursor([int(doc["ts"]), doc["conv"], int(doc["seq"])]) for doc in page]
+        return SearchPage([_view(doc, {}) for doc in page], cursors, len(docs) > len(page))
 
     def media_attached(self, conv_id: str, media_id: str) -> bool:
         return self._media_refs.find_one({"conv": conv_id, "media_id": media_id}, {"_id": 1}) is not None

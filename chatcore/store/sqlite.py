@@ -15,6 +15,12 @@ transaction as the entry, so ``message_view`` reads one page of messages as they
 indexed queries instead of replaying the log. A deletion erases: the message's body and
 attachments and the text of its edits are overwritten in place (``secure_delete`` zeroes the
 freed bytes) and the write-ahead log is checkpointed and truncated, so the text leaves the files.
+
+Search: ``search_docs`` holds each message's words as it stands (chatcore.search), numbered in
+server-time order, and the FTS5 table ``search`` indexes them (external content); both are written
+in the append's transaction: a message is indexed when stored, reindexed by an edit, removed by a
+deletion (``unindex``, also for whoever removes messages otherwise). FTS5 drops removed words from
+its older segments only when it merges them: ``compact_search_index`` does so in short steps.
 """
 
 from __future__ import annotations
@@ -742,7 +748,7 @@ class SQLiteStore(Store):
             rows = conn.execute(sql, (*params, query.limit + 1)).fetchall()
         page = rows[: query.limit]
         more = len(rows) > query.limit
-        return SearchPage([_view(row[:-1], {}) for row in page], encode_cursor([page[-1][-1]]) if more else None)
+        return SearchPage([_view(row[:-1], {}) for row in page], [encode_cursor([row[-1]]) for row in page], more)
 
     def compact_search_index(self) -> int:
         # FTS5 drops a deleted message's words from its segments only when it merges them;

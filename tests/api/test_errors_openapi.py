@@ -85,6 +85,7 @@ def test_openapi_document_is_generated_and_valid(client: FlaskClient) -> None:
         "/v1/users/{user}",
         "/v1/media",
         "/v1/media/{media_id}",
+        "/v1/search",
         "/healthz",
         "/readyz",
     }
