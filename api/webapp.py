@@ -83,6 +83,7 @@ def install(app: Flask, settings: Settings) -> None:
             "ws_path": WS_PATH,
             "api_url": "",
             "heartbeat_interval_s": settings.heartbeat_interval_s,
+            "max_body_bytes": settings.max_body_bytes,
         })  # fmt: skip
         response.headers["Cache-Control"] = "no-cache"
         return response

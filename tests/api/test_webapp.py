@@ -84,7 +84,7 @@ def test_without_a_build_the_app_says_how_to_make_one(make_app: Callable[..., Fl
 def test_config_tells_the_page_where_the_broker_is(make_app: Callable[..., Flask], web_dir: Path) -> None:
     config = make_app(web_dir=web_dir, ws_port=9083).test_client().get("/app/config.json").get_json()
     assert config == {"ws_url": None, "ws_port": 9083, "wss_port": None, "ws_path": "/mqtt", "api_url": "",
-                      "heartbeat_interval_s": 30.0}
+                      "heartbeat_interval_s": 30.0, "max_body_bytes": 4096}
     behind_proxy = make_app(web_dir=web_dir, ws_public_url="wss://chat.example.com/mqtt", ws_tls_port=8084)
     config = behind_proxy.test_client().get("/app/config.json").get_json()
     assert config["ws_url"] == "wss://chat.example.com/mqtt" and config["wss_port"] == 8084

@@ -111,6 +111,11 @@ def test_two_tabs_of_one_user_share_one_connection(stack: Stack, app: Callable[.
     assert first.shown() == second.shown() == [(1, "to both tabs"), (2, "from the first tab")]
     assert connections(stack, alice_id) == [connection], "still the one connection"
 
+    first.send("x" * 5000)  # over the body limit: refused by the library, never queued
+    first.page.locator(".composer [role=alert]", has_text="at most 4096").wait_for()
+    assert first.page.evaluate("chatmq.snapshot.outbox") == []
+    assert connections(stack, alice_id) == [connection]
+
 
 def test_closing_one_tab_keeps_the_other_live(stack: Stack, app: Callable[..., ChatPage],
                                               pair: tuple[str, str, str]) -> None:

@@ -15,6 +15,7 @@ async function boot() {
       wsUrl: brokerUrl(config, location),
       apiUrl: config.api_url ?? '',
       heartbeatMs: config.heartbeat_interval_s * 1000,
+      maxBodyBytes: config.max_body_bytes,
       shared: params.get('shared') === 'off' ? false : undefined, // ?shared=off: one connection for this tab
     });
     globalThis.chatmq = client; // for the console (and the browser tests)

@@ -165,6 +165,17 @@ test('replies and changes go through the outbox with their kind and target', asy
   await assert.rejects(t.engine.change('team', 'edit', 0, { body: 'x' }), /target must be a seq/);
 });
 
+test('a body over the limit is refused before it is queued (it could never go out)', async (ctx) => {
+  const t = await setup(ctx);
+  await online(t);
+  await assert.rejects(t.engine.send('team', 'é'.repeat(2049)), (exc) => exc.code === 'too_large');
+  await assert.rejects(t.engine.change('team', 'edit', 1, { body: 'x'.repeat(4097) }), /at most 4096/);
+  assert.equal(t.engine.outbox.size, 0);
+  assert.deepEqual(t.broker.last.sent('chat/'), []);
+  await t.engine.send('team', 'x'.repeat(4096));
+  assert.equal(t.engine.outbox.size, 1);
+});
+
 test('an edit or a delete of the last message shows in the conversation list', async (ctx) => {
   const t = await setup(ctx);
   await online(t);

@@ -54,7 +54,7 @@ export class ChatClient {
 
   async #open(shared, workerUrl) {
     const config = { wsUrl: this.config.wsUrl, apiUrl: this.config.apiUrl, heartbeatMs: this.config.heartbeatMs,
-      dbName: this.config.dbName };
+      maxBodyBytes: this.config.maxBodyBytes, dbName: this.config.dbName };
     if (shared) {
       const locked = await this.#holdTabLock();
       const worker = new SharedWorker(workerUrl, { type: 'module', name: 'chatmq' });

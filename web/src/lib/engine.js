@@ -35,8 +35,8 @@ export class ChatEngine {
    *          fetch?: typeof fetch, log?: (line: string) => void}} options
    */
   constructor({ store, mqttConnect, wsUrl, apiUrl = '', device, heartbeatMs = 30_000, resendAfterMs = 10_000,
-    backoff = new Backoff(), fetch: fetcher, log = () => {} }) {
-    Object.assign(this, { store, mqttConnect, wsUrl, heartbeatMs, resendAfterMs, backoff, log });
+    maxBodyBytes = 4096, backoff = new Backoff(), fetch: fetcher, log = () => {} }) {
+    Object.assign(this, { store, mqttConnect, wsUrl, heartbeatMs, resendAfterMs, maxBodyBytes, backoff, log });
     this.device = requireId(device, 'device');
     this.api = new HistoryApi({ baseUrl: apiUrl, ...(fetcher ? { fetch: fetcher } : {}) });
     /** @type {{user: string, token: string, expires_at: number}|null} */
@@ -537,6 +537,13 @@ export class ChatEngine {
   async #queue(conv, payload) {
     if (!this.session) throw new Error('not signed in');
     requireId(conv, 'conversation');
+    const bytes = new TextEncoder().encode(payload.body ?? '').length;
+    if (bytes > this.maxBodyBytes) {
+      // refused here, never queued: the server would refuse it too, and a packet above the
+      // broker's limit would close the connection again on every resend
+      throw Object.assign(new Error(`the message is ${bytes} bytes of UTF-8; at most ${this.maxBodyBytes}`),
+        { code: 'too_large' });
+    }
     const item = await this.outbox.add(conv, payload);
     this.emit('outbox', this.outbox.items());
     return item;

@@ -19,7 +19,8 @@ export async function browserDevice(store) {
 }
 
 /**
- * @param {{wsUrl: string, apiUrl?: string, heartbeatMs?: number, dbName?: string, deviceSuffix?: string}} config
+ * @param {{wsUrl: string, apiUrl?: string, heartbeatMs?: number, maxBodyBytes?: number, dbName?: string,
+ *          deviceSuffix?: string}} config
  * @param {Function} mqttConnect the MQTT library's connect (mqtt.js)
  */
 export async function createEngine(config, mqttConnect, log = (line) => console.debug(`chatmq: ${line}`)) {
@@ -30,6 +31,7 @@ export async function createEngine(config, mqttConnect, log = (line) => console.
     wsUrl: config.wsUrl,
     apiUrl: config.apiUrl ?? '',
     heartbeatMs: config.heartbeatMs ?? 30_000,
+    maxBodyBytes: config.maxBodyBytes ?? 4096,
     backoff: new Backoff({ min: 500, max: 15_000 }),
   });
   return engine;
