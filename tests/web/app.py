@@ -81,6 +81,12 @@ def connections(stack: Stack, user: str) -> list[dict[str, Any]]:
         return list(channel.request(Command.CLIENTS, {"user": user}))
 
 
+def connection_ids(stack: Stack, user: str) -> list[tuple[str, int]]:
+    """Which connections (client id, connected since): the same pair later is the same connection,
+    never dropped and made again (subscription and queue counts move while it lives)."""
+    return [(row["client_id"], row["connected_since"]) for row in connections(stack, user)]
+
+
 def add_users_and_conversation(stack: Stack, users: list[str], conv: str, title: str | None = None) -> None:
     """Straight into the stack's store (what `chatmq user add` and `conv create` do, without a
     process start each): the running broker sees the membership within its refresh interval."""

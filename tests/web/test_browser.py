@@ -14,7 +14,7 @@ import pytest
 
 from tests.clients.proxy import FlakyLink
 from tests.stack import Stack
-from tests.web.app import ChatPage, add_users_and_conversation, connections, eventually
+from tests.web.app import ChatPage, add_users_and_conversation, connection_ids, connections, eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -97,7 +97,7 @@ def test_two_tabs_of_one_user_share_one_connection(stack: Stack, app: Callable[.
     second = app(context=first.page.context)  # another tab of the same browser: already signed in
     second.wait_online()
     assert first.page.evaluate("chatmq.mode") == second.page.evaluate("chatmq.mode") == "shared"
-    (connection,) = connections(stack, alice_id)
+    (connection,) = connection_ids(stack, alice_id)
 
     first.open_conversation(conv)
     second.open_conversation(conv)
@@ -109,12 +109,12 @@ def test_two_tabs_of_one_user_share_one_connection(stack: Stack, app: Callable[.
     second.wait_for_body("from the first tab")
     first.wait_for_body("from the first tab")
     assert first.shown() == second.shown() == [(1, "to both tabs"), (2, "from the first tab")]
-    assert connections(stack, alice_id) == [connection], "still the one connection"
+    assert connection_ids(stack, alice_id) == [connection], "still the one connection"
 
     first.send("x" * 5000)  # over the body limit: refused by the library, never queued
     first.page.locator(".composer [role=alert]", has_text="at most 4096").wait_for()
     assert first.page.evaluate("chatmq.snapshot.outbox") == []
-    assert connections(stack, alice_id) == [connection]
+    assert connection_ids(stack, alice_id) == [connection]
 
 
 def test_closing_one_tab_keeps_the_other_live(stack: Stack, app: Callable[..., ChatPage],
@@ -124,14 +124,14 @@ def test_closing_one_tab_keeps_the_other_live(stack: Stack, app: Callable[..., C
     second = app(context=first.page.context)
     second.wait_online()
     second.open_conversation(conv)
-    (connection,) = connections(stack, alice_id)
+    (connection,) = connection_ids(stack, alice_id)
 
     first.page.close()
     with stack.client(bob_id, device="phone") as bob:
         bob.send(conv, "after the first tab closed").result(timeout=10)
         second.wait_for_body("after the first tab closed")
         assert second.state() == "online"
-        assert connections(stack, alice_id) == [connection], "the same connection, never dropped"
+        assert connection_ids(stack, alice_id) == [connection], "the same connection, never dropped"
         second.send("the second tab still sends")
         second.wait_for_body("the second tab still sends")
 
