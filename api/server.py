@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from functools import partial
 from typing import Any
 
@@ -59,8 +60,13 @@ def max_body_bytes(settings: Settings) -> int:
 
 def build_front(settings: Settings, main_pid: int, _target: str = "") -> BufferedFront:
     """Runs in each worker after the fork: it ends with the main process (even a SIGKILLed one),
-    logging, then the app behind its buffering front."""
-    end_with_parent(main_pid)
+    logging, then the app behind its buffering front.
+
+    The worker's main thread runs inside granian's native server loop, where a Python signal
+    handler may never get to run, so a SIGTERM from the kernel could be left pending while the
+    orphan goes on serving: the worker is ended with SIGKILL instead. The API keeps no state a
+    worker must flush (every store write is its own transaction)."""
+    end_with_parent(main_pid, signal.SIGKILL)
     logs.configure(settings.log_level, settings.log_format, settings.log_levels)
     return BufferedFront(create_app(settings), threads=THREADS_PER_WORKER, max_body_bytes=max_body_bytes(settings),
                          body_grace_s=settings.http_read_timeout_s)
