@@ -99,6 +99,10 @@ class Conversation:
     owner: str | None = None
     created_at: int = 0
     last_seq: int = 0
+    # Where the retained log starts: every seq below it was purged by retention (history never
+    # answers them again, and clients do not take them for gaps). 1 while nothing was purged.
+    first_seq: int = 1
+    retention_days: int | None = None  # None: the deployment's default; 0: keep forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +532,21 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Erased:
+    """What one erasing write of the data lifecycle removed (``Store.purge_expired``,
+    ``erase_messages``, ``delete_conversation``)."""
+
+    seqs: tuple[int, ...] = ()  # purge: the entries removed; erase: the messages made tombstones
+    media: tuple[str, ...] = ()  # media ids the erased messages attached: the caller erases them from the
+    # media store unless another message still attaches them (chatcore.media.erase_media)
+    first_seq: int = 1  # purge: where the conversation's retained log starts now
+    more: bool = False  # purge: expired entries remain beyond this batch (call again)
+
+
+ERASED_BY_ADMIN = "@admin"  # chatcore.config.ADMIN_USER: the tombstone of an operator's redaction or erasure
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """An operator's subscription: POST these events, signed with ``secret``, to ``url``."""
 
@@ -833,6 +852,55 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def remove_webhook(self, webhook_id: str) -> bool: ...
+
+    # --- data lifecycle: retention and erasure (chatcore/lifecycle.py drives these) --------------
+    @abc.abstractmethod
+    def set_retention(self, conv_id: str, days: int | None) -> None:
+        """Keep the conversation's entries ``days`` days (0: forever; None: the deployment's
+        default). Raises NotFound."""
+
+    @abc.abstractmethod
+    def purge_expired(self, conv_id: str, before_ts: int, limit: int) -> Erased:
+        """Remove at most ``limit`` of the conversation's oldest entries whose ``ts`` is below
+        ``before_ts``, in seq order and stopping at the first that is younger, so the retained log
+        stays one run of seqs from ``first_seq`` (which moves past them) to ``last_seq``. What the
+        removed messages left elsewhere goes in the same write: their state, reactions, media
+        references, search index rows, and the text of their edits that are still retained (those
+        become erased entries). Raises NotFound for an unknown conversation."""
+
+    @abc.abstractmethod
+    def erase_messages(self, conv_id: str, seqs: Sequence[int], by: str, ts: int) -> Erased:
+        """An operator's erasure of messages at ``seqs`` (a redaction, or a user's erasure): each
+        becomes a tombstone exactly as a deletion makes one (body, attachments, the text of its
+        edits, reactions and search index rows erased), with no entry of its own: the tombstone's
+        ``deleted`` names ``by`` and the message's own seq. Seqs that are not messages, already
+        deleted or not in the log are skipped (idempotent); ``Erased.seqs`` lists those erased
+        now. Raises NotFound for an unknown conversation."""
+
+    @abc.abstractmethod
+    def messages_of(self, conv_id: str, user: str, *, after: int = 0, limit: int = 500) -> list[int]:
+        """Seqs above ``after`` (ascending, at most ``limit``) of the messages ``user`` sent to the
+        conversation that are not deleted: what an erasure of the user pages through."""
+
+    @abc.abstractmethod
+    def erase_reactions(self, conv_id: str, user: str) -> int:
+        """Take away every reaction ``user`` put on the conversation's messages and blank their
+        react and unreact entries (erased, no emoji). Returns how many reactions went."""
+
+    @abc.abstractmethod
+    def forget_user(self, user_id: str) -> list[str]:
+        """The account part of a user's erasure, in one write: disabled, no password, no display
+        name or avatar; their markers, mutes and push targets deleted; removed from every
+        conversation (members are told as for any removal). The user id stays, so it is never given
+        to someone else and tombstones keep naming it. Returns the conversations they left.
+        Raises NotFound."""
+
+    @abc.abstractmethod
+    def delete_conversation(self, conv_id: str) -> Erased:
+        """Delete the conversation and everything of it: log, state, reactions, media references,
+        search index rows, markers, mutes, members (each told, as for a removal), its pending
+        notifier work and its delivery log. ``Erased.media`` lists what it attached. Raises
+        NotFound."""
 
     # --- lifecycle --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -86,6 +86,7 @@ from chatcore.store.base import (
     ConversationEvent,
     Delivery,
     DispatchBatch,
+    Erased,
     HistoryPage,
     Marker,
     MembershipChanges,
@@ -550,25 +551,31 @@ class MongoStore(Store):
                 )
         elif entry.kind == EntryKind.DELETE:
             doc = self._messages.find_one({"conv": conv, "seq": target}) or {}
-            if "delete_seq" in doc:
-                erased = tuple(doc.get("erased_media") or ())
-            else:
-                erased = tuple(dict.fromkeys(_media_ids(doc.get("attachments") or ())))
-            self._messages.update_one(
-                {"conv": conv, "seq": target},
-                {"$set": {"body": "", "attachments": [], "erased": True, "delete_seq": entry.seq,
-                          "deleted_by": entry.sender, "deleted_at": entry.ts, "erased_media": list(erased)},
-                 "$unset": {"cur_body": "", "edit_seq": "", "edited_at": "", "terms": ""}},
-            )
-            edits = [int(seq) for seq in doc.get("edit_seqs") or ()]
-            if edits:
-                self._messages.update_many(
-                    {"conv": conv, "seq": {"$in": edits}}, {"$set": {"body": "", "erased": True}}
-                )
-            self._reactions.delete_many({"conv": conv, "seq": target})
-            self._media_refs.delete_many({"conv": conv, "seq": target})
-            return erased
+            return self._erase_message(conv, doc, Change(entry.seq, entry.sender, entry.ts))
         return ()
+
+    def _erase_message(self, conv: str, doc: dict[str, Any], deletion: Change) -> tuple[str, ...]:
+        """Make the stored message ``doc`` a tombstone (a deletion, or an operator's erasure); each
+        step idempotent. Returns the media it attached."""
+        if not doc:
+            return ()
+        seq = int(doc["seq"])
+        if "delete_seq" in doc:
+            erased = tuple(doc.get("erased_media") or ())
+        else:
+            erased = tuple(dict.fromkeys(_media_ids(doc.get("attachments") or ())))
+        self._messages.update_one(
+            {"conv": conv, "seq": seq},
+            {"$set": {"body": "", "attachments": [], "erased": True, "delete_seq": deletion.seq,
+                      "deleted_by": deletion.by, "deleted_at": deletion.ts, "erased_media": list(erased)},
+             "$unset": {"cur_body": "", "edit_seq": "", "edited_at": "", "terms": ""}},
+        )
+        edits = [int(s) for s in doc.get("edit_seqs") or ()]
+        if edits:
+            self._messages.update_many({"conv": conv, "seq": {"$in": edits}}, {"$set": {"body": "", "erased": True}})
+        self._reactions.delete_many({"conv": conv, "seq": seq})
+        self._media_refs.delete_many({"conv": conv, "seq": seq})
+        return erased
 
     def _add_media_refs(self, messages: Sequence[Message]) -> None:
         docs = [{"conv": m.conv, "media_id": media_id, "seq": m.seq}
@@ -635,7 +642,8 @@ class MongoStore(Store):
         if self._stored_upto.get(conv) != first - 1:
             below = self._messages.find_one({"conv": conv, "seq": {"$lt": first}}, {"seq": 1},
                                             sort=[("seq", DESCENDING)])  # fmt: skip
-            self._fill_hole(conv, range(int(below["seq"]) + 1 if below else 1, first))
+            retained_from = int(counter.get("first_seq", 1))  # below it retention purged: no hole
+            self._fill_hole(conv, range(max(int(below["seq"]) + 1 if below else 1, retained_from), first))
         return first
 
     def _fill_hole(self, conv: str, seqs: range) -> None:
@@ -983,6 +991,109 @@ class MongoStore(Store):
         return self._webhooks.delete_one({"_id": webhook_id}).deleted_count > 0
 
     # --- lifecycle --------------------------------------------------------------------------
+    # --- data lifecycle: retention and erasure --------------------------------------------------
+    # No multi-document transactions (see the module doc): each method writes in an order that a
+    # repeat after a crash completes (a purge moves first_seq last; erasure steps are idempotent).
+    def set_retention(self, conv_id: str, days: int | None) -> None:
+        if self._convs.update_one({"_id": conv_id}, {"$set": {"retention_days": days}}).matched_count == 0:
+            raise NotFound(f"no conversation {conv_id!r}")
+
+    def purge_expired(self, conv_id: str, before_ts: int, limit: int) -> Erased:
+        conv = self._convs.find_one({"_id": conv_id}, {"first_seq": 1})
+        if conv is None:
+            raise NotFound(f"no conversation {conv_id!r}")
+        first = int(conv.get("first_seq", 1))
+        docs = list(self._messages.find({"conv": conv_id, "seq": {"$gte": first}},
+                                        {"seq": 1, "ts": 1, "edit_seqs": 1, "delete_seq": 1})
+                    .sort("seq", ASCENDING).limit(limit + 1))  # fmt: skip
+        expired: list[dict[str, Any]] = []
+        for doc in docs[:limit]:
+            if int(doc["ts"]) >= before_ts:
+                break
+            expired.append(doc)
+        more = len(expired) == limit and len(docs) > limit and int(docs[limit]["ts"]) < before_ts
+        if not expired:
+            return Erased(first_seq=first)
+        high = int(expired[-1]["seq"])
+        span = {"conv": conv_id, "seq": {"$gte": first, "$lte": high}}
+        media = tuple(dict.fromkeys(r["media_id"] for r in self._media_refs.find(span, {"media_id": 1})))
+        kept_edits = [int(seq) for doc in expired if "delete_seq" not in doc
+                      for seq in doc.get("edit_seqs") or () if int(seq) > high]  # fmt: skip
+        if kept_edits:
+            self._messages.update_many({"conv": conv_id, "seq": {"$in": kept_edits}},
+                                       {"$set": {"body": "", "erased": True}})  # fmt: skip
+        self._reactions.delete_many(span)
+        self._messages.delete_many(span)
+        self._outbox.delete_many({"conv": conv_id, "kind": OUTBOX_MESSAGE, "seq": {"$lte": high}})
+        self._media_refs.delete_many(span)
+        self._convs.update_one({"_id": conv_id}, {"$max": {"first_seq": high + 1}})
+        return Erased(seqs=tuple(range(first, high + 1)), media=media, first_seq=high + 1, more=more)
+
+    def erase_messages(self, conv_id: str, seqs: Sequence[int], by: str, ts: int) -> Erased:
+        if self._convs.find_one({"_id": conv_id}, {"_id": 1}) is None:
+            raise NotFound(f"no conversation {conv_id!r}")
+        wanted = list(dict.fromkeys(int(s) for s in seqs))
+        docs = {int(d["seq"]): d for d in self._messages.find({"conv": conv_id, "seq": {"$in": wanted}})}
+        erased: list[int] = []
+        media: dict[str, None] = {}
+        for seq in wanted:
+            doc = docs.get(seq)
+            if doc is None or doc.get("kind") or "delete_seq" in doc:
+                continue  # not in the log, not a message, or deleted already
+            media.update(dict.fromkeys(self._erase_message(conv_id, doc, Change(seq, by, ts))))
+            erased.append(seq)
+        return Erased(seqs=tuple(erased), media=tuple(media))
+
+    def messages_of(self, conv_id: str, user: str, *, after: int = 0, limit: int = 500) -> list[int]:
+        found = self._messages.find(
+            {"conv": conv_id, "sender": user, "seq": {"$gt": after}, "kind": None,
+             "delete_seq": {"$exists": False}, "erased": {"$ne": True}},
+            {"seq": 1},
+        ).sort("seq", ASCENDING).limit(limit)  # fmt: skip
+        return [int(d["seq"]) for d in found]
+
+    def erase_reactions(self, conv_id: str, user: str) -> int:
+        gone = self._reactions.count_documents({"conv": conv_id, "user": user, "active": True})
+        self._reactions.delete_many({"conv": conv_id, "user": user})
+        self._messages.update_many(
+            {"conv": conv_id, "sender": user, "kind": {"$in": [str(EntryKind.REACT), str(EntryKind.UNREACT)]}},
+            {"$set": {"body": "", "erased": True}, "$unset": {"emoji": ""}},
+        )
+        return int(gone)
+
+    def forget_user(self, user_id: str) -> list[str]:
+        result = self._users.update_one(
+            {"_id": user_id},
+            {"$set": {"disabled": True, "password_hash": "", "display_name": None, "avatar": None}},
+        )
+        if result.matched_count == 0:
+            raise NotFound(f"no user {user_id!r}")
+        self._bump_users()
+        self._markers.delete_many({"user": user_id})
+        self._mutes.delete_many({"user": user_id})  # a rare operator action may ask every shard
+        self._push_targets.delete_many({"user": user_id})
+        left = [str(d["_id"]) for d in self._convs.find({"members": user_id}, {"_id": 1}).sort("_id", ASCENDING)]
+        for conv in left:
+            self.remove_member(conv, user_id)
+        return left
+
+    def delete_conversation(self, conv_id: str) -> Erased:
+        doc = self._convs.find_one({"_id": conv_id}, {"members": 1})
+        if doc is None:
+            raise NotFound(f"no conversation {conv_id!r}")
+        members = list(doc.get("members") or ())
+        media = tuple(dict.fromkeys(r["media_id"] for r in self._media_refs.find({"conv": conv_id}, {"media_id": 1})))
+        for collection in (self._messages, self._reactions, self._media_refs, self._mutes):
+            collection.delete_many({"conv": conv_id})
+        self._markers.delete_many({"conv": conv_id})  # a rare operator action may ask every shard
+        self._outbox.delete_many({"conv": conv_id})
+        self._deliveries.delete_many({"order_key": {"$regex": ":" + re.escape(conv_id) + "$"}})
+        self._convs.delete_one({"_id": conv_id})
+        for user in members:  # told as for a removal (their clients drop the conversation)
+            self._record_event(EVENT_MEMBER_REMOVED, conv_id, user, None, [user], now_ms())
+        self._bump_membership(conv_id)
+        return Erased(media=media)
+
     def ping(self) -> None:
         self._db.command("ping")
 
@@ -1030,6 +1141,8 @@ def _conversation(doc: dict[str, Any]) -> Conversation:
         owner=doc.get("owner"),
         created_at=int(doc.get("created_at", 0)),
         last_seq=int(doc.get("last_seq", 0)),
+        first_seq=int(doc.get("first_seq", 1)),
+        retention_days=doc.get("retention_days"),
     )
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from chatcore.ids import require_id
-from chatcore.protocol import CHANGE_KINDS, EntryKind
+from chatcore.protocol import CHANGE_KINDS, MAX_SEQ, EntryKind
 from chatcore.search import SearchQuery, decode_cursor, encode_cursor, fts5_match, indexed_text
 from chatcore.store.base import (
     DELIVERED,
@@ -61,6 +61,7 @@ from chatcore.store.base import (
     ConversationEvent,
     Delivery,
     DispatchBatch,
+    Erased,
     HistoryPage,
     Marker,
     MembershipChanges,
@@ -270,9 +271,12 @@ _ADDED_COLUMNS = (
     # schema 4, entry kinds: NULL kind is a message, as every row written before
     ("messages", "kind", "TEXT"), ("messages", "target", "INTEGER"), ("messages", "reply_to", "INTEGER"),
     ("messages", "emoji", "TEXT"), ("messages", "erased", "INTEGER NOT NULL DEFAULT 0"),
+    # retention: where the retained log starts, and the conversation's own policy (NULL: the default)
+    ("conversations", "first_seq", "INTEGER NOT NULL DEFAULT 1"), ("conversations", "retention_days", "INTEGER"),
 )
 _USER_COLUMNS = "id, password_hash, disabled, created_at, display_name, avatar"
-_CONV_COLUMNS = "id, title, owner, created_at, last_seq"
+_CONV_COLUMNS = "id, title, owner, created_at, last_seq, first_seq, retention_days"
+_CONV_ALIASED = ", ".join(f"c.{c.strip()}" for c in _CONV_COLUMNS.split(","))
 _MESSAGE_COLUMNS = "conv, seq, id, sender, client_msg_id, body, ts, attachments, kind, target, reply_to, emoji, erased"
 _INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _VIEW_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(",")) + (
@@ -521,14 +525,12 @@ class SQLiteStore(Store):
             )
             _bump_membership(conn, conv_id)
             _record_event(conn, EVENT_CREATED, conv_id, None, title, unique, created_at)
-        return Conversation(
-            id=conv_id, members=tuple(unique), title=title, owner=owner, created_at=created_at, last_seq=0
-        )
+        return Conversation(id=conv_id, members=tuple(unique), title=title, owner=owner, created_at=created_at)
 
     def get_conversation(self, conv_id: str) -> Conversation | None:
         with self._connection() as conn, _read(conn):
             row = conn.execute(
-                "SELECT id, title, owner, created_at, last_seq FROM conversations WHERE id = ?", (conv_id,)
+                f"SELECT {_CONV_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)
             ).fetchone()
             if row is None:
                 return None
@@ -548,7 +550,7 @@ class SQLiteStore(Store):
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT c.id, c.title, c.owner, c.created_at, c.last_seq FROM conversations c"
+                    f"SELECT {_CONV_ALIASED} FROM conversations c"
                     " JOIN members m ON m.conv = c.id WHERE m.user = ? AND c.id > ? ORDER BY c.id LIMIT ?",
                     (member, *page),
                 ).fetchall()
@@ -1073,6 +1075,121 @@ class SQLiteStore(Store):
         with self._connection() as conn, _write(conn):
             return conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,)).rowcount > 0
 
+    # --- data lifecycle: retention and erasure --------------------------------------------------
+    def set_retention(self, conv_id: str, days: int | None) -> None:
+        with self._connection() as conn, _write(conn):
+            _require_conversation(conn, conv_id)
+            conn.execute("UPDATE conversations SET retention_days = ? WHERE id = ?", (days, conv_id))
+
+    def purge_expired(self, conv_id: str, before_ts: int, limit: int) -> Erased:
+        with self._connection() as conn:
+            with _write(conn):
+                row = conn.execute("SELECT first_seq FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no conversation {conv_id!r}")
+                first = int(row[0])
+                rows = conn.execute("SELECT seq, ts FROM messages WHERE conv = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                                    (conv_id, first, limit + 1)).fetchall()  # fmt: skip
+                expired: list[int] = []
+                for seq, ts in rows[:limit]:
+                    if ts >= before_ts:
+                        break
+                    expired.append(seq)
+                more = len(expired) == limit and len(rows) > limit and rows[limit][1] < before_ts
+                if not expired:
+                    return Erased(first_seq=first)
+                low, high = first, expired[-1]
+                span = (conv_id, low, high)
+                media = tuple(dict.fromkeys(r[0] for r in conn.execute(
+                    "SELECT media_id FROM media_refs WHERE conv = ? AND seq BETWEEN ? AND ?", span)))
+                kept_edits = [(conv_id, seq) for (edits,) in conn.execute(
+                    "SELECT edit_seqs FROM message_state WHERE conv = ? AND seq BETWEEN ? AND ?"
+                    " AND edit_seqs IS NOT NULL", span) for seq in orjson.loads(edits) if seq > high]  # fmt: skip
+                conn.executemany("UPDATE messages SET body = '', erased = 1 WHERE conv = ? AND seq = ?", kept_edits)
+                _unindex_span(conn, *span)
+                for table in ("message_state", "reactions", "media_refs", "messages"):
+                    conn.execute(f"DELETE FROM {table} WHERE conv = ? AND seq BETWEEN ? AND ?", span)
+                conn.execute(f"DELETE FROM outbox WHERE kind = '{OUTBOX_MESSAGE}' AND conv = ? AND seq <= ?",
+                             (conv_id, high))
+                conn.execute("UPDATE conversations SET first_seq = ? WHERE id = ?", (high + 1, conv_id))
+            _truncate_wal(conn)
+        return Erased(seqs=tuple(range(low, high + 1)), media=media, first_seq=high + 1, more=more)
+
+    def erase_messages(self, conv_id: str, seqs: Sequence[int], by: str, ts: int) -> Erased:
+        erased: list[int] = []
+        media: dict[str, None] = {}
+        with self._connection() as conn:
+            with _write(conn):
+                _require_conversation(conn, conv_id)
+                for seq in dict.fromkeys(seqs):
+                    row = conn.execute(
+                        "SELECT m.kind, s.delete_seq FROM messages m LEFT JOIN message_state s"
+                        " ON s.conv = m.conv AND s.seq = m.seq WHERE m.conv = ? AND m.seq = ?", (conv_id, seq)
+                    ).fetchone()
+                    if row is None or row[0] is not None or row[1] is not None:
+                        continue  # not in the log, not a message, or deleted already
+                    media.update(dict.fromkeys(_erase_message(conn, conv_id, seq, Change(seq, by, ts))))
+                    erased.append(seq)
+            if erased:
+                _truncate_wal(conn)
+        return Erased(seqs=tuple(erased), media=tuple(media))
+
+    def messages_of(self, conv_id: str, user: str, *, after: int = 0, limit: int = 500) -> list[int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT m.seq FROM messages m LEFT JOIN message_state s ON s.conv = m.conv AND s.seq = m.seq"
+                " WHERE m.conv = ? AND m.sender = ? AND m.seq > ? AND m.kind IS NULL AND s.delete_seq IS NULL"
+                " AND m.erased = 0 ORDER BY m.seq LIMIT ?",
+                (conv_id, user, after, limit),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def erase_reactions(self, conv_id: str, user: str) -> int:
+        with self._connection() as conn, _write(conn):
+            gone = conn.execute("DELETE FROM reactions WHERE conv = ? AND user = ?", (conv_id, user)).rowcount
+            conn.execute(
+                "UPDATE messages SET body = '', emoji = NULL, erased = 1"
+                " WHERE conv = ? AND sender = ? AND kind IN (?, ?) AND erased = 0",
+                (conv_id, user, str(EntryKind.REACT), str(EntryKind.UNREACT)),
+            )
+        return int(gone)
+
+    def forget_user(self, user_id: str) -> list[str]:
+        with self._connection() as conn, _write(conn):
+            cur = conn.execute("UPDATE users SET disabled = 1, password_hash = '', display_name = NULL, avatar = NULL"
+                               " WHERE id = ?", (user_id,))  # fmt: skip
+            if cur.rowcount == 0:
+                raise NotFound(f"no user {user_id!r}")
+            _bump_users(conn)
+            for table in ("markers", "mutes", "push_targets"):
+                conn.execute(f"DELETE FROM {table} WHERE user = ?", (user_id,))
+            left = [r[0] for r in conn.execute("SELECT conv FROM members WHERE user = ? ORDER BY conv", (user_id,))]
+            for conv in left:
+                conn.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv, user_id))
+                _bump_membership(conn, conv)
+                _record_change(conn, EVENT_MEMBER_REMOVED, conv, user_id)
+        return left
+
+    def delete_conversation(self, conv_id: str) -> Erased:
+        with self._connection() as conn:
+            with _write(conn):
+                _require_conversation(conn, conv_id)
+                media = tuple(dict.fromkeys(r[0] for r in conn.execute(
+                    "SELECT media_id FROM media_refs WHERE conv = ?", (conv_id,))))
+                members = [r[0] for r in conn.execute("SELECT user FROM members WHERE conv = ?", (conv_id,))]
+                _unindex_span(conn, conv_id, 0, MAX_SEQ)
+                for table in ("message_state", "reactions", "media_refs", "messages", "markers", "mutes", "members",
+                              "outbox"):
+                    conn.execute(f"DELETE FROM {table} WHERE conv = ?", (conv_id,))
+                for user in members:  # told as for a removal (their clients drop the conversation)
+                    _record_event(conn, EVENT_MEMBER_REMOVED, conv_id, user, None, [user], now_ms())
+                conn.execute("DELETE FROM deliveries WHERE order_key LIKE ? ESCAPE '\\'",
+                             ("%:" + conv_id.replace("_", "\\_"),))
+                conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+                _bump_membership(conn, conv_id)
+            _truncate_wal(conn)
+        return Erased(media=media)
+
     # --- lifecycle --------------------------------------------------------------------------
     def ping(self) -> None:
         with self._connection() as conn:
@@ -1197,28 +1314,32 @@ def _apply_change(conn: sqlite3.Connection, entry: Message) -> tuple[str, ...]:
         conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ? AND emoji = ? AND user = ?",
                      (conv, target, entry.emoji, entry.sender))
     elif entry.kind == EntryKind.DELETE:
-        (attachments,) = conn.execute(
-            "SELECT attachments FROM messages WHERE conv = ? AND seq = ?", (conv, target)
-        ).fetchone()
-        erased = tuple(dict.fromkeys(_media_ids(orjson.loads(attachments)))) if attachments else ()
-        state = conn.execute(
-            "SELECT edit_seqs FROM message_state WHERE conv = ? AND seq = ?", (conv, target)
-        ).fetchone()
-        edits = orjson.loads(state[0]) if state and state[0] else []
-        conn.executemany("UPDATE messages SET body = '', attachments = NULL, erased = 1 WHERE conv = ? AND seq = ?",
-                         [(conv, seq) for seq in (target, *edits)])
-        conn.execute(
-            "INSERT INTO message_state (conv, seq, delete_seq, deleted_by, deleted_at, erased_media)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conv, seq) DO UPDATE SET body = NULL, edit_seq = NULL,"
-            " edited_at = NULL, delete_seq = excluded.delete_seq, deleted_by = excluded.deleted_by,"
-            " deleted_at = excluded.deleted_at, erased_media = excluded.erased_media",
-            (conv, target, entry.seq, entry.sender, entry.ts, orjson.dumps(list(erased)).decode()),
-        )
-        conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ?", (conv, target))
-        conn.execute("DELETE FROM media_refs WHERE conv = ? AND seq = ?", (conv, target))
-        unindex(conn, conv, target)
-        return erased
+        assert target is not None
+        return _erase_message(conn, conv, target, Change(entry.seq, entry.sender, entry.ts))
     return ()
+
+
+def _erase_message(conn: sqlite3.Connection, conv: str, seq: int, deletion: Change) -> tuple[str, ...]:
+    """Make the message at ``seq`` a tombstone (a deletion, or an operator's erasure): its body and
+    attachments and the text of its edits are overwritten, its reactions and media references go.
+    Returns the media it attached."""
+    (attachments,) = conn.execute("SELECT attachments FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    erased = tuple(dict.fromkeys(_media_ids(orjson.loads(attachments)))) if attachments else ()
+    state = conn.execute("SELECT edit_seqs FROM message_state WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    edits = orjson.loads(state[0]) if state and state[0] else []
+    conn.executemany("UPDATE messages SET body = '', attachments = NULL, erased = 1 WHERE conv = ? AND seq = ?",
+                     [(conv, s) for s in (seq, *edits)])
+    conn.execute(
+        "INSERT INTO message_state (conv, seq, delete_seq, deleted_by, deleted_at, erased_media)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conv, seq) DO UPDATE SET body = NULL, edit_seq = NULL,"
+        " edited_at = NULL, delete_seq = excluded.delete_seq, deleted_by = excluded.deleted_by,"
+        " deleted_at = excluded.deleted_at, erased_media = excluded.erased_media",
+        (conv, seq, deletion.seq, deletion.by, deletion.ts, orjson.dumps(list(erased)).decode()),
+    )
+    conn.execute("DELETE FROM reactions WHERE conv = ? AND seq = ?", (conv, seq))
+    conn.execute("DELETE FROM media_refs WHERE conv = ? AND seq = ?", (conv, seq))
+    unindex(conn, conv, seq)
+    return erased
 
 
 # Search documents are numbered in server-time order (ts * _DOC_IDS_PER_MS + n), so the index's own
@@ -1261,6 +1382,13 @@ def unindex(conn: sqlite3.Connection, conv: str, seq: int) -> None:
     row = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq = ? RETURNING id, words", (conv, seq)).fetchone()
     if row is not None:
         conn.execute("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", row)
+
+
+def _unindex_span(conn: sqlite3.Connection, conv: str, low: int, high: int) -> None:
+    """``unindex`` for every message of a run of seqs (a purge, a deleted conversation)."""
+    gone = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq BETWEEN ? AND ? RETURNING id, words",
+                        (conv, low, high)).fetchall()  # fmt: skip
+    conn.executemany("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", gone)
 
 
 def _reindex(conn: sqlite3.Connection, conv: str, seq: int, body: str) -> None:
@@ -1342,10 +1470,10 @@ def _user(row: tuple[Any, ...]) -> User:
 
 
 def _conversation(row: tuple[Any, ...], members: Sequence[str]) -> Conversation:
-    conv_id, title, owner, created_at, last_seq = row
+    conv_id, title, owner, created_at, last_seq, first_seq, retention_days = row
     return Conversation(
         id=conv_id, members=tuple(sorted(members)), title=title, owner=owner, created_at=created_at,
-        last_seq=last_seq,
+        last_seq=last_seq, first_seq=first_seq, retention_days=retention_days,
     )
 
 

@@ -32,6 +32,10 @@ SCATTER_ALLOWED = {
     ("conversations", "search"),
     ("push_targets", "put_push_target"),  # a token changing hands: rare, and it must have one owner
     ("push_targets", "delete_push_tokens"),  # tokens the provider declared dead
+    # An operator's erasure of a user or deletion of a conversation: rare, and complete.
+    ("conversations", "forget_user"),  # the conversations the user is a member of
+    ("mutes", "forget_user"),
+    ("markers", "delete_conversation"),
 }
 
 _FILTERED = {
