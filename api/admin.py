@@ -23,6 +23,7 @@ from api.bearer import SECURITY, bearer_token, revoked, verified_claims
 from api.context import get_context
 from api.conversations import MessagesResponse
 from api.errors import ApiError, error_responses
+from api.media import media_store
 from api.presence import PresenceResponse
 from api.querymodel import QueryModel
 from chatcore.admin import (
@@ -35,6 +36,7 @@ from chatcore.admin import (
 )
 from chatcore.auth import claims_identity, issue_token
 from chatcore.config import ADMIN_USER
+from chatcore.lifecycle import MAX_RETENTION_DAYS, Lifecycle
 from chatcore.revocation import TokenRevocations
 from clients.control import ControlClient, ControlRefused, ControlUnreachable
 
@@ -88,6 +90,7 @@ def _admin() -> Admin:
         revocations=TokenRevocations(ctx.redis, max(settings.token_ttl_s, MAX_TOKEN_TTL_S)),
         presence_of=ctx.presence,
         broker=BrokerChannel(settings.broker_host, settings.resolved_broker_port, ctx.secret),
+        lifecycle=Lifecycle(ctx.store, media_store(), ctx.presence),
     )  # fmt: skip
 
 
@@ -143,7 +146,10 @@ class UserDeleted(BaseModel):
     id: str
     disabled: bool
     tokens_revoked: bool
-    erased: bool = Field(description="whether data was erased too (per the data-lifecycle rules)")
+    erased: bool = Field(description="whether the user's data was erased too (docs/data-lifecycle.md)")
+    messages_erased: int = Field(default=0, description="messages made tombstones by this call")
+    reactions_erased: int = Field(default=0)
+    conversations_left: list[str] = Field(default_factory=list, description="removed from these")
 
 
 class PageQuery(QueryModel):
@@ -196,6 +202,8 @@ class ConvOut(BaseModel):
     members: list[str]
     created_at: int
     last_seq: int
+    first_seq: int = Field(description="where the retained log starts: seqs below it were purged by retention")
+    retention_days: int | None = Field(description="null: the deployment's default; 0: kept forever")
 
 
 class ConvsPage(BaseModel):
@@ -211,6 +219,28 @@ class ConvCreate(_Strict):
 
 class ConvPatch(_Strict):
     title: str | None = Field(max_length=200, description="null removes the title")
+
+
+class RetentionSet(_Strict):
+    days: int | None = Field(ge=0, le=MAX_RETENTION_DAYS, description="0: forever; null: the deployment's default")
+
+
+class ConvDeleted(BaseModel):
+    id: str
+    deleted: bool
+    media: int = Field(description="uploads its messages attached, erased unless attached elsewhere")
+
+
+class MessagePath(BaseModel):
+    conv: str
+    seq: int = Field(ge=1, le=2**63 - 1)
+
+
+class Redacted(BaseModel):
+    conv: str
+    seq: int
+    redacted: bool
+    media: int
 
 
 class MemberAdd(_Strict):
@@ -359,6 +389,24 @@ def get_conversation(path: ConvPath) -> Response:
 def rename_conversation(path: ConvPath, body: ConvPatch) -> Response:
     """Rename a conversation."""
     return _answer(_run("set_title", path.conv, body.title))
+
+
+@bp.delete("/conversations/<conv>", responses={200: ConvDeleted})
+def delete_conversation(path: ConvPath) -> Response:
+    """Delete a conversation with its whole log, media, receipts and delivery log (members are told)."""
+    return _answer(_run("delete_conversation", path.conv))
+
+
+@bp.put("/conversations/<conv>/retention", responses={200: ConvOut})
+def set_retention(path: ConvPath, body: RetentionSet) -> Response:
+    """Keep the conversation's log N days (0: forever; null: the deployment's default)."""
+    return _answer(_run("set_retention", path.conv, body.days))
+
+
+@bp.delete("/conversations/<conv>/messages/<int:seq>", responses={200: Redacted, **error_responses(409)})
+def redact_message(path: MessagePath) -> Response:
+    """Redact one message: a tombstone as a deletion makes, by @admin (409: not a message, or deleted)."""
+    return _answer(_run("redact_message", path.conv, path.seq))
 
 
 @bp.post("/conversations/<conv>/members", responses={200: ConvOut, **error_responses(409)})

@@ -49,6 +49,7 @@ class ConversationOut(BaseModel):
     member_count: int
     fanout: str = Field(description="write: full messages on chat/{conv}/msg; read: QoS 0 notices only")
     last_seq: int
+    first_seq: int = Field(description="where the retained log starts (seqs below it were purged by retention)")
     delivered_seq: int = Field(description="the caller's delivered marker")
     read_seq: int = Field(description="the caller's read marker")
     unread: int = Field(description="messages after read_seq sent by others")
@@ -86,6 +87,8 @@ class MessagesResponse(BaseModel):
     messages: list[MessageOut] = Field(description="ascending seq")
     has_more: bool = Field(description="older (before / default) or newer (after) ones exist")
     last_seq: int = Field(description="the conversation's last seq when the page was read: sync on after it")
+    first_seq: int = Field(description="where the retained log starts: seqs below it were purged by retention, "
+                           "never gaps")
 
 
 class ConvPath(BaseModel):
@@ -121,6 +124,7 @@ def represent(store: Store, conversation: Conversation, user: str, marker: Marke
         "member_count": len(conversation.members),
         "fanout": fanout_mode(len(conversation.members), threshold),
         "last_seq": conversation.last_seq,
+        "first_seq": conversation.first_seq,
         "delivered_seq": delivered,
         "read_seq": read,
         "unread": store.count_unread(conversation.id, user, read) if conversation.last_seq > read else 0,
@@ -183,7 +187,8 @@ def history(path: ConvPath, query: HistoryQuery) -> Response:
     conversation = member_conversation(path.conv)
     page = read_page(get_context().store, conversation, query.view, before=query.before, after=query.after,
                      limit=query.limit)
-    return jsonify({"messages": page.messages, "has_more": page.has_more, "last_seq": page.last_seq})
+    return jsonify({"messages": page.messages, "has_more": page.has_more, "last_seq": page.last_seq,
+                    "first_seq": page.first_seq})
 
 
 @bp.get("/<conv>/receipts", responses={200: ReceiptsResponse, **error_responses(403, 404)})

@@ -86,9 +86,9 @@ class HistoryWorker(BatchWorker[InboundRequest]):
             log.warning("history request of %s failed: %s", item.user, exc)
             return history_refused(HistoryRequestError(HistoryErrorCode.INTERNAL, "could not read the history now",
                                                        request.id, request.conv))
-        envelope = len(orjson.dumps(history_page(request.id, request.conv, [], False, page.last_seq)))
+        envelope = len(orjson.dumps(history_page(request.id, request.conv, [], False, page.last_seq, page.first_seq)))
         page = page.fit(request.max_bytes - envelope, newest_first=request.after is None)
-        return history_page(request.id, request.conv, page.messages, page.has_more, page.last_seq)
+        return history_page(request.id, request.conv, page.messages, page.has_more, page.last_seq, page.first_seq)
 
     def _search(self, user: str, request: SearchRequest, allowed: bool) -> dict[str, object]:
         """A search request: ``GET /v1/search``'s page and refusals (chatcore.history), counted

@@ -25,7 +25,7 @@ from bridge.outbox import Outbox
 from bridge.worker import BatchWorker
 from chatcore.httpsend import RETRY_STATUS
 from chatcore.media.attachments import attached_media, attachment_refusal
-from chatcore.media.base import MediaStore
+from chatcore.media.base import MediaStore, erase_media
 from chatcore.membership import MembershipView
 from chatcore.membershipsync import Fence
 from chatcore.protocol import (
@@ -182,20 +182,7 @@ class Writer(BatchWorker[Inbound]):
             for media_id in attached_media(message.attachments):
                 self._media.link(media_id, message.conv)
         for media_id in result.erased_media:
-            self._erase_media(message.conv, media_id)
-
-    def _erase_media(self, conv: str, media_id: str) -> None:
-        """Delete the media, unless a message that is not deleted still attaches the same upload
-        (here or in another conversation it was linked to): then only this conversation loses it."""
-        assert self._media is not None
-        info = self._media.get(media_id)
-        if info is None:
-            return
-        still = {c for c in info.convs if self._store.media_attached(c, media_id)}
-        if not still:
-            self._media.delete(media_id)
-        elif conv not in still:
-            self._media.unlink(media_id, conv)
+            erase_media(self._media, message.conv, media_id, self._store.media_attached)
 
     @staticmethod
     def _accepted(item: Inbound, result: AppendResult, retried: bool) -> _Outcome:

@@ -9,9 +9,10 @@ prints the same thing whether it ran against the store here or against a server.
 The running broker (clients, kick, stats) is reached through ``BrokerControl``: the admin channel
 over MQTT (clients/control.py), which chatcore itself may not import.
 
-Deleting a user: there are no data-lifecycle rules yet, so a delete disables the account, revokes
-every token issued so far and closes its live connections; what an erasure must also remove
-(messages, media, markers, push targets...) plugs in through ``UserEraser``.
+Deleting a user disables the account, revokes every token issued so far and closes its live
+connections; with a ``Lifecycle`` (chatcore/lifecycle.py, always given by the commands and the
+API) it erases the user's data as docs/data-lifecycle.md says. Redacting a message, deleting a
+conversation and setting a conversation's retention go through the same ``Lifecycle``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from chatcore.auth import hash_password, issue_token, token_claims
 from chatcore.config import ADMIN_USER
 from chatcore.ids import ID_PATTERN, is_valid_id
+from chatcore.lifecycle import MAX_RETENTION_DAYS, Lifecycle
 from chatcore.presence import Presence
 from chatcore.profiles import check_avatar, clean_display_name
 from chatcore.provisioning import (
@@ -62,11 +64,6 @@ class BrokerControl(Protocol):
         broker's error code when it refuses."""
 
 
-class UserEraser(Protocol):
-    def erase(self, user_id: str) -> None:
-        """Remove what the data-lifecycle rules say a deleted user's data must lose."""
-
-
 def user_out(user: User) -> dict[str, Any]:
     return {"id": user.id, "display_name": user.display_name, "avatar": user.avatar, "disabled": user.disabled,
             "has_password": bool(user.password_hash), "created_at": user.created_at}
@@ -74,7 +71,8 @@ def user_out(user: User) -> dict[str, Any]:
 
 def conversation_out(conv: Conversation) -> dict[str, Any]:
     return {"id": conv.id, "title": conv.title, "owner": conv.owner, "members": list(conv.members),
-            "created_at": conv.created_at, "last_seq": conv.last_seq}
+            "created_at": conv.created_at, "last_seq": conv.last_seq, "first_seq": conv.first_seq,
+            "retention_days": conv.retention_days}
 
 
 def _page_size(limit: int | None) -> int:
@@ -99,7 +97,7 @@ class Admin:
     revocations: TokenRevocations | None = None  # None: no Redis here (token revoke unavailable)
     presence_of: Presence | None = None
     broker: BrokerControl | None = None
-    eraser: UserEraser | None = None
+    lifecycle: Lifecycle | None = None  # None: a delete only disables (tests of the account part alone)
     # Called with (user, plain password) after the store took a new password (Mosquitto as broker).
     password_set: Callable[[str, str], None] | None = None
 
@@ -149,14 +147,19 @@ class Admin:
         return user_out(self._user(user_id))
 
     def delete_user(self, user_id: str) -> dict[str, Any]:
-        """Disable, revoke every token, close live connections; erase data where rules exist."""
+        """Disable, revoke every token, close live connections, then erase the user's data
+        (chatcore.lifecycle): run again, it finishes an erasure that was interrupted."""
         self._user(user_id)
         self.store.set_disabled(user_id, True)
         self._forget_push_targets(user_id)
         revoked = self._revoke_all(user_id)
-        if self.eraser is not None:
-            self.eraser.erase(user_id)
-        return {"id": user_id, "disabled": True, "tokens_revoked": revoked, "erased": self.eraser is not None}
+        out: dict[str, Any] = {"id": user_id, "disabled": True, "tokens_revoked": revoked,
+                               "erased": self.lifecycle is not None}
+        if self.lifecycle is not None:
+            report = self.lifecycle.erase_user(user_id)
+            out.update(messages_erased=report["messages_erased"], reactions_erased=report["reactions_erased"],
+                       conversations_left=report["conversations_left"])
+        return out
 
     def _forget_push_targets(self, user_id: str) -> None:
         """A disabled or deleted user's phones are not woken any more (a later login registers anew)."""
@@ -271,11 +274,40 @@ class Admin:
             self.store.add_member(row.id, user)
         return "updated" if lacking else "existing"
 
+    def delete_conversation(self, conv_id: str) -> dict[str, Any]:
+        """Delete the conversation with its whole log, state, media and delivery log."""
+        self._conversation(conv_id)
+        try:
+            return self._lifecycle().delete_conversation(conv_id)
+        except NotFound:  # deleted meanwhile
+            raise AdminError("not_found", f"unknown conversation {conv_id!r}") from None
+
+    def redact_message(self, conv_id: str, seq: int) -> dict[str, Any]:
+        """Erase one message as the operator: a tombstone like a deletion, by ``@admin``."""
+        self._conversation(conv_id)
+        erased = self._lifecycle().redact(conv_id, [seq])
+        if not erased.seqs:
+            (entry,) = self.store.history(conv_id, after=seq - 1, before=seq + 1, limit=1).messages or (None,)
+            if entry is None:
+                raise AdminError("not_found", f"no entry with seq {seq} in {conv_id!r}")
+            what = "a " + entry.kind if entry.kind != "message" else "deleted already"
+            raise AdminError("conflict", f"seq {seq} of {conv_id!r} is {what}: nothing to redact")
+        return {"conv": conv_id, "seq": seq, "redacted": True, "media": len(erased.media)}
+
+    def set_retention(self, conv_id: str, days: int | None) -> dict[str, Any]:
+        """Keep the conversation's log ``days`` days (0: forever; None: the deployment's default)."""
+        self._conversation(conv_id)
+        if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
+            raise AdminError("bad_request", f"days must be between 0 (forever) and {MAX_RETENTION_DAYS}")
+        self.store.set_retention(conv_id, days)
+        return self.get_conversation(conv_id)
+
     def history(self, conv_id: str, *, before: int | None = None, after: int | None = None,
                 limit: int = 50) -> dict[str, Any]:
-        self._conversation(conv_id)
+        conv = self._conversation(conv_id)
         page = self.store.history(conv_id, before=before, after=after, limit=max(1, min(limit, 200)))
-        return {"messages": [m.to_payload() for m in page.messages], "has_more": page.has_more}
+        return {"messages": [m.to_payload() for m in page.messages], "has_more": page.has_more,
+                "first_seq": conv.first_seq}
 
     def presence(self, user_id: str) -> dict[str, Any]:
         self._user(user_id)
@@ -395,6 +427,11 @@ class Admin:
             return
         with contextlib.suppress(Exception):  # best effort: the next login is checked anyway
             self.revocations.notify(user_id)
+
+    def _lifecycle(self) -> Lifecycle:
+        if self.lifecycle is None:
+            raise AdminError("unavailable", "data lifecycle operations are not configured here")
+        return self.lifecycle
 
     def _broker(self) -> BrokerControl:
         if self.broker is None:

@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     notifier_concurrency: int = Field(default=16, ge=1, le=512, description="HTTP attempts in flight at once")
     notifier_lease_s: float = Field(default=5.0, ge=0.5, le=300, description="how long a dead notifier's lease "
                                     "blocks a standby")
+    # Retention (chatmq retention; docs/data-lifecycle.md): a conversation's own policy wins.
+    retention_days: int = Field(default=0, ge=0, le=36_500, description="keep history this many days by default "
+                                "(0 = forever); older entries are purged")
+    retention_interval_s: float = Field(default=3600.0, ge=1, description="time between two retention passes")
     http_send_timeout_s: float = Field(default=10.0, gt=0, le=60, description="POST .../messages waits this long "
                                        "for the bridge's ack, then answers 503 (resend with the same client_msg_id)")
     log_level: str = "INFO"

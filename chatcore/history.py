@@ -19,6 +19,9 @@ class Page:
     messages: list[dict[str, Any]]  # ascending seq, as payloads
     has_more: bool  # more exist in the direction of travel (older without ``after``, newer with it)
     last_seq: int  # the conversation's last seq, read before the page
+    # Where the conversation's retained log starts (seqs below it were purged by retention), read
+    # before the page: a purge running meanwhile may have moved it further.
+    first_seq: int = 1
 
     def fit(self, budget: int, *, newest_first: bool) -> Page:
         """The page cut to ``budget`` bytes of encoded messages, keeping the ones nearest the cursor
@@ -35,7 +38,7 @@ class Page:
         if kept == len(self.messages):
             return self
         messages = self.messages[len(self.messages) - kept:] if newest_first else self.messages[:kept]
-        return Page(messages, True, self.last_seq)
+        return Page(messages, True, self.last_seq, self.first_seq)
 
 
 def read_page(
@@ -49,9 +52,10 @@ def read_page(
     """
     if view == "messages":
         views = store.message_view(conversation.id, before=before, after=after, limit=limit)
-        return Page([v.to_payload() for v in views.messages], views.has_more, conversation.last_seq)
+        return Page([v.to_payload() for v in views.messages], views.has_more, conversation.last_seq,
+                    conversation.first_seq)
     page = store.history(conversation.id, before=before, after=after, limit=limit)
-    return Page([m.to_payload() for m in page.messages], page.has_more, conversation.last_seq)
+    return Page([m.to_payload() for m in page.messages], page.has_more, conversation.last_seq, conversation.first_seq)
 
 
 class SearchRefused(Exception):

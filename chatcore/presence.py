@@ -161,6 +161,16 @@ class Presence:
         return {user for user, devices in zip(wanted, answers, strict=True)
                 if any(int(v.rsplit(b"|", 1)[1]) > now_ms for v in devices)}  # fmt: skip
 
+    def forget(self, user: str) -> None:
+        """Delete the user's presence (an erased user): devices, last seen, and their deadline
+        entries (each key in its own command, cluster-safe)."""
+        dev, state = _keys(user)
+        devices = [d.decode() if isinstance(d, bytes) else d for d in self._redis.hkeys(dev)]
+        self._redis.delete(dev)
+        self._redis.delete(state)
+        if devices:
+            self._redis.zrem(deadline_key(user), *(f"{user}/{device}" for device in devices))
+
     def get(self, user: str, now_ms: int) -> UserPresence:
         dev, state = _keys(user)
         with self._redis.pipeline(transaction=False) as pipe:

@@ -543,12 +543,12 @@ def message_notice_of(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def history_page(
-    request_id: str, conv: str, messages: list[dict[str, Any]], has_more: bool, last_seq: int
+    request_id: str, conv: str, messages: list[dict[str, Any]], has_more: bool, last_seq: int, first_seq: int = 1
 ) -> dict[str, Any]:
     """``user/{user}/history/response``: a page, as ``GET /v1/conversations/{conv}/messages`` has it."""
     return {
         "id": request_id, "conv": conv, "status": "ok", "messages": messages, "has_more": has_more,
-        "last_seq": last_seq,
+        "last_seq": last_seq, "first_seq": first_seq,
     }
 
 

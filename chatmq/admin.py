@@ -182,11 +182,15 @@ def user_disable(name: str, enable: bool, server: str | None, admin_token: str |
 @click.argument("name")
 @where_options
 def user_delete(name: str, server: str | None, admin_token: str | None, **where: Path | str | None) -> None:
-    """Delete user NAME: disabled, every token revoked, live connections closed. Its messages and
-    account stay in the store until data-lifecycle rules erase them."""
+    """Delete and erase user NAME: disabled, every token revoked, live connections closed; their
+    messages become tombstones, their reactions, media, markers, push targets, mutes, presence and
+    memberships are erased (docs/data-lifecycle.md says exactly what stays). Run again, it finishes
+    an erasure that was interrupted."""
     with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
         result = admin.delete_user(name)
-    click.echo(f"user {name} deleted (disabled, tokens revoked{', data erased' if result['erased'] else ''})")
+    erased = (f", {result.get('messages_erased', 0)} messages and {result.get('reactions_erased', 0)} reactions erased,"
+              f" left {len(result.get('conversations_left', []))} conversations") if result["erased"] else ""
+    click.echo(f"user {name} deleted (disabled, tokens revoked{erased})")
 
 
 @user.command("import")
@@ -249,6 +253,9 @@ def conv_show(conv_id: str, server: str | None, admin_token: str | None, **where
         entry = admin.get_conversation(conv_id)
     click.echo(f"id:       {entry['id']}\ntitle:    {entry['title'] or '-'}\nmembers:  {', '.join(entry['members'])}")
     click.echo(f"last_seq: {entry['last_seq']}\ncreated:  {_when(entry['created_at'])}")
+    days = entry.get("retention_days")
+    click.echo(f"retained: from seq {entry.get('first_seq', 1)}, "
+               f"{'the default policy' if days is None else 'forever' if days == 0 else f'{days} days'}")
 
 
 @conv.command("add-member")
@@ -273,6 +280,49 @@ def conv_remove_member(conv_id: str, user_id: str, server: str | None, admin_tok
     with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
         admin.remove_member(conv_id, user_id)
     click.echo(f"{user_id} removed from {conv_id}")
+
+
+@conv.command("delete")
+@click.argument("conv_id")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@where_options
+def conv_delete(conv_id: str, yes: bool, server: str | None, admin_token: str | None,
+                **where: Path | str | None) -> None:
+    """Delete CONV_ID with its whole history, media, receipts and delivery log (members are told)."""
+    if not yes:
+        click.confirm(f"delete {conv_id} and its whole history?", abort=True)
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        result = admin.delete_conversation(conv_id)
+    click.echo(f"conversation {conv_id} deleted ({result['media']} uploads erased)")
+
+
+@conv.command("redact")
+@click.argument("conv_id")
+@click.argument("seq", type=click.IntRange(1))
+@where_options
+def conv_redact(conv_id: str, seq: int, server: str | None, admin_token: str | None,
+                **where: Path | str | None) -> None:
+    """Erase message SEQ of CONV_ID as the operator: a tombstone, as a deletion by @admin."""
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        admin.redact_message(conv_id, seq)
+    click.echo(f"message {seq} of {conv_id} redacted")
+
+
+@conv.command("retention")
+@click.argument("conv_id")
+@click.argument("days")
+@where_options
+def conv_retention(conv_id: str, days: str, server: str | None, admin_token: str | None,
+                   **where: Path | str | None) -> None:
+    """Keep CONV_ID's history DAYS days (0: forever; 'default': the deployment's
+    CHATMQ_RETENTION_DAYS). `chatmq retention` purges what is older."""
+    if days != "default" and not days.isdigit():
+        raise click.BadParameter("a number of days, 0 for forever, or 'default'", param_hint="DAYS")
+    with admin_session(server, admin_token, **where) as admin:  # type: ignore[arg-type]
+        entry = admin.set_retention(conv_id, None if days == "default" else int(days))
+    kept = entry["retention_days"]
+    policy = "the default" if kept is None else "forever" if kept == 0 else f"{kept} days"
+    click.echo(f"{conv_id}: history kept {policy} (retained from seq {entry['first_seq']})")
 
 
 @conv.command("import")

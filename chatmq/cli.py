@@ -14,6 +14,7 @@ from chatmq.chat import chat
 from chatmq.mongo_cmd import mongo_shard_script
 from chatmq.mosquitto_cmd import mosquitto_sync
 from chatmq.notify_cmd import push, webhook
+from chatmq.retention_cmd import retention
 from chatmq.settings_opts import (
     broker_address_options,
     broker_listener_options,
@@ -167,6 +168,7 @@ def push_gateway(config_path: Path, host: str, port: int) -> None:
 
 
 cli.add_command(user)
+cli.add_command(retention)
 cli.add_command(conv)
 cli.add_command(history)
 cli.add_command(presence)

@@ -122,6 +122,15 @@ class RemoteAdmin:
     def import_conversations(self, rows: list[dict[str, Any]]) -> Any:
         return self.call("POST", "/conversations/import", {"conversations": rows})
 
+    def delete_conversation(self, conv_id: str) -> Any:
+        return self.call("DELETE", f"/conversations/{_part(conv_id)}")
+
+    def redact_message(self, conv_id: str, seq: int) -> Any:
+        return self.call("DELETE", f"/conversations/{_part(conv_id)}/messages/{int(seq)}")
+
+    def set_retention(self, conv_id: str, days: int | None) -> Any:
+        return self.call("PUT", f"/conversations/{_part(conv_id)}/retention", {"days": days})
+
     def history(self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50) -> Any:
         return self.call("GET", f"/conversations/{_part(conv_id)}/messages",
                          query={"before": before, "after": after, "limit": limit})
@@ -203,6 +212,8 @@ def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = 
                 redis_url: str | None = None) -> Iterator[Admin]:
     from chatcore import redisconn
     from chatcore.admin import MAX_TOKEN_TTL_S
+    from chatcore.lifecycle import Lifecycle
+    from chatcore.media import open_media_store
     from chatcore.presence import Presence
     from chatcore.revocation import TokenRevocations
     from chatcore.store import open_store
@@ -212,15 +223,19 @@ def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = 
     target = resolve(data_dir, store_url=store_url)
     settings = target.settings
     store = open_store(settings.resolved_store_url)
+    media = open_media_store(settings)
     client = redisconn.connect(redis_url or target.redis_url, socket_connect_timeout=1, socket_timeout=2)
+    presence = Presence(client, int(settings.presence_ttl_s * 1000))
     try:
         yield Admin(
             store=store, secret=settings.load_secret(), token_ttl_s=settings.token_ttl_s,
             revocations=TokenRevocations(client, max(settings.token_ttl_s, MAX_TOKEN_TTL_S)),
-            presence_of=Presence(client, int(settings.presence_ttl_s * 1000)),
+            presence_of=presence,
             broker=LocalBroker(target) if broker else None,
+            lifecycle=Lifecycle(store, media, presence),
             password_set=push_password_if_configured,
         )  # fmt: skip
     finally:
         client.close()
+        media.close()
         store.close()

@@ -174,7 +174,8 @@ def test_history_over_mqtt_examples_match_the_code(doc: str) -> None:
     request, page, refused = _json_blocks(section)
     parsed = protocol.parse_history_request(protocol.encode(request))
     assert parsed.id == request["id"]
-    built = protocol.history_page(page["id"], page["conv"], page["messages"], page["has_more"], page["last_seq"])
+    built = protocol.history_page(page["id"], page["conv"], page["messages"], page["has_more"], page["last_seq"],
+                                  page["first_seq"])
     assert built == page
     for message in page["messages"]:
         assert _stored(message).to_payload() == message

@@ -81,6 +81,21 @@ def may_read(info: MediaInfo, user: str, is_member: Callable[[str, str], bool]) 
     return user == info.owner or any(is_member(conv, user) for conv in sorted(info.convs))
 
 
+def erase_media(media: MediaStore, conv: str, media_id: str, attached: Callable[[str, str], bool]) -> None:
+    """A message of ``conv`` that attached the media was deleted, erased or purged: delete the
+    upload, unless a message that is not deleted still attaches it (``attached(conv, media_id)``,
+    the store's ``media_attached``) here or in another conversation it was linked to; then only
+    this conversation loses it."""
+    info = media.get(media_id)
+    if info is None:
+        return
+    still = {c for c in info.convs if attached(c, media_id)}
+    if not still:
+        media.delete(media_id)
+    elif conv not in still:
+        media.unlink(media_id, conv)
+
+
 class MediaStore(ABC):
     """Bytes plus metadata; implementations must be safe to share between threads."""
 

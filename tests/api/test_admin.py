@@ -32,14 +32,15 @@ def admin_routes(app: Flask) -> list[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if not (rule.rule.startswith(ADMIN_PREFIX) or rule.endpoint.startswith("admin.")):
             continue
-        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: {"conv": "c1"}.get(m[1], "bob"), rule.rule)
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: {"conv": "c1", "seq": "1"}.get(m[1], "bob"), rule.rule)
         routes += [(method, url) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return routes
 
 
 def call(client: FlaskClient, method: str, url: str, headers: dict[str, str] | None = None,
          body: Any = None) -> Any:
-    return client.open(url, method=method, headers=headers or {}, json=body if method in ("POST", "PATCH") else None)
+    return client.open(url, method=method, headers=headers or {},
+                       json=body if method in ("POST", "PATCH", "PUT") else None)
 
 
 def test_every_admin_route_refuses_a_users_token_with_403(app: Flask, client: FlaskClient, store: Store) -> None:
@@ -64,7 +65,7 @@ def test_openapi_describes_the_admin_routes(app: Flask, client: FlaskClient) -> 
     doc = client.get("/openapi.json").get_json()
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     for method, url in admin_routes(app):
-        path = re.sub(r"/(bob|c1)(?=/|$)", lambda m: "/{user}" if m[1] == "bob" else "/{conv}", url)
+        path = re.sub(r"/(bob|c1|1)(?=/|$)", lambda m: {"bob": "/{user}", "c1": "/{conv}", "1": "/{seq}"}[m[1]], url)
         assert (method, path) in documented, (method, path)
         assert doc["paths"][path][method.lower()]["security"] == [{"bearer": []}]
 
@@ -117,7 +118,8 @@ def test_users_create_page_change_and_delete(client: FlaskClient, store: Store) 
 
     token = client.post("/v1/auth/token", json={"username": "zoe", "password": "new-pw"}).get_json()["token"]
     gone = client.delete(f"{ADMIN_PREFIX}/users/zoe", headers=h).get_json()
-    assert gone == {"id": "zoe", "disabled": True, "tokens_revoked": True, "erased": False}
+    assert gone == {"id": "zoe", "disabled": True, "tokens_revoked": True, "erased": True, "messages_erased": 0,
+                    "reactions_erased": 0, "conversations_left": []}
     assert client.get("/v1/conversations", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert store.get_user("zoe").disabled  # type: ignore[union-attr]
     assert client.post("/v1/auth/token", json={"username": "zoe", "password": "new-pw"}).status_code == 401
@@ -169,7 +171,7 @@ def test_conversations_and_members(client: FlaskClient, store: Store) -> None:
     mine = client.get(f"{ADMIN_PREFIX}/conversations?member=carol", headers=h).get_json()
     assert [c["id"] for c in mine["conversations"]] == ["c2", "ops"]
     assert client.get(f"{ADMIN_PREFIX}/conversations/ops/messages", headers=h).get_json() == {
-        "messages": [], "has_more": False}
+        "messages": [], "has_more": False, "first_seq": 1}
 
     rows = [{"id": "team", "members": ["alice", "bob"], "title": "Team"}, {"id": "ops", "members": ["erin"]},
             {"id": "c1", "members": ["alice"]}, {"id": "nope", "members": ["ghost"]}, {"id": "empty", "members": []}]

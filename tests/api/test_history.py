@@ -91,7 +91,7 @@ def test_walk_forwards_collects_every_seq_once(client: FlaskClient, filled: Stor
         cursor = got[-1]
     assert collected == list(range(1, TOTAL + 1))
     # Caught up: nothing newer, and saying so.
-    assert page(client, f"?after={TOTAL}") == {"messages": [], "has_more": False, "last_seq": TOTAL}
+    assert page(client, f"?after={TOTAL}") == {"messages": [], "has_more": False, "last_seq": TOTAL, "first_seq": 1}
 
 
 def test_page_edges(client: FlaskClient, filled: Store) -> None:
@@ -105,7 +105,7 @@ def test_page_edges(client: FlaskClient, filled: Store) -> None:
 
 def test_empty_conversation(client: FlaskClient, store: Store) -> None:
     response = client.get("/v1/conversations/c2/messages", headers=ALICE)
-    assert response.get_json() == {"messages": [], "has_more": False, "last_seq": 0}
+    assert response.get_json() == {"messages": [], "has_more": False, "last_seq": 0, "first_seq": 1}
 
 
 @pytest.mark.parametrize(
