@@ -70,6 +70,12 @@ def test_deleting_a_user_erases_their_messages_media_reactions_and_account(
         payload={"conv": "c1", "event": "message.created", "data": {"seq": secret, "body": "bob's secret"}},
         next_at=0)])  # fmt: skip
 
+    def search(q: str) -> list[int]:
+        found = client.get("/v1/search", query_string={"q": q}, headers=bearer("alice"))
+        assert found.status_code == 200, found.get_json()
+        return [r["seq"] for r in found.get_json()["results"]]
+
+    assert search("secret") == [secret]
     response = client.delete(f"{ADMIN_PREFIX}/users/bob", headers=admin_headers())
     assert response.status_code == 200, response.get_json()
     out = response.get_json()
@@ -83,6 +89,7 @@ def test_deleting_a_user_erases_their_messages_media_reactions_and_account(
     views = {m["seq"]: m for m in history(client, "c1", view="messages")["messages"]}
     assert views[secret]["deleted"]["by"] == "@admin" and views[secret]["body"] == ""
     assert views[alices]["reactions"] == []
+    assert search("secret") == [] and search("stays") == [alices]
     assert media.get(photo["media_id"]) is None
     assert store.markers_of("bob") == {} and store.push_targets(["bob"]) == [] and store.mute("c1", "bob") is None
     assert Presence(redis_client, 30_000).get("bob", now_ms()).last_seen == 0
