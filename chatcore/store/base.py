@@ -557,6 +557,45 @@ class Webhook:
     created_at: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """``user`` muted ``conv`` until ``until`` (ms; 0 = until unmuted)."""
+
+    conv: str
+    user: str
+    until: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry of a conversation's log as a full export carries it: the stored entry (its id,
+    seq, kind, time, erasure) and, for a deletion, the media ids it erased (what a duplicate of the
+    deletion reports again)."""
+
+    message: Message
+    erased_media: tuple[str, ...] = ()
+
+
+class RestoreConflict(StoreError):
+    """A restored entry's seq is taken by a different entry, or would leave a gap in the log."""
+
+
+def restored_conv(entries: Sequence[LogEntry]) -> str:
+    """The one conversation of a ``restore_entries`` batch, checked to ascend by seq."""
+    conv = entries[0].message.conv
+    seqs = [e.message.seq for e in entries]
+    if any(e.message.conv != conv for e in entries) or seqs != sorted(set(seqs)):
+        raise ValueError("restore_entries takes one conversation's entries in ascending seq")
+    return conv
+
+
+def require_same_entry(message: Message, stored_id: str) -> None:
+    """Restoring an entry at a seq already stored: it must be the same entry (its id)."""
+    if stored_id != message.id:
+        raise RestoreConflict(f"conversation {message.conv!r}: seq {message.seq} holds entry {stored_id}, "
+                              f"not {message.id}")
+
+
 class Store(abc.ABC):
     """Users, conversations, memberships and the per-conversation message log."""
 
@@ -901,6 +940,48 @@ class Store(abc.ABC):
         search index rows, markers, mutes, members (each told, as for a removal), its pending
         notifier work and its delivery log. ``Erased.media`` lists what it attached. Raises
         NotFound."""
+
+    # --- bulk read and write: full export/import (chatmq/transfer.py) ------------------------------
+    # Writes here restore what another store holds, as it was: ids, seqs, times and state are kept,
+    # no rule is checked again, and nothing is told (no outbox, no conversation events). Each is
+    # idempotent: what is already there is left alone, so an import can be repeated or resumed.
+    @abc.abstractmethod
+    def log_entries(self, conv_id: str, *, after: int = 0, limit: int = 500) -> list[LogEntry]:
+        """The oldest ``limit`` entries of the log with seq > ``after``, ascending, erased ones included."""
+
+    @abc.abstractmethod
+    def mutes(self, convs: Sequence[str]) -> list[Mute]:
+        """Every mute of these conversations (expired ones too), ordered by (conv, user)."""
+
+    @abc.abstractmethod
+    def restore_users(self, users: Sequence[User]) -> int:
+        """Insert the users that are absent, with every field as given; returns how many."""
+
+    @abc.abstractmethod
+    def restore_conversations(self, convs: Sequence[Conversation]) -> int:
+        """Insert the conversations that are absent (id, title, owner, created_at; ``last_seq``
+        follows the entries restored) and add members missing from any of them; returns how many
+        conversations or memberships were added. Raises NotFound naming an unknown member."""
+
+    @abc.abstractmethod
+    def restore_entries(self, entries: Sequence[LogEntry]) -> int:
+        """Append one conversation's entries exactly as given (ascending seq), folding changes into
+        their messages' state as ``append`` does; returns how many were new. An entry whose seq
+        holds the same entry id already is skipped; a seq holding another entry, or one past the
+        conversation's next seq, raises RestoreConflict before anything of the batch is written
+        (SQLite) or before that entry (MongoDB). Raises NotFound for an unknown conversation."""
+
+    @abc.abstractmethod
+    def restore_markers(self, markers: Sequence[Marker]) -> int:
+        """Set markers, each only forward (as receipts move them); returns how many changed."""
+
+    @abc.abstractmethod
+    def restore_push_targets(self, targets: Sequence[PushTarget]) -> int:
+        """Insert the targets whose (user, device) is absent, ``updated_at`` kept; returns how many."""
+
+    @abc.abstractmethod
+    def restore_mutes(self, mutes: Sequence[Mute]) -> int:
+        """Insert the mutes whose (conv, user) is absent; returns how many."""
 
     # --- lifecycle --------------------------------------------------------------------------
     @abc.abstractmethod

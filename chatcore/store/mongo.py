@@ -88,10 +88,12 @@ from chatcore.store.base import (
     DispatchBatch,
     Erased,
     HistoryPage,
+    LogEntry,
     Marker,
     MembershipChanges,
     Message,
     MessageView,
+    Mute,
     NewMessage,
     NewUser,
     NotFound,
@@ -100,6 +102,7 @@ from chatcore.store.base import (
     ReceiptOutcome,
     ReceiptResult,
     ReceiptUpdate,
+    RestoreConflict,
     SearchPage,
     Store,
     TargetState,
@@ -114,6 +117,8 @@ from chatcore.store.base import (
     new_message_id,
     now_ms,
     refusal_of,
+    require_same_entry,
+    restored_conv,
     seq_bound,
 )
 from chatcore.store.mongo_layout import INDEXES
@@ -989,6 +994,126 @@ class MongoStore(Store):
 
     def remove_webhook(self, webhook_id: str) -> bool:
         return self._webhooks.delete_one({"_id": webhook_id}).deleted_count > 0
+
+    # --- bulk read and write: full export/import ------------------------------------------------
+    def log_entries(self, conv_id: str, *, after: int = 0, limit: int = 500) -> list[LogEntry]:
+        docs = list(self._messages.find({"conv": conv_id, "seq": {"$gt": seq_bound(after)}})
+                    .sort("seq", ASCENDING).limit(limit))  # fmt: skip
+        targets = sorted({int(d["target"]) for d in docs if d.get("kind") == EntryKind.DELETE})
+        erased: dict[int, tuple[str, ...]] = {}
+        if targets:
+            erased = {int(d["seq"]): tuple(d.get("erased_media") or ()) for d in self._messages.find(
+                {"conv": conv_id, "seq": {"$in": targets}}, {"seq": 1, "erased_media": 1})}
+        return [LogEntry(_message(d), erased.get(int(d["target"]), ()) if d.get("kind") == EntryKind.DELETE else ())
+                for d in docs]  # fmt: skip
+
+    def mutes(self, convs: Sequence[str]) -> list[Mute]:
+        if not convs:
+            return []
+        docs = self._mutes.find({"conv": {"$in": sorted(set(convs))}})
+        return sorted((Mute(d["conv"], d["user"], int(d["until"])) for d in docs), key=lambda m: (m.conv, m.user))
+
+    def restore_users(self, users: Sequence[User]) -> int:
+        for user in users:
+            require_id(user.id, "user id")
+        added = self._insert_absent(self._users, [_user_doc(u) for u in users])
+        if added:
+            self._bump_users()
+        return added
+
+    def _insert_absent(self, collection: Collection[Any], docs: list[dict[str, Any]]) -> int:
+        """Insert the documents whose _id is free; how many were."""
+        if not docs:
+            return 0
+        try:
+            return len(collection.insert_many(docs, ordered=False).inserted_ids)
+        except BulkWriteError as exc:
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    def restore_conversations(self, convs: Sequence[Conversation]) -> int:
+        for conv in convs:
+            require_id(conv.id, "conversation id")
+        wanted = sorted({user for conv in convs for user in conv.members})
+        known = {doc["_id"] for doc in self._users.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        for conv in convs:
+            for user in conv.members:
+                if user not in known:
+                    raise NotFound(f"no user {user!r} (member of {conv.id!r})")
+        stored = {doc["_id"]: set(doc.get("members", ())) for doc in
+                  self._convs.find({"_id": {"$in": [c.id for c in convs]}}, {"members": 1})}  # fmt: skip
+        added = 0
+        for conv in convs:
+            if conv.id not in stored:
+                doc = {"_id": conv.id, "members": sorted(set(conv.members)), "title": conv.title, "owner": conv.owner,
+                       "created_at": conv.created_at, "last_seq": 0}
+                changed = self._insert_absent(self._convs, [doc]) + len(doc["members"])
+            else:
+                missing = sorted(set(conv.members) - stored[conv.id])
+                if missing:
+                    self._convs.update_one({"_id": conv.id}, {"$addToSet": {"members": {"$each": missing}}})
+                changed = len(missing)
+            if changed:
+                self._bump_membership(conv.id)
+            added += changed
+        return added
+
+    def restore_entries(self, entries: Sequence[LogEntry]) -> int:
+        """Entries first, then their changes folded in (idempotent, as ``append`` does; a resumed
+        import folds again the changes of entries stored before an interruption), then the counter."""
+        if not entries:
+            return 0
+        conv = restored_conv(entries)
+        for entry in entries:
+            encode_attachments(entry.message.attachments)  # fail before writing
+        if self._convs.find_one({"_id": conv}, {"_id": 1}) is None:
+            raise NotFound(f"no conversation {conv!r}")
+        first, last = entries[0].message.seq, entries[-1].message.seq
+        stored = {int(d["seq"]): str(d["_id"]) for d in self._messages.find(
+            {"conv": conv, "seq": {"$gte": max(first - 1, 1), "$lte": last}}, {"seq": 1})}  # fmt: skip
+        docs = []
+        for entry in entries:
+            message = entry.message
+            if message.seq in stored:
+                require_same_entry(message, stored[message.seq])
+                continue
+            if message.seq > 1 and message.seq - 1 not in stored:
+                raise RestoreConflict(f"conversation {conv!r}: entry {message.seq} would leave a gap "
+                                      f"(seq {message.seq - 1} is not stored)")
+            stored[message.seq] = message.id
+            docs.append(_message_doc(message) | ({"erased": True} if message.erased else {}))
+        if docs:
+            self._messages.insert_many(docs, ordered=True)
+        self._add_media_refs([e.message for e in entries if e.message.attachments])
+        for entry in entries:
+            if entry.message.kind in CHANGE_KINDS:
+                self._apply_change(entry.message)
+                if entry.message.kind == EntryKind.DELETE:
+                    self._messages.update_one({"conv": conv, "seq": entry.message.target},
+                                              {"$set": {"erased_media": list(entry.erased_media)}})
+        self._convs.update_one({"_id": conv}, {"$max": {"last_seq": last}})
+        self._stored_upto.pop(conv, None)
+        return len(docs)
+
+    def restore_markers(self, markers: Sequence[Marker]) -> int:
+        changed = 0
+        for m in markers:
+            key = {"_id": f"{m.conv}/{m.user}", "user": m.user, "conv": m.conv}
+            before = self._markers.find_one_and_update(
+                key, {"$max": {"delivered_seq": m.delivered_seq, "read_seq": m.read_seq, "updated_at": m.updated_at}},
+                upsert=True, return_document=ReturnDocument.BEFORE,
+            )
+            changed += before is None or int(before.get("delivered_seq", 0)) < m.delivered_seq \
+                or int(before.get("read_seq", 0)) < m.read_seq  # fmt: skip
+        return changed
+
+    def restore_push_targets(self, targets: Sequence[PushTarget]) -> int:
+        return self._insert_absent(self._push_targets, [_target_doc(t) for t in targets])
+
+    def restore_mutes(self, mutes: Sequence[Mute]) -> int:
+        return self._insert_absent(self._mutes, [{"_id": f"{m.conv}/{m.user}", "conv": m.conv, "user": m.user,
+                                                  "until": m.until} for m in mutes])  # fmt: skip
 
     # --- lifecycle --------------------------------------------------------------------------
     # --- data lifecycle: retention and erasure --------------------------------------------------

@@ -63,10 +63,12 @@ from chatcore.store.base import (
     DispatchBatch,
     Erased,
     HistoryPage,
+    LogEntry,
     Marker,
     MembershipChanges,
     Message,
     MessageView,
+    Mute,
     NewMessage,
     NewUser,
     NotFound,
@@ -75,6 +77,7 @@ from chatcore.store.base import (
     ReceiptOutcome,
     ReceiptResult,
     ReceiptUpdate,
+    RestoreConflict,
     SearchPage,
     Store,
     TargetState,
@@ -88,6 +91,8 @@ from chatcore.store.base import (
     new_message_id,
     now_ms,
     refusal_of,
+    require_same_entry,
+    restored_conv,
     seq_bound,
 )
 
@@ -307,7 +312,7 @@ def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
 def _message_row(message: Message, attachments: str | None) -> tuple[Any, ...]:
     kind = None if message.kind == EntryKind.MESSAGE else str(message.kind)  # NULL: a message (older rows too)
     return (message.conv, message.seq, message.id, message.sender, message.client_msg_id, message.body,
-            message.ts, attachments, kind, message.target, message.reply_to, message.emoji, 0)
+            message.ts, attachments, kind, message.target, message.reply_to, message.emoji, int(message.erased))
 
 
 def _view(row: tuple[Any, ...], reactions: dict[int, Any]) -> MessageView:
@@ -1189,6 +1194,124 @@ class SQLiteStore(Store):
                 _bump_membership(conn, conv_id)
             _truncate_wal(conn)
         return Erased(media=media)
+
+    # --- bulk read and write: full export/import ------------------------------------------------
+    def log_entries(self, conv_id: str, *, after: int = 0, limit: int = 500) -> list[LogEntry]:
+        columns = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {columns}, s.erased_media FROM messages m LEFT JOIN message_state s"
+                " ON m.kind = 'delete' AND s.conv = m.conv AND s.seq = m.target"
+                " WHERE m.conv = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
+                (conv_id, seq_bound(after), limit),
+            ).fetchall()
+        return [LogEntry(_message(row[:13]), tuple(orjson.loads(row[13])) if row[13] else ()) for row in rows]
+
+    def mutes(self, convs: Sequence[str]) -> list[Mute]:
+        wanted = sorted(set(convs))
+        found: list[Mute] = []
+        with self._connection() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                rows = conn.execute(
+                    f"SELECT conv, user, until FROM mutes WHERE conv IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY conv, user",
+                    chunk,
+                )
+                found.extend(Mute(*row) for row in rows)
+        return found
+
+    def restore_users(self, users: Sequence[User]) -> int:
+        for user in users:
+            require_id(user.id, "user id")
+        with self._connection() as conn, _write(conn):
+            added = sum(conn.execute(
+                f"INSERT OR IGNORE INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (u.id, u.password_hash, int(u.disabled), u.created_at, u.display_name, u.avatar),
+            ).rowcount for u in users)  # fmt: skip
+            if added:
+                _bump_users(conn)
+        return added
+
+    def restore_conversations(self, convs: Sequence[Conversation]) -> int:
+        for conv in convs:
+            require_id(conv.id, "conversation id")
+        added = 0
+        with self._connection() as conn, _write(conn):
+            for conv in convs:
+                for user in conv.members:
+                    if not _user_exists(conn, user):
+                        raise NotFound(f"no user {user!r} (member of {conv.id!r})")
+                changed = conn.execute(
+                    "INSERT OR IGNORE INTO conversations (id, title, owner, created_at, last_seq)"
+                    " VALUES (?, ?, ?, ?, 0)",
+                    (conv.id, conv.title, conv.owner, conv.created_at),
+                ).rowcount
+                changed += sum(conn.execute("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)",
+                                            (conv.id, user)).rowcount for user in conv.members)  # fmt: skip
+                if changed:
+                    _bump_membership(conn, conv.id)
+                added += changed
+        return added
+
+    def restore_entries(self, entries: Sequence[LogEntry]) -> int:
+        if not entries:
+            return 0
+        conv = restored_conv(entries)
+        encoded = [encode_attachments(e.message.attachments) for e in entries]  # fail before writing
+        added = 0
+        with self._connection() as conn, _write(conn):
+            row = conn.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv,)).fetchone()
+            if row is None:
+                raise NotFound(f"no conversation {conv!r}")
+            last = int(row[0])
+            stored = dict(conn.execute(
+                "SELECT seq, id FROM messages WHERE conv = ? AND seq BETWEEN ? AND ?",
+                (conv, entries[0].message.seq, entries[-1].message.seq),
+            ).fetchall())  # fmt: skip
+            pending = _PendingRows(conn)
+            for entry, attachments in zip(entries, encoded, strict=True):
+                message = entry.message
+                if message.seq in stored:
+                    require_same_entry(message, stored[message.seq])
+                    continue
+                if message.seq != last + 1:
+                    raise RestoreConflict(f"conversation {conv!r}: entry {message.seq} would leave a gap after "
+                                          f"seq {last}")
+                pending.add(message, attachments)
+                last = message.seq
+                added += 1
+                if message.kind in CHANGE_KINDS:
+                    pending.flush()
+                    _apply_change(conn, message)
+                    if message.kind == EntryKind.DELETE:
+                        conn.execute("UPDATE message_state SET erased_media = ? WHERE conv = ? AND seq = ?",
+                                     (orjson.dumps(list(entry.erased_media)).decode(), conv, message.target))
+            pending.flush()
+            conn.execute("UPDATE conversations SET last_seq = ? WHERE id = ? AND last_seq < ?", (last, conv, last))
+        return added
+
+    def restore_markers(self, markers: Sequence[Marker]) -> int:
+        with self._connection() as conn, _write(conn):
+            return sum(conn.execute(
+                f"INSERT INTO markers ({_MARKER_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (conv, user) DO UPDATE SET"
+                " delivered_seq = max(delivered_seq, excluded.delivered_seq),"
+                " read_seq = max(read_seq, excluded.read_seq), updated_at = max(updated_at, excluded.updated_at)"
+                " WHERE excluded.delivered_seq > delivered_seq OR excluded.read_seq > read_seq",
+                (m.conv, m.user, m.delivered_seq, m.read_seq, m.updated_at),
+            ).rowcount for m in markers)  # fmt: skip
+
+    def restore_push_targets(self, targets: Sequence[PushTarget]) -> int:
+        with self._connection() as conn, _write(conn):
+            return sum(conn.execute(
+                f"INSERT OR IGNORE INTO push_targets ({_TARGET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (t.user, t.device, t.platform, t.token, t.app_id, int(t.preview), t.updated_at),
+            ).rowcount for t in targets)  # fmt: skip
+
+    def restore_mutes(self, mutes: Sequence[Mute]) -> int:
+        with self._connection() as conn, _write(conn):
+            return sum(conn.execute("INSERT OR IGNORE INTO mutes (conv, user, until) VALUES (?, ?, ?)",
+                                    (m.conv, m.user, m.until)).rowcount for m in mutes)  # fmt: skip
 
     # --- lifecycle --------------------------------------------------------------------------
     def ping(self) -> None:
