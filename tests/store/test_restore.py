@@ -38,7 +38,9 @@ def copy_all(source: Store, target: Store, page: int = 4) -> None:
 
 @pytest.fixture(params=["sqlite", "mongomock"])
 def other(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    return SQLiteStore(str(tmp_path / "other.db")) if request.param == "sqlite" else MongoStore.mongomock(f"other_{uuid.uuid4().hex}")
+    if request.param == "sqlite":
+        return SQLiteStore(str(tmp_path / "other.db"))
+    return MongoStore.mongomock(f"other_{uuid.uuid4().hex}")
 
 
 def test_log_entries_carry_erasures_and_what_a_deletion_erased(store: Store) -> None:
