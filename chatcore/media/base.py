@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -25,6 +25,10 @@ CHUNK = 64 * 1024
 
 class MediaNotFound(KeyError):
     """No media with this id (or an id that cannot be one)."""
+
+
+class MediaCorrupt(ValueError):
+    """Restored bytes do not match the size or sha256 their metadata says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,17 @@ class MediaStore(ABC):
     @abstractmethod
     def delete(self, media_id: str) -> None:
         """Erase the bytes and metadata (idempotent: an unknown id is nothing to do)."""
+
+    @abstractmethod
+    def ids(self) -> Iterator[str]:
+        """Every stored media id, ascending (a full export or a backup walks them)."""
+
+    @abstractmethod
+    def restore(self, info: MediaInfo, stream: BinaryIO) -> bool:
+        """Store a seekable stream under ``info.id`` with its metadata as given (owner, time,
+        name, links to ``info.convs``), checked against its size and sha256 (MediaCorrupt, nothing
+        stored). Idempotent: when the id is stored already only missing links are added. Returns
+        True if the bytes were stored."""
 
     def close(self) -> None:  # noqa: B027 - optional: only backends holding connections need it
         """Release connections."""

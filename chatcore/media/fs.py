@@ -13,11 +13,22 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from chatcore.ids import require_id
-from chatcore.media.base import CHUNK, MediaInfo, MediaNotFound, MediaStore, digest, is_media_id, new_media_id, now_ms
+from chatcore.media.base import (
+    CHUNK,
+    MediaCorrupt,
+    MediaInfo,
+    MediaNotFound,
+    MediaStore,
+    digest,
+    is_media_id,
+    new_media_id,
+    now_ms,
+)
 
 _LINK = "conv."
 
@@ -35,6 +46,11 @@ class FsMediaStore(MediaStore):
     def put(self, owner: str, stream: BinaryIO, mime: str, *, name: str | None = None) -> MediaInfo:
         size, sha256 = digest(stream)
         info = MediaInfo(new_media_id(), owner, mime, size, sha256, now_ms(), name)
+        self._write(info, stream)
+        return info
+
+    def _write(self, info: MediaInfo, stream: BinaryIO) -> None:
+        """Bytes, metadata and links in a private directory, renamed into place whole."""
         final = self._dir(info.id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self._root))
@@ -45,11 +61,31 @@ class FsMediaStore(MediaStore):
                 os.fsync(out.fileno())
             meta = {k: getattr(info, k) for k in ("id", "owner", "mime", "size", "sha256", "created_at", "name")}
             (tmp / "meta.json").write_text(json.dumps(meta))
+            for conv in info.convs:
+                (tmp / f"{_LINK}{require_id(conv, 'conversation id')}").touch()
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return info
+
+    def ids(self) -> Iterator[str]:
+        for prefix in sorted(p for p in self._root.iterdir() if len(p.name) == 2 and p.is_dir()):
+            yield from sorted(p.name for p in prefix.iterdir() if is_media_id(p.name) and (p / "meta.json").exists())
+
+    def restore(self, info: MediaInfo, stream: BinaryIO) -> bool:
+        if self.get(info.id) is not None:
+            for conv in info.convs:
+                self.link(info.id, conv)
+            return False
+        if digest(stream) != (info.size, info.sha256):
+            raise MediaCorrupt(f"media {info.id}: the bytes do not match size {info.size} and sha256 {info.sha256}")
+        try:
+            self._write(info, stream)
+        except OSError:  # another restore of the same id won the rename: its item stands
+            if self.get(info.id) is None:
+                raise
+            return False
+        return True
 
     def get(self, media_id: str) -> MediaInfo | None:
         try:

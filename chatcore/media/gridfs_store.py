@@ -8,13 +8,23 @@ The legacy ``gridfs.GridFS`` API is used because mongomock supports it (not Grid
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
 import gridfs
 from pymongo.database import Database
 
 from chatcore.ids import require_id
-from chatcore.media.base import MediaInfo, MediaNotFound, MediaStore, digest, is_media_id, new_media_id, now_ms
+from chatcore.media.base import (
+    MediaCorrupt,
+    MediaInfo,
+    MediaNotFound,
+    MediaStore,
+    digest,
+    is_media_id,
+    new_media_id,
+    now_ms,
+)
 
 BUCKET = "media"
 
@@ -71,6 +81,26 @@ class GridFSMediaStore(MediaStore):
         """GridFS removes the files document first (the item is gone for readers), then its chunks."""
         if is_media_id(media_id):
             self._fs.delete(media_id)
+
+    def ids(self) -> Iterator[str]:
+        for doc in self._files.find({}, {"_id": 1}).sort("_id", 1):
+            yield str(doc["_id"])
+
+    def restore(self, info: MediaInfo, stream: BinaryIO) -> bool:
+        if self.get(info.id) is not None:
+            if info.convs:
+                links = {"$addToSet": {"metadata.convs": {"$each": sorted(info.convs)}}}
+                self._files.update_one({"_id": info.id}, links)
+            return False
+        if digest(stream) != (info.size, info.sha256):
+            raise MediaCorrupt(f"media {info.id}: the bytes do not match size {info.size} and sha256 {info.sha256}")
+        metadata = {"owner": info.owner, "mime": info.mime, "size": info.size, "sha256": info.sha256,
+                    "created_at": info.created_at, "name": info.name, "convs": sorted(info.convs)}
+        try:
+            self._fs.put(stream, _id=info.id, filename=info.name, metadata=metadata)
+        except gridfs.errors.FileExists:
+            return False
+        return True
 
     def close(self) -> None:
         if self._owns_client:

@@ -110,3 +110,29 @@ def test_delete_erases_bytes_and_metadata(media: MediaStore) -> None:
         media.link(info.id, "c1")
     with media.open(other.id) as stream:
         assert stream.read() == b"stays"
+
+
+def test_ids_walk_every_item_in_order(media: MediaStore) -> None:
+    stored = sorted(media.put("alice", io.BytesIO(bytes([i])), "text/plain").id for i in range(5))
+    assert list(media.ids()) == stored
+    media.delete(stored[0])
+    assert list(media.ids()) == stored[1:]
+
+
+def test_restore_keeps_id_metadata_and_links_and_is_idempotent(media: MediaStore) -> None:
+    from dataclasses import replace
+
+    from chatcore.media.base import MediaCorrupt, MediaInfo
+
+    data = PNG + b"x" * 70_000
+    info = MediaInfo("c" * 32, "bob", "image/png", len(data), hashlib.sha256(data).hexdigest(), 1_700_000_000_000,
+                     "cat.png", frozenset({"general"}))
+    assert media.restore(info, io.BytesIO(data)) is True
+    assert media.get(info.id) == info
+    with media.open(info.id) as fh:
+        assert fh.read() == data
+    assert media.restore(replace(info, convs=frozenset({"general", "dm"})), io.BytesIO(data)) is False
+    assert media.get(info.id) == replace(info, convs=frozenset({"general", "dm"}))
+    with pytest.raises(MediaCorrupt):
+        media.restore(replace(info, id="d" * 32), io.BytesIO(data[:-1]))
+    assert media.get("d" * 32) is None and list(media.ids()) == [info.id]
