@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from chatcore import logs
-from chatmq import ops, transfer
+from chatmq import convcopy, ops, transfer
 from chatmq.admin import conv, history, presence, user
 from chatmq.chat import chat
 from chatmq.mongo_cmd import mongo_shard_script
@@ -181,6 +181,8 @@ cli.add_command(ops.stats)
 cli.add_command(ops.token)
 cli.add_command(transfer.export)
 cli.add_command(transfer.import_)
+cli.add_command(convcopy.export)
+cli.add_command(convcopy.import_)
 cli.add_command(mosquitto_sync)
 cli.add_command(mongo_shard_script)
 cli.add_command(push)

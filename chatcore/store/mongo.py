@@ -1056,7 +1056,7 @@ class MongoStore(Store):
                 changed = len(missing)
             if changed:
                 self._bump_membership(conv.id)
-            added += changed
+                added += 1
         return added
 
     def restore_entries(self, entries: Sequence[LogEntry]) -> int:

@@ -1251,7 +1251,7 @@ class SQLiteStore(Store):
                                             (conv.id, user)).rowcount for user in conv.members)  # fmt: skip
                 if changed:
                     _bump_membership(conn, conv.id)
-                added += changed
+                    added += 1
         return added
 
     def restore_entries(self, entries: Sequence[LogEntry]) -> int:

@@ -211,7 +211,8 @@ def test_clear_error_when_the_stack_is_not_running(tmp_path: os.PathLike[str]) -
         assert "not reachable" in result.stderr and "chatmq up" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("command", ["clients", "kick", "tail", "stats", "token", "export", "import"])
+@pytest.mark.parametrize("command", ["clients", "kick", "tail", "stats", "token", "export", "import", "export-conv",
+                                     "import-conv", "backup", "restore"])
 def test_every_command_has_help(stack: Stack, command: str) -> None:
     result = stack.admin(command, "--help")
     assert "Usage: chatmq" in result.stdout and command in result.stdout

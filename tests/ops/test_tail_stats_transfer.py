@@ -101,15 +101,17 @@ def test_export_then_import_round_trip(stack: Stack, unique: Callable[[str], str
     finally:
         device.close()
     dump = tmp_path / "conv.jsonl"
-    result = stack.admin("export", conv, "--format", "jsonl", "--output", str(dump))
+    result = stack.admin("export-conv", conv, "--format", "jsonl", "--output", str(dump))
     assert "exported 5 messages" in result.stderr
     exported = [json.loads(line) for line in dump.read_text().splitlines()]
     assert [m["seq"] for m in exported] == [1, 2, 3, 4, 5]
 
     copy = unique("copy")
     stack.create_conv(copy, user)
-    assert "imported 5 messages (0 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
-    assert "imported 0 messages (5 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
+    assert "imported 5 messages, renumbered (0 already present)" in \
+        stack.admin("import-conv", str(dump), "--conv", copy).stdout
+    assert "imported 0 messages, renumbered (5 already present)" in \
+        stack.admin("import-conv", str(dump), "--conv", copy).stdout
     history = stack.admin("history", copy, "--json").stdout.splitlines()
     copied = [json.loads(line) for line in history]
     assert [(m["seq"], m["body"], m["client_msg_id"]) for m in copied] == [
@@ -125,23 +127,23 @@ def test_import_refuses_a_bad_file_without_writing(stack: Stack, unique: Callabl
     good = {"conv": conv, "sender": user, "client_msg_id": "a", "body": "x", "ts": int(time.time() * 1000)}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(good) + "\n{not json\n")
-    result = stack.admin("import", str(bad), check=False)
+    result = stack.admin("import-conv", str(bad), check=False)
     assert result.returncode == 1 and "bad.jsonl:2: not JSON" in result.stderr
     assert stack.admin("history", conv).stdout == ""
     senderless = {key: value for key, value in good.items() if key != "sender"}
     bad.write_text(json.dumps(good) + "\n" + json.dumps(senderless) + "\n" + json.dumps({**good, "ts": "soon"}) + "\n")
-    result = stack.admin("import", str(bad), check=False)
+    result = stack.admin("import-conv", str(bad), check=False)
     assert result.returncode == 1 and "bad.jsonl:2: not a message (sender: field required)" in result.stderr
     assert "Error:" in result.stderr and "KeyError" not in result.stderr
     bad.write_text(json.dumps({**good, "ts": "soon"}) + "\n")
-    result = stack.admin("import", str(bad), check=False)
+    result = stack.admin("import-conv", str(bad), check=False)
     assert "bad.jsonl:1: not a message (ts: input should be a valid integer)" in result.stderr
     assert stack.admin("history", conv).stdout == ""
     missing = tmp_path / "missing.jsonl"
     missing.write_text(json.dumps({**good, "conv": unique("nowhere")}) + "\n")
-    result = stack.admin("import", str(missing), check=False)
+    result = stack.admin("import-conv", str(missing), check=False)
     assert result.returncode == 1 and "unknown conversation" in result.stderr
-    assert stack.admin("export", unique("nowhere"), check=False).returncode == 1
+    assert stack.admin("export-conv", unique("nowhere"), check=False).returncode == 1
 
 
 def test_export_then_import_keeps_replies_edits_deletes_and_reactions(
@@ -170,10 +172,12 @@ def test_export_then_import_keeps_replies_edits_deletes_and_reactions(
         ])
         assert all(r.refusal is None for r in results)
         dump = tmp_path / "changes.jsonl"
-        assert "exported 6 messages" in stack.admin("export", conv, "--output", str(dump)).stderr
+        assert "exported 6 messages" in stack.admin("export-conv", conv, "--output", str(dump)).stderr
         assert "secret" not in dump.read_text()
-        assert "imported 6 messages (0 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
-        assert "imported 0 messages (6 already present)" in stack.admin("import", str(dump), "--conv", copy).stdout
+        assert "imported 6 messages, renumbered (0 already present)" in \
+        stack.admin("import-conv", str(dump), "--conv", copy).stdout
+        assert "imported 0 messages, renumbered (6 already present)" in \
+        stack.admin("import-conv", str(dump), "--conv", copy).stdout
 
         def current(c: str) -> list[tuple[Any, ...]]:
             return [(v.message.body, v.message.sender, v.edited is not None, v.deleted is not None,
@@ -189,5 +193,5 @@ def test_export_then_import_keeps_replies_edits_deletes_and_reactions(
     orphan = tmp_path / "orphan.jsonl"
     line = {"conv": copy, "sender": user, "client_msg_id": "x", "body": "y", "ts": 1, "kind": "edit", "target": 9}
     orphan.write_text(json.dumps(line) + "\n")
-    result = stack.admin("import", str(orphan), check=False)
+    result = stack.admin("import-conv", str(orphan), check=False)
     assert result.returncode == 1 and "orphan.jsonl:1: refers to seq 9, which is not in the file" in result.stderr
