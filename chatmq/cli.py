@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from chatcore import logs
-from chatmq import convcopy, ops, transfer
+from chatmq import backup, convcopy, ops, transfer
 from chatmq.admin import conv, history, presence, user
 from chatmq.chat import chat
 from chatmq.mongo_cmd import mongo_shard_script
@@ -182,6 +182,9 @@ cli.add_command(ops.token)
 cli.add_command(transfer.export)
 cli.add_command(transfer.import_)
 cli.add_command(convcopy.export)
+cli.add_command(backup.backup)
+cli.add_command(backup.verify_backup_command)
+cli.add_command(backup.restore)
 cli.add_command(convcopy.import_)
 cli.add_command(mosquitto_sync)
 cli.add_command(mongo_shard_script)
