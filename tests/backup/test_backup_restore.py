@@ -61,7 +61,8 @@ def test_a_backup_under_load_restores_a_consistent_installation(tmp_path: Path) 
     populate(store)
     (live / "secret.key").write_text("k" * 64)
     for batch in range(20):  # enough that the copy overlaps the writers
-        store.append([msg("general", "bob", f"bulk-{batch}-{i}", "x" * 200) for i in range(500)])
+        store.append([NewMessage("general", "bob", f"bulk-{batch}-{i}", "x" * 200, TS + batch * 500 + i)
+                      for i in range(500)])
     stop = threading.Event()
     threads = live_writers(store, media, stop)
     try:

@@ -101,4 +101,9 @@ def snapshot(store: Store) -> dict[str, Any]:
             "entries": entries, "views": views, "markers": store.markers(conv.id),
             "attached": {m: store.media_attached(conv.id, m) for m in sorted(media)},
         }
+    from chatcore.search import SearchQuery
+
+    out["search"] = {(user.id, word): [(v.message.conv, v.message.seq) for v in
+                                       store.search(user.id, SearchQuery((word,), limit=50)).messages]
+                     for user in users for word in ("hello", "hi", "alice", "file", "edited", "psst", "deletion")}
     return out
