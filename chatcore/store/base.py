@@ -959,9 +959,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def restore_conversations(self, convs: Sequence[Conversation]) -> int:
-        """Insert the conversations that are absent (id, title, owner, created_at; ``last_seq``
-        follows the entries restored) and add members missing from any of them; returns how many
-        conversations were added or gained members. Raises NotFound naming an unknown member."""
+        """Insert the conversations that are absent (id, title, owner, created_at, retention,
+        ``first_seq``: where a purged log starts; ``last_seq`` follows the entries restored) and
+        add members missing from any of them; returns how many conversations were added or gained
+        members. Raises NotFound naming an unknown member."""
 
     @abc.abstractmethod
     def restore_entries(self, entries: Sequence[LogEntry]) -> int:

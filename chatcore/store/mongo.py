@@ -1047,7 +1047,8 @@ class MongoStore(Store):
         for conv in convs:
             if conv.id not in stored:
                 doc = {"_id": conv.id, "members": sorted(set(conv.members)), "title": conv.title, "owner": conv.owner,
-                       "created_at": conv.created_at, "last_seq": 0}
+                       "created_at": conv.created_at, "last_seq": conv.first_seq - 1, "first_seq": conv.first_seq,
+                       "retention_days": conv.retention_days}  # a purged log starts at first_seq
                 changed = self._insert_absent(self._convs, [doc]) + len(doc["members"])
             else:
                 missing = sorted(set(conv.members) - stored[conv.id])
@@ -1067,8 +1068,10 @@ class MongoStore(Store):
         conv = restored_conv(entries)
         for entry in entries:
             encode_attachments(entry.message.attachments)  # fail before writing
-        if self._convs.find_one({"_id": conv}, {"_id": 1}) is None:
+        counter = self._convs.find_one({"_id": conv}, {"first_seq": 1})
+        if counter is None:
             raise NotFound(f"no conversation {conv!r}")
+        starts = int(counter.get("first_seq", 1))
         first, last = entries[0].message.seq, entries[-1].message.seq
         stored = {int(d["seq"]): str(d["_id"]) for d in self._messages.find(
             {"conv": conv, "seq": {"$gte": max(first - 1, 1), "$lte": last}}, {"seq": 1})}  # fmt: skip
@@ -1078,7 +1081,7 @@ class MongoStore(Store):
             if message.seq in stored:
                 require_same_entry(message, stored[message.seq])
                 continue
-            if message.seq > 1 and message.seq - 1 not in stored:
+            if message.seq > starts and message.seq - 1 not in stored:
                 raise RestoreConflict(f"conversation {conv!r}: entry {message.seq} would leave a gap "
                                       f"(seq {message.seq - 1} is not stored)")
             stored[message.seq] = message.id

@@ -1242,10 +1242,11 @@ class SQLiteStore(Store):
                 for user in conv.members:
                     if not _user_exists(conn, user):
                         raise NotFound(f"no user {user!r} (member of {conv.id!r})")
-                changed = conn.execute(
-                    "INSERT OR IGNORE INTO conversations (id, title, owner, created_at, last_seq)"
-                    " VALUES (?, ?, ?, ?, 0)",
-                    (conv.id, conv.title, conv.owner, conv.created_at),
+                changed = conn.execute(  # a purged log starts at first_seq: its entries follow on from there
+                    "INSERT OR IGNORE INTO conversations (id, title, owner, created_at, last_seq, first_seq,"
+                    " retention_days) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conv.id, conv.title, conv.owner, conv.created_at, conv.first_seq - 1, conv.first_seq,
+                     conv.retention_days),
                 ).rowcount
                 changed += sum(conn.execute("INSERT OR IGNORE INTO members (conv, user) VALUES (?, ?)",
                                             (conv.id, user)).rowcount for user in conv.members)  # fmt: skip

@@ -81,7 +81,8 @@ def test_a_backup_under_load_restores_a_consistent_installation(tmp_path: Path) 
     now, then = snapshot(store), snapshot(restored)
     for key in ("users", "webhooks", "push_targets", "mutes"):
         assert then[key] == now[key], key
-    assert then["conv general"] == now["conv general"] and then["conv dm-alice-bob"] == now["conv dm-alice-bob"]
+    for conv in ("general", "dm-alice-bob", "archive"):
+        assert then[f"conv {conv}"] == now[f"conv {conv}"], conv
     assert (tmp_path / "restored" / "secret.key").read_text() == "k" * 64
     # the load conversation: a prefix of the live log (erased since in the live one, maybe not yet then)
     log = [e.message for e in then["conv load"]["entries"]]
@@ -92,7 +93,7 @@ def test_a_backup_under_load_restores_a_consistent_installation(tmp_path: Path) 
             (new.id, new.seq, new.kind, new.target, new.client_msg_id)  # fmt: skip
         assert old.body == new.body or new.erased
     assert manifest["counts"]["entries"] == sum(len(then[f"conv {c}"]["entries"]) for c in
-                                                ("general", "dm-alice-bob", "load"))  # fmt: skip
+                                                ("general", "dm-alice-bob", "archive", "load"))  # fmt: skip
     # every media item the restored messages attach is there, whole, linked to the conversation
     attached = {a["media_id"] for m in log for a in m.attachments}
     assert attached and not (attached & set(manifest["missing_media"]))
@@ -159,12 +160,12 @@ def test_the_commands(tmp_path: Path) -> None:
     env = {"CHATMQ_STORE_URL": "", "CHATMQ_DATA_DIR": ""}
     result = runner.invoke(cli, ["backup", str(tmp_path / "b"), "--data-dir", str(live), "-q"], env=env)
     assert result.exit_code == 0, result.output
-    assert "4 users, 2 conversations, 12 log entries, 0 media" in result.output and "(verified)" in result.output
+    assert "4 users, 3 conversations, 13 log entries, 0 media" in result.output and "(verified)" in result.output
     result = runner.invoke(cli, ["verify-backup", str(tmp_path / "b")], env=env)
     assert result.exit_code == 0 and ": ok" in result.output, result.output
     result = runner.invoke(cli, ["restore", str(tmp_path / "b"), "--data-dir", str(live)], env=env)
     assert result.exit_code == 1 and "--force" in result.output
     result = runner.invoke(cli, ["restore", str(tmp_path / "b"), "--data-dir", str(tmp_path / "new")], env=env)
-    assert result.exit_code == 0 and "12 log entries" in result.output, result.output
+    assert result.exit_code == 0 and "13 log entries" in result.output, result.output
     result = runner.invoke(cli, ["backup", str(tmp_path / "c"), "--data-dir", str(tmp_path / "none")], env=env)
     assert result.exit_code == 1 and "nothing to back up" in result.output

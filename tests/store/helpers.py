@@ -31,7 +31,8 @@ MEDIA_B = "b" * 32
 
 def populate(store: Store) -> None:
     """A store with one of everything a full export carries: users with profiles (one disabled, one
-    without a password), conversations with owners and titles, a member removed, messages with
+    without a password), conversations with owners, titles and retention (one purged from its start),
+    a member removed, messages with
     attachments, replies, edits, deletions (one erasing media), reactions taken back, receipts,
     push targets, mutes and a webhook."""
     from chatcore.protocol import EntryKind
@@ -70,6 +71,12 @@ def populate(store: Store) -> None:
         ReceiptUpdate("general", "alice", 4, "delivered", TS + 11),
         ReceiptUpdate("dm-alice-bob", "bob", 1, "read", TS + 12),
     ])
+    store.create_conversation("archive", ["alice", "bob"])  # retention purged its first three
+    store.append([NewMessage("archive", "alice", f"a{i}", f"old {i}", TS - 100 + i) for i in range(3)])
+    store.append([NewMessage("archive", "bob", "a3", "kept", TS + 100)])
+    store.set_retention("archive", 30)
+    store.set_retention("general", 0)
+    assert store.purge_expired("archive", TS, 10).first_seq == 4
     store.put_push_target(PushTarget("bob", "phone", "fcm", "tok-bob", app_id="app", preview=False))
     store.put_push_target(PushTarget("alice", "ipad", "apns", "tok-alice"))
     store.set_mute("general", "bob", 0)

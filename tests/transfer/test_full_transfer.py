@@ -74,7 +74,7 @@ def test_sqlite_to_mongodb_and_back_keeps_everything(tmp_path: Path, mongo: tupl
     expected, expected_media = snapshot(source), media_snapshot(source_media)
 
     manifest = export_all(source, source_media, tmp_path / "one", source="sqlite", quiet=True)
-    assert manifest["counts"] == {"users": 4, "conversations": 2, "entries": 12, "markers": 3, "push_targets": 2,
+    assert manifest["counts"] == {"users": 4, "conversations": 3, "entries": 13, "markers": 3, "push_targets": 2,
                                   "mutes": 2, "webhooks": 1, "media": 3}
     store, media = mongo
     added = import_all(store, media, tmp_path / "one", quiet=True)
@@ -104,17 +104,17 @@ def test_an_interrupted_import_resumes(tmp_path: Path, monkeypatch: pytest.Monke
     calls = 0
     real = target.restore_entries
 
-    def dies_on_the_third_batch(entries: Any) -> int:
+    def dies_on_the_fourth_batch(entries: Any) -> int:
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls == 4:
             raise KeyboardInterrupt
         return real(entries)
 
-    monkeypatch.setattr(target, "restore_entries", dies_on_the_third_batch)
+    monkeypatch.setattr(target, "restore_entries", dies_on_the_fourth_batch)
     with pytest.raises(KeyboardInterrupt):
         import_all(target, media, tmp_path / "out", quiet=True)
-    assert len(target.log_entries("general")) == 4  # dm-alice-bob whole, then general 1-4
+    assert len(target.log_entries("general")) == 4  # archive and dm-alice-bob whole, then general 1-4
     monkeypatch.setattr(target, "restore_entries", real)
     added = import_all(target, media, tmp_path / "out", quiet=True)
     assert added["entries"] == 7 and added["users"] == 0
@@ -144,7 +144,7 @@ def test_the_commands_move_a_data_dir(tmp_path: Path) -> None:
     env = {"CHATMQ_STORE_URL": "", "CHATMQ_DATA_DIR": ""}
     result = runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "a")], env=env)
     assert result.exit_code == 0, result.output
-    assert "12 entries" in result.output and "3 media" in result.output
+    assert "13 entries" in result.output and "3 media" in result.output
     result = runner.invoke(cli, ["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "a")], env=env)
     assert result.exit_code == 1 and "holds an export already" in result.output
     result = runner.invoke(cli, ["import", str(tmp_path / "out"), "--data-dir", str(tmp_path / "b")], env=env)
