@@ -1,8 +1,8 @@
-"""``chatmq up``: broker, bridge, notifier and API as child processes, supervised together.
+"""``chatmq up``: broker, bridge, notifier, retention job and API as child processes, supervised together.
 
 Each loop stays its own process (as in production) so a crash in one does not take the others
 down; a child that exits is restarted after a back-off (``RestartPolicy``). Shutdown order is API,
-notifier, bridge, broker, Redis: the bridge finishes its in-flight writes and acks while the broker is still
+retention, notifier, bridge, broker, Redis: the bridge finishes its in-flight writes and acks while the broker is still
 there to carry them, and the broker writes what its sessions still hold to Redis before Redis stops.
 
 Only the supervisor is in the terminal's process group: the children (and the private Redis, under
@@ -153,7 +153,8 @@ class Supervisor:
         try:
             self._prepare()
             s = self.settings
-            for name, port in (("broker", s.mqtt_port), ("bridge", 0), ("notifier", 0), ("api", s.http_port)):
+            for name, port in (("broker", s.mqtt_port), ("bridge", 0), ("notifier", 0), ("retention", 0),
+                               ("api", s.http_port)):
                 if self._stop.is_set():  # stopped while starting: start nothing more
                     return 0
                 child = Child(name, port, self.restart_policy.restarts())
@@ -213,7 +214,7 @@ class Supervisor:
                 self._spawn(child)
 
     def _shutdown(self) -> None:
-        for child in reversed(self.children):  # api, notifier, bridge, broker
+        for child in reversed(self.children):  # api, retention, notifier, bridge, broker
             process = child.process
             if process is None or process.poll() is not None:
                 continue
