@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
-CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP = 2, 3, 4, 9, 13
+from chatcore.mqtt.codec import (
+    Connack,
+    Connect,
+    Decoder,
+    Disconnect,
+    Puback,
+    Suback,
+    Subscribe,
+    decode,
+    decode_publish,
+    encode_publish,
+)
+
+_PUBLISH = 3
 _PINGREQ = b"\xc0\x00"
-_DISCONNECT = b"\xe0\x00"
+_DISCONNECT = Disconnect().encode()
 
 
 class MqttRefused(Exception):
@@ -29,65 +41,7 @@ class MqttRefused(Exception):
         self.code = code
 
 
-def _string(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    size, length = bytearray(), len(body)
-    while True:
-        byte, length = length % 128, length // 128
-        size.append(byte | 0x80 if length else byte)
-        if not length:
-            return bytes([first]) + bytes(size) + body
-
-
-def connect_packet(client_id: str, username: str | None, password: str | None, keepalive: int, clean: bool) -> bytes:
-    flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + _string(client_id)
-    if username is not None:
-        body += _string(username)
-    if password is not None:
-        body += _string(password)
-    return _packet(0x10, body)
-
-
-def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
-    body = struct.pack("!H", packet_id) + b"".join(_string(topic) + bytes([qos]) for topic, qos in filters)
-    return _packet(0x82, body)
-
-
-def publish_packet(topic: str, payload: bytes, qos: int, packet_id: int = 0) -> bytes:
-    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    return _packet(0x30 | (qos << 1), body)
-
-
-def puback_packet(packet_id: int) -> bytes:
-    return b"\x40\x02" + struct.pack("!H", packet_id)
-
-
 OnMessage = Callable[["LeanClient", str, bytes], None]
-
-
-def take_packet(buffer: bytearray) -> tuple[int, bytes] | None:
-    """Take one whole packet off the front of ``buffer``: (first byte, body); None until one is complete."""
-    length, multiplier, index = 0, 1, 1
-    while True:
-        if index >= len(buffer):
-            return None  # the remaining-length field itself is incomplete
-        byte = buffer[index]
-        length += (byte & 0x7F) * multiplier
-        multiplier *= 128
-        index += 1
-        if not byte & 0x80:
-            break
-    end = index + length
-    if len(buffer) < end:
-        return None
-    packet = buffer[0], bytes(buffer[index:end])
-    del buffer[:end]
-    return packet
 
 
 class LeanClient(asyncio.Protocol):
@@ -95,7 +49,7 @@ class LeanClient(asyncio.Protocol):
 
     __slots__ = (
         "_acks",
-        "_buffer",
+        "_decoder",
         "_next_id",
         "_waiter",
         "client_id",
@@ -117,7 +71,7 @@ class LeanClient(asyncio.Protocol):
         self.keepalive = keepalive
         self.on_message = on_message
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._decoder = Decoder()
         self._waiter: asyncio.Future[Any] | None = None  # the CONNACK or SUBACK being awaited
         self._acks: dict[int, asyncio.Future[None]] = {}  # PUBACKs awaited by publish()
         self._next_id = 0
@@ -134,11 +88,12 @@ class LeanClient(asyncio.Protocol):
     async def connect(self, host: str, port: int, *, clean: bool = False, timeout: float = 30.0) -> bool:
         """Open the socket, send CONNECT and wait for CONNACK; returns the session-present flag."""
         loop = asyncio.get_running_loop()
-        self._buffer.clear()
+        self._decoder = Decoder()
         self.lost = loop.create_future()
         await asyncio.wait_for(loop.create_connection(lambda: self, host, port), timeout)
         self._waiter = loop.create_future()
-        self._send(connect_packet(self.client_id, self.username, self.password, self.keepalive, clean))
+        password = None if self.password is None else self.password.encode()
+        self._send(Connect(self.client_id, clean, self.keepalive, self.username, password).encode())
         try:
             code, present = await asyncio.wait_for(self._waiter, timeout)
         except BaseException:
@@ -153,18 +108,18 @@ class LeanClient(asyncio.Protocol):
     async def subscribe(self, filters: list[tuple[str, int]], timeout: float = 30.0) -> list[int]:
         """SUBSCRIBE and wait for the SUBACK; returns the granted codes (0x80 = refused)."""
         self._waiter = asyncio.get_running_loop().create_future()
-        self._send(subscribe_packet(self._packet_id(), filters))
+        self._send(Subscribe(self._packet_id(), filters).encode())
         return list(await asyncio.wait_for(self._waiter, timeout))
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0) -> asyncio.Future[None] | None:
         """Send a PUBLISH; at QoS 1 the returned future completes on its PUBACK."""
         if qos == 0:
-            self._send(publish_packet(topic, payload, 0))
+            self._send(encode_publish(topic, payload))
             return None
         packet_id = self._packet_id()
         acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks[packet_id] = acked
-        self._send(publish_packet(topic, payload, qos, packet_id))
+        self._send(encode_publish(topic, payload, qos, packet_id))
         return acked
 
     def ping(self) -> None:
@@ -208,32 +163,29 @@ class LeanClient(asyncio.Protocol):
             self.lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while (packet := take_packet(self._buffer)) is not None:
-            self._packet_received(*packet)
+        decoder = self._decoder
+        decoder.feed(data)
+        while (frame := decoder.next_frame()) is not None:
+            first, body = frame
+            if first >> 4 == _PUBLISH:  # the hot path: no dispatch on a packet object
+                message = decode_publish(first, body)
+                if message.qos:
+                    self._send(Puback(message.packet_id).encode())  # type: ignore[arg-type]
+                if self.on_message is not None:
+                    self.on_message(self, message.topic, message.payload)
+            else:
+                self._packet_received(decode(first, body))
 
-    def _packet_received(self, first: int, body: bytes) -> None:
-        kind = first >> 4
-        if kind == PUBLISH:
-            qos = (first >> 1) & 3
-            (topic_len,) = struct.unpack_from("!H", body)
-            topic = body[2 : 2 + topic_len].decode()
-            offset = 2 + topic_len
-            if qos:
-                (packet_id,) = struct.unpack_from("!H", body, offset)
-                offset += 2
-                self._send(puback_packet(packet_id))
-            if self.on_message is not None:
-                self.on_message(self, topic, body[offset:])
-        elif kind == PUBACK:
-            acked = self._acks.pop(struct.unpack_from("!H", body)[0], None)
+    def _packet_received(self, packet: Any) -> None:
+        if isinstance(packet, Puback):
+            acked = self._acks.pop(packet.packet_id, None)
             if acked is not None and not acked.done():
                 acked.set_result(None)
-        elif kind == CONNACK:
+        elif isinstance(packet, Connack):
             if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result((body[1], bool(body[0] & 1)))
-        elif kind == SUBACK and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(body[2:])
+                self._waiter.set_result((packet.return_code, packet.session_present))
+        elif isinstance(packet, Suback) and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(packet.return_codes)
         # PINGRESP and anything else: nothing to do
 
 

@@ -19,19 +19,18 @@ from amqtt.broker import Broker, Server
 from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
-from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qos
 from broker.lean import LeanSession
-from broker.limits import PacketSizeGuard, PacketTooLarge
 from broker.routing import RoutingMixin, count_queued, queued_bytes
 from broker.services import BrokerServices, restore_owner, session_identity, session_owner
 from broker.sessions import QueuedMessage, SessionStore
 from chatcore.control import MEMBERSHIP_TOPIC
 from chatcore.membershipsync import parse_notice
+from chatcore.mqtt.codec import CONNACK_IDENTIFIER_REJECTED, CONNACK_NOT_AUTHORIZED, Connack, PacketTooLarge
 from chatcore.protocol import PayloadError, parse_typing
 from chatcore.ratelimit import LocalRate
 
@@ -105,8 +104,8 @@ class ChatBroker(RoutingMixin, Broker):
         self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
     ) -> Any:
         """amqtt 0.12 defect: the websockets library's own 1 MiB message limit closes the connection
-        (and loses the message) before amqtt sees it; size it from our limit so PacketSizeGuard,
-        shared with TCP, decides.
+        (and loses the message) before amqtt sees it; size it from our limit so the codec's limit,
+        shared with TCP, decides (``ChatHandler`` and broker/inbound.py read through it).
 
         amqtt 0.12 defect: both listeners had asyncio's default listen backlog (100). When every
         device reconnects after a restart, the kernel drops the SYNs beyond it and the clients' TCP
@@ -134,13 +133,6 @@ class ChatBroker(RoutingMixin, Broker):
             backlog=LISTEN_BACKLOG,
         )
 
-    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
-        """amqtt 0.12 defect: no packet size limit. Every transport's reader goes through the guard."""
-        peer = writer.get_peer_info()
-        where = f"{peer[0]}:{peer[1]}" if peer else "?"
-        guarded = PacketSizeGuard(reader, self.limits.max_packet_bytes, where)
-        await super()._client_connected(listener_name, guarded, writer)
-
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
@@ -151,9 +143,16 @@ class ChatBroker(RoutingMixin, Broker):
         where = f"{remote_address}:{remote_port}"
         try:
             handler, incoming = await asyncio.wait_for(
-                ChatHandler.init_from_connect(reader, writer, self.plugins_manager), CONNECT_TIMEOUT_S
-            )
-        except (TimeoutError, PacketTooLarge) as exc:
+                ChatHandler.init_from_connect(reader, writer, self.plugins_manager,
+                                              max_packet_bytes=self.limits.max_packet_bytes),
+                CONNECT_TIMEOUT_S,
+            )  # fmt: skip
+        except PacketTooLarge as exc:
+            log.warning("closing connection from %s: packet of %d bytes exceeds max_packet_bytes=%d", where, exc.size,
+                        exc.limit)  # fmt: skip
+            await writer.close()
+            raise MQTTError(f"no valid CONNECT from {where}: {exc!r}") from exc
+        except TimeoutError as exc:
             await writer.close()
             raise MQTTError(f"no valid CONNECT from {where}: {exc!r}") from exc
         except MQTTError:
@@ -163,7 +162,7 @@ class ChatBroker(RoutingMixin, Broker):
             raise AMQTTError(exc) from exc
 
         if not await self._authenticate(incoming, None):  # type: ignore[arg-type]
-            await self._refuse(writer, NOT_AUTHORIZED)
+            await self._refuse(writer, CONNACK_NOT_AUTHORIZED)
             raise MQTTError(f"login refused for client_id={incoming.client_id!r} from {where}")
         if _is_device(incoming):
             incoming.will_retain = False  # a device's will is its offline notice: never kept (see _route_publish)
@@ -174,7 +173,7 @@ class ChatBroker(RoutingMixin, Broker):
         if existing is not None and session_owner(existing.attributes) != session_owner(incoming.attributes):
             # A client id is not a credential: another user's login must not take over a session.
             log.warning("refused client_id=%r from %s: the session belongs to another user", incoming.client_id, where)
-            await self._refuse(writer, IDENTIFIER_REJECTED)
+            await self._refuse(writer, CONNACK_IDENTIFIER_REJECTED)
             raise MQTTError(f"client id {incoming.client_id!r} belongs to another user")
 
         if existing is not None:
@@ -201,7 +200,8 @@ class ChatBroker(RoutingMixin, Broker):
     @staticmethod
     async def _refuse(writer: WriterAdapter, code: int) -> None:
         with contextlib.suppress(Exception):
-            await ConnackPacket.build(0, code).to_stream(writer)
+            writer.write(Connack(code).encode())
+            await writer.drain()
         with contextlib.suppress(Exception):
             await writer.close()
 

@@ -10,21 +10,26 @@ import logging
 from typing import Any
 
 from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
-from amqtt.codecs_amqtt import read_or_raise
 from amqtt.errors import MQTTError, NoDataError
-from amqtt.mqtt.connack import UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
-from amqtt.mqtt.packet import CONNECT, MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
 from broker.inbound import InlineReader
+from chatcore.mqtt.codec import (
+    CONNACK_UNACCEPTABLE_PROTOCOL_VERSION,
+    Connack,
+    Decoder,
+    MalformedPacket,
+    PacketType,
+    UnsupportedProtocolLevel,
+    decode,
+    encode_frame,
+)
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_GRACE = 1.5  # MQTT-3.1.2-24: disconnect after one and a half keepalive periods of silence
-_MQTT_311 = 4
-_PROTOCOL_NAMES = (b"\x00\x04MQTT", b"\x00\x06MQIsdp")
 
 
 class Published(bytes):
@@ -59,30 +64,45 @@ class ChatHandler(InlineReader, BrokerProtocolHandler):
         writer: WriterAdapter,
         plugins_manager: PluginManager[Any],
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        max_packet_bytes: int | None = None,
     ) -> tuple[BrokerProtocolHandler, Session]:
-        """amqtt 0.12 defect: an MQTT 5 (or 3.1) CONNECT gets no answer at all; MQTT-3.1.2-2 wants
-        CONNACK 0x01 "unacceptable protocol version". The first packet is read whole here (the size
-        guard has already bounded it), checked, and handed to amqtt's parser from a buffer."""
-        header = await MQTTFixedHeader.from_stream(reader)
-        if header is None:
-            raise NoDataError("connection closed before CONNECT")
-        if header.packet_type != CONNECT:  # MQTT-3.1.0-1; stock amqtt kept reading after garbage
+        """The first packet is read whole through the codec (exactly its own bytes: what follows is
+        the inline reader's), checked, and handed to amqtt's parser from a buffer.
+
+        amqtt 0.12 defects: an MQTT 5 (or 3.1) CONNECT got no answer at all (MQTT-3.1.2-2 wants
+        CONNACK 0x01 "unacceptable protocol version"); garbage instead of a CONNECT, and a CONNECT
+        that breaks the standard (flags, UTF-8, missing fields: MQTT-3.1.2-3/11/13/14/22,
+        MQTT-3.1.3-4/11), were read on or answered; they now close the connection without a reply
+        [MQTT-4.8.0-1]. A packet over ``max_packet_bytes`` raises the codec's ``PacketTooLarge``."""
+        decoder = Decoder(max_packet_bytes)
+        while (frame := decoder.next_frame()) is None:
+            try:
+                data = await reader.read(decoder.wanted)
+            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+                data = b""
+            if not data:
+                raise NoDataError("connection closed before CONNECT")
+            decoder.feed(data)
+        first, body = frame
+        try:
+            if first >> 4 != PacketType.CONNECT:  # MQTT-3.1.0-1
+                raise MalformedPacket(f"first packet is of type {first >> 4}, not CONNECT")
+            decode(first, body)
+        except UnsupportedProtocolLevel as refused:
+            log.warning("refused CONNECT: %s", refused)
+            writer.write(Connack(CONNACK_UNACCEPTABLE_PROTOCOL_VERSION).encode())
+            await writer.drain()
             await writer.close()
-            raise MQTTError(f"first packet is of type {header.packet_type}, not CONNECT")
-        body = await read_or_raise(reader, header.remaining_length) if header.remaining_length else b""
-        if len(body) > 8 and body[:8] == b"\x00\x06MQIsdp":
-            level: int | None = body[8]
-        elif len(body) > 6 and body[:6] == b"\x00\x04MQTT":
-            level = body[6]
-        else:
-            level = None
-        if level is not None and level != _MQTT_311:
-            log.warning("refused CONNECT with MQTT protocol level %d: only MQTT 3.1.1 (level 4) is supported", level)
-            await ConnackPacket.build(0, UNACCEPTABLE_PROTOCOL_VERSION).to_stream(writer)
+            raise MQTTError(f"unsupported MQTT protocol level {refused.level}") from None
+        except MalformedPacket as malformed:
             await writer.close()
-            raise MQTTError(f"unsupported MQTT protocol level {level}")
-        buffered = BufferReader(header.to_bytes() + body)
-        return await super().init_from_connect(buffered, writer, plugins_manager, loop)
+            raise MQTTError(f"malformed CONNECT: {malformed}") from None
+        handler, session = await super().init_from_connect(BufferReader(encode_frame(first, body)), writer,
+                                                           plugins_manager, loop)  # fmt: skip
+        if isinstance(handler, ChatHandler):
+            handler.max_packet_bytes = max_packet_bytes
+        return handler, session
 
     def handle_read_timeout(self) -> None:
         """amqtt 0.12 defect (upstream issue #308): the stock handler ignores the keepalive read

@@ -63,10 +63,10 @@ from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import OutgoingApplicationMessage, Session
 
 from broker.topictrie import TopicTrie, filter_matches, has_wildcard, valid_filter
+from chatcore.mqtt.codec import SUBACK_FAILURE, encode_publish
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_FAILURE = 0x80
 # How often writers of closed connections are woken so they can end (one timer, not one per writer).
 _OUTBOX_SWEEP_S = 10.0
 _UNSENT_FLUSH_BYTES = 8 * 1024
@@ -207,24 +207,6 @@ class _Outbox:
         self.held = False  # a reconnect's replay goes first: deliveries wait in the queue meanwhile
 
 
-def encode_publish(
-    topic: str, data: bytes | bytearray, qos: int, packet_id: int | None, retain: bool, dup: bool = False
-) -> bytes:
-    """One PUBLISH packet's bytes (MQTT 3.1.1 section 3.3), without amqtt's per-field objects."""
-    name = topic.encode()
-    variable = len(name).to_bytes(2, "big") + name
-    if qos:
-        variable += (packet_id or 0).to_bytes(2, "big")
-    remaining = len(variable) + len(data)
-    header = bytearray((0x30 | (dup << 3) | (qos << 1) | int(retain),))
-    while True:
-        byte, remaining = remaining & 0x7F, remaining >> 7
-        header.append(byte | 0x80 if remaining else byte)
-        if not remaining:
-            break
-    return bytes(header) + variable + bytes(data)
-
-
 class RoutingMixin:
     """Replaces amqtt's linear routing and per-delivery tasks; see the module docstring.
 
@@ -248,9 +230,9 @@ class RoutingMixin:
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         topic_filter, qos = subscription
         if not valid_filter(topic_filter):
-            return SUBSCRIBE_FAILURE
+            return SUBACK_FAILURE
         if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):  # type: ignore[attr-defined]
-            return SUBSCRIBE_FAILURE
+            return SUBACK_FAILURE
         max_qos = self.config.get("max-qos", qos)  # type: ignore[attr-defined]
         if isinstance(max_qos, int):
             qos = min(qos, max_qos)

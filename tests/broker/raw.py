@@ -6,23 +6,7 @@ import socket
 import struct
 import time
 
-
-def _string(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + _length(len(body)) + body
+from chatcore.mqtt.codec import Connect, Subscribe, Will, encode_frame, encode_publish, encode_string
 
 
 def connect(
@@ -35,31 +19,35 @@ def connect(
     will: tuple[str, bytes] | None = None,
     clean: bool = True,
 ) -> bytes:
+    """A CONNECT (will at QoS 1); ``level`` 3 or 5 builds another protocol's, which the codec does not."""
+    if level == 4:
+        secret = None if password is None else password.encode()
+        return Connect(client_id, clean, keepalive, username, secret,
+                       None if will is None else Will(will[0], will[1], 1)).encode()  # fmt: skip
     flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     if will is not None:
         flags |= 0x04 | 0x08  # will flag, will QoS 1
-    header = _string("MQTT") + bytes([level, flags]) + struct.pack("!H", keepalive)
+    header = encode_string("MQTT") + bytes([level, flags]) + struct.pack("!H", keepalive)
     if level == 5:
         header += b"\x00"  # no properties
-    body = _string(client_id)
+    body = encode_string(client_id)
     if will is not None:
         if level == 5:
             body += b"\x00"
-        body += _string(will[0]) + _string(will[1])
+        body += encode_string(will[0]) + encode_string(will[1])
     if username is not None:
-        body += _string(username)
+        body += encode_string(username)
     if password is not None:
-        body += _string(password)
-    return packet(0x10, header + body)
+        body += encode_string(password)
+    return encode_frame(0x10, header + body)
 
 
 def publish(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1) -> bytes:
-    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    return packet(0x30 | (qos << 1), body)
+    return encode_publish(topic, payload, qos, packet_id if qos else None)
 
 
 def subscribe(topic_filter: str, *, qos: int = 1, packet_id: int = 1) -> bytes:
-    return packet(0x82, struct.pack("!H", packet_id) + _string(topic_filter) + bytes([qos]))
+    return Subscribe(packet_id, [(topic_filter, qos)]).encode()
 
 
 class RawClient:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from chatcore.mqtt.codec import Decoder, Pubrel
 from tests.broker.inproc import InProcessBroker
-from tests.broker.raw import RawClient, connect, packet, publish, subscribe
+from tests.broker.raw import RawClient, connect, publish, subscribe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,22 +20,16 @@ def running(run_broker: Any) -> InProcessBroker:
     return run_broker("ours", allow_anonymous=True)
 
 
-def _packets(data: bytes) -> list[tuple[int, bytes]]:
-    """Split a byte stream into (first byte, body) packets (lengths below 128 bytes here)."""
-    out, i = [], 0
-    while i + 2 <= len(data) and i + 2 + data[i + 1] <= len(data):
-        out.append((data[i], data[i + 2 : i + 2 + data[i + 1]]))
-        i += 2 + data[i + 1]
-    return out
-
-
 def _read_packets(client: RawClient, count: int) -> list[tuple[int, bytes]]:
-    data = b""
+    """Up to ``count`` packets as (first byte, body), framed by the codec."""
+    decoder, got = Decoder(), []
     for _ in range(50):
-        if len(_packets(data)) >= count:
+        while (frame := decoder.next_frame()) is not None:
+            got.append(frame)
+        if len(got) >= count:
             break
-        data += client.read(4096, timeout=0.2)
-    return _packets(data)
+        decoder.feed(client.read(4096, timeout=0.2))
+    return got
 
 
 def _connected(running: InProcessBroker, client_id: str) -> RawClient:
@@ -87,7 +82,7 @@ def test_qos2_publish_keeps_the_full_handshake(running: InProcessBroker) -> None
     try:
         sender.send(publish("plain/q2", b"exactly-once", qos=2, packet_id=5))
         assert sender.read(4) == b"\x50\x02\x00\x05"  # PUBREC
-        sender.send(packet(0x62, struct.pack("!H", 5)))  # PUBREL
+        sender.send(Pubrel(5).encode())
         assert sender.read(4) == b"\x70\x02\x00\x05"  # PUBCOMP
         assert _read_packets(listener, 1)[0][1].endswith(b"exactly-once")
     finally:

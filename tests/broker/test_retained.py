@@ -16,10 +16,11 @@ import pytest
 
 from chatcore.auth import issue_token
 from chatcore.config import SERVICE_USER
+from chatcore.mqtt.codec import Pingreq
 from tests.broker.conftest import PASSWORDS, SECRET
 from tests.broker.inproc import InProcessBroker
 from tests.broker.mqtt import Mqtt
-from tests.broker.raw import RawClient, connect, packet, subscribe
+from tests.broker.raw import RawClient, connect, subscribe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,7 +82,7 @@ def test_a_subscriber_that_never_acknowledges_leaves_no_error_and_gets_the_messa
             assert client.read(5) == b"\x90\x03\x00\x05\x01"
             delivery = client.read(64, timeout=2)
             assert delivery.startswith(b"\x33") and b'{"user":"bob"}' in delivery  # QoS 1, retain
-            client.send(packet(0xC0, b""))  # PINGREQ: the connection still answers while unacked
+            client.send(Pingreq().encode())  # the connection still answers while unacked
             assert client.read(2, timeout=2) == b"\xd0\x00"
             time.sleep(6)  # past amqtt's 5 s ack timeout
             assert _inflight(running, "mute") == 1

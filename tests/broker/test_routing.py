@@ -19,7 +19,8 @@ from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from broker.routing import RoutingMixin, SubscriptionsView, encode_publish, routing_index
+from broker.routing import RoutingMixin, SubscriptionsView, routing_index
+from chatcore.mqtt.codec import encode_publish
 from chatcore.netutil import free_port
 from tests.broker.mqtt import Mqtt
 

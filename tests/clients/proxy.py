@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.leanmqtt import take_packet
+from chatcore.mqtt import codec
 from chatcore.netutil import free_port
 
 Tap = Callable[[int, str, bytes], None]  # (connection number, "up" to the broker or "down", bytes)
@@ -99,38 +99,27 @@ class Packet:
 
 
 class MqttTap:
-    """Reassembles the MQTT 3.1.1 packets of each connection and direction (pass it as a FlakyLink's tap)."""
+    """Decodes the MQTT 3.1.1 packets of each connection and direction (pass it as a FlakyLink's tap)."""
 
     def __init__(self) -> None:
         self.packets: list[Packet] = []
-        self._buffers: dict[tuple[int, str], bytearray] = {}
+        self._decoders: dict[tuple[int, str], codec.Decoder] = {}
         self._lock = threading.Lock()
 
     def __call__(self, number: int, way: str, data: bytes) -> None:
         with self._lock:
-            buffer = self._buffers.setdefault((number, way), bytearray())
-            buffer += data
-            while (packet := _next_packet(buffer, number, way)) is not None:
-                self.packets.append(packet)
+            decoder = self._decoders.setdefault((number, way), codec.Decoder())
+            decoder.feed(data)
+            while (frame := decoder.next_frame()) is not None:
+                self.packets.append(_summary(number, way, *frame))
 
     def snapshot(self) -> list[Packet]:
         with self._lock:
             return list(self.packets)
 
 
-def _next_packet(buffer: bytearray, number: int, way: str) -> Packet | None:
-    """Take one whole packet off the front of ``buffer``; None until one is complete."""
-    taken = take_packet(buffer)
-    if taken is None:
-        return None
-    first, body = taken
-    kind, qos = first >> 4, (first >> 1) & 3
-    topic, packet_id = None, None
-    if kind == 3:
-        size = int.from_bytes(body[:2], "big")
-        topic = body[2:2 + size].decode()
-        if qos:
-            packet_id = int.from_bytes(body[2 + size:4 + size], "big")
-    elif kind in (4, 5, 6, 7):
-        packet_id = int.from_bytes(body[:2], "big")
-    return Packet(number, way, kind, qos if kind == 3 else 0, packet_id, topic, kind == 3 and bool(first & 1))
+def _summary(number: int, way: str, first: int, body: bytes) -> Packet:
+    packet = codec.decode(first, body)
+    if isinstance(packet, codec.Publish):
+        return Packet(number, way, first >> 4, packet.qos, packet.packet_id, packet.topic, packet.retain)
+    return Packet(number, way, first >> 4, 0, getattr(packet, "packet_id", None), None, False)

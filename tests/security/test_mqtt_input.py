@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from chatcore.mqtt.codec import encode_frame, encode_string
 from chatmq.localredis import LocalRedis
 from tests.broker import raw
 from tests.stack import RawClient, Stack
@@ -59,15 +60,15 @@ def _connected_raw(stack: Stack, token: str, client_id: str) -> raw.RawClient:
 
 MALFORMED: dict[str, bytes] = {
     "garbage before CONNECT": b"\x00\x01\x02\x03garbage",
-    "reserved packet type 15": raw.packet(0xF0, b""),
+    "reserved packet type 15": encode_frame(0xF0, b""),
     "remaining length over 4 bytes": b"\x30\xff\xff\xff\xff\x7f",
-    "PUBLISH with invalid UTF-8 topic": raw.packet(0x32, raw._string(b"chat/\xff\xfe/send/alice")
+    "PUBLISH with invalid UTF-8 topic": encode_frame(0x32, encode_string(b"chat/\xff\xfe/send/alice")
                                                    + struct.pack("!H", 1) + b"{}"),
     "PUBLISH with a wildcard topic": raw.publish(f"chat/{CONV}/send/+", b"{}", qos=1),
     "PUBLISH with a multi-level wildcard": raw.publish("chat/#", b"{}", qos=1),
     "PUBLISH with a NUL in the topic": raw.publish(f"chat/{CONV}/send/alice\x00", b"{}", qos=1),
-    "PUBLISH QoS 3 (invalid)": raw.packet(0x36, raw._string(f"chat/{CONV}/send/alice") + b"\x00\x01{}"),
-    "SUBSCRIBE without topics": raw.packet(0x82, struct.pack("!H", 1)),
+    "PUBLISH QoS 3 (invalid)": encode_frame(0x36, encode_string(f"chat/{CONV}/send/alice") + b"\x00\x01{}"),
+    "SUBSCRIBE without topics": encode_frame(0x82, struct.pack("!H", 1)),
     "second CONNECT": raw.connect("again", username="alice", password="x"),
 }
 
