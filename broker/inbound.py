@@ -21,7 +21,9 @@ queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same
 - QoS 2 and its PUBREC/PUBREL/PUBCOMP handshake keep amqtt's own (task based) flow;
 - a malformed packet (the codec's ``MalformedPacket``: wrong fixed-header flags, QoS 3, bad UTF-8,
   wildcards in a PUBLISH topic, packet id 0, wrong lengths, ...) closes the connection as MQTT 3.1.1
-  requires (stock amqtt logged and kept reading), and so does a second CONNECT [MQTT-3.1.0-2].
+  requires (stock amqtt logged and kept reading), and so does a ``ProtocolViolation``: a second
+  CONNECT [MQTT-3.1.0-2], or an acknowledgement of the wrong kind (PUBACK for a QoS 2 delivery,
+  PUBREC or PUBCOMP for a QoS 1 one, PUBCOMP before PUBREC).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from chatcore.mqtt.codec import (
     PacketType,
     Pingreq,
     Puback,
+    Pubrel,
     Subscribe,
     Unsubscribe,
     decode,
@@ -62,6 +65,11 @@ _READ_SIZE = 64 * 1024  # one read takes every packet the transport has buffered
 _PINGRESP = b"\xd0\x00"
 _QOS2_WAITERS = {PacketType.PUBREC: "_pubrec_waiters", PacketType.PUBREL: "_pubrel_waiters",
                  PacketType.PUBCOMP: "_pubcomp_waiters"}  # fmt: skip
+
+
+class ProtocolViolation(Exception):
+    """A valid packet at the wrong time (a second CONNECT, an acknowledgement of the wrong kind):
+    the connection is closed without a reply, as for a malformed one [MQTT-4.8.0-1]."""
 
 
 class Inbound(Protocol):
@@ -123,6 +131,8 @@ class InlineReader:
             log.warning("closing %s: packet of %d bytes exceeds max_packet_bytes=%d", peer, error.size, error.limit)
         except MalformedPacket as error:
             log.warning("closing %s: malformed packet (%s)", peer, error)
+        except ProtocolViolation as error:
+            log.warning("closing %s: protocol violation (%s)", peer, error)
         except (asyncio.IncompleteReadError, ConnectionError, IndexError):
             pass  # the peer went away (IndexError: an empty read from a closed WebSocket)
         except asyncio.CancelledError:
@@ -160,7 +170,11 @@ class InlineReader:
             packet_id = packet.packet_id  # type: ignore[union-attr]
             waiter = handler._puback_waiters.get(packet_id)
             if waiter is None:  # a routed delivery (broker/routing.py): no future per message
-                session.inflight_out.pop(packet_id, None)
+                delivered = session.inflight_out.get(packet_id)
+                if delivered is not None and delivered.qos == 1:
+                    del session.inflight_out[packet_id]
+                elif delivered is not None or packet_id in handler._pubcomp_waiters:
+                    raise ProtocolViolation(f"PUBACK for the QoS 2 delivery {packet_id}")
             elif not waiter.done():
                 waiter.set_result(None)  # amqtt's own flows only test the outcome, not the packet
         elif kind is Pingreq:
@@ -176,12 +190,25 @@ class InlineReader:
             await handler.handle_disconnect(DisconnectPacket())
         elif first >> 4 in _QOS2_WAITERS:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 handshake, amqtt's waiters
             packet_id = packet.packet_id  # type: ignore[union-attr]
+            if kind is not Pubrel:
+                self._check_qos2_ack(session, kind.__name__.upper(), packet_id)
             waiter = getattr(handler, _QOS2_WAITERS[first >> 4]).get(packet_id)
             if waiter is not None and not waiter.done():
                 header = MQTTFixedHeader(first >> 4, first & 0x0F, len(body))
                 waiter.set_result(await packet_class(header).from_stream(BufferReader(body), fixed_header=header))
         else:  # CONNECT again [MQTT-3.1.0-2], or a packet only a broker sends
-            raise MalformedPacket(f"a client sent {type(packet).__name__.upper()} after CONNECT")
+            raise ProtocolViolation(f"a client sent {type(packet).__name__.upper()} after CONNECT")
+
+    def _check_qos2_ack(self, session: Session, kind: str, packet_id: int) -> None:
+        """A PUBREC or PUBCOMP must answer a QoS 2 delivery, and a PUBCOMP must follow its PUBREC
+        (section 4.3.3): one for a QoS 1 delivery, or a PUBCOMP while the PUBREC is still awaited,
+        is a protocol violation."""
+        handler: Any = self
+        delivered = session.inflight_out.get(packet_id)
+        if (delivered is not None and delivered.qos == 1) or packet_id in handler._puback_waiters:
+            raise ProtocolViolation(f"{kind} for the QoS 1 delivery {packet_id}")
+        if kind == "PUBCOMP" and packet_id in handler._pubrec_waiters:
+            raise ProtocolViolation(f"PUBCOMP for the delivery {packet_id} before its PUBREC")
 
     async def _flush_replies(self) -> None:
         """PUBACKs and PINGRESPs are written once no whole packet is buffered any more: a burst of
