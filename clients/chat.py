@@ -376,9 +376,11 @@ class ChatClient:
         return listener
 
     def on_connection(self, listener: ConnectionListener) -> ConnectionListener:
-        """Call ``listener(True, "")`` each time a connection is set up (subscriptions renewed and
-        presence announced; unacked sends go out right after) and ``listener(False, reason)`` when
-        one is lost (the client reconnects by itself); not when close() ends the connection."""
+        """Call ``listener(True, "")`` each time the broker accepts a connection (the client then
+        renews the subscriptions, announces presence and resends unacked sends) and
+        ``listener(False, reason)`` once when an accepted connection is lost (the client keeps
+        trying to reconnect: failed attempts are not reported); not when close() ends it. Runs on
+        the network thread: keep it short."""
         self._connection_listeners.append(listener)
         return listener
 
@@ -414,9 +416,12 @@ class ChatClient:
         self._connected.set()
         if not self._closing.is_set():
             self._setup = self._worker.submit(self._after_connect)
+            for listener in self._connection_listeners:  # before anything this connection brings in
+                _safely(listener, True, "")
         self._connack.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        was_connected = self._connected.is_set()  # else a reconnect attempt that failed
         self._ready.clear()
         self._connected.clear()
         if self._closing.is_set():
@@ -424,8 +429,9 @@ class ChatClient:
         log.info("%s disconnected (%s); paho reconnects", self._owner, reason)
         self.conn = uuid.uuid4().hex  # the next connection has its own id, so this one's will can't hurt it
         self._set_will()
-        for listener in self._connection_listeners:
-            _safely(listener, False, str(reason))
+        if was_connected:
+            for listener in self._connection_listeners:
+                _safely(listener, False, str(reason))
 
     def _after_connect(self) -> None:
         """Runs on the worker after each CONNACK: the session is clean, so set everything up again."""
@@ -441,8 +447,6 @@ class ChatClient:
             topics += _conv_topics(conv)
         self._subscribe_and_wait(topics)
         self._publish_presence("online")
-        for listener in self._connection_listeners:
-            _safely(listener, True, "")
         self._ready.set()
         self.outbox.flush(reconnected=True)
         self._send_receipts()

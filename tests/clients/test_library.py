@@ -121,6 +121,27 @@ def test_sends_in_flight_survive_a_cut_link_without_loss_or_duplicate(
     assert sorted(m["body"] for m in stored) == sorted(f"m{i}" for i in range(80))
 
 
+def test_on_connection_reports_each_outage_once_and_the_return_before_its_acks(
+    stack: Stack, unique: Callable[[str], str]
+) -> None:
+    alice, _bob, conv = _setup(stack, unique)
+    link = FlakyLink(stack.mqtt_port)
+    events: list[object] = []
+    try:
+        client = _client(stack, alice, port=link.port)
+        client.on_connection(lambda up, _reason: events.append(up))
+        client.on_ack(lambda ack: events.append(ack.seq))
+        with client.connect():
+            link.down()
+            time.sleep(3)  # reconnect attempts 0.1-0.5 s apart fail meanwhile: none is reported
+            pending = client.send(conv, "queued while down")
+            link.up()
+            seq = pending.result(30).seq
+            assert events == [True, False, True, seq]
+    finally:
+        link.close()
+
+
 def test_outbox_file_resumes_sends_after_a_stack_and_process_restart(
     tmp_path: Path, redis_server: Any
 ) -> None:

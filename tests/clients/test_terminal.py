@@ -173,7 +173,8 @@ def test_chat_client_acknowledges_every_qos1_delivery(stack: Stack, unique: Call
     tap = MqttTap()
     link = FlakyLink(stack.mqtt_port, tap=tap)
     try:
-        with stack.client(bob, device="phone") as bob_phone:  # bob online: a retained presence/bob
+        # bob online (heartbeats within the stack's presence TTL): a retained presence/bob
+        with stack.client(bob, device="phone", heartbeat_interval=1.0) as bob_phone:
             term = _spawn(stack, alice, "--conv", conv, where=("--port", str(link.port)))
             terminals.append(term)
             term.expect(f"\\* {bob} is online")
