@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -27,30 +26,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+from chatcore.parentdeath import end_with_parent
+
 STOP_TIMEOUT_S = 10.0
-_libc: Any = None
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when its parent dies; None where
-    prctl does not exist (not Linux). The parent must spawn from the thread that lives as long as
-    it does (the main thread): PDEATHSIG follows the thread that forked."""
-    global _libc
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when its parent dies
+    (chatcore.parentdeath); None where prctl does not exist (not Linux). The parent must spawn from
+    the thread that lives as long as it does (the main thread): PDEATHSIG follows the thread that
+    forked."""
     if not sys.platform.startswith("linux"):
         return None
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: preexec_fn only calls it
-    parent = os.getpid()
-
-    def preexec() -> None:
-        _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
+    return partial(end_with_parent, os.getpid(), sig)
 
 
 class Lifeline:
