@@ -3,8 +3,9 @@
 For each send on ``chat/{conv}/send/{user}`` it inserts the message with the next seq in its own
 SQLite transaction (WAL, synchronous=FULL: fsync per commit, as chatmq's store), then publishes the stored
 message to ``chat/{conv}/msg`` and the ack to ``user/{user}/ack`` and waits for both PUBACKs before
-taking the next one. It is what a first version of this product would look like on stock amqtt;
-it validates nothing beyond JSON and exists only to be measured against.
+taking the next one. Nagle is off on its socket, as on chatmq's bridge. It is what a first
+version of this product would look like on stock amqtt; it validates nothing beyond JSON and
+exists only to be measured against.
 
     python -m bench.naive_bridge --port 1883 --db /tmp/naive.db
 """
@@ -19,6 +20,8 @@ import time
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from chatcore.netutil import disable_nagle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="naive-bridge", protocol=paho.MQTTv311)
     client.on_message = lambda c, u, msg: inbound.put(msg)
     client.on_connect = lambda c, u, f, rc, p: c.subscribe("chat/+/send/+", qos=1)
+    client.on_socket_open = lambda c, u, sock: disable_nagle(sock)  # no delayed-ACK stalls on small packets
     client.connect("127.0.0.1", args.port, keepalive=60)
     client.loop_start()
     print("naive bridge running", flush=True)

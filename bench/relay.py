@@ -16,9 +16,11 @@ broker, ...), so a slow minute of the machine hits all of them. Ratios are taken
 and the table shows their median and range.
 
 Brokers:
-  mosquitto    a private /usr/sbin/mosquitto on a free port, anonymous, no persistence
+  mosquitto    a private /usr/sbin/mosquitto on a free port, anonymous, no persistence, at its best
+               settings: TCP_NODELAY and no in-flight cap (``max_inflight_messages 0``)
   amqtt        stock amqtt 0.12.1, anonymous-auth plugin only (amqtt's event/packet/$SYS plugins
-               off: they are per-packet tasks that cost about a third of the throughput)
+               off: they are per-packet tasks that cost about a third of the throughput), on uvloop
+               as chatmq's broker
   chatmq       ``python -m broker`` configured as the product: password/token auth + ACL; the
                publisher is the bridge's service identity on ``chat/bench/msg``, the subscriber a
                member device, the idle client the service identity
@@ -53,6 +55,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.cpu import machine_load, process_cpu_s, self_cpu_s
 from chatcore.auth import hash_password, issue_token
 from chatcore.config import SERVICE_USER
 from chatcore.netutil import disable_nagle, free_port, wait_for_port
@@ -98,6 +101,7 @@ class Result:
     p99_ms: float
     broker_cpu_us: float | None = None  # broker CPU time (user+system) per message received
     round: int = 1
+    generator_cpu_us: float = 0.0  # the publisher's and the subscriber's own CPU per message received
 
 
 @dataclass
@@ -113,10 +117,7 @@ class Summary:
 
 
 def broker_cpu_s(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0 if pid is None else process_cpu_s(pid)
 
 
 def progress(line: str) -> None:
@@ -199,12 +200,12 @@ def subscriber_main(
     measured = len(latencies)
     rate = (measured - 1) / span if span > 0 and measured > 1 else 0.0
     latencies.sort()
-    out.put((count, rate, _percentile(latencies, 50), _percentile(latencies, 99)))
+    out.put((count, rate, _percentile(latencies, 50), _percentile(latencies, 99), self_cpu_s()))
 
 
 def publisher_main(
     port: int, login: Login, topic: str, qos: int, start: Any, received: Synchronized, sent: Synchronized,
-    messages: int, seconds: float, window: int, nagle: bool,
+    messages: int, seconds: float, window: int, nagle: bool, cpu: Synchronized,
 ) -> None:  # fmt: skip
     """Publish until ``messages`` or ``seconds``, never more than ``window`` ahead of the subscriber."""
     client = _client(f"bench-pub-{os.getpid()}", login)
@@ -223,6 +224,7 @@ def publisher_main(
     time.sleep(0.5)  # let paho flush its last packets (and QoS 1 acks) before leaving
     client.disconnect()
     client.loop_stop()
+    cpu.value = self_cpu_s()
 
 
 def idle_main(port: int, login: Login, pattern: str, filters: int, ready: Any, stop: Any) -> None:
@@ -258,10 +260,12 @@ def _percentile(sorted_ns: list[int], pct: float) -> float:
 # ---- one measurement -------------------------------------------------------------------------
 
 
-def measure(target: Target, qos: int, args: argparse.Namespace) -> tuple[int, int, float, float, float]:
+def measure(target: Target, qos: int, args: argparse.Namespace) -> tuple[int, int, float, float, float, float]:
+    """(sent, received, rate, p50 ms, p99 ms, the two clients' CPU seconds)."""
     ctx = mp.get_context("fork")
     ready, out = ctx.Event(), ctx.Queue()
     received, sent = ctx.Value("q", 0, lock=False), ctx.Value("q", 0, lock=False)
+    publisher_cpu = ctx.Value("d", 0.0, lock=False)
     warmup = args.warmup
     sub = ctx.Process(
         target=subscriber_main,
@@ -272,17 +276,17 @@ def measure(target: Target, qos: int, args: argparse.Namespace) -> tuple[int, in
     pub = ctx.Process(
         target=publisher_main,
         args=(target.port, target.publisher, target.topic, qos, ready, received, sent,
-              args.messages + warmup, args.seconds, args.window, args.nagle),
+              args.messages + warmup, args.seconds, args.window, args.nagle, publisher_cpu),
     )  # fmt: skip
     pub.start()
     try:
-        count, rate, p50, p99 = out.get(timeout=args.seconds + args.drain + 60)
+        count, rate, p50, p99, subscriber_cpu = out.get(timeout=args.seconds + args.drain + 60)
     finally:
         for proc in (pub, sub):
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
-    return sent.value, count, rate, p50, p99
+    return sent.value, count, rate, p50, p99, subscriber_cpu + publisher_cpu.value
 
 
 @contextlib.contextmanager
@@ -339,8 +343,10 @@ def start_mosquitto(work: Path) -> Target:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     conf = work / "mosquitto.conf"
+    # Its best settings: no Nagle delay on small packets (as asyncio, so chatmq, does) and no cap on
+    # QoS 1 messages in flight per client (the default, 20, throttles a fast subscriber; chatmq has none).
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n"
-                    "set_tcp_nodelay true\n")  # as asyncio (chatmq) does: no Nagle delay on small packets
+                    "set_tcp_nodelay true\nmax_inflight_messages 0\nmax_queued_messages 0\n")  # fmt: skip
     log = work / "mosquitto.log"
     proc = popen([binary, "-c", str(conf)], log)
     wait_started("mosquitto", proc, port, log)
@@ -351,6 +357,11 @@ _AMQTT_MAIN = textwrap.dedent(
     """
     import asyncio, sys
     from amqtt.broker import Broker
+    try:
+        import uvloop  # the event loop chatmq's broker runs on (broker/server.py)
+        uvloop.install()
+    except ImportError:
+        pass
 
     async def main(port):
         config = {
@@ -425,12 +436,14 @@ def run_broker(target: Target, args: argparse.Namespace, round_no: int) -> list[
     def one(scenario: str, qos: int) -> None:
         progress(f"{target.name}: {scenario} ...")
         cpu_before = broker_cpu_s(target.pid)
-        sent, received, rate, p50, p99 = measure(target, qos, args)
+        sent, received, rate, p50, p99, clients_cpu = measure(target, qos, args)
         cpu_us = 1e6 * (broker_cpu_s(target.pid) - cpu_before) / max(received, 1) if target.pid else None
-        results.append(Result(target.name, scenario, sent, received, rate, p50, p99, cpu_us, round_no))
+        generator_us = 1e6 * clients_cpu / max(received, 1)
+        results.append(Result(target.name, scenario, sent, received, rate, p50, p99, cpu_us, round_no, generator_us))
         progress(
             f"{target.name}: {scenario}: {rate:,.0f} msg/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms"
             f"  ({received:,}/{sent:,} received)" + (f"  broker CPU {cpu_us:.0f} us/msg" if cpu_us else "")
+            + f"  clients' CPU {generator_us:.0f} us/msg; {machine_load()}"
         )
 
     for qos in (0, 1):
@@ -473,8 +486,9 @@ def _ratio(values: list[float]) -> str:
 def table(summaries: list[Summary]) -> str:
     """Median over the rounds; ratios are taken within each round (same run), then their median (range)."""
     lines = [
-        "| broker | scenario | msg/s | p50 ms | p99 ms | received/sent | vs mosquitto | vs 1 filter | CPU µs/msg |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| broker | scenario | msg/s | p50 ms | p99 ms | received/sent | vs mosquitto | vs 1 filter | CPU µs/msg "
+        "| clients' CPU µs/msg |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for summary in summaries:
         r = summary.median
@@ -483,7 +497,7 @@ def table(summaries: list[Summary]) -> str:
         lines.append(
             f"| {r.broker} | {r.scenario} | {rates} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
             f"| {r.received:,}/{r.sent:,} | {_ratio(summary.vs_mosquitto)} | {_ratio(summary.vs_one_filter)} "
-            f"| {'' if r.broker_cpu_us is None else f'{r.broker_cpu_us:.0f}'} |"
+            f"| {'' if r.broker_cpu_us is None else f'{r.broker_cpu_us:.0f}'} | {r.generator_cpu_us:.0f} |"
         )
     return "\n".join(lines)
 
@@ -521,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     progress(
         f"relay benchmark: {PAYLOAD_BYTES}-byte payloads, window {args.window}, up to {args.messages:,} messages"
         f" or {args.seconds:.0f} s per run, {args.rounds} round(s), Nagle {'on' if args.nagle else 'off'} in the"
-        f" clients, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        f" clients; {machine_load()}"
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="chatmq-relay-") as tmp:
