@@ -62,8 +62,8 @@ MAX_CONVS = 1_000
 PAGE = 50  # the API's default page
 ROUNDS_PER_APPEND = 20  # one message per conversation per round; this many rounds per append call
 ROUTE = "/v1/conversations/<conv>/messages"
-TARGET_SERVER_P99_MS = 5.0
-TARGET_REQUESTS_PER_S = 2_000
+TARGET_CLIENT_P99_MS = 5.0  # measured at the client (wrk), not at the Flask hooks
+TARGET_REQUESTS_PER_S = 4_000
 CORES = os.cpu_count() or 1
 # The API's workers do not balance keep-alive connections: the worker that wakes first can
 # accept all of wrk's connections, and then one core serves everything. A device fleet connects
@@ -439,7 +439,7 @@ class Result:
     @property
     def meets_targets(self) -> bool:
         return (
-            self.server_p99_ms <= TARGET_SERVER_P99_MS
+            self.client_p99_ms <= TARGET_CLIENT_P99_MS
             and self.requests_per_s >= TARGET_REQUESTS_PER_S
             and self.errors == 0
         )
@@ -531,7 +531,7 @@ def print_table(results: list[Result]) -> None:
         f"{'api':>8} {'messages':>10} {'convs':>5} {'page':>6} {'store p99':>9} {'req/s':>7}"
         f" {'client p50':>10} {'client p99':>10}"
         f" {'server p50':>10} {'server p99':>10} {'<=5ms':>7} {'API CPU':>9} {'ceiling':>7}"
-        f" {'busiest':>7} {'runs':>4} {'errors':>6}  target"
+        f" {'wrk CPU':>9} {'busiest':>7} {'runs':>4} {'errors':>6}  target"
     )
     print(header)
     print("-" * len(header))
@@ -541,12 +541,14 @@ def print_table(results: list[Result]) -> None:
             f" {r.requests_per_s:>7,.0f}"
             f" {r.client_p50_ms:>8.2f}ms {r.client_p99_ms:>8.2f}ms {r.server_p50_ms:>8.2f}ms"
             f" {r.server_p99_ms:>8.2f}ms {r.server_share_le_5ms:>7.2%} {r.api_cpu_ms_per_request:>7.2f}ms"
-            f" {r.cpu_ceiling_requests_per_s:>7,.0f} {r.busiest_worker_share:>7.0%} {r.attempts:>4} {r.errors:>6}"
+            f" {r.cpu_ceiling_requests_per_s:>7,.0f} {r.wrk_cpu_ms_per_request:>7.3f}ms"
+            f" {r.busiest_worker_share:>7.0%} {r.attempts:>4} {r.errors:>6}"
             f"  {'met' if r.meets_targets else 'MISSED'}"
         )
     print(
-        f"targets: server p99 <= {TARGET_SERVER_P99_MS:g} ms and >= {TARGET_REQUESTS_PER_S:,} req/s"
-        " (server: the API's request log; <=5ms: share in the API's Prometheus histogram)"
+        f"targets: client p99 <= {TARGET_CLIENT_P99_MS:g} ms (wrk) and >= {TARGET_REQUESTS_PER_S:,} req/s"
+        " (server: the API's request log; <=5ms: share in the API's Prometheus histogram;"
+        " wrk CPU: the load generator's own CPU per request)"
     )
     print(
         f"busiest: the busiest API worker's share of the workers' CPU; runs: wrk runs made, those with one worker"
@@ -577,6 +579,7 @@ def plot(results: list[Result], path: Path, title: str) -> None:
         style = {"marker": marker, "color": color}
         lat.plot(sizes, [r.server_p50_ms for r in rows], **style, label=f"{name}: server p50")
         lat.plot(sizes, [r.server_p99_ms for r in rows], **style, linestyle="--", label=f"{name}: server p99")
+        lat.plot(sizes, [r.client_p99_ms for r in rows], **style, linestyle="-.", label=f"{name}: client p99")
         if api == "current":
             lat.plot(sizes, [r.store_p99_ms for r in rows], **style, linestyle=":", label=f"{name}: store alone p99")
         rate.plot(sizes, [r.requests_per_s for r in rows], **style, label=f"{name}: measured")
@@ -585,7 +588,7 @@ def plot(results: list[Result], path: Path, title: str) -> None:
             label=f"{name}: CPU ceiling",
         )  # fmt: skip
         cpu.plot(sizes, [r.api_cpu_ms_per_request for r in rows], **style, label=f"{name}: API")
-    lat.axhline(TARGET_SERVER_P99_MS, color="red", linewidth=0.8, label="target: server p99")
+    lat.axhline(TARGET_CLIENT_P99_MS, color="red", linewidth=0.8, label="target: client p99")
     rate.axhline(TARGET_REQUESTS_PER_S, color="red", linewidth=0.8, label="target")
     lat.set_title("latency of a page of 50 (median of rounds)")
     lat.set_ylabel("ms")
@@ -629,7 +632,8 @@ def main() -> None:
         " (e.g. mkdir /tmp/base && git archive HEAD | tar -x -C /tmp/base)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write machine-readable results here")
-    parser.add_argument("--plot", type=Path, help="PNG plot path [default docs/img/history.png; quick: none]")
+    parser.add_argument("--plot", type=Path, help="also draw a PNG here (docs/img/history.png is the committed "
+                        "figure: redraw it on purpose); none by default")
     args = parser.parse_args()
     sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
     args.duration = args.duration or (4.0 if args.quick else 8.0)
@@ -639,7 +643,7 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     if unknown := set(modes) - {"newest", "deep"}:
         parser.error(f"unknown modes: {sorted(unknown)}")
-    plot_path = args.plot or (None if args.quick else Path("docs/img/history.png"))
+    plot_path = args.plot
     if shutil.which("wrk") is None:
         sys.exit("bench/history.py needs wrk: 'apt-get install wrk' (or scripts/ensure-deps as root)")
 
@@ -719,7 +723,7 @@ def main() -> None:
                         "rounds": args.rounds,
                         "baseline_source": str(args.baseline_source) if args.baseline_source else None,
                     },
-                    "targets": {"server_p99_ms": TARGET_SERVER_P99_MS, "requests_per_s": TARGET_REQUESTS_PER_S},
+                    "targets": {"client_p99_ms": TARGET_CLIENT_P99_MS, "requests_per_s": TARGET_REQUESTS_PER_S},
                     "rounds": [asdict(r) for r in rounds],
                     "results": [
                         asdict(r)
