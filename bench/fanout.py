@@ -4,9 +4,12 @@ Starts a real `chatmq up` (SQLite, private Redis) per mode, connects MEMBERS sub
 `chat/{conv}/msg` (tokens as passwords, so connecting costs no password hashing), then sends
 MESSAGES messages one at a time, each waiting until every subscriber got it (or a timeout, for
 QoS 0 notices). Reported per message: broker and bridge CPU time (psutil, per child process of
-`chatmq up`), send->ack and send->last-delivery wall time, deliveries received.
+`chatmq up`), send->ack and send->last member's delivery wall time (p50 and p99 over the
+messages), deliveries received, and the load generator's own CPU (the receiver processes and this
+one) with the machine's load average.
 
-    .venv/bin/python bench/fanout.py --members 1000 --messages 20
+    .venv/bin/python -m bench.fanout                      # 1,000 members, 50 messages per mode
+    .venv/bin/python -m bench.fanout --quick --json out.json
 
 Mode is chosen by CHATMQ_FANOUT_READ_THRESHOLD: above the member count for "write", the default
 (200) for "read". The benchmark process itself shares the machine's cores with the stack.
@@ -33,6 +36,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.cpu import machine_load, process_cpu_s, self_cpu_s
 from chatcore.auth import hash_password, issue_token
 from chatcore.config import Settings
 from chatcore.netutil import free_port, wait_for_port
@@ -98,6 +102,10 @@ class Receivers:
             self.last[got] = max(self.last.get(got, 0.0), at)
         return self.counts.get(seq, 0), self.last.get(seq, 0.0)
 
+    def cpu_s(self) -> float:
+        """The receiver processes' own CPU (the load generator's share of the cores)."""
+        return sum(process_cpu_s(proc.pid) for proc in self.procs if proc.pid)
+
     def close(self) -> None:
         self.stop.set()
         for proc in self.procs:
@@ -123,7 +131,11 @@ def cpu(proc: psutil.Process) -> float:
     return total
 
 
-def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
+def pct(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+def run_mode(mode: str, members: int, messages: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="chatmq-fanout-") as tmp:
         data = Path(tmp) / "data"
         redis_server = LocalRedis(Path(tmp) / "redis", persist=False).start()
@@ -167,9 +179,11 @@ def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
             warm = 2
             ack_ms, deliver_ms, got = [], [], []
             before: dict[str, float] = {}
+            generator_before = 0.0
             for i in range(messages + warm):
                 if i == warm:
                     before = {role: cpu(p) for role, p in procs.items()}
+                    generator_before = receivers.cpu_s() + self_cpu_s()
                 acked.clear()
                 start = time.time()
                 body = json.dumps({"client_msg_id": f"c{i}", "body": "x" * 200}).encode()
@@ -181,12 +195,17 @@ def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
                     deliver_ms.append((last - start) * 1000)
                     got.append(count)
             after = {role: cpu(p) for role, p in procs.items()}
+            generator_ms = (receivers.cpu_s() + self_cpu_s() - generator_before) * 1000 / messages
             result = {f"{role}_cpu_ms": (after[role] - before[role]) * 1000 / messages for role in procs}
+            ack_ms.sort()
+            deliver_ms.sort()
             result.update(
-                ack_ms=statistics.median(ack_ms),
-                last_delivery_ms=statistics.median(deliver_ms),
-                deliveries=statistics.mean(got),
-            )
+                mode=mode, members=members, messages=messages,
+                ack_p50_ms=pct(ack_ms, 0.5), ack_p99_ms=pct(ack_ms, 0.99),
+                last_delivery_p50_ms=pct(deliver_ms, 0.5), last_delivery_p99_ms=pct(deliver_ms, 0.99),
+                deliveries=statistics.mean(got), deliveries_min=min(got),
+                generator_cpu_ms_per_msg=generator_ms, load_average=os.getloadavg()[0],
+            )  # fmt: skip
             return result
         finally:
             if receivers:
@@ -199,21 +218,32 @@ def run_mode(mode: str, members: int, messages: int) -> dict[str, float]:
             redis_server.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=None, help="messages per mode [50; quick 15]")
     parser.add_argument("--modes", default="write,read")
-    args = parser.parse_args()
-    print(f"{args.members} members, {args.messages} messages per mode (medians / means per message)")
+    parser.add_argument("--quick", action="store_true", help="fewer messages")
+    parser.add_argument("--json", type=Path, help="write the results here (for bench/run.py)")
+    args = parser.parse_args(argv)
+    args.messages = args.messages or (15 if args.quick else 50)
+    print(f"{args.members} members, {args.messages} messages per mode, one at a time; {machine_load()}", flush=True)
+    results = []
     for mode in args.modes.split(","):
         r = run_mode(mode, args.members, args.messages)
+        results.append(r)
         cpu_cols = "  ".join(f"{k}={v:.1f}" for k, v in r.items() if k.endswith("_cpu_ms"))
         print(
-            f"fan-out on {mode:5s}: {cpu_cols}  send->ack={r['ack_ms']:.1f} ms  "
-            f"send->last delivery={r['last_delivery_ms']:.1f} ms  deliveries={r['deliveries']:.0f}/{args.members}",
+            f"fan-out on {mode:5s}: {cpu_cols} (per message)  send->ack p50/p99 {r['ack_p50_ms']:.1f}/"
+            f"{r['ack_p99_ms']:.1f} ms  send->last member p50/p99 {r['last_delivery_p50_ms']:.1f}/"
+            f"{r['last_delivery_p99_ms']:.1f} ms  deliveries {r['deliveries']:.0f}/{args.members} (min "
+            f"{r['deliveries_min']})  generator {r['generator_cpu_ms_per_msg']:.1f} ms/msg"
+            f"  load {r['load_average']:.1f}",
             flush=True,
         )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":
