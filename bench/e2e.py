@@ -29,7 +29,8 @@ How it counts (so that nothing hides a fault):
   not from when the generator got round to sending it: a generator that falls behind cannot hide
   the delay (no coordinated omission); its own lag is reported too;
 - beside every figure: the server's CPU per message (broker, bridge, Redis, notifier; from /proc,
-  over the phase), the load generator's own CPU, and the machine's load average.
+  from the phase's start until its messages are drained, per message completed), the load
+  generator's own CPU during the phase, and the machine's load average.
 
     .venv/bin/python -m bench.e2e                              # about 15 minutes
     .venv/bin/python -m bench.e2e --quick                      # about 3 minutes
@@ -339,8 +340,8 @@ async def run_load(target: Target, convs: list[Conversation], tag: str, phases: 
         else:
             await load.closed_loop(seconds, window)
         stats.generator_cpu_s = self_cpu_s() - cpu_before
-        out.put(("mark", index, "end"))
         await load.drain(10)
+        out.put(("mark", index, "drained"))
         stats.unacked = sum(ACK in missing for missing in load.missing.values())
         stats.undelivered = sum(len(missing - {ACK}) for missing in load.missing.values())
         results.append(asdict(stats))
@@ -386,7 +387,8 @@ def measure(target: Target, convs: list[Conversation], phases: list[tuple[str, f
                                                     ready, go, out))  # fmt: skip
         proc.start()
         procs.append(proc)
-    # server CPU at each phase's start (every load process has begun it) and end (every one has finished it)
+    # server CPU at each phase's start (every load process has begun it) and once every process has
+    # drained it (all its messages completed, or the drain gave up): the CPU of the messages of the phase
     marks: dict[tuple[int, str], int] = {}
     server_cpu: dict[tuple[int, str], dict[str, float]] = {}
     try:
@@ -423,8 +425,11 @@ def measure(target: Target, convs: list[Conversation], phases: list[tuple[str, f
         sent = sum(m["sent"] for m in merged)
         complete = sum(m["complete"] for m in merged)
         generator_s = sum(m["generator_cpu_s"] for m in merged)
-        before, after = server_cpu.get((index, "start"), {}), server_cpu.get((index, "end"), {})
-        server_ms = {n: 1000 * (after[n] - before[n]) / max(sent, 1) for n in after if n in before}
+        # per message completed (in the phase or the drain): a server that falls behind is not
+        # credited with the messages it never got to
+        done = complete + sum(m["late"] for m in merged)
+        before, after = server_cpu.get((index, "start"), {}), server_cpu.get((index, "drained"), {})
+        server_ms = {n: 1000 * (after[n] - before[n]) / max(done, 1) for n in after if n in before}
         rows.append({
             "target": target.name, "phase": name, "offered": rate or None, "seconds": seconds, "sent": sent,
             "acked": sum(m["acked"] for m in merged), "complete": complete,
