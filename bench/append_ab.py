@@ -11,6 +11,7 @@ message (the commit's fsync is wall time, not CPU).
     git archive main | tar -x -C /tmp/baseline
     .venv/bin/python -m bench.append_ab --baseline /tmp/baseline            # 7 rounds each
     .venv/bin/python -m bench.append_ab --baseline /tmp/baseline --batch 1   # one message per commit
+    .venv/bin/python -m bench.append_ab --baseline /tmp/baseline --words 20  # bodies of 20 words (search)
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ import json, sys, time
 from chatcore.store import open_store
 from chatcore.store.base import NewMessage
 path, batches, size, convs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+words = int(sys.argv[5])
+vocabulary = [f"w{i:x}" for i in range(5000)]
 store = open_store("sqlite:///" + path)
 store.create_user("alice", "h")
 for c in range(convs):
     store.create_conversation(f"c{c}", ["alice"])
 wall, cpu, n = [], 0.0, 0
 for b in range(batches):
-    batch = [NewMessage(f"c{(n + i) % convs}", "alice", f"m{n + i}", "x" * 200, 1) for i in range(size)]
+    bodies = [" ".join(vocabulary[(n + i) * 7919 * k % 5000] for k in range(1, words + 1)) if words else "x" * 200
+              for i in range(size)]
+    batch = [NewMessage(f"c{(n + i) % convs}", "alice", f"m{n + i}", bodies[i], 1) for i in range(size)]
     n += size
     t0, c0 = time.perf_counter(), time.process_time()
     store.append(batch)
@@ -48,11 +53,12 @@ print(json.dumps({"batch_ms_p50": wall[len(wall) // 2] * 1000, "batch_ms_p99": w
 """
 
 
-def one_round(tree: Path, batches: int, size: int, convs: int) -> dict[str, float]:
+def one_round(tree: Path, batches: int, size: int, convs: int, words: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         out = subprocess.run([sys.executable, "-c", ROUND, str(Path(tmp) / "ab.db"), str(batches), str(size),
-                              str(convs)], env=env, cwd=tmp, capture_output=True, text=True, check=True)  # fmt: skip
+                              str(convs), str(words)], env=env, cwd=tmp, capture_output=True, text=True,
+                             check=True)  # fmt: skip
         return json.loads(out.stdout)
 
 
@@ -63,6 +69,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300, help="appends per round")
     parser.add_argument("--batch", type=int, default=20, help="messages per append (the writer's batch)")
     parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--words", type=int, default=0,
+                        help="words per body (a 5,000-word vocabulary); 0: 200 x's [default]")
     parser.add_argument("--json", type=Path, default=None, help="write every round here")
     args = parser.parse_args()
     here = Path(__file__).resolve().parents[1]
@@ -70,7 +78,7 @@ def main() -> None:
     for n in range(args.rounds):
         for name, tree in (("baseline", args.baseline), ("this", here)) if n % 2 == 0 else (
                 ("this", here), ("baseline", args.baseline)):  # fmt: skip
-            row = one_round(tree, args.batches, args.batch, args.conversations)
+            row = one_round(tree, args.batches, args.batch, args.conversations, args.words)
             results[name].append(row)
             print(f"round {n + 1} {name:<8} batch p50 {row['batch_ms_p50']:.2f} ms  p99 {row['batch_ms_p99']:.2f} ms"
                   f"  cpu {row['cpu_us_per_msg']:.1f} us/msg  {row['msgs_per_s']:,.0f} msg/s", flush=True)

@@ -33,8 +33,9 @@ MARKS = {"sent": ("✓", "[sent]"), "delivered": ("✓✓", "[delivered]"), "rea
 TYPING_QUIET_S = 3.0
 UNACKED_WARN_S = 5.0  # a send without the server's ack this long gets a warning line
 HELP = ("Type a message and press Enter. Commands, N being a message's #number: /reply N text, /edit N text, "
-        "/delete N, /react N emoji, /unreact N emoji, /list (conversations, unread), /who (presence), /help, "
-        "/quit (or Ctrl-D).")
+        "/delete N, /react N emoji, /unreact N emoji, /search words (all your conversations; /search more: older "
+        "results), /list (conversations, unread), /who (presence), /help, /quit (or Ctrl-D).")
+SEARCH_PAGE = 10
 USAGE = {
     "reply": "/reply N text", "edit": "/edit N text", "delete": "/delete N", "react": "/react N emoji",
     "unreact": "/unreact N emoji",
@@ -104,6 +105,12 @@ class ChatView:
     def _reactions(message: dict[str, Any]) -> str:
         groups = [f"{r['emoji']} {', '.join(r['users'])}" for r in message.get("reactions") or []]
         return f"#{message.get('seq')} reactions: {' · '.join(groups) if groups else 'none'}"
+
+    def search_result(self, message: dict[str, Any], *, here: bool) -> None:
+        """A search result: where it is (its conversation unless it is the open one) and the message."""
+        when = datetime.fromtimestamp(int(message.get("ts") or 0) / 1000).strftime("%Y-%m-%d %H:%M")
+        where = "" if here else f"{message.get('conv')} "
+        self.line(f"? [{when}] {where}{self._headline(message)}: {self._body(message)}")
 
     def show_mark(self, status: str, seq: int | None, detail: str = "") -> None:
         """A mark for one of my messages (``MARKS``)."""
@@ -185,6 +192,7 @@ class ChatSession:
         self.others = [m for m in conv.get("members", []) if m != client.user]
         self.timeline = Timeline()
         self._marked: dict[tuple[str, str], int] = {}  # (member, status) -> my highest seq shown as such
+        self._search_next: tuple[str, str] | None = None  # the last search's words and next cursor
 
     def open(self, history_count: int) -> None:
         conv_id = self.conv["id"]
@@ -229,6 +237,8 @@ class ChatSession:
                 self.view.conversations(self.history.conversations())
             except ApiError as exc:
                 self.view.line(f"! cannot list conversations: {exc}")
+        elif command == "/search":
+            self._search(rest.strip())
         elif command.startswith("/") and command[1:] in USAGE:
             self._change(command[1:], rest.strip())
         elif command.startswith("/"):
@@ -236,6 +246,35 @@ class ChatSession:
         elif text.strip():
             self._watch_ack(self.client.send(self.conv["id"], text), text)
         return True
+
+    def _search(self, words: str) -> None:
+        """/search words: the newest matches in all my conversations; /search more: the next ones."""
+        if not words:
+            self.view.line("! usage: /search words (or /search more)")
+            return
+        more = words == "more"
+        before: str | None = None
+        if more:
+            if self._search_next is None:
+                self.view.line("! nothing more: /search words first")
+                return
+            q, before = self._search_next
+        else:
+            q = words
+        try:
+            page = self.history.search(q, before=before, limit=SEARCH_PAGE)
+        except ApiError as exc:
+            self.view.line(f"! search failed: {exc.message if exc.status else exc}")
+            return
+        results = page["results"]
+        self._search_next = (q, page["next"]) if page.get("next") else None
+        if not results:
+            self.view.line(f"? no {'more ' if more else ''}messages with: {q}")
+            return
+        for message in results:
+            self.view.search_result(message, here=message["conv"] == self.conv["id"])
+        tail = "older ones: /search more" if self._search_next else "no more"
+        self.view.line(f"? {len(results)} result(s) for: {q} ({tail})")
 
     def _change(self, kind: str, args: str) -> None:
         """/reply N text, /edit N text, /delete N, /react N emoji, /unreact N emoji."""

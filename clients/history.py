@@ -1,5 +1,6 @@
-"""History as the client needs it: over the HTTP API (a token, conversations, history pages and
-receipts; urllib only), or the same pages over the MQTT connection (``MqttHistory``)."""
+"""History as the client needs it: over the HTTP API (a token, conversations, history pages, search
+and receipts; urllib only), or the same pages and searches over the MQTT connection
+(``MqttHistory``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ class HistorySource(abc.ABC):
     ) -> dict[str, Any]:  # fmt: skip
         """One history page: ``messages`` (ascending seq), ``has_more`` and ``last_seq``;
         ``view="messages"`` for messages as they stand now."""
+
+    @abc.abstractmethod
+    def search(
+        self, q: str, *, conv: str | None = None, sender: str | None = None, before: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One page of search results over the user's conversations: ``results`` (messages as they
+        stand now, newest first) and ``next`` (pass as ``before`` for older ones; None: no more)."""
 
     def messages(
         self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200
@@ -92,6 +101,12 @@ class HistoryClient(HistorySource):
     ) -> dict[str, Any]:  # fmt: skip
         query = _cursor(after, before, limit, view)
         return dict(self._get(f"/v1/conversations/{urllib.parse.quote(conv)}/messages?{urllib.parse.urlencode(query)}"))
+
+    def search(
+        self, q: str, *, conv: str | None = None, sender: str | None = None, before: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]:  # fmt: skip
+        return dict(self._get(f"/v1/search?{urllib.parse.urlencode(_search_params(q, conv, sender, before, limit))}"))
 
     def receipts(self, conv: str) -> list[dict[str, Any]]:
         """Every member's delivered and read markers."""
@@ -152,7 +167,17 @@ class MqttHistory(HistorySource):
         self, conv: str, *, after: int | None = None, before: int | None = None, limit: int = 200,
         view: str = "entries",
     ) -> dict[str, Any]:  # fmt: skip
-        request = {"id": f"{self._prefix}{next(self._ids)}", "conv": conv, **_cursor(after, before, limit, view)}
+        return self._ask({"conv": conv, **_cursor(after, before, limit, view)})
+
+    def search(
+        self, q: str, *, conv: str | None = None, sender: str | None = None, before: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]:  # fmt: skip
+        return self._ask(_search_params(q, conv, sender, before, limit))
+
+    def _ask(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Publish one request and wait for its response; a refusal raises ApiError."""
+        request = {"id": f"{self._prefix}{next(self._ids)}", **fields}
         answer: Future[dict[str, Any]] = Future()
         with self._lock:
             self._waiting[request["id"]] = answer
@@ -183,6 +208,11 @@ class MqttHistory(HistorySource):
 def _cursor(after: int | None, before: int | None, limit: int, view: str) -> dict[str, Any]:
     """A page's parameters, as the HTTP query and the MQTT request both name them."""
     given = {"after": after, "before": before, "limit": limit, "view": None if view == "entries" else view}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _search_params(q: str, conv: str | None, sender: str | None, before: str | None, limit: int) -> dict[str, Any]:
+    given = {"q": q, "conv": conv, "sender": sender, "before": before, "limit": limit}
     return {name: value for name, value in given.items() if value is not None}
 
 

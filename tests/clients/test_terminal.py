@@ -198,3 +198,34 @@ def test_chat_client_acknowledges_every_qos1_delivery(stack: Stack, unique: Call
     assert f"presence/{bob}" in topics and f"chat/{conv}/msg" in topics and f"user/{alice}/ack" in topics, topics
     assert any(p.retain for p in delivered.values() if p.topic == f"presence/{bob}")
     assert set(delivered) <= acked, f"never PUBACKed: {[delivered[i] for i in set(delivered) - acked]}"
+
+
+def test_search_in_the_terminal(stack: Stack, unique: Callable[[str], str], terminals: list[pexpect.spawn]) -> None:
+    alice, bob, conv, other = unique("alice"), unique("bob"), unique("conv"), unique("other")
+    stack.add_user(alice)
+    stack.add_user(bob)
+    stack.create_conv(conv, alice, bob)
+    stack.create_conv(other, alice, bob)
+    with stack.client(bob, device="old") as b:
+        for n in range(12):
+            b.send(other, f"kiwi number {n}").result(10)
+        b.send(conv, "no fruit here").result(10)
+    term = _spawn(stack, alice, "--conv", conv)
+    terminals.append(term)
+    term.expect("--- live")
+    term.sendline("/search KIWI")
+    term.expect(f"\\? \\[[-0-9: ]+\\] {other} #12 {bob}: kiwi number 11")  # newest first, where it is
+    term.expect(f"#3 {bob}: kiwi number 2")
+    term.expect("10 result\\(s\\) for: KIWI \\(older ones: /search more\\)")
+    term.sendline("/search more")
+    term.expect(f"#2 {bob}: kiwi number 1")
+    term.expect(f"#1 {bob}: kiwi number 0")
+    term.expect("2 result\\(s\\) for: KIWI \\(no more\\)")
+    term.sendline("/search more")
+    term.expect("nothing more: /search words first")
+    term.sendline("/search banana")
+    term.expect("\\? no messages with: banana")
+    term.sendline('/search "*"')
+    term.expect("search failed: q: needs at least one word")
+    term.sendline("/quit")
+    term.expect(pexpect.EOF)
