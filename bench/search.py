@@ -24,6 +24,7 @@ What it does:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sqlite3
@@ -157,7 +158,10 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="only the index")
     args = parser.parse_args()
     db = cached_database(args.cache_dir, args.messages)
-    store = SQLiteStore(str(db))
+    logging.basicConfig(level=logging.INFO, format="[search %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    opened = time.perf_counter()
+    store = SQLiteStore(str(db))  # a file of an older schema gets its index built here, with progress
+    log(f"opened in {time.perf_counter() - opened:.1f} s")
     baseline = ScanBaseline(db)
     rng = random.Random(7)
     memberships = store.memberships()

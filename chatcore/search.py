@@ -88,9 +88,31 @@ def parse_query(text: str) -> tuple[str, ...]:
 
 
 def fts5_match(words: Sequence[str]) -> str:
-    """An FTS5 MATCH expression finding every word: each one a quoted string (a ``"`` inside is
-    doubled, though ``terms`` never yields one), joined by spaces (FTS5's implicit AND)."""
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    """An FTS5 expression finding every word: each one a quoted string (a ``"`` inside is doubled,
+    though ``terms`` never yields one), joined by spaces (FTS5's implicit AND)."""
+    return " ".join(_quoted(word) for word in words)
+
+
+def search_scope(conv: str, sender: str) -> str:
+    """What the SQLite index keeps beside a message's words so a query can narrow by
+    conversation and sender inside the index: one token each (their UTF-8 in hex, so any id is one
+    token the tokenizer keeps whole)."""
+    return f"c{conv.encode().hex()} u{sender.encode().hex()}"
+
+
+def search_match(words: Sequence[str], convs: Sequence[str] = (), sender: str | None = None) -> str:
+    """The FTS5 MATCH expression of a search: every word in the ``words`` column and, when given,
+    one of ``convs`` and ``sender`` in the ``scope`` column."""
+    match = f"words : ({fts5_match(words)})"
+    if convs:
+        match += " AND scope : (" + " OR ".join(_quoted(f"c{conv.encode().hex()}") for conv in convs) + ")"
+    if sender is not None:
+        match += f" AND scope : {_quoted(f'u{sender.encode().hex()}')}"
+    return match
+
+
+def _quoted(token: str) -> str:
+    return '"' + token.replace('"', '""') + '"'
 
 
 def encode_cursor(position: Sequence[Any]) -> str:

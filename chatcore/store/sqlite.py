@@ -39,7 +39,7 @@ import orjson
 
 from chatcore.ids import require_id
 from chatcore.protocol import CHANGE_KINDS, MAX_SEQ, EntryKind
-from chatcore.search import SearchQuery, decode_cursor, encode_cursor, fts5_match, indexed_text
+from chatcore.search import SearchQuery, decode_cursor, encode_cursor, indexed_text, search_match, search_scope
 from chatcore.store.base import (
     DELIVERED,
     DELIVERY_CANCELLED,
@@ -98,8 +98,8 @@ from chatcore.store.base import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions;
-# 5: outbox, push targets, mutes, deliveries, webhooks; 6: the search index
+SCHEMA_VERSION = 7  # 2: markers and events; 3: membership_log; 4: entry kinds, message state, reactions;
+# 5: outbox, push targets, mutes, deliveries, webhooks; 6: the search index; 7: its scope column
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # ids per "IN (...)" query: well under SQLite's bound-parameter limit
 ERASE_CHECKPOINT_TIMEOUT_MS = 2_000  # how long a deletion waits for readers to truncate the WAL
@@ -250,10 +250,11 @@ CREATE TABLE IF NOT EXISTS search_docs (
     seq INTEGER NOT NULL,
     sender TEXT NOT NULL,
     words TEXT NOT NULL,
+    scope TEXT NOT NULL,
     UNIQUE (conv, seq)
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
-    words, content='search_docs', content_rowid='id', tokenize='unicode61 remove_diacritics 0'
+    words, scope, content='search_docs', content_rowid='id', tokenize='unicode61 remove_diacritics 0'
 );
 CREATE TABLE IF NOT EXISTS search_backfill (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -345,6 +346,9 @@ class SQLiteStore(Store):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer chatmq (schema is too new)")
+            if version == 6:  # the index without its scope column: built again below
+                conn.execute("DROP TABLE IF EXISTS search")
+                conn.execute("DROP TABLE IF EXISTS search_docs")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -355,7 +359,7 @@ class SQLiteStore(Store):
                     added.add((table, column))
             if ("messages", "kind") in added:
                 _index_attachments(conn)
-            if version < 6 and conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone():
+            if version < 7 and conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone():
                 conn.execute("INSERT OR IGNORE INTO search_backfill (id, conv, seq) VALUES (1, '', 0)")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._build_search_index()
@@ -370,13 +374,16 @@ class SQLiteStore(Store):
             (total,) = conn.execute("SELECT count(*) FROM messages WHERE kind IS NULL").fetchone()
             log.info("search index: building it for the %d messages of %s", total, self.path)
             started, done = time.monotonic(), 0
+            report = started + SEARCH_PROGRESS_EVERY_S
             while True:
                 with _write(conn):
                     indexed, finished = _backfill_batch(conn, SEARCH_BACKFILL_BATCH)
                 done += indexed
                 if finished:
                     break
-                log.info("search index: %d of ~%d messages read (%.0f s)", done, total, time.monotonic() - started)
+                if time.monotonic() >= report or SEARCH_PROGRESS_EVERY_S == 0:
+                    log.info("search index: %d of ~%d messages read (%.0f s)", done, total, time.monotonic() - started)
+                    report = time.monotonic() + SEARCH_PROGRESS_EVERY_S
             log.info("search index: built (%d messages in %.1f s)", done, time.monotonic() - started)
 
     # --- connections ------------------------------------------------------------------------
@@ -732,27 +739,37 @@ class SQLiteStore(Store):
     def search(self, user: str, query: SearchQuery) -> SearchPage:
         if query.limit < 1:
             raise ValueError(f"limit must be at least 1, got {query.limit}")
-        where = ["search MATCH ?", "d.conv IN (SELECT conv FROM members WHERE user = ?)"]
-        params: list[Any] = [fts5_match(query.words), user]
-        if query.conv is not None:
-            where.append("d.conv = ?")
-            params.append(query.conv)
-        if query.sender is not None:
-            where.append("d.sender = ?")
-            params.append(query.sender)
-        if query.before is not None:
-            where.append("search.rowid < ?")
-            params.append(decode_cursor(query.before, (int,))[0])
-        # CROSS JOIN keeps the index outermost: matches are read newest first and the page stops at
-        # the limit, rather than reading a member's every message and sorting.
-        sql = (
-            f"SELECT {_VIEW_COLUMNS}, d.id FROM search CROSS JOIN search_docs d ON d.id = search.rowid"
-            " CROSS JOIN messages m ON m.conv = d.conv AND m.seq = d.seq"
-            " LEFT JOIN message_state s ON s.conv = m.conv AND s.seq = m.seq"
-            f" WHERE {' AND '.join(where)} ORDER BY search.rowid DESC LIMIT ?"
-        )
+        cursor = decode_cursor(query.before, (int,))[0] if query.before is not None else None
         with self._connection() as conn, _read(conn):
-            rows = conn.execute(sql, (*params, query.limit + 1)).fetchall()
+            convs = [r[0] for r in conn.execute("SELECT conv FROM members WHERE user = ?", (user,))]
+            if query.conv is not None:
+                convs = [c for c in convs if c == query.conv]
+            if not convs:
+                return SearchPage([], [], False)
+            # The index itself narrows to the conversations (and the sender) when they are few: it
+            # intersects the words' entries with theirs. The join below checks membership again,
+            # in the same snapshot, whatever the index was told.
+            match = search_match(query.words, convs if len(convs) <= SCOPE_MAX_CONVS else (), query.sender)
+            where = ["search MATCH ?", "d.conv IN (SELECT conv FROM members WHERE user = ?)"]
+            params: list[Any] = [match, user]
+            if query.conv is not None:
+                where.append("d.conv = ?")
+                params.append(query.conv)
+            if query.sender is not None:
+                where.append("d.sender = ?")
+                params.append(query.sender)
+            if cursor is not None:
+                where.append("search.rowid < ?")
+                params.append(cursor)
+            # CROSS JOIN keeps the index outermost: matches are read newest first and the page
+            # stops at the limit, rather than reading a member's every message and sorting.
+            rows = conn.execute(
+                f"SELECT {_VIEW_COLUMNS}, d.id FROM search CROSS JOIN search_docs d ON d.id = search.rowid"
+                " CROSS JOIN messages m ON m.conv = d.conv AND m.seq = d.seq"
+                " LEFT JOIN message_state s ON s.conv = m.conv AND s.seq = m.seq"
+                f" WHERE {' AND '.join(where)} ORDER BY search.rowid DESC LIMIT ?",
+                (*params, query.limit + 1),
+            ).fetchall()
         page = rows[: query.limit]
         more = len(rows) > query.limit
         return SearchPage([_view(row[:-1], {}) for row in page], [encode_cursor([row[-1]]) for row in page], more)
@@ -1470,7 +1487,9 @@ def _erase_message(conn: sqlite3.Connection, conv: str, seq: int, deletion: Chan
 # rowid order is newest first across conversations, for live writes and backfilled ones alike.
 _DOC_IDS_PER_MS = 1 << 12
 _MAX_DOC_TS = 1 << 50  # ms; far beyond any real clock, and ts * 4096 stays inside SQLite's int64
+SCOPE_MAX_CONVS = 200  # up to this many conversations a search names them to the index (see search)
 SEARCH_BACKFILL_BATCH = 2_000  # messages per write transaction while indexing an older database
+SEARCH_PROGRESS_EVERY_S = 5.0  # how often that indexing logs its progress
 SEARCH_MERGE_PAGES = 1_000  # index pages one compaction step rewrites (one short write transaction)
 
 
@@ -1480,6 +1499,7 @@ def _index_message(conn: sqlite3.Connection, conv: str, seq: int, sender: str, t
     words = indexed_text(body)
     if not words:
         return
+    scope = search_scope(conv, sender)
     base = max(0, min(ts, _MAX_DOC_TS)) * _DOC_IDS_PER_MS
     (last,) = conn.execute(
         "SELECT max(id) FROM search_docs WHERE id >= ? AND id < ?", (base, base + _DOC_IDS_PER_MS)
@@ -1488,46 +1508,49 @@ def _index_message(conn: sqlite3.Connection, conv: str, seq: int, sender: str, t
     while True:
         try:
             cur = conn.execute(
-                "INSERT INTO search_docs (id, conv, seq, sender, words) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO search_docs (id, conv, seq, sender, words, scope) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (conv, seq) DO NOTHING",
-                (doc_id, conv, seq, sender, words),
+                (doc_id, conv, seq, sender, words, scope),
             )
         except sqlite3.IntegrityError:  # more than _DOC_IDS_PER_MS in one ms: the next free id
             doc_id += 1
             continue
         break
     if cur.rowcount:
-        conn.execute("INSERT INTO search (rowid, words) VALUES (?, ?)", (doc_id, words))
+        conn.execute("INSERT INTO search (rowid, words, scope) VALUES (?, ?, ?)", (doc_id, words, scope))
 
 
 def unindex(conn: sqlite3.Connection, conv: str, seq: int) -> None:
     """Remove a message from the search index (a deletion, an erasure, an expiry): in the
     caller's write transaction, so it is never found once the change is committed."""
-    row = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq = ? RETURNING id, words", (conv, seq)).fetchone()
+    row = conn.execute(
+        "DELETE FROM search_docs WHERE conv = ? AND seq = ? RETURNING id, words, scope", (conv, seq)
+    ).fetchone()
     if row is not None:
-        conn.execute("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", row)
+        conn.execute("INSERT INTO search (search, rowid, words, scope) VALUES ('delete', ?, ?, ?)", row)
 
 
 def _unindex_span(conn: sqlite3.Connection, conv: str, low: int, high: int) -> None:
     """``unindex`` for every message of a run of seqs (a purge, a deleted conversation)."""
-    gone = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq BETWEEN ? AND ? RETURNING id, words",
+    gone = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq BETWEEN ? AND ? RETURNING id, words, scope",
                         (conv, low, high)).fetchall()  # fmt: skip
-    conn.executemany("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", gone)
+    conn.executemany("INSERT INTO search (search, rowid, words, scope) VALUES ('delete', ?, ?, ?)", gone)
 
 
 def _reindex(conn: sqlite3.Connection, conv: str, seq: int, body: str) -> None:
     """An edited message is found by its new words only."""
-    row = conn.execute("SELECT id, words FROM search_docs WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    row = conn.execute("SELECT id, words, scope FROM search_docs WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
     words = indexed_text(body)
     if row is not None:
-        if row[1] == words:
+        doc_id, old_words, scope = row
+        if old_words == words:
             return
-        conn.execute("INSERT INTO search (search, rowid, words) VALUES ('delete', ?, ?)", row)
+        conn.execute("INSERT INTO search (search, rowid, words, scope) VALUES ('delete', ?, ?, ?)", row)
         if not words:
-            conn.execute("DELETE FROM search_docs WHERE id = ?", (row[0],))
+            conn.execute("DELETE FROM search_docs WHERE id = ?", (doc_id,))
             return
-        conn.execute("UPDATE search_docs SET words = ? WHERE id = ?", (words, row[0]))
-        conn.execute("INSERT INTO search (rowid, words) VALUES (?, ?)", (row[0], words))
+        conn.execute("UPDATE search_docs SET words = ? WHERE id = ?", (words, doc_id))
+        conn.execute("INSERT INTO search (rowid, words, scope) VALUES (?, ?, ?)", (doc_id, words, scope))
         return
     sender, ts = conn.execute("SELECT sender, ts FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
     _index_message(conn, conv, seq, sender, ts, body)

@@ -294,6 +294,7 @@ def test_an_older_database_gets_its_search_index_on_open(
     raw.close()
 
     monkeypatch.setattr(sqlite_module, "SEARCH_BACKFILL_BATCH", 3)
+    monkeypatch.setattr(sqlite_module, "SEARCH_PROGRESS_EVERY_S", 0)
     with caplog.at_level(logging.INFO, logger="chatcore.store.sqlite"):
         store = SQLiteStore(str(path))
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("search index:")]
@@ -330,4 +331,48 @@ def test_search_reads_the_index_newest_first_without_sorting(tmp_path: Path) -> 
         (sql,) = [s for s in traced if "MATCH" in s]
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
     assert plan.startswith("SCAN search VIRTUAL TABLE") and "TEMP B-TREE" not in plan, plan
+    store.close()
+
+
+def test_a_schema_6_search_index_is_built_again_with_its_scope(tmp_path: Path) -> None:
+    from chatcore.search import SearchQuery
+
+    path = tmp_path / "chatmq.db"
+    store = SQLiteStore(str(path))
+    seed(store)
+    store.append([msg("general", "alice", "a", body="scoped words")])
+    store.close()
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP TABLE search; DROP TABLE search_docs;"
+                      "CREATE TABLE search_docs (id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL,"
+                      " sender TEXT NOT NULL, words TEXT NOT NULL, UNIQUE (conv, seq));"
+                      "CREATE VIRTUAL TABLE search USING fts5(words, content='search_docs', content_rowid='id');"
+                      "PRAGMA user_version = 6;")  # fmt: skip
+    raw.close()
+    store = SQLiteStore(str(path))
+    assert [v.message.body for v in store.search("bob", SearchQuery(("scoped",), sender="alice")).messages] == [
+        "scoped words"]
+    store.close()
+
+
+def test_a_member_of_many_conversations_is_checked_by_the_join(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above SCOPE_MAX_CONVS conversations the index is not told them; the join still keeps the
+    results to the member's conversations, newest first."""
+    from chatcore.search import SearchQuery
+    from chatcore.store import sqlite as sqlite_module
+    from chatcore.store.base import NewMessage
+
+    store = SQLiteStore(str(tmp_path / "chatmq.db"))
+    seed(store, ("general", "random"))
+    store.create_conversation("secret", ["carol"])
+    store.append([NewMessage(conv, "alice" if conv != "secret" else "carol", f"{conv}-{i}", "topic here", 10 * i + n)
+                  for i in range(5) for n, conv in enumerate(("general", "random", "secret"))])  # fmt: skip
+    scoped = store.search("bob", SearchQuery(("topic",), limit=100)).messages
+    monkeypatch.setattr(sqlite_module, "SCOPE_MAX_CONVS", 1)
+    joined = store.search("bob", SearchQuery(("topic",), limit=100)).messages
+    assert [(v.message.conv, v.message.seq) for v in joined] == [(v.message.conv, v.message.seq) for v in scoped]
+    assert len(joined) == 10 and {v.message.conv for v in joined} == {"general", "random"}
+    assert [v.message.ts for v in joined] == sorted((v.message.ts for v in joined), reverse=True)
     store.close()
