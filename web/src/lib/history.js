@@ -1,5 +1,5 @@
 // The HTTP side of chatmq (docs/protocol.md, "HTTP API v1"): tokens, conversations, history by
-// cursor, receipts, presence and media. One small class over fetch; every failure is an ApiError
+// cursor, search, receipts, presence and media. One small class over fetch; every failure is an ApiError
 // carrying the server's error code.
 
 export class ApiError extends Error {
@@ -64,6 +64,14 @@ export class HistoryApi {
   messages(conv, { before, after, limit, view } = {}) {
     return this.request('GET', `/v1/conversations/${encodeURIComponent(conv)}/messages`,
       { query: { before, after, limit, view } });
+  }
+
+  /**
+   * GET /v1/search: one page of {results (messages as they stand now, newest first), next}. Pass
+   * ``next`` back as ``before`` for older results; null means there are no more.
+   */
+  search(q, { conv, sender, before, limit } = {}) {
+    return this.request('GET', '/v1/search', { query: { q, conv, sender, before, limit } });
   }
 
   async receipts(conv) {
