@@ -372,3 +372,61 @@ def test_replies_edits_reactions_and_deletes(stack: Stack, app: Callable[..., Ch
     status, page = stack.http("GET", f"/v1/conversations/{conv}/messages?view=messages", token=stack.token(bob_id))
     assert status == 200 and page["messages"][0]["deleted"]["by"] == alice_id
     assert alice.errors == [] and bob.errors == []
+
+
+def test_search_finds_messages_and_opens_one_in_its_conversation(stack: Stack, app: Callable[..., ChatPage],
+                                                                   pair: tuple[str, str, str],
+                                                                   unique: Callable[[str], str]) -> None:
+    alice_id, bob_id, conv = pair
+    other = unique("side")
+    add_users_and_conversation(stack, [alice_id, bob_id], other, title="Side room")
+    with stack.client(bob_id, device="phone") as bob:
+        for n in range(1, 121):  # every fifth mentions the quokka: 24 matches, more than one page
+            bob.send(conv, f"message {n} about the quokka" if n % 5 == 0 else f"message {n}")
+        bob.send(other, "a Quokka in the side room")
+        assert bob.drain(30)
+    alice = app(alice_id)
+    box = alice.page.locator("[data-testid=search-input]")
+    results = alice.page.locator("[data-testid=search-result]")
+
+    box.fill("QUOKKA")
+    box.press("Enter")
+    results.first.wait_for()
+    assert alice.page.locator("[data-testid=conversations] [data-testid=conversation]").count() == 0, \
+        "the results stand in for the conversation list"
+    assert results.count() == 20  # one page, newest first
+    first = results.first
+    assert (first.get_attribute("data-conv"), first.get_attribute("data-seq")) == (other, "1")
+    assert first.locator("mark").inner_text() == "Quokka"  # the matched word, as written
+    assert "Side room" in first.inner_text()
+    alice.page.click("[data-testid=search-more]")
+    eventually(lambda: results.count() == 25)
+    assert alice.page.locator("[data-testid=search-more]").count() == 0
+    found = [(r.get_attribute("data-conv"), int(r.get_attribute("data-seq") or 0)) for r in results.all()]
+    assert found == [(other, 1)] + [(conv, n) for n in range(120, 0, -5)]
+
+    # the oldest match is far back: the conversation walks back by cursor to it and marks it
+    results.last.click()
+    alice.page.wait_for_selector(f"[data-testid=conversation-view][data-conv='{conv}']")
+    target = alice.page.locator(f"{MESSAGE}[data-seq='5']")
+    target.wait_for()
+    assert "focused" in (target.get_attribute("class") or "")
+    assert target.is_visible() and target.bounding_box() is not None
+    shown = alice.shown()
+    assert [seq for seq, _ in shown] == list(range(shown[0][0], 121)), "no hole between the result and the newest"
+    assert "c=" in alice.page.evaluate("location.hash") and "m=5" in alice.page.evaluate("location.hash")
+
+    # within the open conversation only; a word nobody wrote; an empty box gives the list back
+    box.fill("quokka")
+    alice.page.check("[data-testid=search-within]")
+    box.press("Enter")
+    eventually(lambda: alice.page.locator("[data-testid=search-results][data-loading=no]").count() == 1
+               and results.count() == 20)
+    assert {r.get_attribute("data-conv") for r in results.all()} == {conv}
+    box.fill("platypus")
+    box.press("Enter")
+    alice.page.locator("[data-testid=search-empty]", has_text="platypus").wait_for()
+    alice.page.click("[data-testid=search-clear]")
+    alice.conversation_item(other).wait_for()
+    assert results.count() == 0
+    assert alice.errors == []

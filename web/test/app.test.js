@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  applyReceipt, brokerUrl, conversationName, deliveryStatus, pendingFor, typingLine,
+  applyReceipt, brokerUrl, conversationName, deliveryStatus, highlight, pendingFor, typingLine,
 } from '../dist/app/format.js';
 
 test('✓ sent, ✓✓ delivered to every other member, ✓✓ read by every other member', () => {
@@ -43,4 +43,15 @@ test('names, typing lines and the broker URL', () => {
   assert.equal(brokerUrl(config, { protocol: 'http:', hostname: 'chat.local' }), 'ws://chat.local:8083/mqtt');
   assert.equal(brokerUrl({ ...config, wss_port: 8084 }, { protocol: 'https:', hostname: 'h' }), 'wss://h:8084/mqtt');
   assert.equal(brokerUrl({ ...config, ws_url: 'wss://x/mqtt' }, { protocol: 'http:', hostname: 'h' }), 'wss://x/mqtt');
+});
+
+test('a search result marks the words it matched: whole words, case and accents folded', () => {
+  const marked = (text, q, lead) => highlight(text, q, lead).map((p) => (p.match ? `[${p.text}]` : p.text)).join('');
+  assert.equal(marked('Lunch at the Café? lunchbox, LUNCH!', 'cafe lunch'), '[Lunch] at the [Café]? lunchbox, [LUNCH]!');
+  assert.equal(marked('nothing here', 'lunch'), 'nothing here');
+  assert.equal(marked('"quoted" -minus', '"quoted" *minus'), '"[quoted]" -[minus]', 'query syntax is only separators');
+  assert.equal(marked('a long preamble that goes on and on before we talk about lunch today', 'lunch', 20),
+    '…we talk about [lunch] today', 'a match far in starts the line');
+  assert.equal(marked('lunch first', 'lunch', 5), '[lunch] first');
+  assert.deepEqual(highlight('', 'x'), []);
 });

@@ -5,6 +5,7 @@ import { useEffect, useReducer, useState } from 'preact/hooks';
 import htm from 'htm';
 import { ConversationView } from './conversation.js';
 import { conversationName, timeOf } from './format.js';
+import { Search } from './search.js';
 
 const html = htm.bind(h);
 const BACK_ONLINE_MS = 3_000;
@@ -52,16 +53,18 @@ export function App({ client }) {
   const snapshot = useSnapshot(client);
   const nameOf = useNames(client, snapshot.conversations);
   const banner = useConnectionBanner(snapshot.state);
-  const [open, setOpen] = useState(() => new URLSearchParams(location.hash.slice(1)).get('c'));
+  // the open conversation, and the message to show in it (a search result): #c=team&m=42
+  const [target, setTarget] = useState(targetOf);
   useEffect(() => {
-    const onHash = () => setOpen(new URLSearchParams(location.hash.slice(1)).get('c'));
+    const onHash = () => setTarget(targetOf());
     addEventListener('hashchange', onHash);
     return () => removeEventListener('hashchange', onHash);
   }, []);
-  const choose = (conv) => {
-    location.hash = conv ? `c=${encodeURIComponent(conv)}` : '';
-    setOpen(conv);
+  const choose = (conv, seq = null) => {
+    location.hash = conv ? `c=${encodeURIComponent(conv)}${seq ? `&m=${seq}` : ''}` : '';
+    setTarget({ conv, seq }); // a new object: choosing the same result again shows it again
   };
+  const open = target.conv;
 
   if (!snapshot.session) return html`<${SignIn} client=${client} reason=${snapshot.reason} />`;
   const me = snapshot.session.user;
@@ -76,17 +79,28 @@ export function App({ client }) {
           </span>
           <button class="link" onClick=${() => client.signOut()} data-testid="sign-out">Sign out</button>
         </header>
-        <${NewConversation} client=${client} onCreated=${choose} />
-        <${ConversationList} conversations=${snapshot.conversations} me=${me} presence=${snapshot.presence}
-          open=${open} onOpen=${choose} nameOf=${nameOf} />
+        <${Search} client=${client} conversations=${snapshot.conversations} me=${me} open=${current?.id}
+          nameOf=${nameOf} onChoose=${choose}>
+          <${NewConversation} client=${client} onCreated=${choose} />
+          <${ConversationList} conversations=${snapshot.conversations} me=${me} presence=${snapshot.presence}
+            open=${open} onOpen=${(conv) => choose(conv)} nameOf=${nameOf} />
+        <//>
       </aside>
       <main class="main">
         ${current
           ? html`<${ConversationView} key=${current.id} client=${client} conv=${current} me=${me} nameOf=${nameOf}
-              presence=${snapshot.presence} outbox=${snapshot.outbox} onBack=${() => choose(null)} />`
+              presence=${snapshot.presence} outbox=${snapshot.outbox} onBack=${() => choose(null)}
+              focus=${target.seq ? target : null} />`
           : html`<div class="empty">Choose a conversation</div>`}
       </main>
     </div>`;
+}
+
+/** The conversation and message the page's address names (#c=team&m=42). */
+function targetOf() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const seq = Number(params.get('m'));
+  return { conv: params.get('c'), seq: Number.isSafeInteger(seq) && seq > 0 ? seq : null };
 }
 
 function Banner({ banner, state }) {

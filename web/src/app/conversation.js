@@ -20,7 +20,11 @@ const TYPING_REPEAT_MS = 3_000; // while typing, say so this often (docs/protoco
 const TYPING_LAPSE_MS = 6_000; // someone's "typing" without a repeat lapses after this
 const NEAR_BOTTOM_PX = 80;
 
-export function ConversationView({ client, conv, me, presence, outbox, onBack, nameOf }) {
+const FOCUS_PAGE = 200; // pages walking back to a search result
+const FOCUS_SHOWN_MS = 4_000;
+
+/** ``focus`` ({seq}, a new object each time it is asked for): scroll to that message and mark it. */
+export function ConversationView({ client, conv, me, presence, outbox, onBack, nameOf, focus = null }) {
   const [messages, setMessages] = useState(() => new Map()); // seq -> message as it stands now
   const [lastEntry, setLastEntry] = useState(0); // the newest seq of the log applied (messages and changes)
   const [replyTo, setReplyTo] = useState(null);
@@ -31,6 +35,8 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
   const [markers, setMarkers] = useState({});
   const [typing, setTyping] = useState({}); // user -> lapse time
   const [rejected, setRejected] = useState({}); // client_msg_id -> error
+  const [focused, setFocused] = useState(null); // the seq marked after scrolling to it
+  const focusDone = useRef(null); // the focus request already served
   const list = useRef(null);
   const stick = useRef(true); // follow new messages while the user is at the bottom
   const keep = useRef(null); // scroll height before prepending older messages
@@ -135,11 +141,11 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
       keep.current = null;
     } else if (stick.current) el.scrollTop = el.scrollHeight;
   });
-  const loadOlder = async () => {
+  const loadOlder = async (limit = PAGE) => {
     if (!olderLeft || loading || !shown.length) return;
     setLoading(true);
     try {
-      const page = await client.history(conv.id, { before: shown[0].seq, limit: PAGE, view: 'messages' });
+      const page = await client.history(conv.id, { before: shown[0].seq, limit, view: 'messages' });
       keep.current = list.current?.scrollHeight ?? null;
       setMessages((old) => {
         const next = new Map(old);
@@ -153,6 +159,27 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
       setLoading(false);
     }
   };
+
+  // --- a search result: walk back (contiguously, by cursor) until its message is here, then show it --
+  useEffect(() => {
+    if (!focus || focusDone.current === focus || loading) return undefined;
+    if (!messages.has(focus.seq)) {
+      if (olderLeft && shown.length && shown[0].seq > focus.seq) loadOlder(FOCUS_PAGE);
+      else focusDone.current = focus; // not in the log any more (purged by retention)
+      return undefined;
+    }
+    focusDone.current = focus;
+    stick.current = false;
+    list.current?.querySelector(`[data-seq="${focus.seq}"]`)?.scrollIntoView({ block: 'center' });
+    setFocused(focus.seq);
+    return undefined;
+  }, [focus, loading, messages, olderLeft]);
+  useEffect(() => {
+    if (focused === null) return undefined;
+    const timer = setTimeout(() => setFocused(null), FOCUS_SHOWN_MS);
+    return () => clearTimeout(timer);
+  }, [focused]);
+
   const onScroll = (event) => {
     const el = event.currentTarget;
     stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < NEAR_BOTTOM_PX;
@@ -180,6 +207,7 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
         ${olderLeft && html`<li class="more"><button class="link" onClick=${loadOlder} data-testid="load-older">${loading ? 'Loading…' : 'Earlier messages'}</button></li>`}
         ${!olderLeft && !loading && html`<li class="start">The start of the conversation</li>`}
         ${shown.map((m) => html`<${Message} key=${m.seq} client=${client} message=${m} me=${me} nameOf=${nameOf}
+          focused=${m.seq === focused}
           status=${m.sender === me && !m.deleted ? deliveryStatus(m.seq, me, members, markers) : null}
           quoted=${m.reply_to ? messages.get(m.reply_to) ?? { seq: m.reply_to } : null}
           actions=${{
@@ -202,14 +230,14 @@ export function ConversationView({ client, conv, me, presence, outbox, onBack, n
     </section>`;
 }
 
-function Message({ client, message, me, status, nameOf, quoted = null, actions = null }) {
+function Message({ client, message, me, status, nameOf, quoted = null, actions = null, focused = false }) {
   const [picking, setPicking] = useState(false);
   const mine = message.sender === me;
   const stored = Boolean(message.seq) && !message.deleted;
   const toggle = (emoji, on) => (on ? client.unreact(actions.conv, message.seq, emoji)
     : client.react(actions.conv, message.seq, emoji)).catch(() => {});
   return html`
-    <li class=${`message ${mine ? 'mine' : ''} ${message.deleted ? 'deleted' : ''}`} data-testid="message"
+    <li class=${`message ${mine ? 'mine' : ''} ${message.deleted ? 'deleted' : ''} ${focused ? 'focused' : ''}`} data-testid="message"
         data-seq=${message.seq ?? ''} data-client-msg-id=${message.client_msg_id} data-status=${status ?? ''}>
       ${!mine && html`<span class="sender" title=${message.sender}>${nameOf(message.sender)}</span>`}
       ${quoted && html`<span class="quote" data-testid="reply-to" data-target=${quoted.seq}>

@@ -79,3 +79,31 @@ export function brokerUrl(config, location) {
   const secure = location.protocol === 'https:' && config.wss_port;
   return `${secure ? 'wss' : 'ws'}://${location.hostname}:${secure ? config.wss_port : config.ws_port}${config.ws_path}`;
 }
+
+/** A word folded the way search compares words: accents dropped, case ignored (`Café` → `cafe`). */
+export const foldWord = (word) => word.normalize('NFKD').replace(/\p{M}/gu, '').toLowerCase();
+
+/**
+ * ``text`` cut into parts, the words a search for ``query`` matched marked: [{text, match}]. Words
+ * are runs of letters and digits, compared whole and folded, as GET /v1/search compares them. With
+ * ``lead``, text more than ``lead`` characters before the first match is left out (an ellipsis
+ * instead), so a match far into a long message is still on its one line.
+ */
+export function highlight(text, query, lead = Infinity) {
+  const wanted = new Set((query.match(/[\p{L}\p{N}]+/gu) ?? []).map(foldWord));
+  const parts = [];
+  let at = 0;
+  for (const found of text.matchAll(/[\p{L}\p{N}]+/gu)) {
+    if (!wanted.has(foldWord(found[0]))) continue;
+    if (found.index > at) parts.push({ text: text.slice(at, found.index), match: false });
+    parts.push({ text: found[0], match: true });
+    at = found.index + found[0].length;
+  }
+  if (at < text.length) parts.push({ text: text.slice(at), match: false });
+  const first = parts[0];
+  if (first && !first.match && parts.length > 1 && first.text.length > lead) {
+    const cut = first.text.slice(first.text.length - lead);
+    first.text = `…${cut.slice(cut.search(/\s/) + 1 || 0)}`; // from a word's start when one is near
+  }
+  return parts;
+}

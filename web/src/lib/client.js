@@ -202,6 +202,14 @@ export class ChatClient {
     return this.api.receipts(conv);
   }
 
+  /**
+   * Full-text search over the caller's conversations (GET /v1/search): {results (messages as they
+   * stand now, newest first), next}; pass ``next`` as ``before`` for older results.
+   */
+  search(q, { conv, sender, before, limit } = {}) {
+    return this.api.search(q, { conv, sender, before, limit });
+  }
+
   /** Upload a File or Blob: the attachment to pass to send(). */
   upload(file, name) {
     return this.api.upload(file, name);
