@@ -16,7 +16,7 @@ from flask_openapi3 import Info, OpenAPI
 from api import (
     admin,
     auth,
-    emqx,
+    brokerhooks,
     health,
     manage,
     media,
@@ -65,7 +65,7 @@ def create_app(
     # manage.bp: conversations + management (push.py adds the mute routes, send.py POST .../messages)
     for bp in (auth.bp, push.logout_bp, manage.bp, push.bp, presence.bp, search.bp, users.bp, admin.bp, health.bp):
         app.register_api(bp)
-    emqx.install(app)  # EMQX's HTTP auth hooks, when CHATMQ_EMQX_HOOK_SECRET is set
+    brokerhooks.install(app)  # EMQX's and RabbitMQ's HTTP auth hooks, each when its secret is set
     media.install(app, settings, media_store)  # uploads: their own body limit and store
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json, methods=["GET"])
     webapp.install(app, settings)  # the web app's files under /app/ (web/), and / sends browsers there

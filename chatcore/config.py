@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     mosquitto_url: str | None = Field(default=None, description="mqtt://ADMIN:PASSWORD@HOST:PORT of Mosquitto")
     # EMQX's HTTP auth hooks (/v1/emqx/authn, /v1/emqx/authz) exist only with this shared secret.
     emqx_hook_secret: str | None = Field(default=None, description="X-Chatmq-Hook-Secret EMQX must send")
+    # RabbitMQ's HTTP auth backend (/v1/rabbitmq/{user,vhost,resource,topic}) exists only with this
+    # secret, which RabbitMQ sends as the password of HTTP Basic auth (chatmq.adapters.rabbitmq.config).
+    rabbitmq_hook_secret: str | None = Field(default=None, description="Basic auth password RabbitMQ must send")
+    rabbitmq_vhost: str = Field(default="/", description="the vhost of RabbitMQ's MQTT plugin (mqtt.vhost)")
+    rabbitmq_exchange: str = Field(default="amq.topic", description="RabbitMQ's MQTT exchange (mqtt.exchange)")
     # External identity (chatcore.identity): the app's identity provider's JWTs accepted as the MQTT
     # password and HTTP bearer token, verified with the keys of a JWKS URL or one public key.
     idp_jwks_url: str | None = Field(default=None, description="the identity provider's JWKS URL")

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from flask import Flask
 
-from api.emqx import SECRET_HEADER
-from api.emqx import bp as emqx_blueprint
+from api.brokerhooks.emqx import SECRET_HEADER
+from api.brokerhooks.emqx import bp as emqx_blueprint
 from api.health import bp as health_blueprint
 from chatcore.config import Settings
 from chatcore.partitions import check_worker_id

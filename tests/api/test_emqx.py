@@ -14,7 +14,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.emqx import SECRET_HEADER
+from api.brokerhooks.emqx import SECRET_HEADER
 from chatcore.auth import issue_token, token_claims
 from chatcore.config import ADMIN_USER, SERVICE_USER
 from chatcore.revocation import TokenRevocations
