@@ -104,6 +104,15 @@ def seed(store: Store, password_hash: str) -> None:
         store.create_conversation(conv, list(members))
 
 
+def will_checked_as_publish(case: Case) -> bool:
+    """The table's answer on a broker that checks a last will as a publish (Mosquitto, RabbitMQ):
+    a will is allowed wherever the same user may publish."""
+    if case.action is Action.WILL:
+        return any(other.allowed for other in CASES
+                   if other.user == case.user and other.action is Action.PUBLISH and other.topic == case.topic)
+    return case.allowed
+
+
 def device_cases(action: Action) -> list[Case]:
     """The cases of device users (the admin channel exists on chatmq's own broker only)."""
     return [case for case in CASES if case.action is action and case.user in USERS]
@@ -118,19 +127,23 @@ TYPING = b'{"typing": true}'  # a payload chatmq's broker lets through on typing
 Connect = Callable[..., RawClient]  # (user, password=PASSWORD, client_id=..., will=...) -> a client
 
 
-def live_verdicts(connect: Connect, service_login: tuple[str, str], cases: Iterable[Case]) -> dict[Case, bool]:
+def live_verdicts(connect: Connect, service_login: tuple[str, str], cases: Iterable[Case], *,
+                  refusal_closes: bool = False) -> dict[Case, bool]:  # fmt: skip
     """What a live broker answers: SUBSCRIBE by SUBACK; PUBLISH by whether a service subscriber on
     ``#`` and ``$CONTROL/#`` sees it; RECEIVE by whether the user, having asked to subscribe to the
     topic, is delivered what the service publishes there; WILL by whether the observer sees the will
-    once the connection is lost."""
+    once the connection is lost. ``refusal_closes``: the broker answers a refused publish or
+    subscription by closing the connection (RabbitMQ), so each case gets a connection of its own."""
     verdicts: dict[Case, bool] = {}
     cases = list(cases)
     service = connect(*service_login, client_id="parity-service")
     observer = connect(*service_login, client_id="parity-observer")
     assert observer.subscribe("#") and observer.subscribe("$CONTROL/#")
+    asks = ((S, _subscribes_each), (P, _publishes_each), (R, _receives_each), (W, _wills)) if refusal_closes \
+        else ((S, _subscribes), (P, _publishes), (R, _receives), (W, _wills))
     for user in sorted({case.user for case in cases}):
         mine = [case for case in cases if case.user == user]
-        for action, ask in ((S, _subscribes), (P, _publishes), (R, _receives), (W, _wills)):
+        for action, ask in asks:
             asked = [case for case in mine if case.action is action]
             if asked:
                 verdicts.update(ask(connect, service if action is R else observer, user, asked))
@@ -175,6 +188,49 @@ def _receives(connect: Connect, service: RawClient, user: str, cases: list[Case]
     service.publish(marker, b"end")
     arrived = _drain(client, marker)
     return {case: case.topic in arrived for case in cases}
+
+
+def _subscribes_each(connect: Connect, _service: RawClient, user: str, cases: list[Case]) -> dict[Case, bool]:
+    verdicts = {}
+    for index, case in enumerate(cases):
+        client = connect(user, client_id=f"{user}-subscribes-{index}")
+        verdicts[case] = client.subscribe(case.topic)
+        client.close()
+    return verdicts
+
+
+def _publishes_each(connect: Connect, observer: RawClient, user: str, cases: list[Case]) -> dict[Case, bool]:
+    """Each publish on its own connection, acknowledged or refused before the next; the observer's
+    queue holds every routed one before the marker published last."""
+    for index, case in enumerate(cases):
+        client = connect(user, client_id=f"{user}-publishes-{index}")
+        client.publish_acked(case.topic, TYPING)
+        client.close()
+    marker = f"presence/{user}/zz-end"
+    assert connect(user, client_id=f"{user}-publishes-end").publish_acked(marker, b"end")
+    arrived = _drain(observer, marker)
+    return {case: case.topic in arrived for case in cases}
+
+
+def _receives_each(connect: Connect, service: RawClient, user: str, cases: list[Case]) -> dict[Case, bool]:
+    """One receiver per case, each subscribed to a marker of its own, then to the case's topic (a
+    refusal may close it: it then receives nothing)."""
+    receivers = []
+    for index, case in enumerate(cases):
+        client = connect(user, client_id=f"{user}-receives-{index}")
+        marker = f"presence/{user}/zz-end-{index}"
+        assert client.subscribe(marker)
+        client.subscribe(case.topic)
+        receivers.append((case, client, marker))
+    for case in cases:
+        service.publish(case.topic, b"x")
+    for _, _, marker in receivers:
+        service.publish(marker, b"end")
+    verdicts = {}
+    for case, client, marker in receivers:
+        verdicts[case] = not client.lost.is_set() and case.topic in _drain(client, marker)
+        client.close()
+    return verdicts
 
 
 def _wills(connect: Connect, observer: RawClient, user: str, cases: list[Case]) -> dict[Case, bool]:

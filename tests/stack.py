@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -133,6 +134,15 @@ class Stack:
         return str(body["token"])
 
 
+class _Lost:
+    """What ``subscribe`` reads as the SUBACK of a connection the broker closed."""
+
+    is_failure = True
+
+
+_LOST = _Lost()
+
+
 class RawClient:
     """A bare paho client for what ChatClient deliberately cannot do: malformed payloads,
     forbidden topics, abusive wills. Received messages land on ``received``."""
@@ -152,6 +162,8 @@ class RawClient:
         self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
         self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.put(list(codes))
         self.client.on_message = lambda _c, _u, m: self.received.put((m.topic, m.payload))
+        self.lost = threading.Event()  # the broker closed the connection (some answer a refusal so)
+        self.client.on_disconnect = lambda *_: (self.lost.set(), self.subacks.put([_LOST]))
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         self.reason = self.connack.get(timeout=10)
@@ -167,6 +179,18 @@ class RawClient:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(10)
+
+    def publish_acked(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        """A QoS 1 publish: True once PUBACKed, False if the broker closed the connection instead."""
+        if self.lost.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + timeout
+        while not info.is_published():
+            if self.lost.is_set() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def expect(self, topic: str, timeout: float = 10.0) -> bytes:
         deadline = time.monotonic() + timeout

@@ -16,18 +16,10 @@ from adapters.mosquitto.sync import MosquittoSync
 from chatcore.access import Action
 from chatcore.config import SERVICE_USER, Settings
 from chatcore.store import Store
-from tests.access_cases import CASES, Case, device_cases, live_verdicts
+from tests.access_cases import device_cases, live_verdicts, will_checked_as_publish
 from tests.stack import RawClient
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def mosquitto_expects(case: Case) -> bool:
-    """The table's answer, except for a will, which Mosquitto allows wherever a publish is."""
-    if case.action is Action.WILL:
-        return any(other.allowed for other in CASES
-                   if other.user == case.user and other.action is Action.PUBLISH and other.topic == case.topic)
-    return case.allowed
 
 
 @pytest.mark.parametrize("action", list(Action), ids=lambda action: action.value)
@@ -36,7 +28,7 @@ def test_mosquitto_answers_every_case(sync: MosquittoSync, settings: Settings,
     assert settings.service_password
     cases = device_cases(action)
     verdicts = live_verdicts(connect, (SERVICE_USER, settings.service_password), cases)
-    assert [case for case in cases if verdicts[case] is not mosquitto_expects(case)] == []
+    assert [case for case in cases if verdicts[case] is not will_checked_as_publish(case)] == []
 
 
 def test_a_disabled_user_cannot_log_in(sync: MosquittoSync, store: Store, connect: Callable[..., RawClient]) -> None:
