@@ -13,16 +13,19 @@ from chatcore.mqtt import codec
 from chatcore.netutil import free_port
 
 Tap = Callable[[int, str, bytes], None]  # (connection number, "up" to the broker or "down", bytes)
+Refuse = Callable[[bytes], bool]  # a chunk going up: True drops its connection instead of forwarding it
 
 
 class FlakyLink:
     """Forwards 127.0.0.1:port to the target. ``cut()`` drops every live connection (no MQTT
     DISCONNECT reaches the broker: an abrupt loss on both sides); ``down()`` also refuses new ones
-    until ``up()``. ``tap`` sees every chunk forwarded."""
+    until ``up()``. ``tap`` sees every chunk forwarded; ``refuse`` may drop a connection at a
+    chunk going up instead (e.g. the request line of one HTTP route: see ``http_route``)."""
 
-    def __init__(self, target_port: int, tap: Tap | None = None) -> None:
+    def __init__(self, target_port: int, tap: Tap | None = None, refuse: Refuse | None = None) -> None:
         self.target_port = target_port
         self.tap = tap
+        self.refuse = refuse
         self.port = free_port()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._sockets: list[socket.socket] = []
@@ -55,6 +58,8 @@ class FlakyLink:
     def _pump(self, src: socket.socket, dst: socket.socket, number: int, way: str) -> None:
         try:
             while data := src.recv(65536):
+                if way == "up" and self.refuse is not None and self.refuse(data):
+                    break  # dropped, both sides: to the client the server is out of reach
                 if self.tap is not None:
                     self.tap(number, way, data)
                 dst.sendall(data)
@@ -85,6 +90,13 @@ class FlakyLink:
     def close(self) -> None:
         self.down()
         self._listener.close()
+
+
+def http_route(method: str, path: str, when: Callable[[], bool] = lambda: True) -> Refuse:
+    """A FlakyLink ``refuse`` for one HTTP route (while ``when()``): a chunk that starts with its
+    request line (HTTP/1.1 clients write a small request's head in one piece)."""
+    line = f"{method} {path} ".encode()
+    return lambda data: data.startswith(line) and when()
 
 
 @dataclass(frozen=True)

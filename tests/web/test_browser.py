@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.clients.proxy import FlakyLink
+from tests.clients.proxy import FlakyLink, http_route
 from tests.stack import Stack
 from tests.web.app import ChatPage, add_users_and_conversation, connection_ids, connections, eventually
 
@@ -430,3 +430,79 @@ def test_search_finds_messages_and_opens_one_in_its_conversation(stack: Stack, a
     alice.conversation_item(other).wait_for()
     assert results.count() == 0
     assert alice.errors == []
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-worker", "one-connection-per-tab"])
+def test_conversation_list_when_the_api_is_unreachable(stack: Stack, new_context: Any, pair: tuple[str, str, str],
+                                                       shared: bool) -> None:
+    alice_id, bob_id, conv = pair
+    blocked = {"on": True}
+    # the app through a link that drops GET /v1/conversations (the SharedWorker's requests are out of
+    # Playwright's reach); sign-in, the rest of the API and the broker stay reachable
+    link = FlakyLink(stack.http_port, refuse=http_route("GET", "/v1/conversations", lambda: blocked["on"]))
+    try:
+        context = new_context()
+        if not shared:
+            context.add_init_script("delete globalThis.SharedWorker")
+        alice = ChatPage(context.new_page(), f"http://127.0.0.1:{link.port}").open()
+        alice.sign_in(alice_id)
+        assert alice.page.evaluate("chatmq.mode") == ("shared" if shared else "tab")
+        problem = alice.page.locator("[data-testid=list-problem]")
+        problem.wait_for()
+        assert "could not be loaded" in problem.inner_text() and "could not be reached" in problem.inner_text()
+        problem.locator("text=/Trying again in \\d+ s/").wait_for()
+        assert alice.page.locator("[data-testid=conversation]").count() == 0
+        assert "No conversations yet" not in alice.page.inner_text(".sidebar")
+        with stack.client(bob_id, device="phone") as bob:
+            bob.send(conv, "sent while alice's list was away").result(timeout=10)
+
+        blocked["on"] = False
+        alice.page.click("[data-testid=list-retry]")
+        alice.conversation_item(conv).locator("[data-testid=unread]", has_text="1").wait_for()
+        assert problem.count() == 0
+        alice.open_conversation(conv)
+        alice.wait_for_body("sent while alice's list was away")
+        with stack.client(bob_id, device="phone") as bob:  # subscribed once the list came: live again
+            bob.send(conv, "and now live").result(timeout=10)
+        alice.wait_for_body("and now live")
+        assert alice.errors == []
+    finally:
+        link.close()
+
+
+def test_sign_out_and_in_reach_every_tab_without_shared_worker(stack: Stack, app: Callable[..., ChatPage],
+                                                              new_context: Any, pair: tuple[str, str, str]) -> None:
+    alice_id, _, _ = pair
+    context = new_context()
+    context.add_init_script("delete globalThis.SharedWorker")
+    first = app(alice_id, context=context)
+    second = app(context=context)  # the session kept in IndexedDB: signed in, its own connection
+    second.wait_online()
+    eventually(lambda: len(connections(stack, alice_id)) == 2)
+    token = first.page.evaluate("chatmq.session.token")
+
+    first.page.click("[data-testid=sign-out]")
+    second.page.wait_for_selector("[data-testid=sign-in]")  # the other tab signed out too
+    first.page.wait_for_selector("[data-testid=sign-in]")
+    eventually(lambda: connections(stack, alice_id) == [])
+    status, _ = stack.http("GET", "/v1/conversations", token=token)
+    assert status == 401, "signing out revoked the token"
+
+    second.sign_in(alice_id)  # signing in again in one tab signs in the other
+    first.wait_online()
+    eventually(lambda: len(connections(stack, alice_id)) == 2)
+    assert first.errors == [] and second.errors == []
+
+
+def test_an_app_that_cannot_start_says_so_and_tries_again(stack: Stack, new_context: Any) -> None:
+    context = new_context()
+    context.route("**/app/config.json", lambda route: route.abort("connectionrefused"))
+    page = ChatPage(context.new_page(), stack.base_url)
+    page.page.goto(f"{stack.base_url}/app/")
+    error = page.page.locator("[data-testid=boot-error]")
+    error.wait_for()
+    assert "the server could not be reached" in error.inner_text()
+    context.unroute("**/app/config.json")
+    page.page.click("[data-testid=boot-retry]")
+    page.rendered()
+    assert page.signed_out()

@@ -21,9 +21,27 @@ async function boot() {
     globalThis.chatmq = client; // for the console (and the browser tests)
     render(h(App, { client }), root);
   } catch (exc) {
-    root.textContent = `chatmq could not start: ${exc.message}`;
+    showBootError(root, exc);
     throw exc;
   }
+}
+
+/** The app could not start (most often: the server was not reachable): say so, and offer to try again. */
+function showBootError(root, exc) {
+  const box = document.createElement('div');
+  box.className = 'boot-error';
+  box.setAttribute('role', 'alert');
+  box.dataset.testid = 'boot-error';
+  const reason = exc instanceof TypeError ? 'the server could not be reached' : exc.message;
+  box.append(Object.assign(document.createElement('p'), { textContent: `chatmq could not start: ${reason}.` }));
+  const retry = Object.assign(document.createElement('button'), { textContent: 'Try again' });
+  retry.dataset.testid = 'boot-retry';
+  retry.addEventListener('click', () => {
+    root.replaceChildren(Object.assign(document.createElement('p'), { className: 'boot', textContent: 'Loading chatmq…' }));
+    boot();
+  });
+  box.append(retry);
+  root.replaceChildren(box);
 }
 
 boot();

@@ -9,12 +9,14 @@ import { FakeApi, FakeBroker, tick, until } from './fakes.js';
 
 let dbs = 0;
 
-async function setup(ctx, { conversations = { team: { members: ['alice', 'bob'], messages: [] } }, store, device = 'web-1' } = {}) {
+async function setup(ctx, { conversations = { team: { members: ['alice', 'bob'], messages: [] } }, store, device = 'web-1',
+  listRetryMs = 1_000 } = {}) {
   const api = new FakeApi(conversations);
   const broker = new FakeBroker();
   const engine = new ChatEngine({
     store: store ?? await LocalStore.open(`engine-test-${dbs++}`), mqttConnect: broker.connect, wsUrl: 'ws://x/mqtt',
     apiUrl: 'http://api.test', device, fetch: api.fetch, heartbeatMs: 50, backoff: new Backoff({ min: 10, max: 20, jitter: 0 }),
+    listBackoff: new Backoff({ min: listRetryMs, max: listRetryMs, jitter: 0 }),
   });
   ctx.after(() => engine.stop({ clean: false }));
   const events = [];
@@ -233,6 +235,48 @@ test('a refused login ends the session: signed out, with a reason', async (ctx) 
   assert.equal(await t.engine.store.get('session'), undefined);
   await tick(50);
   assert.equal(t.broker.clients.length, 1, 'no reconnect after a refusal');
+  assert.equal(t.api.loggedOut, undefined, 'a token the server refused is not revoked');
+});
+
+test('signing out revokes the token on the server after the clean disconnect', async (ctx) => {
+  const t = await setup(ctx);
+  await online(t);
+  await t.engine.signOut();
+  assert.equal(t.engine.state, 'signed-out');
+  assert.equal(t.broker.last.ended, true);
+  assert.deepEqual(t.api.loggedOut, ['Bearer token-of-alice']);
+  assert.equal(await t.engine.store.get('session'), undefined);
+});
+
+test('an unreachable API at start: the list says why, is tried again, and what it brings is subscribed', async (ctx) => {
+  const t = await setup(ctx, { listRetryMs: 60 });
+  t.api.down = (path) => path.startsWith('/v1/conversations');
+  await online(t); // the broker is reachable, the API is not (since just after the sign-in)
+  const listing = () => t.events.filter(([n]) => n === 'listing').map(([, d]) => d);
+  await until(() => listing().length >= 2);
+  const [failed] = listing();
+  assert.equal(failed.loaded, false);
+  assert.match(failed.error, /could not be reached/);
+  assert.ok(failed.retryAt > Date.now() - 1_000);
+  assert.deepEqual(t.engine.snapshot().listing, listing().at(-1));
+  assert.ok(!t.broker.last.subscriptions.includes('chat/team/msg'), 'nothing to subscribe yet');
+  t.api.add('team', 'bob', 'sent while the list was away');
+  t.api.down = false;
+  await until(() => t.engine.listing.loaded);
+  assert.deepEqual(listing().at(-1), { loaded: true, error: null, retryAt: null });
+  await until(() => t.broker.last.subscriptions.includes('chat/team/msg') && t.broker.last.subscriptions.includes('presence/bob'));
+  assert.deepEqual(t.engine.conversationList().map((c) => c.id), ['team']);
+});
+
+test('retryConversations loads the list now, not at the back-off\'s next turn', async (ctx) => {
+  const t = await setup(ctx, { listRetryMs: 60_000 });
+  t.api.down = (path) => path.startsWith('/v1/conversations');
+  await online(t);
+  await until(() => t.engine.listing.error);
+  t.api.down = false;
+  assert.equal(await t.engine.retryConversations(), true);
+  assert.equal(t.engine.listing.loaded, true);
+  await until(() => t.broker.last.subscriptions.includes('chat/team/msg'));
 });
 
 test('a subscription the broker refuses at first (membership not seen yet) is retried', async (ctx) => {

@@ -79,10 +79,14 @@ export class FakeApi {
 
   async #answer(url, init) {
     this.requests.push(`${init.method ?? 'GET'} ${url.pathname}${url.search}`);
-    if (this.down) throw new TypeError('Failed to fetch');
+    if (this.down === true || (typeof this.down === 'function' && this.down(url.pathname))) throw new TypeError('Failed to fetch');
     const json = (status, body) => ({ ok: status < 400, status, json: async () => body });
     let m;
     if (url.pathname === '/v1/auth/token') return json(200, { token: `token-of-${JSON.parse(init.body).username}`, expires_at: Date.now() + 3_600_000 });
+    if (url.pathname === '/v1/auth/logout') {
+      this.loggedOut = [...(this.loggedOut ?? []), init.headers.Authorization];
+      return { ok: true, status: 204, json: async () => null };
+    }
     if (url.pathname === '/v1/conversations') return json(200, { conversations: Object.keys(this.conversations).map((c) => this.summary(c)) });
     if ((m = url.pathname.match(/^\/v1\/conversations\/([^/]+)$/))) return json(200, this.summary(m[1]));
     if ((m = url.pathname.match(/^\/v1\/conversations\/([^/]+)\/messages$/))) {

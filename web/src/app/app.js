@@ -14,7 +14,7 @@ const BACK_ONLINE_MS = 3_000;
 function useSnapshot(client) {
   const [, bump] = useReducer((n) => n + 1, 0);
   useEffect(() => client.on('*', (name) => {
-    if (['state', 'session', 'conversations', 'outbox', 'presence', 'snapshot'].includes(name)) bump();
+    if (['state', 'session', 'conversations', 'outbox', 'presence', 'snapshot', 'listing'].includes(name)) bump();
   }), [client]);
   return client.snapshot;
 }
@@ -82,7 +82,8 @@ export function App({ client }) {
         <${Search} client=${client} conversations=${snapshot.conversations} me=${me} open=${current?.id}
           nameOf=${nameOf} onChoose=${choose}>
           <${NewConversation} client=${client} onCreated=${choose} />
-          <${ConversationList} conversations=${snapshot.conversations} me=${me} presence=${snapshot.presence}
+          <${ListProblem} client=${client} listing=${snapshot.listing} />
+          <${ConversationList} listing=${snapshot.listing} conversations=${snapshot.conversations} me=${me} presence=${snapshot.presence}
             open=${open} onOpen=${(conv) => choose(conv)} nameOf=${nameOf} />
         <//>
       </aside>
@@ -144,8 +145,41 @@ function presenceOf(conv, me, presence) {
   return others.some((u) => presence[u]?.status === 'online') ? 'online' : 'offline';
 }
 
-function ConversationList({ conversations, me, presence, open, onOpen, nameOf }) {
-  if (!conversations.length) return html`<p class="hint">No conversations yet.</p>`;
+/** The conversation list could not be loaded: why, when it is tried again, and a way to try now. */
+function ListProblem({ client, listing }) {
+  const [now, setNow] = useState(Date.now());
+  const [busy, setBusy] = useState(false);
+  useEffect(() => {
+    if (!listing?.error) return undefined;
+    const timer = setInterval(() => setNow(Date.now()), 1_000);
+    return () => clearInterval(timer);
+  }, [listing?.error]);
+  if (!listing?.error) return null;
+  const retry = async () => {
+    setBusy(true);
+    try {
+      await client.retryConversations();
+    } finally {
+      setBusy(false);
+    }
+  };
+  const seconds = listing.retryAt ? Math.max(0, Math.ceil((listing.retryAt - now) / 1000)) : null;
+  return html`
+    <div class="list-problem" role="alert" data-testid="list-problem">
+      <strong>${listing.loaded ? 'Your conversations may be out of date.' : 'Your conversations could not be loaded.'}</strong>
+      <span>${listing.error}</span>
+      <span>${busy ? 'Trying again…' : seconds ? `Trying again in ${seconds} s.` : 'Trying again…'}</span>
+      <button onClick=${retry} disabled=${busy} data-testid="list-retry">Retry now</button>
+    </div>`;
+}
+
+function ConversationList({ conversations, me, presence, open, onOpen, nameOf, listing }) {
+  if (!conversations.length) {
+    if (listing && !listing.loaded) {
+      return listing.error ? null : html`<p class="hint" data-testid="list-loading">Loading conversations…</p>`;
+    }
+    return html`<p class="hint">No conversations yet.</p>`;
+  }
   return html`
     <ul class="conversations" data-testid="conversations">
       ${conversations.map((c) => html`

@@ -11,11 +11,13 @@
 // Events: state ({state: 'signed-out'|'connecting'|'online'|'offline', reason}), session, conversations
 // (the list, newest first, with unread and last_message), messages ({conv, messages}: in seq order,
 // each once), outbox (unacked sends), ack, receipt ({conv, user, seq, status}), typing ({conv, user,
-// typing}), presence ({user, status, last_seen}), event (user/{me}/events as they come).
+// typing}), presence ({user, status, last_seen}), event (user/{me}/events as they come), listing
+// ({loaded, error, retryAt}: whether the conversation list came from the API, and while it cannot, why).
 
 import { HistoryApi } from './history.js';
 import { randomId } from './protocol.js';
 import { TAB_CALLS, tabLockName } from './hub.js';
+import { SESSION_CHANNEL, shareSession } from './tabsync.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
@@ -74,6 +76,10 @@ export class ChatClient {
         import('../vendor/mqtt.esm.js'), import('./setup.js')]);
       const engine = await createEngine({ ...config, deviceSuffix: tabDevice() }, mqtt.connect);
       engine.listen((name, data) => this.#apply(name, data));
+      // this tab's engine is one of several: signing in or out reaches the others' too
+      if (typeof BroadcastChannel !== 'undefined') {
+        shareSession(engine, new BroadcastChannel(SESSION_CHANNEL), (snapshot) => this.#apply('snapshot', snapshot));
+      }
       globalThis.addEventListener?.('online', () => engine.reconnectNow());
       globalThis.addEventListener?.('pagehide', () => engine.stop({ clean: true }));
       this.link = engine;
@@ -118,6 +124,7 @@ export class ChatClient {
       this.api.token = data?.token ?? null;
     } else if (name === 'conversations') this.snapshot.conversations = data;
     else if (name === 'outbox') this.snapshot.outbox = data;
+    else if (name === 'listing') this.snapshot.listing = data;
     else if (name === 'presence') this.snapshot.presence[data.user] = data;
     for (const listener of this.listeners.get(name) ?? []) listener(data);
     for (const listener of this.listeners.get('*') ?? []) listener(name, data);
@@ -186,6 +193,11 @@ export class ChatClient {
 
   reconnectNow() {
     return this.#call('reconnectNow');
+  }
+
+  /** Load the conversation list again now (after it could not be loaded: ``snapshot.listing.error``). */
+  retryConversations() {
+    return this.#call('retryConversations');
   }
 
   // --- the HTTP side, straight from this tab ------------------------------------------------

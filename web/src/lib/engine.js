@@ -25,6 +25,7 @@ const TICK_MS = 1_000;
 const RECEIPT_DELAY_MS = 200; // delivered receipts of a burst go out as one (they are cumulative)
 const SUBSCRIBE_RETRY_MS = 1_000; // the broker learns a new membership within its refresh interval
 const OFFLINE_PUBLISH_TIMEOUT_MS = 1_000;
+const LOGOUT_TIMEOUT_MS = 2_000;
 
 /** @typedef {'signed-out'|'connecting'|'online'|'offline'} ConnectionState */
 
@@ -35,8 +36,9 @@ export class ChatEngine {
    *          fetch?: typeof fetch, log?: (line: string) => void}} options
    */
   constructor({ store, mqttConnect, wsUrl, apiUrl = '', device, heartbeatMs = 30_000, resendAfterMs = 10_000,
-    maxBodyBytes = 4096, backoff = new Backoff(), fetch: fetcher, log = () => {} }) {
-    Object.assign(this, { store, mqttConnect, wsUrl, heartbeatMs, resendAfterMs, maxBodyBytes, backoff, log });
+    maxBodyBytes = 4096, backoff = new Backoff(), listBackoff = new Backoff({ min: 1_000, max: 30_000 }), fetch: fetcher,
+    log = () => {} }) {
+    Object.assign(this, { store, mqttConnect, wsUrl, heartbeatMs, resendAfterMs, maxBodyBytes, backoff, listBackoff, log });
     this.device = requireId(device, 'device');
     this.api = new HistoryApi({ baseUrl: apiUrl, ...(fetcher ? { fetch: fetcher } : {}) });
     /** @type {{user: string, token: string, expires_at: number}|null} */
@@ -63,6 +65,8 @@ export class ChatEngine {
     this.receiptTimers = new Map();
     this.timers = [];
     this.everConnected = false;
+    /** Whether the conversation list came from the API: while it cannot, the error and when it is tried again */
+    this.listing = { loaded: false, error: null, retryAt: null };
   }
 
   // --- listeners (the tabs) -------------------------------------------------------------------
@@ -92,6 +96,7 @@ export class ChatEngine {
       conversations: this.conversationList(),
       presence: Object.fromEntries(this.presence),
       outbox: this.outbox ? this.outbox.items() : [],
+      listing: this.listing,
     };
   }
 
@@ -129,11 +134,30 @@ export class ChatEngine {
     return this.snapshot();
   }
 
-  async signOut(reason = null) {
+  /**
+   * End the session: the connection, the kept session, and (``revoke``, what signing out means) the
+   * token itself on the server (POST /v1/auth/logout), so a copy of it is worth nothing. A session the
+   * server already ended (``reason``) has nothing to revoke.
+   */
+  async signOut(reason = null, { revoke = reason === null } = {}) {
+    const token = this.session?.token;
     await this.stop({ clean: true });
     await this.store.delete('session');
     this.emit('session', null);
     this.#setState('signed-out', reason);
+    if (revoke && token) await this.#revoke(token);
+  }
+
+  async #revoke(token) {
+    const api = new HistoryApi({ baseUrl: this.api.baseUrl, token, fetch: this.api.fetch });
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(resolve, LOGOUT_TIMEOUT_MS, new Error('no answer'));
+    });
+    const done = api.request('POST', '/v1/auth/logout', { json: { device: this.device } }).catch((exc) => exc);
+    const failed = await Promise.race([done, timeout]);
+    clearTimeout(timer);
+    if (failed) this.log(`the token was not revoked (${failed.message}); it expires on its own`);
   }
 
   async #begin(session) {
@@ -142,6 +166,7 @@ export class ChatEngine {
     this.outbox = new Outbox({ store: this.store, owner: this.owner, publish: (item) => this.#publishSend(item),
       resendAfterMs: this.resendAfterMs });
     await this.outbox.restore();
+    if (this.session !== session) return; // stopped (signed out, or another session) meanwhile
     this.emit('session', { user: session.user, token: session.token, expires_at: session.expires_at });
     this.emit('outbox', this.outbox.items());
     this.#setState('connecting');
@@ -149,7 +174,7 @@ export class ChatEngine {
     this.#every(this.heartbeatMs, () => this.#publishPresence('online'));
     this.#connect();
     // the list over HTTP at once: the broker may be out of reach while the API is not
-    this.#refreshConversations().catch((exc) => this.#sessionEnded(exc) || this.log(`conversations not loaded (${exc.message})`));
+    this.#loadConversations();
   }
 
   /** End the session's connection: an offline presence and a DISCONNECT when ``clean``, else just the socket. */
@@ -158,6 +183,7 @@ export class ChatEngine {
     for (const timer of this.timers) clearInterval(timer);
     for (const timer of this.receiptTimers.values()) clearTimeout(timer);
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.listTimer);
     this.#reset();
     this.session = null;
     this.api.token = null;
@@ -221,12 +247,7 @@ export class ChatEngine {
   async #onConnect(client) {
     this.backoff.reset();
     this.log(`connected as ${client.chatmq.user}.${this.device}`);
-    try {
-      await this.#refreshConversations();
-    } catch (exc) {
-      if (this.#sessionEnded(exc)) return;
-      this.log(`conversations not loaded (${exc.message}); retrying`);
-    }
+    await this.#loadConversations();
     if (client !== this.client) return;
     const { user } = this.session;
     this.#subscribe(topics.ack(user), QOS.ack);
@@ -244,7 +265,7 @@ export class ChatEngine {
     // A refused CONNACK: the token expired, was revoked, or the user was disabled.
     if (error?.code === 4 || error?.code === 5) {
       this.log(`login refused (${error.message})`);
-      this.signOut('The server refused this session; sign in again.');
+      this.signOut('The server refused this session; sign in again.', { revoke: false });
       return;
     }
     this.log(`connection error: ${error?.message ?? error}`);
@@ -315,25 +336,75 @@ export class ChatEngine {
 
   #sessionEnded(exc) {
     if (exc instanceof ApiError && exc.status === 401) {
-      this.signOut('Your session has expired; sign in again.');
+      this.signOut('Your session has expired; sign in again.', { revoke: false });
       return true;
     }
     return false;
   }
 
   // --- conversations --------------------------------------------------------------------------
+  /**
+   * The conversation list from the API; while it cannot be had (the API is unreachable or failing),
+   * the tabs are told why and it is tried again with back-off (``retryConversations`` tries now).
+   * When a retry brings it while connected, its conversations are subscribed and caught up (on
+   * connect, #onConnect subscribes what the list holds once it is in). Resolves true when it is in.
+   */
+  async #loadConversations({ retry = false } = {}) {
+    clearTimeout(this.listTimer);
+    const session = this.session;
+    let brought;
+    try {
+      brought = await this.#refreshConversations();
+    } catch (exc) {
+      if (this.session !== session || this.#sessionEnded(exc)) return false;
+      const delay = this.listBackoff.next();
+      this.log(`conversations not loaded (${exc.message}); trying again in ${delay} ms`);
+      clearTimeout(this.listTimer);
+      this.listTimer = setTimeout(() => this.#loadConversations({ retry: true }), delay);
+      this.#setListing({ loaded: this.listing.loaded, error: exc.message, retryAt: Date.now() + delay });
+      return false;
+    }
+    if (this.session !== session) return false;
+    this.listBackoff.reset();
+    this.#setListing({ loaded: true, error: null, retryAt: null });
+    if (retry && this.connected) {
+      for (const conv of this.conversations.keys()) this.#subscribeConversation(conv);
+      this.#watchMembersPresence();
+      for (const conv of brought) this.#scheduleCatchup(conv);
+    }
+    return true;
+  }
+
+  #setListing(listing) {
+    this.listing = listing;
+    this.emit('listing', listing);
+  }
+
+  /** Load the conversation list now (the user pressed Retry), not at the back-off's next turn. */
+  async retryConversations() {
+    if (!this.session) return false;
+    this.listBackoff.reset();
+    return this.#loadConversations({ retry: true });
+  }
+
+  /** The list from the API, adopted: resolves to the conversations new to the engine. */
   async #refreshConversations() {
     const list = await this.api.conversations();
     const seen = new Set();
+    const brought = [];
     for (const summary of list) {
       seen.add(summary.id);
-      await this.#adopt(summary);
+      if (await this.#adopt(summary)) brought.push(summary.id);
     }
     for (const conv of [...this.conversations.keys()]) if (!seen.has(conv)) this.#forget(conv);
     this.emit('conversations', this.conversationList());
+    return brought;
   }
 
-  /** Take a conversation's summary from the API; a new one gets a sequencer starting at its cursor. */
+  /**
+   * Take a conversation's summary from the API; a new one gets a sequencer starting at its cursor.
+   * Resolves true for a conversation new to the engine.
+   */
   async #adopt(summary) {
     const known = this.conversations.get(summary.id);
     // live updates may be ahead of the API's answer (it was read before they arrived): keep the newer
@@ -341,15 +412,15 @@ export class ChatEngine {
       Object.assign(summary, { last_seq: known.last_seq, last_message: known.last_message, unread: known.unread });
     }
     this.conversations.set(summary.id, summary);
-    if (!this.sequencers.has(summary.id)) {
-      const seqr = new Sequencer(); // set before the await: live messages wait in it meanwhile
-      this.sequencers.set(summary.id, seqr);
-      const cursor = await this.store.cursor(this.owner, summary.id);
-      if (this.sequencers.get(summary.id) !== seqr) return;
-      // a conversation new to this browser starts at its newest message: older ones are history
-      this.#deliver(summary.id, seqr.start(cursor ?? summary.last_seq));
-      this.needsCatchup.add(summary.id);
-    }
+    if (this.sequencers.has(summary.id)) return false;
+    const seqr = new Sequencer(); // set before the await: live messages wait in it meanwhile
+    this.sequencers.set(summary.id, seqr);
+    const cursor = await this.store.cursor(this.owner, summary.id);
+    if (this.sequencers.get(summary.id) !== seqr) return false;
+    // a conversation new to this browser starts at its newest message: older ones are history
+    this.#deliver(summary.id, seqr.start(cursor ?? summary.last_seq));
+    this.needsCatchup.add(summary.id);
+    return true;
   }
 
   #forget(conv) {

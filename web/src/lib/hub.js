@@ -7,7 +7,7 @@
 
 /** What a tab may call on the engine; anything else is refused. */
 export const TAB_CALLS = new Set(['resume', 'signIn', 'signOut', 'snapshot', 'send', 'change', 'typing', 'markRead',
-  'adoptConversation', 'reconnectNow']);
+  'adoptConversation', 'reconnectNow', 'retryConversations']);
 
 export const tabLockName = (tab) => `chatmq.tab.${tab}`;
 
