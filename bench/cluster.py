@@ -40,6 +40,7 @@ class Cluster:
     http_port: int = field(default_factory=free_port)
     bridges: int = 1
     workers: tuple[str, ...] = ()  # partitioned bridge workers (these ids) instead of the single bridge
+    own_broker: bool = True  # False: a broker runs elsewhere on mqtt_port (e.g. a RabbitMQ cluster's front)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -76,7 +77,7 @@ class Cluster:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         open_store(self.store_url).close()  # the schema exists before three processes race for it
         bridges = list(self.workers) or ["bridge", *([SECOND_BRIDGE] if self.bridges > 1 else [])]
-        names = ["redis", "broker", *bridges, "api"]
+        names = ["redis", *(["broker"] if self.own_broker else []), *bridges, "api"]
         for name in names:
             self.spawn(name)
             self.wait_up(name, timeout)

@@ -13,6 +13,8 @@ slow minute of the shared machine hits all of them.
   naive      stock amqtt 0.12.1 (on uvloop, as chatmq's broker) + bench/naive_bridge.py (one
              INSERT+commit per message, then publish and wait for the PUBACKs, Nagle off): the same
              contract without batching or the broker's work.
+  chatmq-rabbitmq  (only when asked for) the same bridge on a private RabbitMQ node (Debian's 3.10,
+             its MQTT plugin) instead of chatmq's broker; devices and the bridge log in as internal users
   mosquitto  a private Mosquitto relaying the sends straight to the members, nothing stored, at its
              best settings (no in-flight cap, TCP_NODELAY): the ceiling (the ack is Mosquitto's PUBACK).
 
@@ -59,8 +61,10 @@ import orjson
 
 from bench.cpu import machine_load, processes_cpu_s, self_cpu_s
 from bench.leanmqtt import LeanClient, keep_alive
+from bench.rabbitmq import RabbitCluster, RabbitNode
 from bench.relay import popen, progress, start_amqtt, start_mosquitto, stopper, wait_started
 from chatcore.auth import hash_password, issue_token
+from chatcore.config import SERVICE_USER
 from chatcore.netutil import free_port
 from chatcore.store import open_store
 from chatcore.store.base import PushTarget, Webhook
@@ -69,7 +73,9 @@ from chatmq.localredis import LocalRedis
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-e2e-secret-key-0123456789abcdef0123456789abcdef"
 BODY = "x" * 200
-TARGETS = ("chatmq", "naive", "mosquitto")
+SERVICE_PASSWORD = "bench-e2e-service-password"  # the bridge's, where the broker cannot check tokens
+TARGETS = ("chatmq", "naive", "mosquitto", "chatmq-rabbitmq")
+DEFAULT_TARGETS = TARGETS[:3]  # chatmq-rabbitmq only when asked for
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ class Target:
 
 
 def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier: bool = False,
-                 rate_limit: bool = True) -> Target:  # fmt: skip
+                 rate_limit: bool = True, rabbitmq: RabbitNode | None = None) -> Target:  # fmt: skip
+    """chatmq's broker and bridge; with ``rabbitmq`` the bridge runs on that node instead of chatmq's broker."""
     store_url = "sqlite:///" + str(work / "chatmq.db")
     store = open_store(store_url)
     unused = hash_password("not-used-devices-log-in-with-tokens")
@@ -126,13 +133,18 @@ def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier
     )  # fmt: skip
     if not rate_limit:
         env["CHATMQ_MESSAGES_PER_S"] = "0"
-    target = Target("chatmq", port, chat=True)
-    broker = popen([sys.executable, "-m", "broker"], work / "broker.log", env)
-    target.stops.append(stopper(broker))
-    wait_started("chatmq broker", broker, port, work / "broker.log")
+    if rabbitmq is None:
+        target = Target("chatmq", port, chat=True)
+        broker = popen([sys.executable, "-m", "broker"], work / "broker.log", env)
+        target.stops.append(stopper(broker))
+        wait_started("chatmq broker", broker, port, work / "broker.log")
+        target.pids = {"broker": broker.pid}
+    else:  # RabbitMQ's internal users: the devices' passwords below, the bridge's service password
+        target = Target("chatmq-rabbitmq", rabbitmq.mqtt_port, chat=True, pids={"rabbitmq": rabbitmq.vm_pid or 0})
+        env.update(CHATMQ_BROKER_PORT=str(rabbitmq.mqtt_port), CHATMQ_SERVICE_PASSWORD=SERVICE_PASSWORD)
     bridge = popen([sys.executable, "-m", "bridge"], work / "bridge.log", env)
     target.stops.append(stopper(bridge))
-    target.pids = {"broker": broker.pid, "bridge": bridge.pid}
+    target.pids["bridge"] = bridge.pid
     if notifier:  # push and webhooks running beside: a webhook per message, notifications collapsed
         sink = popen([sys.executable, "-m", "bench.sink", "--port", str(sink_port)], work / "sink.log", env)
         target.stops.append(stopper(sink))
@@ -141,6 +153,22 @@ def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier
         target.stops.insert(0, stopper(notify))
         target.pids["notifier"] = notify.pid
     target.passwords = {m: issue_token(SECRET, m, 24 * 3600).token for c in convs for m in c.members}
+    return target
+
+
+def start_chatmq_rabbitmq(work: Path, redis_url: str, convs: list[Conversation], rate_limit: bool) -> Target:
+    """chatmq's bridge on a private RabbitMQ node (bench/rabbitmq.py) with internal users."""
+    rabbit = RabbitCluster(size=1, plugins=("rabbitmq_mqtt",)).start()
+    try:
+        node = rabbit.nodes[0]
+        passwords = {m: f"pw-{m}" for c in convs for m in c.members}
+        node.add_users({**passwords, SERVICE_USER: SERVICE_PASSWORD})
+        target = start_chatmq(work, redis_url, convs, rate_limit=rate_limit, rabbitmq=node)
+    except BaseException:
+        rabbit.stop()
+        raise
+    target.stops.insert(0, rabbit.stop)  # stopped last
+    target.passwords = passwords
     return target
 
 
@@ -470,6 +498,10 @@ def start_target(name: str, work: Path, redis: LocalRedis, convs: list[Conversat
         target = start_chatmq(place, redis.url, convs, args.notifier, rate_limit=not args.no_rate_limit)
         if redis.process is not None:
             target.pids["redis"] = redis.process.pid
+    elif name == "chatmq-rabbitmq":
+        target = start_chatmq_rabbitmq(place, redis.url, convs, rate_limit=not args.no_rate_limit)
+        if redis.process is not None:
+            target.pids["redis"] = redis.process.pid
     elif name == "naive":
         target = start_naive(place)
     else:
@@ -567,7 +599,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, from: " + ", ".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help="comma-separated, from: " + ", ".join(TARGETS) + " (default: all but chatmq-rabbitmq)")
     parser.add_argument("--conversations", type=int, default=300, help="2-4 members each (default 300: 900 devices)")
     parser.add_argument("--rates", default="1000,2000,4000,8000", help="open-loop offered rates, msg/s")
     parser.add_argument(

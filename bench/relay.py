@@ -25,9 +25,12 @@ Brokers:
                publisher is the bridge's service identity on ``chat/bench/msg``, the subscriber a
                member device, the idle client the service identity
   chatmq-anon  ``python -m broker`` with --allow-anonymous, on ``bench/relay`` like the others
+  rabbitmq     a private RabbitMQ node (bench/rabbitmq.py; Debian's 3.10 with its MQTT plugin), the
+               clients log in as its default user; its CPU is the Erlang VM's (``beam.smp``)
 
     .venv/bin/python -m bench.relay            # about 4 minutes (3 rounds)
     .venv/bin/python -m bench.relay --quick    # about 1 minute
+    .venv/bin/python -m bench.relay --brokers mosquitto,chatmq,rabbitmq   # RabbitMQ beside the others
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.cpu import machine_load, process_cpu_s, self_cpu_s
+from bench.rabbitmq import PASSWORD as RABBIT_PASSWORD
+from bench.rabbitmq import USER as RABBIT_USER
+from bench.rabbitmq import RabbitCluster
 from chatcore.auth import hash_password, issue_token
 from chatcore.config import SERVICE_USER
 from chatcore.netutil import disable_nagle, free_port, wait_for_port
@@ -425,9 +431,18 @@ def start_chatmq(work: Path, redis_url: str, store_url: str, *, anonymous: bool)
     )  # fmt: skip
 
 
+def start_rabbitmq() -> Target:
+    cluster = RabbitCluster(size=1, plugins=("rabbitmq_mqtt",)).start()
+    node = cluster.nodes[0]
+    login = Login(RABBIT_USER, RABBIT_PASSWORD)
+    return Target("rabbitmq", node.mqtt_port, "bench/relay", publisher=login, subscriber=login, idle=login,
+                  idle_filter="bench/c{}/msg", stop=cluster.stop, pid=node.vm_pid)
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
-BROKERS = ("mosquitto", "amqtt", "chatmq", "chatmq-anon")
+BROKERS = ("mosquitto", "amqtt", "chatmq", "chatmq-anon", "rabbitmq")
+DEFAULT_BROKERS = BROKERS[:4]  # RabbitMQ (about 20 s to boot a node per round) only when asked for
 
 
 def run_broker(target: Target, args: argparse.Namespace, round_no: int) -> list[Result]:
@@ -505,7 +520,8 @@ def table(summaries: list[Summary]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short measurements (about a minute in all)")
-    parser.add_argument("--brokers", default=",".join(BROKERS), help=f"comma-separated subset of {BROKERS}")
+    parser.add_argument("--brokers", default=",".join(DEFAULT_BROKERS),
+                        help=f"comma-separated subset of {BROKERS} (default: all but rabbitmq)")
     parser.add_argument("--messages", type=int, default=None, help="measured messages per run (after warmup)")
     parser.add_argument("--seconds", type=float, default=None, help="longest publishing time per run")
     parser.add_argument("--window", type=int, default=100, help="most messages in transit at once")
@@ -550,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
                 "amqtt": lambda: start_amqtt(work),
                 "chatmq": lambda: start_chatmq(work, redis.url, store_url, anonymous=False),  # type: ignore[union-attr]
                 "chatmq-anon": lambda: start_chatmq(work, redis.url, store_url, anonymous=True),  # type: ignore[union-attr]
+                "rabbitmq": start_rabbitmq,
             }
             for round_no in range(1, args.rounds + 1):
                 if args.rounds > 1:

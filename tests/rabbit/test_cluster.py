@@ -5,6 +5,7 @@ cluster) keeps its messages when the node it was connected to is killed."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -70,3 +71,25 @@ def test_a_persistent_session_is_a_quorum_queue_and_outlives_its_node(rabbit_clu
         if not first.running:
             first.start()
             rabbit_cluster.wait_members(rabbit_cluster.nodes)
+
+
+def test_retained_messages_are_node_local(rabbit_cluster: RabbitCluster) -> None:
+    """RabbitMQ 3.10 keeps retained messages per node (docs/brokers.md says so, with what it means for
+    the bridge's retained presence): a subscriber through another node does not get them."""
+    first, second, _ = rabbit_cluster.nodes
+    publisher = Device(first, "retainer")
+    try:
+        info = publisher.client.publish("presence/erin", b'{"status": "online"}', qos=1, retain=True)
+        info.wait_for_publish(10)
+        here, there = Device(first, "here"), Device(second, "there")
+        try:
+            for device in (here, there):
+                device.subscribe("presence/erin")
+            assert here.receive().payload == b'{"status": "online"}'
+            time.sleep(1.0)
+            assert there.inbox.empty()
+        finally:
+            here.close()
+            there.close()
+    finally:
+        publisher.close()
