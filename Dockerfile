@@ -24,7 +24,7 @@ RUN groupadd --system --gid 10001 chatmq \
 
 # Install from a throwaway copy of the source: the image keeps the installed package only.
 COPY . /tmp/chatmq-src
-RUN pip install /tmp/chatmq-src && rm -rf /tmp/chatmq-src
+RUN pip install '/tmp/chatmq-src[server]' && rm -rf /tmp/chatmq-src
 
 # `chatmq api` serves it at /app/.
 COPY --from=web /web/dist /opt/chatmq/web

@@ -12,7 +12,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@echo "==> creating $(VENV) and installing chatmq with its test tools"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[server,test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -50,7 +50,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 bench: install
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet -e '.[server,bench]'
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:

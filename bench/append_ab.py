@@ -27,8 +27,8 @@ from pathlib import Path
 
 ROUND = """
 import json, sys, time
-from chatcore.store import open_store
-from chatcore.store.base import NewMessage
+from chatmq.core.store import open_store
+from chatmq.core.store.base import NewMessage
 path, batches, size, convs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 words = int(sys.argv[5])
 vocabulary = [f"w{i:x}" for i in range(5000)]

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import redis
 
-from chatcore.liveness import BRIDGE_ALIVE_KEY
-from chatcore.netutil import free_port, port_in_use, wait_for_port
-from chatcore.store import open_store
+from chatmq.core.liveness import BRIDGE_ALIVE_KEY
+from chatmq.core.netutil import free_port, port_in_use, wait_for_port
+from chatmq.core.store import open_store
 
 COMPONENTS = ("bridge", "broker", "api", "redis")
 SECOND_BRIDGE = "bridge2"  # a second bridge process with its own MQTT session, when asked for

@@ -1,9 +1,9 @@
 """Connections benchmark: 10,000 idle authenticated devices on one broker, then a reconnect storm.
 
-One chatmq broker process (``python -m broker``, product configuration: token/password auth, ACL,
+One chatmq broker process (``python -m chatmq.broker``, product configuration: token/password auth, ACL,
 persistent sessions in a private Redis, a temporary SQLite store) on free ports. Devices are
 provisioned in bulk through the store API (10,000 users, each in 2 four-member conversations) and
-log in with API tokens (chatcore.auth). The load generator is ``bench/leanmqtt.py`` (one asyncio
+log in with API tokens (chatmq.core.auth). The load generator is ``bench/leanmqtt.py`` (one asyncio
 Protocol per connection, no task per connection) spread over ``--procs`` processes; each device
 subscribes to ``chat/{conv}/msg`` of its 2 conversations and ``user/{self}/events`` at QoS 1 with a
 persistent session (clean_session=0), then idles with a 60 s keepalive.
@@ -55,11 +55,11 @@ import psutil
 
 from bench.cpu import machine_load, process_cpu_s
 from bench.leanmqtt import LeanClient, MqttRefused, keep_alive
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import SERVICE_USER
-from chatcore.netutil import free_port, wait_for_port
-from chatcore.store import open_store
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.netutil import free_port, wait_for_port
+from chatmq.core.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-connections-secret-key-0123456789abcdef0123456789"
@@ -149,7 +149,7 @@ class BrokerProcess:
     def spawn(self) -> None:
         with self.log.open("ab") as sink:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "broker"], cwd=REPO, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "chatmq.broker"], cwd=REPO, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
                 preexec_fn=raise_fd_limit,  # the broker holds a socket per device
             )  # fmt: skip
 

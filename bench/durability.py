@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import machine_load, self_cpu_s
-from chatcore.store.base import NewMessage
-from chatcore.store.sqlite import SQLiteStore
+from chatmq.core.store.base import NewMessage
+from chatmq.core.store.sqlite import SQLiteStore
 
 BLOCK = b"x" * 4096
 CONVERSATIONS = 50

@@ -6,7 +6,7 @@ of many 2-, 3- and 4-member conversations; a random member of a random conversat
 then each phase is measured on every target in turn (the order rotates from phase to phase), so a
 slow minute of the shared machine hits all of them.
 
-  chatmq     the product: ``python -m broker`` + ``python -m bridge`` on SQLite (synchronous=FULL) and a
+  chatmq     the product: ``python -m chatmq.broker`` + ``python -m chatmq.bridge`` on SQLite (synchronous=FULL) and a
              private Redis, the per-sender rate limiter at its production settings (``--no-rate-limit``
              turns it off). A message counts when the server's ack (user/{u}/ack: stored, seq assigned)
              reached the sender and the stored message (chat/{conv}/msg) reached every other member.
@@ -63,12 +63,12 @@ from bench.cpu import machine_load, processes_cpu_s, self_cpu_s
 from bench.leanmqtt import LeanClient, keep_alive
 from bench.rabbitmq import RabbitCluster, RabbitNode
 from bench.relay import popen, progress, start_amqtt, start_mosquitto, stopper, wait_started
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import SERVICE_USER
-from chatcore.netutil import free_port
-from chatcore.store import open_store
-from chatcore.store.base import PushTarget, Webhook
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.netutil import free_port
+from chatmq.core.store import open_store
+from chatmq.core.store.base import PushTarget, Webhook
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-e2e-secret-key-0123456789abcdef0123456789abcdef"
@@ -135,14 +135,14 @@ def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier
         env["CHATMQ_MESSAGES_PER_S"] = "0"
     if rabbitmq is None:
         target = Target("chatmq", port, chat=True)
-        broker = popen([sys.executable, "-m", "broker"], work / "broker.log", env)
+        broker = popen([sys.executable, "-m", "chatmq.broker"], work / "broker.log", env)
         target.stops.append(stopper(broker))
         wait_started("chatmq broker", broker, port, work / "broker.log")
         target.pids = {"broker": broker.pid}
     else:  # RabbitMQ's internal users: the devices' passwords below, the bridge's service password
         target = Target("chatmq-rabbitmq", rabbitmq.mqtt_port, chat=True, pids={"rabbitmq": rabbitmq.vm_pid or 0})
         env.update(CHATMQ_BROKER_PORT=str(rabbitmq.mqtt_port), CHATMQ_SERVICE_PASSWORD=SERVICE_PASSWORD)
-    bridge = popen([sys.executable, "-m", "bridge"], work / "bridge.log", env)
+    bridge = popen([sys.executable, "-m", "chatmq.bridge"], work / "bridge.log", env)
     target.stops.append(stopper(bridge))
     target.pids["bridge"] = bridge.pid
     if notifier:  # push and webhooks running beside: a webhook per message, notifications collapsed

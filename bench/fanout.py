@@ -37,11 +37,11 @@ import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.cpu import machine_load, process_cpu_s, self_cpu_s
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import Settings
-from chatcore.netutil import free_port, wait_for_port
-from chatcore.store import open_store
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port, wait_for_port
+from chatmq.core.store import open_store
 
 CONV = "townhall"
 RECEIVER_PROCESSES = 8  # one process holding 1,000 paho clients (1,000 threads) cannot keep up itself

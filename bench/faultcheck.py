@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.faultload import Record
-from chatcore.store import open_store
-from chatcore.store.base import Message
+from chatmq.core.store import open_store
+from chatmq.core.store.base import Message
 
 
 @dataclass

@@ -16,10 +16,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatcore.auth import hash_password
-from chatcore.protocol import TopicKind
-from chatcore.store import open_store
-from clients import Ack, ChatClient, Event
+from chatmq.clients import Ack, ChatClient, Event
+from chatmq.core.auth import hash_password
+from chatmq.core.protocol import TopicKind
+from chatmq.core.store import open_store
 
 PASSWORD = "fault-harness-password"
 

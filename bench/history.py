@@ -49,12 +49,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from chatcore.auth import hash_password, issue_token
-from chatcore.netutil import free_port, wait_for_port
-from chatcore.store import NewMessage
-from chatcore.store.sqlite import SQLiteStore
-from chatmq.localredis import LocalRedis
-from chatmq.processes import terminate
+from chatmq.cli.localredis import LocalRedis
+from chatmq.cli.processes import terminate
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.netutil import free_port, wait_for_port
+from chatmq.core.store import NewMessage
+from chatmq.core.store.sqlite import SQLiteStore
 
 FILL_VERSION = 1  # bump when the fill changes: cached files of another version are not reused
 MESSAGES_PER_CONV = 1_000
@@ -196,7 +196,7 @@ MONGO_EXPECTED = {
     "query": "find({conv: C, seq: {$lt: B}}).sort({seq: -1}).limit(51)  (newest page: no seq bound)",
     "winning_plan": "LIMIT <- FETCH <- IXSCAN conv_seq {conv: 1, seq: 1}, direction backward, "
     "bounds conv [C, C], seq (B, -inf]",
-    "source": "expected (no CHATMQ_TEST_MONGO_URL): the query shape of chatcore/store/mongo.py history()",
+    "source": "expected (no CHATMQ_TEST_MONGO_URL): the query shape of chatmq/core/store/mongo.py history()",
 }
 
 
@@ -207,7 +207,7 @@ def mongo_query_plan() -> dict[str, Any]:
         return MONGO_EXPECTED
     from pymongo import MongoClient, monitoring
 
-    from chatcore.store.mongo import MongoStore
+    from chatmq.core.store.mongo import MongoStore
 
     class FindCapture(monitoring.CommandListener):
         def __init__(self) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chatcore.mqtt.codec import (
+from chatmq.core.mqtt.codec import (
     Connack,
     Connect,
     Decoder,

@@ -1,6 +1,6 @@
 """Membership view benchmark: what one membership change costs every bridge, API and broker process.
 
-Each of them keeps all memberships in memory (``chatcore.membership.MembershipView``) and polls the
+Each of them keeps all memberships in memory (``chatmq.core.membership.MembershipView``) and polls the
 store's membership version every 0.5 s. This fills a SQLite store with N conversations of 3
 members (N users, members drawn at random), then times, through the real store:
 
@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from chatcore.membership import MembershipView
-from chatcore.store.sqlite import SQLiteStore
+from chatmq.core.membership import MembershipView
+from chatmq.core.store.sqlite import SQLiteStore
 
 MEMBERS = 3
 

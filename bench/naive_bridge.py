@@ -21,7 +21,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from chatcore.netutil import disable_nagle
+from chatmq.core.netutil import disable_nagle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

@@ -31,9 +31,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from chatcore.auth import hash_password
-from chatcore.netutil import free_port
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password
+from chatmq.core.netutil import free_port
 
 CLI = [sys.executable, "-m", "chatmq.cli"]
 

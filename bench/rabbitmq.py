@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from chatcore.netutil import free_port, wait_for_port
-from chatmq.processes import terminate
+from chatmq.cli.processes import terminate
+from chatmq.core.netutil import free_port, wait_for_port
 
 RABBIT_LIB = Path("/usr/lib/rabbitmq/bin")  # Debian: the real scripts; /usr/sbin/* wrap them in `su`
 SERVER = RABBIT_LIB / "rabbitmq-server"

@@ -21,10 +21,10 @@ Brokers:
   amqtt        stock amqtt 0.12.1, anonymous-auth plugin only (amqtt's event/packet/$SYS plugins
                off: they are per-packet tasks that cost about a third of the throughput), on uvloop
                as chatmq's broker
-  chatmq       ``python -m broker`` configured as the product: password/token auth + ACL; the
+  chatmq       ``python -m chatmq.broker`` configured as the product: password/token auth + ACL; the
                publisher is the bridge's service identity on ``chat/bench/msg``, the subscriber a
                member device, the idle client the service identity
-  chatmq-anon  ``python -m broker`` with --allow-anonymous, on ``bench/relay`` like the others
+  chatmq-anon  ``python -m chatmq.broker`` with --allow-anonymous, on ``bench/relay`` like the others
   rabbitmq     a private RabbitMQ node (bench/rabbitmq.py; Debian's 3.10 with its MQTT plugin), the
                clients log in as its default user; its CPU is the Erlang VM's (``beam.smp``)
 
@@ -62,11 +62,11 @@ from bench.cpu import machine_load, process_cpu_s, self_cpu_s
 from bench.rabbitmq import PASSWORD as RABBIT_PASSWORD
 from bench.rabbitmq import USER as RABBIT_USER
 from bench.rabbitmq import RabbitCluster
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import SERVICE_USER
-from chatcore.netutil import disable_nagle, free_port, wait_for_port
-from chatcore.store import open_store
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.netutil import disable_nagle, free_port, wait_for_port
+from chatmq.core.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD_BYTES = 200
@@ -143,7 +143,7 @@ def _client(client_id: str, login: Login) -> paho.Client:
 
 
 def _connect(client: paho.Client, port: int, nagle: bool) -> None:
-    if not nagle:  # as chatmq's bridge and client library do (chatcore.netutil.disable_nagle)
+    if not nagle:  # as chatmq's bridge and client library do (chatmq.core.netutil.disable_nagle)
         client.on_socket_open = lambda _client, _userdata, sock: disable_nagle(sock)
     client.connect("127.0.0.1", port, keepalive=120)
     client.loop_start()
@@ -364,7 +364,7 @@ _AMQTT_MAIN = textwrap.dedent(
     import asyncio, sys
     from amqtt.broker import Broker
     try:
-        import uvloop  # the event loop chatmq's broker runs on (broker/server.py)
+        import uvloop  # the event loop chatmq's broker runs on (chatmq/broker/server.py)
         uvloop.install()
     except ImportError:
         pass
@@ -420,7 +420,7 @@ def start_chatmq(work: Path, redis_url: str, store_url: str, *, anonymous: bool)
         CHATMQ_ALLOW_ANONYMOUS="true" if anonymous else "false",
     )
     log = work / f"{name}.log"
-    proc = popen([sys.executable, "-m", "broker"], log, env)
+    proc = popen([sys.executable, "-m", "chatmq.broker"], log, env)
     wait_started(name, proc, port, log)
     if anonymous:
         return Target(name, port, "bench/relay", idle_filter="bench/c{}/msg", stop=stopper(proc), pid=proc.pid)

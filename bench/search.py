@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from chatcore.search import SearchQuery, parse_query
-from chatcore.store import NewMessage
-from chatcore.store.base import NewUser
-from chatcore.store.sqlite import SQLiteStore
+from chatmq.core.search import SearchQuery, parse_query
+from chatmq.core.store import NewMessage
+from chatmq.core.store.base import NewUser
+from chatmq.core.store.sqlite import SQLiteStore
 
 FILL_VERSION = 1
 USERS = 10_000

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 
-from chatcore.netutil import free_port
+from chatmq.core.netutil import free_port
 
 CHUNK = 65536
 

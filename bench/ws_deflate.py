@@ -35,11 +35,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.fanout import children, cpu
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import Settings
-from chatcore.netutil import free_port, wait_for_port
-from chatcore.store import open_store
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port, wait_for_port
+from chatmq.core.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 LOAD = REPO / "bench" / "ws_load.mjs"

@@ -1,6 +1,6 @@
 """The one table of access cases every broker must answer alike, and the driver that asks a live one.
 
-The expectations are written out by hand (not computed from chatcore.access.RULES), so a wrong
+The expectations are written out by hand (not computed from chatmq.core.access.RULES), so a wrong
 rule or a wrong derivation fails. The same cases run against ``authorize()`` directly and the EMQX
 hook (tests/test_access_parity.py), chatmq's own broker live (tests/broker/test_rules_parity.py) and
 a private Mosquitto fed by the sync (tests/mosquitto_broker/test_rules_parity.py).
@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from chatcore.access import Action, Membership
-from chatcore.config import ADMIN_USER
-from chatcore.control import MEMBERSHIP_TOPIC, REQUEST_TOPIC, RESPONSE_FILTER, response_topic
-from chatcore.store import Store
+from chatmq.core.access import Action, Membership
+from chatmq.core.config import ADMIN_USER
+from chatmq.core.control import MEMBERSHIP_TOPIC, REQUEST_TOPIC, RESPONSE_FILTER, response_topic
+from chatmq.core.store import Store
 from tests.stack import RawClient
 
 PASSWORD = "device-pw-1"

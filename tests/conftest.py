@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
 from tests.rediscluster import LocalRedisCluster
 from tests.stack import Stack
 

@@ -10,8 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from chatcore.netutil import free_port, wait_for_port
-from chatmq.processes import terminate
+from chatmq.cli.processes import terminate
+from chatmq.core.netutil import free_port, wait_for_port
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 

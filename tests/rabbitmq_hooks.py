@@ -1,4 +1,4 @@
-"""How the tests call chatmq's RabbitMQ auth hooks the way RabbitMQ 3.10 does (api/brokerhooks/rabbitmq.py)."""
+"""How the tests call chatmq's RabbitMQ auth hooks the way RabbitMQ 3.10 does (chatmq/api/brokerhooks/rabbitmq.py)."""
 
 from __future__ import annotations
 

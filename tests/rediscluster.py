@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
-from chatcore.netutil import free_port, wait_for_port
-from chatmq.processes import terminate
+from chatmq.cli.processes import terminate
+from chatmq.core.netutil import free_port, wait_for_port
 
 SLOTS = 16384
 

@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from chatcore.netutil import free_port
-from clients import ChatClient
+from chatmq.clients import ChatClient
+from chatmq.core.netutil import free_port
 
 PASSWORD = "correct horse battery"
 

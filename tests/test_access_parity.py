@@ -15,12 +15,12 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api.app import create_app
-from api.brokerhooks.emqx import SECRET_HEADER
-from chatcore.access import RULES, Action, Identity, authorize, find_rule
-from chatcore.auth import hash_password
-from chatcore.config import ADMIN_USER, Settings
-from chatcore.store import open_store
+from chatmq.api.app import create_app
+from chatmq.api.brokerhooks.emqx import SECRET_HEADER
+from chatmq.core.access import RULES, Action, Identity, authorize, find_rule
+from chatmq.core.auth import hash_password
+from chatmq.core.config import ADMIN_USER, Settings
+from chatmq.core.store import open_store
 from tests.access_cases import CASES, PASSWORD, Case, WorldMembership, seed
 from tests.rabbitmq_hooks import HOOK_AUTH, routing_key
 

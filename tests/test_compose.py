@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from chatcore.config import Settings
-from chatmq.cli import cli
+from chatmq.cli.main import cli
+from chatmq.core.config import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,7 +180,7 @@ def test_environment_names_are_settings_fields(compose: dict[str, Any]) -> None:
         for key in env:
             assert key.startswith(ENV_PREFIX), f"{name}: {key} is not a chatmq setting"
             field = key.removeprefix(ENV_PREFIX).lower()
-            assert field in fields, f"{name}: {key} names no field of chatcore.config.Settings"
+            assert field in fields, f"{name}: {key} names no field of chatmq.core.config.Settings"
 
 
 def test_environment_wires_the_services_together(
@@ -258,7 +258,7 @@ def test_stateful_healthchecks_ask_the_server_itself(compose: dict[str, Any]) ->
 
 
 # Each chatmq service is health-checked on its own /readyz: the API on its HTTP port, the broker
-# and the bridge on their metrics ports (chatcore.opsserver).
+# and the bridge on their metrics ports (chatmq.core.opsserver).
 READYZ_PORT_SETTING = {"broker": "CHATMQ_BROKER_METRICS_PORT", "bridge": "CHATMQ_BRIDGE_METRICS_PORT",
                        "notifier": "CHATMQ_NOTIFIER_METRICS_PORT",
                        "api": "CHATMQ_HTTP_PORT"}
@@ -339,7 +339,7 @@ def test_dockerfile_installs_the_project_and_runs_chatmq_unprivileged() -> None:
     stages = [rest for kw, rest in instructions if kw == "FROM"]
     assert stages[-1] == "python:3.11-slim", "the image that runs is the Python one"
     runs = " ".join(rest for kw, rest in instructions if kw == "RUN")
-    assert re.search(r"pip install [^&]*/tmp/chatmq-src", runs), "the image must pip install the project"
+    assert re.search(r"pip install [^&]*/tmp/chatmq-src\[server\]", runs), "the image must pip install the server"
 
     users = [rest for kw, rest in instructions if kw == "USER"]
     assert users and users[-1] not in ("root", "0"), "services must not run as root"
@@ -350,7 +350,7 @@ def test_dockerfile_installs_the_project_and_runs_chatmq_unprivileged() -> None:
     entrypoint = yaml.safe_load(instructions[entry_index][1])
     assert entrypoint == ["chatmq"], "exec form, so chatmq receives SIGTERM itself"
     scripts = _setup_cfg()["options.entry_points"]["console_scripts"]
-    assert re.search(r"^\s*chatmq\s*=\s*chatmq\.cli:main\s*$", scripts, re.M)
+    assert re.search(r"^\s*chatmq\s*=\s*chatmq\.cli\.entry:main\s*$", scripts, re.M)
 
     exposed = {int(p) for kw, rest in instructions if kw == "EXPOSE" for p in rest.split()}
     assert exposed == set().union(*PUBLISHED.values())

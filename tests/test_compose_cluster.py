@@ -22,12 +22,12 @@ import pytest
 import yaml
 from flask import Flask
 
-from api.brokerhooks.emqx import SECRET_HEADER
-from api.brokerhooks.emqx import bp as emqx_blueprint
-from api.health import bp as health_blueprint
-from chatcore.config import Settings
-from chatcore.partitions import check_worker_id
-from chatmq.cli import cli
+from chatmq.api.brokerhooks.emqx import SECRET_HEADER
+from chatmq.api.brokerhooks.emqx import bp as emqx_blueprint
+from chatmq.api.health import bp as health_blueprint
+from chatmq.cli.main import cli
+from chatmq.core.config import Settings
+from chatmq.core.partitions import check_worker_id
 from tests.test_compose import (
     ENV_PREFIX,
     _environment,

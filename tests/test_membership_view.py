@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.membership import MembershipView
-from chatcore.store.sqlite import SQLiteStore
+from chatmq.core.membership import MembershipView
+from chatmq.core.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""The sans-IO MQTT 3.1.1 codec (chatcore/mqtt/codec.py): every packet survives encode -> decode,
+"""The sans-IO MQTT 3.1.1 codec (chatmq/core/mqtt/codec.py): every packet survives encode -> decode,
 a stream split at every byte decodes to the same packets, and malformed bytes raise
 ``MalformedPacket`` (never another exception, never a wrong packet)."""
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from chatcore.mqtt import codec
-from chatcore.mqtt.codec import (
+from chatmq.core.mqtt import codec
+from chatmq.core.mqtt.codec import (
     CodecError,
     Connack,
     Connect,

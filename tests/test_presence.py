@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatcore.presence import Presence
-from chatcore.redisconn import connect
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.presence import Presence
+from chatmq.core.redisconn import connect
 
 TTL = 1000
 

@@ -1,9 +1,9 @@
 """docs/protocol.md against the code it describes, so the two cannot drift apart silently.
 
-Device developers build from the document, the server from chatcore.protocol and chatcore.access:
+Device developers build from the document, the server from chatmq.core.protocol and chatmq.core.access:
 every topic, QoS, error code, limit and setting the document names is checked against the code,
 its JSON examples are run through the real parsers and builders, its access tables are the rule
-table's own rows (chatcore.access.describe) and its access examples are run through authorize().
+table's own rows (chatmq.core.access.describe) and its access examples are run through authorize().
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from api.errors import CODES
-from chatcore import protocol
-from chatcore.access import Action, Identity, Membership, authorize, describe
-from chatcore.config import SERVICE_USER, Settings
-from chatcore.ids import is_valid_id
-from chatcore.store.base import Change, Message, MessageView, Reactions
+from chatmq.api.errors import CODES
+from chatmq.core import protocol
+from chatmq.core.access import Action, Identity, Membership, authorize, describe
+from chatmq.core.config import SERVICE_USER, Settings
+from chatmq.core.ids import is_valid_id
+from chatmq.core.store.base import Change, Message, MessageView, Reactions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -92,7 +92,7 @@ def _number(value: float) -> str:
 def test_every_topic_is_documented_with_its_qos(doc: str) -> None:
     rows = _table(_section(doc, "Topics"))
     documented = {row[0].strip("`"): row for row in rows}
-    assert set(documented) == set(TOPICS), "the topics table must list exactly chatcore.protocol's topics"
+    assert set(documented) == set(TOPICS), "the topics table must list exactly chatmq.core.protocol's topics"
     for topic, qos in TOPICS.items():
         assert _code(topic) in doc
         assert documented[topic][3] == str(qos), f"{topic}: QoS in the doc is not {qos}"
@@ -191,8 +191,8 @@ def test_history_over_mqtt_examples_match_the_code(doc: str) -> None:
 
 
 def test_search_examples_match_the_code(doc: str) -> None:
-    from chatcore import search
-    from chatcore.store.base import search_result
+    from chatmq.core import search
+    from chatmq.core.store.base import search_result
 
     section = _section(doc, "`GET /v1/search`")
     (page,) = _json_blocks(section)
@@ -346,7 +346,7 @@ def test_access_tables_are_the_rule_table(doc: str, marker: str, action: Action,
     assert match, f"docs/protocol.md has no access-rules:{marker} table"
     expected = "\n".join(f"| {topic} | {who} |" for topic, who in describe(action, granted_only=granted_only))
     documented = "\n".join(line for line in match[1].splitlines()[2:])
-    assert documented == expected, f"the {marker} table should read (from chatcore.access.RULES):\n{expected}"
+    assert documented == expected, f"the {marker} table should read (from chatmq.core.access.RULES):\n{expected}"
 
 
 def _access_examples(doc: str) -> list[list[str]]:

@@ -12,11 +12,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
-from chatcore.auth import hash_password
-from chatcore.config import Settings
-from chatcore.netutil import free_port
-from chatcore.store import Store, open_store
+from chatmq.api import create_app
+from chatmq.core.auth import hash_password
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port
+from chatmq.core.store import Store, open_store
 from tests.api.helpers import PASSWORDS, SECRET
 
 

@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from chatcore.auth import issue_token
+from chatmq.core.auth import issue_token
 
 SECRET = "api-test-secret-of-at-least-32-bytes-long"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw", "erin": "erin-pw"}
 
 
 def api_env(data_dir: Path, port: int, redis_url: str, **settings: str) -> dict[str, str]:
-    """The environment of a ``python -m api`` on 127.0.0.1:``port``; ``settings``: more CHATMQ_* values."""
+    """The environment of a ``python -m chatmq.api`` on 127.0.0.1:``port``; ``settings``: more CHATMQ_* values."""
     return {
         **os.environ,
         "CHATMQ_DATA_DIR": str(data_dir),

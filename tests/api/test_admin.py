@@ -11,9 +11,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import ADMIN_USER
-from chatcore.store import Store
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import ADMIN_USER
+from chatmq.core.store import Store
 from tests.api.helpers import SECRET, assert_error, bearer
 
 pytestmark = pytest.mark.timeout(60)

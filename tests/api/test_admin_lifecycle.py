@@ -9,13 +9,13 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from chatcore.config import Settings
-from chatcore.lifecycle import DAY_MS, Lifecycle
-from chatcore.media import MediaStore, open_media_store
-from chatcore.presence import Presence
-from chatcore.protocol import EntryKind
-from chatcore.store import Store
-from chatcore.store.base import Delivery, NewMessage, PushTarget, ReceiptUpdate, now_ms
+from chatmq.core.config import Settings
+from chatmq.core.lifecycle import DAY_MS, Lifecycle
+from chatmq.core.media import MediaStore, open_media_store
+from chatmq.core.presence import Presence
+from chatmq.core.protocol import EntryKind
+from chatmq.core.store import Store
+from chatmq.core.store.base import Delivery, NewMessage, PushTarget, ReceiptUpdate, now_ms
 from tests.api.helpers import PASSWORDS, assert_error, bearer
 from tests.api.test_admin import ADMIN_PREFIX, admin_headers
 from tests.api.test_media import upload
@@ -31,7 +31,7 @@ def media(settings: Settings) -> MediaStore:
 
 @pytest.fixture
 def client(settings: Settings, store: Store, redis_client: redis.Redis, media: MediaStore) -> FlaskClient:
-    from api import create_app
+    from chatmq.api import create_app
 
     app: Flask = create_app(settings, store=store, redis_client=redis_client, media_store=media)
     return app.test_client()

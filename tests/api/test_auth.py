@@ -7,9 +7,9 @@ import time
 import pytest
 from flask.testing import FlaskClient
 
-from chatcore.auth import verify_token
-from chatcore.config import SERVICE_USER
-from chatcore.store import Store
+from chatmq.core.auth import verify_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.store import Store
 from tests.api.helpers import SECRET, assert_error, bearer
 
 pytestmark = pytest.mark.timeout(30)

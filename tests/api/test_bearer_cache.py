@@ -1,4 +1,4 @@
-"""The per-worker cache of verified tokens (api/bearer.py) must never let through what the
+"""The per-worker cache of verified tokens (chatmq/api/bearer.py) must never let through what the
 uncached check refuses: expiry, another signing key, revocation and disabled users still count."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import bearer as bearer_module
-from chatcore.auth import token_claims
-from chatcore.revocation import TokenRevocations
-from chatcore.store import Store
+from chatmq.api import bearer as bearer_module
+from chatmq.core.auth import token_claims
+from chatmq.core.revocation import TokenRevocations
+from chatmq.core.store import Store
 from tests.api.helpers import SECRET, assert_error, bearer
 
 HISTORY = "/v1/conversations/c1/messages"

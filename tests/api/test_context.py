@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from api import create_app
-from api.context import ApiContext, get_context
-from chatcore.config import Settings
-from chatcore.store import open_store
+from chatmq.api import create_app
+from chatmq.api.context import ApiContext, get_context
+from chatmq.core.config import Settings
+from chatmq.core.store import open_store
 
 pytestmark = pytest.mark.timeout(30)
 

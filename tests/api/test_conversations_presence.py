@@ -8,8 +8,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from chatcore.presence import Presence
-from chatcore.store import NewMessage, Store
+from chatmq.core.presence import Presence
+from chatmq.core.store import NewMessage, Store
 from tests.api.helpers import assert_error, bearer
 
 pytestmark = pytest.mark.timeout(30)

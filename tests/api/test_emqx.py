@@ -14,11 +14,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.brokerhooks.emqx import SECRET_HEADER
-from chatcore.auth import issue_token, token_claims
-from chatcore.config import ADMIN_USER, SERVICE_USER
-from chatcore.revocation import TokenRevocations
-from chatcore.store import Store
+from chatmq.api.brokerhooks.emqx import SECRET_HEADER
+from chatmq.core.auth import issue_token, token_claims
+from chatmq.core.config import ADMIN_USER, SERVICE_USER
+from chatmq.core.revocation import TokenRevocations
+from chatmq.core.store import Store
 from tests.api.helpers import PASSWORDS, SECRET
 
 pytestmark = pytest.mark.timeout(60)

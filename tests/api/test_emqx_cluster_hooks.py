@@ -12,7 +12,7 @@ import pytest
 import yaml
 from flask import Flask
 
-from api.brokerhooks.emqx import SECRET_HEADER
+from chatmq.api.brokerhooks.emqx import SECRET_HEADER
 from tests.api.helpers import PASSWORDS
 from tests.test_compose_cluster import CLUSTER_FILE, HOST_ENV, emqx_hook_config
 

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from chatcore.store import Store
+from chatmq.core.store import Store
 from tests.api.helpers import assert_error, bearer
 
 pytestmark = pytest.mark.timeout(30)

@@ -11,8 +11,8 @@ from flask.json.provider import DefaultJSONProvider
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 
-from api.conversations import HistoryQuery
-from chatcore.store import NewMessage, Store
+from chatmq.api.conversations import HistoryQuery
+from chatmq.core.store import NewMessage, Store
 from tests.api.helpers import bearer
 
 

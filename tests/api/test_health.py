@@ -11,9 +11,9 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from chatcore.liveness import BRIDGE_ALIVE_KEY
-from chatcore.netutil import free_port
-from chatcore.store import Store
+from chatmq.core.liveness import BRIDGE_ALIVE_KEY
+from chatmq.core.netutil import free_port
+from chatmq.core.store import Store
 from tests.mosquitto import LocalMosquitto
 
 pytestmark = pytest.mark.timeout(30)
@@ -79,7 +79,7 @@ def test_503_when_only_the_bridge_is_missing(make_app: Callable[..., Flask], lis
 def test_503_when_redis_and_store_are_down(
     settings, store: Store, listening_port: int  # type: ignore[no-untyped-def]
 ) -> None:
-    from api import create_app
+    from chatmq.api import create_app
 
     dead_redis = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     store.close()

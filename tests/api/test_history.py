@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from chatcore.store import NewMessage, Store
+from chatmq.core.store import NewMessage, Store
 from tests.api.helpers import assert_error, bearer
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from chatcore.store import NewMessage, ReceiptUpdate, Store
-from chatcore.store.base import EVENT_CREATED, EVENT_MEMBER_ADDED, EVENT_MEMBER_REMOVED, EVENT_TITLE_CHANGED
+from chatmq.core.store import NewMessage, ReceiptUpdate, Store
+from chatmq.core.store.base import EVENT_CREATED, EVENT_MEMBER_ADDED, EVENT_MEMBER_REMOVED, EVENT_TITLE_CHANGED
 from tests.api.helpers import assert_error, bearer
 
 pytestmark = pytest.mark.timeout(30)

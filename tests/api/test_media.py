@@ -13,11 +13,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
-from api.media import MULTIPART_SLACK
-from chatcore.config import Settings
-from chatcore.media import MediaStore, mongomock_media_store, open_media_store
-from chatcore.store import Store
+from chatmq.api import create_app
+from chatmq.api.media import MULTIPART_SLACK
+from chatmq.core.config import Settings
+from chatmq.core.media import MediaStore, mongomock_media_store, open_media_store
+from chatmq.core.store import Store
 from tests.api.helpers import assert_error, bearer
 from tests.media import samples
 

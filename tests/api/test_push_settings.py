@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from flask.testing import FlaskClient
 
-from chatcore.store import Store
+from chatmq.core.store import Store
 from tests.api.helpers import assert_error, bearer
 
 
@@ -78,9 +78,9 @@ def test_logout_revokes_the_token_and_forgets_the_device(client: FlaskClient, st
 
 
 def test_disabling_or_deleting_a_user_forgets_their_push_targets(store: Store, redis_client: redis.Redis) -> None:
-    from chatcore.admin import Admin
-    from chatcore.revocation import TokenRevocations
-    from chatcore.store.base import PushTarget
+    from chatmq.core.admin import Admin
+    from chatmq.core.revocation import TokenRevocations
+    from chatmq.core.store.base import PushTarget
 
     admin = Admin(store=store, secret="s" * 32, token_ttl_s=60, revocations=TokenRevocations(redis_client, 60))
     store.put_push_target(PushTarget("bob", "phone", "fcm", "t-bob"))

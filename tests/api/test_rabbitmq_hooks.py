@@ -1,6 +1,6 @@
 """RabbitMQ 3.10's HTTP auth backend answered by the API, called the way RabbitMQ calls it.
 
-The request shapes are those a running 3.10.8 sent (api/brokerhooks/rabbitmq.py): form-encoded
+The request shapes are those a running 3.10.8 sent (chatmq/api/brokerhooks/rabbitmq.py): form-encoded
 POST bodies, Basic auth from the URL's user info. The topic rules themselves are the shared
 access cases' (tests/test_access_parity.py); here: logins, client ids, vhosts, resources, secrets.
 
@@ -17,11 +17,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import create_app
-from chatcore.auth import issue_token, token_claims
-from chatcore.config import SERVICE_USER, Settings
-from chatcore.revocation import TokenRevocations
-from chatcore.store import Store
+from chatmq.api.app import create_app
+from chatmq.core.auth import issue_token, token_claims
+from chatmq.core.config import SERVICE_USER, Settings
+from chatmq.core.revocation import TokenRevocations
+from chatmq.core.store import Store
 from tests.api.helpers import PASSWORDS, SECRET
 from tests.rabbitmq_hooks import HOOK_AUTH, routing_key
 
@@ -91,7 +91,7 @@ def test_failed_logins_count_with_the_api(make_app: Callable[..., Flask]) -> Non
 
 def test_a_user_id_with_a_dot_is_refused(rabbit: FlaskClient, store: Store) -> None:
     """RabbitMQ routes ``presence/a.b`` as ``presence.a.b``, which is also ``presence/a/b``."""
-    from chatcore.auth import hash_password
+    from chatmq.core.auth import hash_password
 
     store.create_user("al.ice", hash_password("dotted-pw"))
     assert login(rabbit, "al.ice", "dotted-pw") == "deny"

@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 import pytest
 from flask.testing import FlaskClient
 
-from chatcore.protocol import EntryKind
-from chatcore.store import NewMessage, Store
+from chatmq.core.protocol import EntryKind
+from chatmq.core.store import NewMessage, Store
 from tests.api.helpers import assert_error, bearer
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""``python -m api`` under granian, over real HTTP, then SIGTERM."""
+"""``python -m chatmq.api`` under granian, over real HTTP, then SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from chatcore.auth import hash_password
-from chatcore.liveness import BRIDGE_ALIVE_KEY
-from chatcore.netutil import free_port, wait_for_port
-from chatcore.store import open_store
+from chatmq.core.auth import hash_password
+from chatmq.core.liveness import BRIDGE_ALIVE_KEY
+from chatmq.core.netutil import free_port, wait_for_port
+from chatmq.core.store import open_store
 from tests.api.helpers import api_env
 from tests.mosquitto import LocalMosquitto
 
@@ -53,9 +53,8 @@ def test_server_serves_and_stops_on_sigterm(
     broker = LocalMosquitto(tmp_path / "mosquitto").start()  # any standard MQTT broker will do
     port = free_port()
     env = api_env(data_dir, port, redis_url, CHATMQ_BROKER_PORT=str(broker.port), CHATMQ_API_WORKERS="2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "chatmq.api"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_for_port("127.0.0.1", port, timeout=20), "api did not start listening"
         base = f"http://127.0.0.1:{port}"
@@ -91,7 +90,7 @@ def test_workers_end_when_the_main_process_is_killed(data_dir: Path, redis_url: 
     port = free_port()
     env = api_env(data_dir, port, redis_url, CHATMQ_API_WORKERS="2")
     workers: list[psutil.Process] = []
-    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "chatmq.api"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         assert wait_for_port("127.0.0.1", port, timeout=20), "api did not start listening"

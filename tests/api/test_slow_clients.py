@@ -1,4 +1,4 @@
-"""Slow and idle HTTP clients against the real ``python -m api``: they must not starve real clients.
+"""Slow and idle HTTP clients against the real ``python -m chatmq.api``: they must not starve real clients.
 
 Three floods at once, against a single worker (the fewest threads): slowloris clients that send a
 partial request head and then one more header line every second, idle connections that send
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.auth import hash_password
-from chatcore.netutil import free_port, wait_for_port
-from chatcore.store import open_store
+from chatmq.core.auth import hash_password
+from chatmq.core.netutil import free_port, wait_for_port
+from chatmq.core.store import open_store
 from tests.api.helpers import api_env
 
 pytestmark = pytest.mark.timeout(90)
@@ -43,7 +43,7 @@ def api_url(data_dir: Path, redis_url: str) -> Iterator[str]:
     store.close()
     port = free_port()
     env = api_env(data_dir, port, redis_url, CHATMQ_API_WORKERS="1", CHATMQ_HTTP_READ_TIMEOUT_S=str(READ_TIMEOUT_S))
-    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "chatmq.api"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         assert wait_for_port("127.0.0.1", port, timeout=20), "api did not start listening"

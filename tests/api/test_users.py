@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from chatcore.store import Store
+from chatmq.core.store import Store
 from tests.api.helpers import assert_error, bearer
 from tests.api.test_media import upload
 from tests.media import samples

@@ -1,4 +1,4 @@
-"""The web app's files and config as the API serves them (api/webapp.py)."""
+"""The web app's files and config as the API serves them (chatmq/api/webapp.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from api.webapp import default_web_dir
+from chatmq.api.webapp import default_web_dir
 from tests.api.helpers import assert_error
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,4 +1,4 @@
-"""``chatmq backup`` / ``restore`` (chatmq/backup.py): a backup taken while writers append messages
+"""``chatmq backup`` / ``restore`` (chatmq/cli/backup.py): a backup taken while writers append messages
 with media, delete messages (erasing their media) and upload, restored into a new data dir, holds
 the database at one instant with every media item it refers to."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chatcore.media.fs import FsMediaStore
-from chatcore.protocol import EntryKind
-from chatcore.store.base import NewMessage
-from chatcore.store.sqlite import SQLiteStore
-from chatmq.backup import BackupError, restore_backup, take_backup, verify_backup
-from chatmq.cli import cli
-from chatmq.stackinfo import StackLock
+from chatmq.cli.backup import BackupError, restore_backup, take_backup, verify_backup
+from chatmq.cli.main import cli
+from chatmq.cli.stackinfo import StackLock
+from chatmq.core.media.fs import FsMediaStore
+from chatmq.core.protocol import EntryKind
+from chatmq.core.store.base import NewMessage
+from chatmq.core.store.sqlite import SQLiteStore
 from tests.store.helpers import TS, msg, populate, snapshot
 
 pytestmark = pytest.mark.timeout(180)

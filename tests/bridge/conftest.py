@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.service import Bridge
-from chatcore.auth import hash_password
-from chatcore.config import Settings
-from chatcore.store import Store, open_store
+from chatmq.bridge.service import Bridge
+from chatmq.core.auth import hash_password
+from chatmq.core.config import Settings
+from chatmq.core.store import Store, open_store
 from tests.bridge.devices import Device
 from tests.mosquitto import LocalMosquitto
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.media import MediaInfo, MediaStore, mongomock_media_store, open_media_store
-from chatcore.store import Store
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.media import MediaInfo, MediaStore, mongomock_media_store, open_media_store
+from chatmq.core.store import Store
 from tests.bridge.devices import Device
 from tests.media import samples
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.media import MediaStore, open_media_store
-from chatcore.store import NewMessage, Store
-from chatcore.store.base import now_ms
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.media import MediaStore, open_media_store
+from chatmq.core.store import NewMessage, Store
+from chatmq.core.store.base import now_ms
 from tests.bridge.devices import Device
 from tests.media import samples
 

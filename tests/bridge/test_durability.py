@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.liveness import BRIDGE_ALIVE_KEY
-from chatcore.store import AppendResult, NewMessage, Store, StoreError, open_store
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.liveness import BRIDGE_ALIVE_KEY
+from chatmq.core.store import AppendResult, NewMessage, Store, StoreError, open_store
 from tests.bridge.devices import Device
 from tests.mosquitto import LocalMosquitto
 

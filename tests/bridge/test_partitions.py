@@ -12,20 +12,20 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from bridge.partitions import PartitionGate
-from bridge.service import resolve_worker_id
-from bridge.worker import BatchWorker
-from chatcore.leases import (
+from chatmq.bridge.partitions import PartitionGate
+from chatmq.bridge.service import resolve_worker_id
+from chatmq.bridge.worker import BatchWorker
+from chatmq.cli.localredis import LocalRedis
+from chatmq.cli.main import cli
+from chatmq.core.leases import (
     Leases,
     PartitionCountMismatch,
     WorkerRegistry,
     lease_holder,
     live_workers,
 )
-from chatcore.partitions import assignment, check_worker_id, owner_of, partition_of
-from chatcore.redisconn import connect
-from chatmq.cli import cli
-from chatmq.localredis import LocalRedis
+from chatmq.core.partitions import assignment, check_worker_id, owner_of, partition_of
+from chatmq.core.redisconn import connect
 
 P = 64
 

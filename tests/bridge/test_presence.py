@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.presence import Presence
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.presence import Presence
 from tests.bridge.devices import Device
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""``python -m bridge`` as a real process: configured from the environment, stops on signals."""
+"""``python -m chatmq.bridge`` as a real process: configured from the environment, stops on signals."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.config import Settings
-from chatcore.store import Store
+from chatmq.core.config import Settings
+from chatmq.core.store import Store
 from tests.bridge.devices import Device
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ def test_module_entry_point_serves_and_stops_on_signal(
     }
     log_path = tmp_path / "bridge.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen([sys.executable, "-m", "chatmq.bridge"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         content = wait_for_line(log_path, "bridge connected to broker", proc)
         line = next(ln for ln in content.splitlines() if "bridge connected to broker" in ln)
@@ -67,7 +67,7 @@ def test_module_entry_point_serves_and_stops_on_signal(
 
 
 def test_log_lines_never_show_a_store_password() -> None:
-    from bridge.service import redact
+    from chatmq.bridge.service import redact
 
     assert redact("mongodb://chat:s3cret@db:27017/chatmq") == "mongodb://chat:***@db:27017/chatmq"
     assert redact("sqlite:////var/lib/chatmq.db") == "sqlite:////var/lib/chatmq.db"

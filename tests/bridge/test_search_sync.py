@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.history import search_messages
-from chatcore.protocol import EntryKind
-from chatcore.store import NewMessage, Store
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.history import search_messages
+from chatmq.core.protocol import EntryKind
+from chatmq.core.store import NewMessage, Store
 from tests.bridge.devices import Device
 from tests.bridge.test_history_sync import Syncer
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.store import Store
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.store import Store
 from tests.bridge.devices import Device
 from tests.stack import tcp_nodelay
 

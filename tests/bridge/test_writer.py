@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bridge.writer import Inbound, Writer
-from chatcore.membership import MembershipView
-from chatcore.store import AppendResult, NewMessage, Store
+from chatmq.bridge.writer import Inbound, Writer
+from chatmq.core.membership import MembershipView
+from chatmq.core.store import AppendResult, NewMessage, Store
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""A real broker process (``python -m broker``) on free ports over a real SQLite store.
+"""A real broker process (``python -m chatmq.broker``) on free ports over a real SQLite store.
 
 One broker serves a whole test module; the tests that change memberships create their own
 conversations so they never disturb the others.
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.auth import hash_password, issue_token
-from chatcore.config import SERVICE_USER
-from chatcore.netutil import free_port
-from chatcore.store import Store, open_store
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.auth import hash_password, issue_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.netutil import free_port
+from chatmq.core.store import Store, open_store
 from tests.broker.mqtt import Mqtt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def start_broker(data_dir: Path, store_url: str, redis_url: str) -> BrokerProces
     log_path = data_dir / f"broker-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "broker"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "chatmq.broker"], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
     broker = BrokerProcess(proc, host, port, ws_port, store_url, log_path)
     deadline = time.monotonic() + 20

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from amqtt.broker import Broker
 
-from broker.server import chat_broker, serve
-from chatcore.config import Settings
-from chatcore.netutil import free_port
+from chatmq.broker.server import chat_broker, serve
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port
 from tests.broker.conftest import SECRET
 
 STOCK, OURS = "stock", "ours"

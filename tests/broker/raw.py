@@ -6,7 +6,7 @@ import socket
 import struct
 import time
 
-from chatcore.mqtt.codec import Connect, Subscribe, Will, encode_frame, encode_publish, encode_string
+from chatmq.core.mqtt.codec import Connect, Subscribe, Will, encode_frame, encode_publish, encode_string
 
 
 def connect(

@@ -1,4 +1,4 @@
-"""Every rule of chatcore.access, enforced by the running broker.
+"""Every rule of chatmq.core.access, enforced by the running broker.
 
 SUBSCRIBE is observed through real SUBACK codes; PUBLISH through a service subscriber on ``#``
 that must see a marker publish but never the denied one sent before it on the same connection

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.config import SERVICE_USER
-from chatcore.protocol import device_presence_topic
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.protocol import device_presence_topic
 from tests.broker.conftest import PASSWORDS, BrokerProcess, Clients
 from tests.broker.mqtt import NOT_AUTHORIZED
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from amqtt.contexts import Action as AmqttAction
 
-from broker.plugins.acl import ChatAclPlugin
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER
+from chatmq.broker.plugins.acl import ChatAclPlugin
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER
 from tests.broker.conftest import PASSWORDS, SECRET
 from tests.broker.inproc import BOTH, InProcessBroker
 from tests.broker.mqtt import Mqtt

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER
-from chatcore.netutil import free_port
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.netutil import free_port
 from tests.broker.conftest import PASSWORDS, SECRET, start_broker
 from tests.broker.inproc import BOTH, InProcessBroker
 from tests.broker.mqtt import Mqtt

@@ -1,4 +1,4 @@
-"""The inline reader (broker/inbound.py): packets pipelined in one TCP write are handled in order,
+"""The inline reader (chatmq/broker/inbound.py): packets pipelined in one TCP write are handled in order,
 QoS 1 publishes are acknowledged in order after routing, and QoS 2 keeps amqtt's handshake."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chatcore.mqtt.codec import Decoder, Pubrel
+from chatmq.core.mqtt.codec import Decoder, Pubrel
 from tests.broker.inproc import InProcessBroker
 from tests.broker.raw import RawClient, connect, publish, subscribe
 

@@ -1,4 +1,4 @@
-"""broker/lean.py: the lean session state machine and queues behave like amqtt's originals, and the
+"""chatmq/broker/lean.py: the lean session state machine and queues behave like amqtt's originals, and the
 session store survives the burst of writes of a reconnect storm (memory figures: bench/connections.py)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from amqtt.session import Session
 from transitions import MachineError
 
-from broker.lean import LeanQueue, LeanSession
-from broker.sessions import SessionStore
+from chatmq.broker.lean import LeanQueue, LeanSession
+from chatmq.broker.sessions import SessionStore
 
 STATES = ("new", "connected", "disconnected")
 TRIGGERS = ("connect", "disconnect")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.server import serve
-from chatcore.config import Settings
-from chatcore.netutil import free_port
-from chatcore.store import open_store
+from chatmq.broker.server import serve
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port
+from chatmq.core.store import open_store
 from tests.broker.conftest import PASSWORDS, SECRET, BrokerProcess, Clients, seed, start_broker
 from tests.broker.mqtt import NOT_AUTHORIZED, Mqtt
 

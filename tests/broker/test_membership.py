@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chatcore.store import Store
+from chatmq.core.store import Store
 from tests.broker.conftest import Clients
 from tests.broker.mqtt import SUBACK_FAILURE, Mqtt
 

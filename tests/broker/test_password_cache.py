@@ -1,4 +1,4 @@
-"""Password logins: the verified-password cache (chatcore/credcache.py) and the argon2 pool of the
+"""Password logins: the verified-password cache (chatmq/core/credcache.py) and the argon2 pool of the
 auth plugin. Correctness only (no timings): what the cache may never accept, and where argon2 runs."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from chatcore import auth
-from chatcore.auth import Authenticator, hash_password, issue_token, token_claims
-from chatcore.credcache import VerifiedPasswords
-from chatcore.revocation import TokenRevocations
-from chatcore.store import Store, open_store
+from chatmq.core import auth
+from chatmq.core.auth import Authenticator, hash_password, issue_token, token_claims
+from chatmq.core.credcache import VerifiedPasswords
+from chatmq.core.revocation import TokenRevocations
+from chatmq.core.store import Store, open_store
 from tests.broker.conftest import PASSWORDS, SECRET
 from tests.broker.inproc import OURS
 from tests.broker.mqtt import NOT_AUTHORIZED, Mqtt

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER
 from tests.broker.conftest import PASSWORDS, SECRET
 from tests.broker.mqtt import Mqtt
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER
-from chatcore.mqtt.codec import Pingreq
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.mqtt.codec import Pingreq
 from tests.broker.conftest import PASSWORDS, SECRET
 from tests.broker.inproc import InProcessBroker
 from tests.broker.mqtt import Mqtt

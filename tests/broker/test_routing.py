@@ -19,9 +19,9 @@ from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from broker.routing import RoutingMixin, SubscriptionsView, routing_index
-from chatcore.mqtt.codec import encode_publish
-from chatcore.netutil import free_port
+from chatmq.broker.routing import RoutingMixin, SubscriptionsView, routing_index
+from chatmq.core.mqtt.codec import encode_publish
+from chatmq.core.netutil import free_port
 from tests.broker.mqtt import Mqtt
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.access import Action
-from chatcore.auth import hash_password
-from chatcore.config import SERVICE_USER
-from chatcore.store import open_store
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.access import Action
+from chatmq.core.auth import hash_password
+from chatmq.core.config import SERVICE_USER
+from chatmq.core.store import open_store
 from tests.access_cases import PASSWORD, device_cases, live_verdicts, seed
 from tests.broker.conftest import BrokerProcess, start_broker
 from tests.stack import RawClient

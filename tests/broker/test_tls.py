@@ -11,9 +11,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker.config import TLSConfigError, tls_listeners
-from chatcore.config import Settings
-from chatcore.netutil import free_port
+from chatmq.broker.config import TLSConfigError, tls_listeners
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port
 from tests.broker.conftest import PASSWORDS
 from tests.broker.inproc import OURS
 

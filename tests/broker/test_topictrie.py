@@ -11,8 +11,8 @@ from amqtt.broker import Broker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.routing import SubscriptionIndex
-from broker.topictrie import TopicTrie, filter_matches, valid_filter
+from chatmq.broker.routing import SubscriptionIndex
+from chatmq.broker.topictrie import TopicTrie, filter_matches, valid_filter
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from chatcore.auth import issue_token
+from chatmq.core.auth import issue_token
 from tests.broker.conftest import SECRET
 from tests.broker.inproc import OURS
 from tests.broker.raw import connect

@@ -9,8 +9,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatcore.mqtt import codec
-from chatcore.netutil import free_port
+from chatmq.core.mqtt import codec
+from chatmq.core.netutil import free_port
 
 Tap = Callable[[int, str, bytes], None]  # (connection number, "up" to the broker or "down", bytes)
 Refuse = Callable[[bytes], bool]  # a chunk going up: True drops its connection instead of forwarding it

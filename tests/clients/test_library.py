@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from chatcore.netutil import disable_nagle
-from chatcore.protocol import TopicKind
-from clients import AsyncChatClient, ChatClient
+from chatmq.clients import AsyncChatClient, ChatClient
+from chatmq.core.netutil import disable_nagle
+from chatmq.core.protocol import TopicKind
 from tests.clients.proxy import FlakyLink
 from tests.stack import PASSWORD, Stack, tcp_nodelay
 

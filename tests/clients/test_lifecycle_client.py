@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from clients import ChatClient, Marker, Timeline
+from chatmq.clients import ChatClient, Marker, Timeline
 from tests.clients.test_library import _messages as _entries
 from tests.clients.test_library import _setup as _pair
 from tests.stack import PASSWORD, Stack

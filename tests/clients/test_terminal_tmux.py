@@ -78,7 +78,7 @@ def test_edit_delete_reaction_and_read_receipt_cross_over(
     env = {**{k: v for k, v in stack.env().items() if k in ("PATH", "HOME")}, "CHATMQ_PASSWORD": PASSWORD,
            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     for window, user in (("first", alice), ("second", bob)):
-        tmux.open(window, [sys.executable, "-m", "chatmq.chat", "--user", user, "--port", str(stack.mqtt_port),
+        tmux.open(window, [sys.executable, "-m", "chatmq.cli.chat", "--user", user, "--port", str(stack.mqtt_port),
                            "--http-url", stack.base_url, "--heartbeat", "1"], env)
     tmux.wait("second", rf"1\. {conv} .*unread 1")  # bob has not read "from before" yet
     tmux.wait("second", r"Open which conversation")

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatcore.protocol import EntryKind
-from chatcore.store import NewMessage
-from chatcore.store.sqlite import SQLiteStore
-from clients.receipts import Marker, Receipts
-from clients.timeline import Timeline
+from chatmq.clients.receipts import Marker, Receipts
+from chatmq.clients.timeline import Timeline
+from chatmq.core.protocol import EntryKind
+from chatmq.core.store import NewMessage
+from chatmq.core.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.timeout(120)
 

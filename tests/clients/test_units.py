@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clients.catchup import Sequencer
-from clients.events import Ack
-from clients.outbox import Outbox
-from clients.state import LocalState, QueuedSend
+from chatmq.clients.catchup import Sequencer
+from chatmq.clients.events import Ack
+from chatmq.clients.outbox import Outbox
+from chatmq.clients.state import LocalState, QueuedSend
 
 
 def _m(seq: int) -> dict[str, object]:

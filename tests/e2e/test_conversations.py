@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
 from tests.e2e.helpers import next_json, nothing_on, poll, raw, send
 from tests.stack import Stack
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from chatcore.protocol import TopicKind
-from clients import ChatClient
+from chatmq.clients import ChatClient
+from chatmq.core.protocol import TopicKind
 from tests.stack import RawClient, Stack
 
 

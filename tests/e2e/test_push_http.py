@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
 from tests.e2e.helpers import poll, raw, send
 from tests.notify.receiver import Receiver
 from tests.stack import Stack

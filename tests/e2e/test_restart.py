@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
 from tests.stack import Stack
 
 

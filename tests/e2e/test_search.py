@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from clients.history import ApiError
+from chatmq.clients.history import ApiError
 from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(120)

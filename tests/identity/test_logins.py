@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
 from tests.identity.idp import JwksServer, SigningKey, idp_env
 from tests.ops.helpers import Device
 from tests.stack import Stack

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.auth import hash_password
-from chatcore.provisioning import csv_text
+from chatmq.core.auth import hash_password
+from chatmq.core.provisioning import csv_text
 from tests.ops.helpers import KICK_DEADLINE_S, Device
 from tests.stack import PASSWORD, Stack
 

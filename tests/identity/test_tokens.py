@@ -1,4 +1,4 @@
-"""The identity provider's tokens: what chatcore.identity accepts and refuses, and how its JWKS
+"""The identity provider's tokens: what chatmq.core.identity accepts and refuses, and how its JWKS
 cache behaves through rotations and outages (a real JWKS server on loopback)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from chatcore.auth import issue_token
-from chatcore.config import Settings
-from chatcore.identity import ExternalIdentityConfig, ExternalTokens, JwksKeys, StaticKey, external_tokens
+from chatmq.core.auth import issue_token
+from chatmq.core.config import Settings
+from chatmq.core.identity import ExternalIdentityConfig, ExternalTokens, JwksKeys, StaticKey, external_tokens
 from tests.identity.idp import AUDIENCE, ISSUER, JwksServer, SigningKey
 
 pytestmark = pytest.mark.timeout(30)

@@ -31,7 +31,7 @@ def start_chatmq(filename, cmd=None, port=0, use_conf=False, expect_fail=False):
     if caller is not None and caller.f_locals.get("proto_ver", 4) != 4:
         sys.exit(0)  # the script's MQTT 5 half: not spoken by chatmq
     env = dict(os.environ, CHATMQ_MQTT_PORT=str(port), CHATMQ_ALLOW_ANONYMOUS="true", CHATMQ_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([os.environ["CHATMQ_PYTHON"], "-m", "broker"], cwd=os.environ["CHATMQ_REPO"],
+    proc = subprocess.Popen([os.environ["CHATMQ_PYTHON"], "-m", "chatmq.broker"], cwd=os.environ["CHATMQ_REPO"],
                             env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.netutil import free_port
+from chatmq.core.netutil import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.media import MediaStore
-from chatcore.media.fs import FsMediaStore
+from chatmq.core.media import MediaStore
+from chatmq.core.media.fs import FsMediaStore
 
 MONGO_URL = os.environ.get("CHATMQ_TEST_MONGO_URL")
 BACKENDS = ["fs", "gridfs-mongomock", pytest.param("gridfs-mongodb", marks=pytest.mark.skipif(
@@ -23,13 +23,13 @@ def media(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MediaStore
     if request.param == "fs":
         yield FsMediaStore(tmp_path / "media")
     elif request.param == "gridfs-mongomock":
-        from chatcore.media import mongomock_media_store
+        from chatmq.core.media import mongomock_media_store
 
         yield mongomock_media_store(f"media-{uuid.uuid4().hex}")
     else:
         from pymongo import MongoClient
 
-        from chatcore.media.gridfs_store import GridFSMediaStore
+        from chatmq.core.media.gridfs_store import GridFSMediaStore
 
         client: MongoClient = MongoClient(MONGO_URL, serverSelectionTimeoutMS=5000)
         name = f"chatmq_media_test_{uuid.uuid4().hex[:12]}"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from chatcore.media import MediaNotFound, MediaStore, is_media_id
+from chatmq.core.media import MediaNotFound, MediaStore, is_media_id
 from tests.media.samples import PNG
 
 pytestmark = pytest.mark.timeout(30)
@@ -122,7 +122,7 @@ def test_ids_walk_every_item_in_order(media: MediaStore) -> None:
 def test_restore_keeps_id_metadata_and_links_and_is_idempotent(media: MediaStore) -> None:
     from dataclasses import replace
 
-    from chatcore.media.base import MediaCorrupt, MediaInfo
+    from chatmq.core.media.base import MediaCorrupt, MediaInfo
 
     data = PNG + b"x" * 70_000
     info = MediaInfo("c" * 32, "bob", "image/png", len(data), hashlib.sha256(data).hexdigest(), 1_700_000_000_000,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.media.sniff import agrees, sniff, type_of_name
+from chatmq.core.media.sniff import agrees, sniff, type_of_name
 from tests.media import samples
 
 pytestmark = pytest.mark.timeout(10)

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from adapters.mosquitto.control import DynsecClient
-from adapters.mosquitto.passwords import push_password
-from adapters.mosquitto.sync import MosquittoSync
-from bridge.service import Bridge
-from chatcore.auth import hash_password
-from chatcore.config import Settings
-from chatcore.store import Store, open_store
+from chatmq.adapters.mosquitto.control import DynsecClient
+from chatmq.adapters.mosquitto.passwords import push_password
+from chatmq.adapters.mosquitto.sync import MosquittoSync
+from chatmq.bridge.service import Bridge
+from chatmq.core.auth import hash_password
+from chatmq.core.config import Settings
+from chatmq.core.store import Store, open_store
 from tests.access_cases import PASSWORD, USERS, seed
 from tests.mosquitto_broker.dynsec import DynsecMosquitto
 from tests.stack import RawClient

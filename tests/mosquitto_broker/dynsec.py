@@ -7,8 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from chatcore.netutil import free_port, wait_for_port
-from chatmq.processes import terminate
+from chatmq.cli.processes import terminate
+from chatmq.core.netutil import free_port, wait_for_port
 from tests.mosquitto import mosquitto_binary
 
 PLUGIN_PATHS = (

@@ -11,11 +11,11 @@ import orjson
 import pytest
 import redis
 
-from bridge.service import Bridge
-from chatcore.config import Settings
-from chatcore.leases import lease_holder
-from chatcore.partitions import owner_of
-from chatcore.store import Store
+from chatmq.bridge.service import Bridge
+from chatmq.core.config import Settings
+from chatmq.core.leases import lease_holder
+from chatmq.core.partitions import owner_of
+from chatmq.core.store import Store
 from tests.access_cases import CONVERSATIONS
 from tests.mosquitto_broker.test_end_to_end import send, wait_until
 from tests.stack import RawClient

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner
 
-from adapters.mosquitto.sync import MosquittoSync
-from chatcore.config import Settings
-from chatmq.cli import cli
+from chatmq.adapters.mosquitto.sync import MosquittoSync
+from chatmq.cli.main import cli
+from chatmq.core.config import Settings
 from tests.stack import RawClient
 
 pytestmark = pytest.mark.timeout(60)

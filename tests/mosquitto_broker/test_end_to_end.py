@@ -11,11 +11,11 @@ import orjson
 import pytest
 import redis
 
-from api.app import create_app
-from bridge.service import Bridge
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER, Settings
-from chatcore.store import Store
+from chatmq.api.app import create_app
+from chatmq.bridge.service import Bridge
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER, Settings
+from chatmq.core.store import Store
 from tests.access_cases import PASSWORD
 from tests.stack import RawClient
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.mosquitto.sync import MosquittoSync
-from chatcore.access import Action
-from chatcore.config import SERVICE_USER, Settings
-from chatcore.store import Store
+from chatmq.adapters.mosquitto.sync import MosquittoSync
+from chatmq.core.access import Action
+from chatmq.core.config import SERVICE_USER, Settings
+from chatmq.core.store import Store
 from tests.access_cases import device_cases, live_verdicts, will_checked_as_publish
 from tests.stack import RawClient
 
@@ -46,7 +46,7 @@ def test_a_disabled_user_cannot_log_in(sync: MosquittoSync, store: Store, connec
 
 def test_full_sync_repairs_drift(sync: MosquittoSync, settings: Settings) -> None:
     """What someone changed behind chatmq's back is put right by the next full sync."""
-    from adapters.mosquitto.control import DynsecClient
+    from chatmq.adapters.mosquitto.control import DynsecClient
 
     assert settings.mosquitto_url
     with DynsecClient(settings.mosquitto_url) as admin:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from chatcore.config import Settings
-from chatcore.store import Store, open_store
-from notifier.service import Notifier
+from chatmq.core.config import Settings
+from chatmq.core.store import Store, open_store
+from chatmq.notifier.service import Notifier
 from tests.notify.receiver import Receiver
 
 

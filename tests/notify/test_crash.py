@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.store import NewMessage, open_store
-from chatcore.store.base import DELIVERED, PushTarget, Webhook, now_ms
+from chatmq.core.store import NewMessage, open_store
+from chatmq.core.store.base import DELIVERED, PushTarget, Webhook, now_ms
 from tests.notify.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.timeout(120)

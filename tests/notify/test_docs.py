@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from chatcore import push, webhooks
-from chatcore.store.base import EVENT_MEMBER_ADDED, ConversationEvent, Message, PushTarget
+from chatmq.core import push, webhooks
+from chatmq.core.store.base import EVENT_MEMBER_ADDED, ConversationEvent, Message, PushTarget
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
 

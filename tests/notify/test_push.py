@@ -8,11 +8,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from chatcore import push
-from chatcore.presence import Presence
-from chatcore.store import NewMessage, ReceiptUpdate, Store
-from chatcore.store.base import DELIVERED, DELIVERY_DEAD, DELIVERY_PUSH, PushTarget, now_ms
-from notifier.service import Notifier
+from chatmq.core import push
+from chatmq.core.presence import Presence
+from chatmq.core.store import NewMessage, ReceiptUpdate, Store
+from chatmq.core.store.base import DELIVERED, DELIVERY_DEAD, DELIVERY_PUSH, PushTarget, now_ms
+from chatmq.notifier.service import Notifier
 from tests.notify.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.timeout(60)

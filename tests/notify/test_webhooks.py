@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from chatcore import webhooks
-from chatcore.store import NewMessage, Store
-from chatcore.store.base import DELIVERED, DELIVERY_DEAD, DELIVERY_WEBHOOK, Webhook, now_ms
-from notifier.service import Notifier
+from chatmq.core import webhooks
+from chatmq.core.store import NewMessage, Store
+from chatmq.core.store.base import DELIVERED, DELIVERY_DEAD, DELIVERY_WEBHOOK, Webhook, now_ms
+from chatmq.notifier.service import Notifier
 from tests.notify.receiver import Receiver, Reply
 from tests.notify.test_push import idle
 
@@ -140,8 +140,8 @@ def test_a_removed_subscription_gets_nothing_more(
 def test_edits_and_deletes_are_webhook_events_and_wake_no_phone(
     store: Store, hook_receiver: Receiver, gateway: Receiver, run_notifier: Callable[..., Notifier]
 ) -> None:
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import PushTarget
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import PushTarget
 
     store.put_push_target(PushTarget("bob", "phone", "fcm", "tok-bob"))
     store.add_webhook(Webhook("crm", hook_receiver.url, SECRET, webhooks.EVENT_TYPES))
@@ -169,8 +169,8 @@ def test_edits_and_deletes_are_webhook_events_and_wake_no_phone(
 def test_a_deleted_message_leaves_no_text_in_the_delivery_log(
     store: Store, hook_receiver: Receiver, gateway: Receiver, run_notifier: Callable[..., Notifier]
 ) -> None:
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import PushTarget
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import PushTarget
 
     store.put_push_target(PushTarget("bob", "phone", "fcm", "tok-bob"))
     store.add_webhook(Webhook("crm", hook_receiver.url, SECRET, webhooks.EVENT_TYPES))

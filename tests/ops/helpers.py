@@ -13,7 +13,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from chatmq.stackinfo import read_stack
+from chatmq.cli.stackinfo import read_stack
 from tests.stack import PASSWORD, Stack
 
 KICK_DEADLINE_S = 2.0

@@ -11,10 +11,10 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from chatcore.auth import issue_token
-from chatcore.config import ADMIN_USER, SERVICE_USER
-from chatcore.control import REQUEST_TOPIC, RESPONSE_FILTER, Command, encode_request
-from chatcore.netutil import free_port
+from chatmq.core.auth import issue_token
+from chatmq.core.config import ADMIN_USER, SERVICE_USER
+from chatmq.core.control import REQUEST_TOPIC, RESPONSE_FILTER, Command, encode_request
+from chatmq.core.netutil import free_port
 from tests.ops.helpers import KICK_DEADLINE_S, Device
 from tests.stack import PASSWORD, Stack
 
@@ -220,7 +220,7 @@ def test_every_command_has_help(stack: Stack, command: str) -> None:
 
 def test_admin_requests_answer_bad_arguments(stack: Stack) -> None:
     """The channel's own errors, through the client library: a bad request gets a coded answer."""
-    from chatmq.adminclient import AdminChannel, RequestFailed, resolve
+    from chatmq.cli.adminclient import AdminChannel, RequestFailed, resolve
 
     target = resolve(stack.data_dir, "127.0.0.1", stack.mqtt_port)
     with AdminChannel(target) as channel:

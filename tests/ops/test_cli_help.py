@@ -7,7 +7,7 @@ import re
 import click
 from click.testing import CliRunner
 
-from chatmq.cli import cli
+from chatmq.cli.main import cli
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from chatcore.access import Action, Identity, Membership, authorize
-from chatcore.auth import Authenticator, hash_password, issue_token, token_claims
-from chatcore.config import ADMIN_USER
-from chatcore.control import (
+from chatmq.core.access import Action, Identity, Membership, authorize
+from chatmq.core.auth import Authenticator, hash_password, issue_token, token_claims
+from chatmq.core.config import ADMIN_USER
+from chatmq.core.control import (
     REQUEST_TOPIC,
     RESPONSE_FILTER,
     Command,
@@ -22,8 +22,8 @@ from chatcore.control import (
     parse_request,
     response_topic,
 )
-from chatcore.revocation import TokenRevocations
-from chatcore.store import Store, open_store
+from chatmq.core.revocation import TokenRevocations
+from chatmq.core.store import Store, open_store
 
 pytestmark = pytest.mark.timeout(30)
 SECRET = "k" * 32
@@ -106,7 +106,7 @@ def test_unreachable_redis_refuses_tokens(store: Store) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from chatcore.netutil import free_port
+    from chatmq.core.netutil import free_port
 
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     auth = Authenticator(store, SECRET, TokenRevocations(dead, 60))

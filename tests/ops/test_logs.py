@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from chatcore import logs
+from chatmq.core import logs
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def test_levels_are_parsed_and_junk_is_refused() -> None:
-    assert logs.parse_levels(" broker=debug, bridge.writer=WARNING ,") == {
-        "broker": logging.DEBUG, "bridge.writer": logging.WARNING
+    assert logs.parse_levels(" chatmq.broker=debug, chatmq.bridge.writer=WARNING ,") == {
+        "chatmq.broker": logging.DEBUG, "chatmq.bridge.writer": logging.WARNING
     }
     for junk in ("broker", "=DEBUG", "broker=LOUD"):
         with pytest.raises(ValueError, match="LOGGER=LEVEL"):
@@ -24,7 +24,7 @@ def test_levels_are_parsed_and_junk_is_refused() -> None:
 
 def test_a_component_is_quieter_or_louder_than_the_rest() -> None:
     code = (
-        "import logging; from chatcore import logs;"
+        "import logging; from chatmq.core import logs;"
         "logs.configure('INFO', 'text', 'chatty=DEBUG,quiet=ERROR');"
         "logging.getLogger('chatty').debug('chatty-debug'); logging.getLogger('quiet').warning('quiet-warning');"
         "logging.getLogger('other').info('other-info'); logging.getLogger('other').debug('other-debug')"

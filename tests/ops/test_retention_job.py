@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from chatcore.config import Settings
-from chatcore.lifecycle import DAY_MS
-from chatcore.media import open_media_store
-from chatcore.store import open_store
-from chatcore.store.base import NewMessage, now_ms
-from chatmq.retention_cmd import LEASE_KEY
+from chatmq.cli.retention_cmd import LEASE_KEY
+from chatmq.core.config import Settings
+from chatmq.core.lifecycle import DAY_MS
+from chatmq.core.media import open_media_store
+from chatmq.core.store import open_store
+from chatmq.core.store.base import NewMessage, now_ms
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]

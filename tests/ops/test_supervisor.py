@@ -18,10 +18,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from redis.backoff import ExponentialBackoff
 
-from chatcore.netutil import port_in_use
-from chatmq.lifeline import Lifeline
-from chatmq.stackinfo import STACK_FILE, read_stack
-from chatmq.supervisor import RestartPolicy
+from chatmq.cli.lifeline import Lifeline
+from chatmq.cli.stackinfo import STACK_FILE, read_stack
+from chatmq.cli.supervisor import RestartPolicy
+from chatmq.core.netutil import port_in_use
 from tests.stack import PASSWORD, Stack
 
 pytestmark = pytest.mark.timeout(180)

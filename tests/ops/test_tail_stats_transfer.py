@@ -151,8 +151,8 @@ def test_export_then_import_keeps_replies_edits_deletes_and_reactions(
 ) -> None:
     """Into a conversation that already has messages (so every seq moves), the copy reads the same:
     each change and reply points at the seq its message got there."""
-    from chatcore.protocol import EntryKind
-    from chatcore.store import NewMessage, open_store
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store import NewMessage, open_store
 
     user, other = unique("xa"), unique("xb")
     stack.add_user(user)

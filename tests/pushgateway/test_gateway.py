@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from werkzeug.serving import make_server
 
-from chatcore import push
-from chatcore.store.base import PushTarget
-from pushgateway import formats
-from pushgateway.config import ConfigError, load_config
-from pushgateway.server import NOTIFY_PATH, Gateway, create_app
+from chatmq.core import push
+from chatmq.core.store.base import PushTarget
+from chatmq.pushgateway import formats
+from chatmq.pushgateway.config import ConfigError, load_config
+from chatmq.pushgateway.server import NOTIFY_PATH, Gateway, create_app
 from tests.notify.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from adapters.rabbitmq.config import auth_lines, mqtt_lines
-from api.app import create_app
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER, Settings
-from chatcore.store import Store, open_store
+from chatmq.adapters.rabbitmq.config import auth_lines, mqtt_lines
+from chatmq.api.app import create_app
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER, Settings
+from chatmq.core.store import Store, open_store
 from tests.rabbitmq import RabbitCluster, RabbitNode
 
 HOOK_SECRET = "rabbitmq-hook-secret-0123456789"

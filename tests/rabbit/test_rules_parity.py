@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.access import Action
-from chatcore.auth import hash_password
+from chatmq.core.access import Action
+from chatmq.core.auth import hash_password
 from tests.access_cases import PASSWORD, device_cases, live_verdicts, seed, will_checked_as_publish
 from tests.rabbit.hooked import HookedRabbit, hooked_rabbit
 from tests.stack import RawClient

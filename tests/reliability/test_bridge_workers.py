@@ -21,11 +21,11 @@ import redis
 from bench.cluster import Cluster
 from bench.faultcheck import check, read_history
 from bench.faultload import Load, plan, provision
-from chatcore.auth import issue_token
-from chatcore.config import SERVICE_USER, Settings
-from chatcore.leases import lease_holder, live_workers
-from chatcore.partitions import DEFAULT_PARTITIONS
-from chatcore.protocol import decode_json_object
+from chatmq.core.auth import issue_token
+from chatmq.core.config import SERVICE_USER, Settings
+from chatmq.core.leases import lease_holder, live_workers
+from chatmq.core.partitions import DEFAULT_PARTITIONS
+from chatmq.core.protocol import decode_json_object
 
 WORKERS = ("w1", "w2", "w3")
 VICTIM = "w2"

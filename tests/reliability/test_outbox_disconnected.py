@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clients.outbox import Outbox
-from clients.state import LocalState, QueuedSend
+from chatmq.clients.outbox import Outbox
+from chatmq.clients.state import LocalState, QueuedSend
 
 
 class _FailedPublish:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from chatcore.store import Store
+from chatmq.core.store import Store
 from tests.api.helpers import bearer
 
 NE = {"$ne": None}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from chatcore.store import open_store
+from chatmq.core.store import open_store
 from tests.api.helpers import PASSWORDS
 from tests.broker.conftest import PASSWORDS as BROKER_PASSWORDS
 from tests.broker.conftest import BrokerProcess, seed, start_broker

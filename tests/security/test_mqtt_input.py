@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from chatcore.mqtt.codec import encode_frame, encode_string
-from chatmq.localredis import LocalRedis
+from chatmq.cli.localredis import LocalRedis
+from chatmq.core.mqtt.codec import encode_frame, encode_string
 from tests.broker import raw
 from tests.stack import RawClient, Stack
 

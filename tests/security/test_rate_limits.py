@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chatmq.localredis import LocalRedis
-from clients import ChatClient
+from chatmq.cli.localredis import LocalRedis
+from chatmq.clients import ChatClient
 from tests.stack import PASSWORD, RawClient, Stack
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.store.base import Store
-from chatcore.store.mongo import MongoStore
-from chatcore.store.sqlite import SQLiteStore
+from chatmq.core.store.base import Store
+from chatmq.core.store.mongo import MongoStore
+from chatmq.core.store.sqlite import SQLiteStore
 from tests.conftest import mongo_test_url
 from tests.store.shardspy import spy_on
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatcore.store.base import NewMessage, Store
+from chatmq.core.store.base import NewMessage, Store
 
 TS = 1_700_000_000_000
 
@@ -35,8 +35,8 @@ def populate(store: Store) -> None:
     a member removed, messages with
     attachments, replies, edits, deletions (one erasing media), reactions taken back, receipts,
     push targets, mutes and a webhook."""
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import PushTarget, ReceiptUpdate, Webhook
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import PushTarget, ReceiptUpdate, Webhook
 
     store.create_user("alice", "hash-alice", display_name="Alice", avatar=MEDIA_B)
     store.create_user("bob", "hash-bob")
@@ -108,7 +108,7 @@ def snapshot(store: Store) -> dict[str, Any]:
             "entries": entries, "views": views, "markers": store.markers(conv.id),
             "attached": {m: store.media_attached(conv.id, m) for m in sorted(media)},
         }
-    from chatcore.search import SearchQuery
+    from chatmq.core.search import SearchQuery
 
     out["search"] = {(user.id, word): [(v.message.conv, v.message.seq) for v in
                                        store.search(user.id, SearchQuery((word,), limit=50)).messages]

@@ -1,5 +1,5 @@
 """A recording proxy for the MongoStore's pymongo collections: every query, update, insert, count
-and aggregate is checked against the shard keys of chatcore/store/mongo_layout.py as it happens.
+and aggregate is checked against the shard keys of chatmq/core/store/mongo_layout.py as it happens.
 
 On a sharded cluster a query that does not name the shard key goes to every shard (scatter-gather)
 and an upsert without it is refused, so the message log must never do either. The proxy knows the
@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatcore.store.mongo import MongoStore
-from chatcore.store.mongo_layout import SHARD_KEYS, UNSHARDED
+from chatmq.core.store.mongo import MongoStore
+from chatmq.core.store.mongo_layout import SHARD_KEYS, UNSHARDED
 
 ROUTING = {key.collection: key.routing_fields for key in SHARD_KEYS}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.store import mongo as mongo_store
-from chatcore.store import sqlite as sqlite_store
-from chatcore.store.base import AlreadyExists, HistoryPage, MembershipChanges, NotFound, Store
+from chatmq.core.store import mongo as mongo_store
+from chatmq.core.store import sqlite as sqlite_store
+from chatmq.core.store.base import AlreadyExists, HistoryPage, MembershipChanges, NotFound, Store
 from tests.store.helpers import fill, msg, seed
 
 pytestmark = pytest.mark.timeout(30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.store.base import AlreadyExists, NewUser, NotFound, Store
+from chatmq.core.store.base import AlreadyExists, NewUser, NotFound, Store
 
 pytestmark = pytest.mark.timeout(30)
 

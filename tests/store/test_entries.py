@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatcore.protocol import MAX_REACTIONS_PER_MEMBER, EntryKind, ErrorCode
-from chatcore.store.base import AppendResult, Change, MessageView, NewMessage, Reactions, Store
+from chatmq.core.protocol import MAX_REACTIONS_PER_MEMBER, EntryKind, ErrorCode
+from chatmq.core.store.base import AppendResult, Change, MessageView, NewMessage, Reactions, Store
 from tests.store.helpers import TS, msg, seed
 
 pytestmark = pytest.mark.timeout(30)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.protocol import EntryKind
-from chatcore.search import SearchQuery, parse_query
-from chatcore.store.base import (
+from chatmq.core.protocol import EntryKind
+from chatmq.core.search import SearchQuery, parse_query
+from chatmq.core.store.base import (
     ERASED_BY_ADMIN,
     OUTBOX_EVENT,
     Change,

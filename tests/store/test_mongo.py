@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 from pymongo.errors import PyMongoError
 
-from chatcore.netutil import free_port
-from chatcore.store import open_store
-from chatcore.store.base import Store
-from chatcore.store.mongo import DURABLE, MongoStore
+from chatmq.core.netutil import free_port
+from chatmq.core.store import open_store
+from chatmq.core.store.base import Store
+from chatmq.core.store.mongo import DURABLE, MongoStore
 from tests.store.helpers import msg, seed
 
 pytestmark = pytest.mark.timeout(30)
@@ -98,8 +98,8 @@ def test_a_crash_between_a_change_and_its_state_is_repaired_by_the_resend() -> N
     """Without a transaction the entry is stored before its message's state is updated. If the
     bridge dies in between, nothing was acked, the broker redelivers the send, and the duplicate
     applies the change again: the view ends up as if nothing had happened."""
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import NewMessage
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import NewMessage
 
     store = MongoStore.mongomock("crash-state")
     seed(store)
@@ -124,8 +124,8 @@ def test_a_crash_between_a_change_and_its_state_is_repaired_by_the_resend() -> N
 
 def test_a_stale_duplicate_does_not_undo_a_later_change() -> None:
     """Re-applying on duplicates is safe: the latest operation by seq wins."""
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import NewMessage
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import NewMessage
 
     store = MongoStore.mongomock("stale-dup")
     seed(store)

@@ -20,10 +20,11 @@ from pymongo import ReadPreference
 from pymongo.read_preferences import Nearest
 from pymongo.write_concern import WriteConcern
 
-from chatcore.config import Settings
-from chatcore.store.base import ReceiptUpdate
-from chatcore.store.mongo import DURABLE, MongoStore, durable_write_concern
-from chatcore.store.mongo_layout import (
+from chatmq.cli.main import cli
+from chatmq.core.config import Settings
+from chatmq.core.store.base import ReceiptUpdate
+from chatmq.core.store.mongo import DURABLE, MongoStore, durable_write_concern
+from chatmq.core.store.mongo_layout import (
     INDEXES,
     SHARD_KEYS,
     UNSHARDED,
@@ -32,7 +33,6 @@ from chatcore.store.mongo_layout import (
     shard_script,
     unique_index_fits_shard_key,
 )
-from chatmq.cli import cli
 from tests.store.helpers import TS, fill, msg, seed
 from tests.store.shardspy import SpyCollection, spy_on
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.store.base import (
+from chatmq.core.store.base import (
     DELIVERED,
     DELIVERY_CANCELLED,
     DELIVERY_DEAD,

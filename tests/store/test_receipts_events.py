@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatcore.store.base import (
+from chatmq.core.store.base import (
     EVENT_CREATED,
     EVENT_MEMBER_ADDED,
     EVENT_MEMBER_REMOVED,

@@ -1,5 +1,5 @@
 """The Store contract for the bulk read and restore methods a full export/import is built on
-(chatmq/transfer.py), on every backend (the ``store`` fixture: SQLite, mongomock, mongomock with
+(chatmq/cli/transfer.py), on every backend (the ``store`` fixture: SQLite, mongomock, mongomock with
 every query checked against the shard keys, a real MongoDB when CHATMQ_TEST_MONGO_URL is set)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.protocol import EntryKind
-from chatcore.store.base import LogEntry, Mute, NewMessage, NotFound, RestoreConflict, Store
-from chatcore.store.mongo import MongoStore
-from chatcore.store.sqlite import SQLiteStore
+from chatmq.core.protocol import EntryKind
+from chatmq.core.store.base import LogEntry, Mute, NewMessage, NotFound, RestoreConflict, Store
+from chatmq.core.store.mongo import MongoStore
+from chatmq.core.store.sqlite import SQLiteStore
 from tests.store.helpers import MEDIA_A, MEDIA_B, TS, msg, populate, snapshot
 
 pytestmark = pytest.mark.timeout(60)

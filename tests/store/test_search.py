@@ -1,15 +1,15 @@
 """The Store contract for full-text search, run against every backend (the ``store`` fixture,
 including the MongoDB store whose every query is checked against the shard keys): words as
-chatcore.search defines them, newest first with cursor paging, membership read at query time, and
+chatmq.core.search defines them, newest first with cursor paging, membership read at query time, and
 an index that follows edits and deletions in the write that makes them."""
 
 from __future__ import annotations
 
 import pytest
 
-from chatcore.protocol import EntryKind
-from chatcore.search import SearchQuery, SearchQueryError, parse_query
-from chatcore.store.base import NewMessage, Store
+from chatmq.core.protocol import EntryKind
+from chatmq.core.search import SearchQuery, SearchQueryError, parse_query
+from chatmq.core.store.base import NewMessage, Store
 from tests.store.helpers import TS, msg, seed
 from tests.store.test_entries import delete, edit, one, react, seq_of
 

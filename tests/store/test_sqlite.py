@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from chatcore.store import open_store
-from chatcore.store.base import AppendResult
-from chatcore.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from chatmq.core.store import open_store
+from chatmq.core.store.base import AppendResult
+from chatmq.core.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.store.helpers import msg, seed
 
 pytestmark = pytest.mark.timeout(60)
@@ -183,8 +183,8 @@ def _file_bytes(path: Path) -> bytes:
 def test_a_delete_erases_the_text_from_the_files(tmp_path: Path) -> None:
     """Not only hidden: the deleted message's text, and its edit's, leave the database file and
     its write-ahead log (secure_delete zeroes the old bytes; the WAL is checkpointed and truncated)."""
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import NewMessage
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import NewMessage
 
     path = tmp_path / "chatmq.db"
     store = SQLiteStore(str(path))
@@ -233,8 +233,8 @@ def test_a_database_from_before_entry_kinds_is_upgraded(tmp_path: Path) -> None:
     assert [v.message.body for v in store.message_view("general").messages] == ["old one", "with a file"]
     assert store.media_attached("general", "a" * 32)
     assert store.count_unread("general", "bob", 0) == 2
-    from chatcore.protocol import EntryKind
-    from chatcore.store.base import NewMessage
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.store.base import NewMessage
 
     (edited,) = store.append([NewMessage("general", "alice", "e1", "new one", 12, kind=EntryKind.EDIT, target=1)])
     assert edited.message is not None and edited.message.seq == 3
@@ -246,9 +246,9 @@ def test_a_deleted_messages_words_leave_the_files_when_the_index_is_compacted(tm
     """A deletion takes the message out of the search index at once (never found again, and the
     index's row with its words is zeroed); FTS5 keeps the words in older index segments until they
     are merged, which compact_search_index does in short steps."""
-    from chatcore.protocol import EntryKind
-    from chatcore.search import SearchQuery
-    from chatcore.store.base import NewMessage
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.search import SearchQuery
+    from chatmq.core.store.base import NewMessage
 
     path = tmp_path / "chatmq.db"
     store = SQLiteStore(str(path))
@@ -275,10 +275,10 @@ def test_an_older_database_gets_its_search_index_on_open(
     last one stopped, with progress in the log; edits count, deletions and changes do not."""
     import logging
 
-    from chatcore.protocol import EntryKind
-    from chatcore.search import SearchQuery
-    from chatcore.store import sqlite as sqlite_module
-    from chatcore.store.base import NewMessage
+    from chatmq.core.protocol import EntryKind
+    from chatmq.core.search import SearchQuery
+    from chatmq.core.store import sqlite as sqlite_module
+    from chatmq.core.store.base import NewMessage
 
     path = tmp_path / "chatmq.db"
     store = SQLiteStore(str(path))
@@ -295,7 +295,7 @@ def test_an_older_database_gets_its_search_index_on_open(
 
     monkeypatch.setattr(sqlite_module, "SEARCH_BACKFILL_BATCH", 3)
     monkeypatch.setattr(sqlite_module, "SEARCH_PROGRESS_EVERY_S", 0)
-    with caplog.at_level(logging.INFO, logger="chatcore.store.sqlite"):
+    with caplog.at_level(logging.INFO, logger="chatmq.core.store.sqlite"):
         store = SQLiteStore(str(path))
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("search index:")]
     assert progress[0].startswith("search index: building it for the 20 messages")
@@ -310,13 +310,13 @@ def test_an_older_database_gets_its_search_index_on_open(
     assert store.search("bob", SearchQuery(("word0",))).messages[0].message.body == "word0 later"
     store.close()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="chatcore.store.sqlite"):
+    with caplog.at_level(logging.INFO, logger="chatmq.core.store.sqlite"):
         SQLiteStore(str(path)).close()  # built: opening again does nothing
     assert not [r for r in caplog.records if r.getMessage().startswith("search index:")]
 
 
 def test_search_reads_the_index_newest_first_without_sorting(tmp_path: Path) -> None:
-    from chatcore.search import SearchQuery
+    from chatmq.core.search import SearchQuery
 
     store = SQLiteStore(str(tmp_path / "chatmq.db"))
     seed(store)
@@ -335,7 +335,7 @@ def test_search_reads_the_index_newest_first_without_sorting(tmp_path: Path) -> 
 
 
 def test_a_schema_6_search_index_is_built_again_with_its_scope(tmp_path: Path) -> None:
-    from chatcore.search import SearchQuery
+    from chatmq.core.search import SearchQuery
 
     path = tmp_path / "chatmq.db"
     store = SQLiteStore(str(path))
@@ -360,9 +360,9 @@ def test_a_member_of_many_conversations_is_checked_by_the_join(
 ) -> None:
     """Above SCOPE_MAX_CONVS conversations the index is not told them; the join still keeps the
     results to the member's conversations, newest first."""
-    from chatcore.search import SearchQuery
-    from chatcore.store import sqlite as sqlite_module
-    from chatcore.store.base import NewMessage
+    from chatmq.core.search import SearchQuery
+    from chatmq.core.store import sqlite as sqlite_module
+    from chatmq.core.store.base import NewMessage
 
     store = SQLiteStore(str(tmp_path / "chatmq.db"))
     seed(store, ("general", "random"))

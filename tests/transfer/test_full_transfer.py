@@ -1,4 +1,4 @@
-"""Full export/import (chatmq/transfer.py): SQLite -> MongoDB -> SQLite with identical history.
+"""Full export/import (chatmq/cli/transfer.py): SQLite -> MongoDB -> SQLite with identical history.
 
 MongoDB is mongomock here, and a real server when CHATMQ_TEST_MONGO_URL is set (no MongoDB server
 can be installed on the build machine)."""
@@ -17,13 +17,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from chatcore.media import MediaStore, mongomock_media_store
-from chatcore.media.fs import FsMediaStore
-from chatcore.store.base import Store
-from chatcore.store.mongo import MongoStore
-from chatcore.store.sqlite import SQLiteStore
-from chatmq.cli import cli
-from chatmq.transfer import export_all, import_all
+from chatmq.cli.main import cli
+from chatmq.cli.transfer import export_all, import_all
+from chatmq.core.media import MediaStore, mongomock_media_store
+from chatmq.core.media.fs import FsMediaStore
+from chatmq.core.store.base import Store
+from chatmq.core.store.mongo import MongoStore
+from chatmq.core.store.sqlite import SQLiteStore
 from tests.conftest import mongo_test_url
 from tests.store.helpers import MEDIA_A, MEDIA_B, msg, populate, snapshot
 
@@ -39,7 +39,7 @@ def media_snapshot(media: MediaStore) -> dict[str, Any]:
 
 
 def populate_media(media: MediaStore) -> None:
-    from chatcore.media.base import MediaInfo
+    from chatmq.core.media.base import MediaInfo
 
     for media_id, owner, data, convs in ((MEDIA_A, "alice", b"\x89PNG" + b"a" * 100_000, {"general"}),
                                          (MEDIA_B, "carol", b"text file", set()),
@@ -57,7 +57,7 @@ def mongo(request: pytest.FixtureRequest) -> Iterator[tuple[Store, MediaStore]]:
         return
     from pymongo import MongoClient
 
-    from chatcore.media.gridfs_store import GridFSMediaStore
+    from chatmq.core.media.gridfs_store import GridFSMediaStore
 
     client: MongoClient = MongoClient(mongo_test_url(), serverSelectionTimeoutMS=5000)
     try:
@@ -100,7 +100,7 @@ def test_an_interrupted_import_resumes(tmp_path: Path, monkeypatch: pytest.Monke
     populate_media(source_media)
     export_all(source, source_media, tmp_path / "out", source="sqlite", quiet=True)
     target, media = SQLiteStore(str(tmp_path / "b.db")), FsMediaStore(tmp_path / "b-media")
-    monkeypatch.setattr("chatmq.transfer.PAGE", 4)
+    monkeypatch.setattr("chatmq.cli.transfer.PAGE", 4)
     calls = 0
     real = target.restore_entries
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from chatcore.auth import hash_password
-from chatcore.control import Command
-from chatcore.store import open_store
-from chatmq.adminclient import AdminChannel, resolve
+from chatmq.cli.adminclient import AdminChannel, resolve
+from chatmq.core.auth import hash_password
+from chatmq.core.control import Command
+from chatmq.core.store import open_store
 from tests.stack import PASSWORD, Stack
 
 HASHED_PASSWORD = hash_password(PASSWORD)

@@ -1,4 +1,4 @@
-"""The browser library's protocol module (web/src/lib/protocol.js) against chatcore.protocol: the
+"""The browser library's protocol module (web/src/lib/protocol.js) against chatmq.core.protocol: the
 topic names, QoS and id rule a browser uses are the server's."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcore import protocol
-from chatcore.ids import ID_PATTERN
+from chatmq.core import protocol
+from chatmq.core.ids import ID_PATTERN
 
 pytestmark = pytest.mark.timeout(60)
 

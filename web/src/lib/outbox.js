@@ -1,7 +1,7 @@
 // Sends not acked yet, persisted before they are published and retried with the same
 // client_msg_id until the server acks or rejects them. The server makes a resend idempotent
 // (same conversation, sender and client_msg_id: acked with the original seq, never stored twice),
-// so the rule here is simple: when in doubt, send again. Same rules as clients/outbox.py.
+// so the rule here is simple: when in doubt, send again. Same rules as chatmq/clients/outbox.py.
 
 import { TRANSIENT_REFUSAL } from './protocol.js';
 

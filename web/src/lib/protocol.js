@@ -1,5 +1,5 @@
 // The wire contract v1 as a browser sees it (docs/protocol.md): topic names, QoS, payload builders.
-// Mirrors chatcore/protocol.py; tests/web/test_js_protocol.py checks the two agree.
+// Mirrors chatmq/core/protocol.py; tests/web/test_js_protocol.py checks the two agree.
 
 export const PROTOCOL_VERSION = 1;
 // 1 to 64 of [A-Za-z0-9_.-], but never '.' or '..' (URL path segments that clients rewrite away)

@@ -1,5 +1,5 @@
 // Per-conversation ordering: deliver messages in seq order, exactly once, and say what is missing.
-// Pure bookkeeping, no I/O (the same rules as clients/catchup.py): seqs are gapless from 1 per
+// Pure bookkeeping, no I/O (the same rules as chatmq/clients/catchup.py): seqs are gapless from 1 per
 // conversation, so a jump means loss, to be fetched from history.
 
 export class Sequencer {

@@ -1,1 +1,0 @@
-"""Adapters that let standard MQTT brokers enforce chatmq's access rules (chatcore.access)."""

@@ -1,5 +1,0 @@
-"""The chatmq HTTP API: history, conversations, presence and tokens (Flask + flask-openapi3)."""
-
-from api.app import create_app
-
-__all__ = ["create_app"]

@@ -1,0 +1,241 @@
+"""The broker's inbound path after CONNECT: one reader per connection that parses and routes inline.
+
+amqtt 0.12 defect (the relay ceiling): every received packet costs a ``wait_for`` task (keepalive),
+a second task for its handler, a PUBLISH a trip through ``session.delivered_message_queue`` into
+``_client_message_loop`` (an ``asyncio.wait`` over four futures and a new future per message),
+one task per topic plugin for the PUBLISH access check and a hop through the global broadcast
+queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same machine.
+
+``InlineReader._reader_loop`` replaces the stock loop once a broker has attached an ``Inbound``:
+
+- bytes are framed and parsed by the sans-IO codec (``chatmq.core.mqtt.codec``): on TCP one read takes
+  every packet already buffered, and the maximum packet size is checked on each fixed header,
+  before its body is buffered;
+- PUBLISH at QoS 0/1 is routed inline, in the reader's own task, so per-publisher
+  order is arrival order; at QoS 1 the PUBACK is written after routing returned, i.e. once every
+  matching subscriber has the message in its outbox or offline queue (never before);
+- PUBACK, PINGREQ and DISCONNECT are handled inline; SUBSCRIBE and UNSUBSCRIBE too, through the
+  broker, so a PUBLISH that follows a SUBSCRIBE on one connection is routed after it;
+- keepalive is a single timer per connection that compares the time of the last packet, not a
+  timeout task per read;
+- QoS 2 and its PUBREC/PUBREL/PUBCOMP handshake keep amqtt's own (task based) flow;
+- a malformed packet (the codec's ``MalformedPacket``: wrong fixed-header flags, QoS 3, bad UTF-8,
+  wildcards in a PUBLISH topic, packet id 0, wrong lengths, ...) closes the connection as MQTT 3.1.1
+  requires (stock amqtt logged and kept reading), and so does a ``ProtocolViolation``: a second
+  CONNECT [MQTT-3.1.0-2], or an acknowledgement of the wrong kind (PUBACK for a QoS 2 delivery,
+  PUBREC or PUBCOMP for a QoS 1 one, PUBCOMP before PUBREC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from amqtt.adapters import BufferReader, StreamReaderAdapter
+from amqtt.mqtt import packet_class
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.packet import MQTTFixedHeader
+from amqtt.mqtt.protocol.broker_handler import Subscription, UnSubscription
+from amqtt.session import IncomingApplicationMessage, Session
+
+from chatmq.core.mqtt.codec import (
+    Decoder,
+    Disconnect,
+    MalformedPacket,
+    PacketTooLarge,
+    PacketType,
+    Pingreq,
+    Puback,
+    Pubrel,
+    Subscribe,
+    Unsubscribe,
+    decode,
+    decode_publish,
+)
+
+if TYPE_CHECKING:
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+log = logging.getLogger(__name__)
+
+_PUBLISH = PacketType.PUBLISH
+_READ_SIZE = 64 * 1024  # one read takes every packet the transport has buffered, up to this
+_PINGRESP = b"\xd0\x00"
+_QOS2_WAITERS = {PacketType.PUBREC: "_pubrec_waiters", PacketType.PUBREL: "_pubrel_waiters",
+                 PacketType.PUBCOMP: "_pubcomp_waiters"}  # fmt: skip
+
+
+class ProtocolViolation(Exception):
+    """A valid packet at the wrong time (a second CONNECT, an acknowledgement of the wrong kind):
+    the connection is closed without a reply, as for a malformed one [MQTT-4.8.0-1]."""
+
+
+class Inbound(Protocol):
+    """What the reader hands to the broker."""
+
+    async def inbound_publish(
+        self, session: Session, handler: BrokerProtocolHandler, message: IncomingApplicationMessage
+    ) -> bool: ...
+
+    async def inbound_subscribe(
+        self, session: Session, handler: BrokerProtocolHandler, subscription: Subscription
+    ) -> None: ...
+
+    async def inbound_unsubscribe(
+        self, session: Session, handler: BrokerProtocolHandler, unsubscription: UnSubscription
+    ) -> None: ...
+
+
+class InlineReader:
+    """Mixin for ``BrokerProtocolHandler``: see the module docstring."""
+
+    inbound: Inbound | None = None
+    max_packet_bytes: int | None = None
+    _last_read: float = 0.0
+    _watchdog: asyncio.TimerHandle | None = None
+    _qos2_flows: set[asyncio.Future[None]]
+    _replies: bytearray
+
+    async def _reader_loop(self) -> None:
+        inbound = self.inbound
+        if inbound is None:
+            await super()._reader_loop()  # type: ignore[misc]
+            return
+        handler: Any = self
+        session: Session = handler.session
+        source = handler.reader
+        # TCP: take whatever is buffered; other transports (WebSocket) read exactly what the codec wants
+        stream = source._reader if isinstance(source, StreamReaderAdapter) else None
+        decoder = Decoder(self.max_packet_bytes)
+        self._replies = bytearray()
+        peer = f"client_id={session.client_id!r}"
+        self._start_watchdog(session.keep_alive)
+        self._qos2_flows = set()
+        handler._reader_ready.set()
+        try:
+            while True:
+                frame = decoder.next_frame()
+                if frame is None:  # nothing whole is buffered: acknowledge what was handled, then read
+                    if self._replies:
+                        await self._flush_replies()
+                    data = await (stream.read(_READ_SIZE) if stream is not None else source.read(decoder.wanted))
+                    if not data:
+                        break
+                    self._last_read = time.monotonic()
+                    decoder.feed(data)
+                    continue
+                await self._dispatch(inbound, session, frame[0], frame[1])
+        except PacketTooLarge as error:
+            log.warning("closing %s: packet of %d bytes exceeds max_packet_bytes=%d", peer, error.size, error.limit)
+        except MalformedPacket as error:
+            log.warning("closing %s: malformed packet (%s)", peer, error)
+        except ProtocolViolation as error:
+            log.warning("closing %s: protocol violation (%s)", peer, error)
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError):
+            pass  # the peer went away (IndexError: an empty read from a closed WebSocket)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("reader of %s failed; closing the connection", peer)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            for flow in self._qos2_flows:
+                flow.cancel()
+        await handler.handle_connection_closed()
+        handler._reader_stopped.set()
+        await handler.stop()
+
+    async def _dispatch(self, inbound: Inbound, session: Session, first: int, body: bytes) -> None:
+        handler: Any = self
+        if first >> 4 == _PUBLISH:
+            publish = decode_publish(first, body)
+            message = IncomingApplicationMessage(
+                publish.packet_id, publish.topic, publish.qos, publish.payload, publish.retain
+            )
+            if publish.qos == 2:  # amqtt's QoS 2 flow waits for PUBREL: it needs its own task
+                flow = asyncio.ensure_future(handler._handle_message_flow(message))
+                self._qos2_flows.add(flow)
+                flow.add_done_callback(self._qos2_flows.discard)
+                return
+            taken = await inbound.inbound_publish(session, handler, message)
+            if publish.qos and taken:  # not taken: no PUBACK, the client resends it later
+                self._replies += b"\x40\x02" + publish.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+            return
+        packet = decode(first, body)
+        kind = type(packet)
+        if kind is Puback:
+            packet_id = packet.packet_id  # type: ignore[union-attr]
+            waiter = handler._puback_waiters.get(packet_id)
+            if waiter is None:  # a routed delivery (chatmq/broker/routing.py): no future per message
+                delivered = session.inflight_out.get(packet_id)
+                if delivered is not None and delivered.qos == 1:
+                    del session.inflight_out[packet_id]
+                elif delivered is not None or packet_id in handler._pubcomp_waiters:
+                    raise ProtocolViolation(f"PUBACK for the QoS 2 delivery {packet_id}")
+            elif not waiter.done():
+                waiter.set_result(None)  # amqtt's own flows only test the outcome, not the packet
+        elif kind is Pingreq:
+            self._replies += _PINGRESP
+        elif kind is Subscribe:
+            subscribe: Subscribe = packet  # type: ignore[assignment]
+            await inbound.inbound_subscribe(session, handler, Subscription(subscribe.packet_id, subscribe.topics))
+        elif kind is Unsubscribe:
+            unsubscribe: Unsubscribe = packet  # type: ignore[assignment]
+            unsubscription = UnSubscription(unsubscribe.packet_id, unsubscribe.topics)
+            await inbound.inbound_unsubscribe(session, handler, unsubscription)
+        elif kind is Disconnect:
+            await handler.handle_disconnect(DisconnectPacket())
+        elif first >> 4 in _QOS2_WAITERS:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 handshake, amqtt's waiters
+            packet_id = packet.packet_id  # type: ignore[union-attr]
+            if kind is not Pubrel:
+                self._check_qos2_ack(session, kind.__name__.upper(), packet_id)
+            waiter = getattr(handler, _QOS2_WAITERS[first >> 4]).get(packet_id)
+            if waiter is not None and not waiter.done():
+                header = MQTTFixedHeader(first >> 4, first & 0x0F, len(body))
+                waiter.set_result(await packet_class(header).from_stream(BufferReader(body), fixed_header=header))
+        else:  # CONNECT again [MQTT-3.1.0-2], or a packet only a broker sends
+            raise ProtocolViolation(f"a client sent {type(packet).__name__.upper()} after CONNECT")
+
+    def _check_qos2_ack(self, session: Session, kind: str, packet_id: int) -> None:
+        """A PUBREC or PUBCOMP must answer a QoS 2 delivery, and a PUBCOMP must follow its PUBREC
+        (section 4.3.3): one for a QoS 1 delivery, or a PUBCOMP while the PUBREC is still awaited,
+        is a protocol violation."""
+        handler: Any = self
+        delivered = session.inflight_out.get(packet_id)
+        if (delivered is not None and delivered.qos == 1) or packet_id in handler._puback_waiters:
+            raise ProtocolViolation(f"{kind} for the QoS 1 delivery {packet_id}")
+        if kind == "PUBCOMP" and packet_id in handler._pubrec_waiters:
+            raise ProtocolViolation(f"PUBCOMP for the delivery {packet_id} before its PUBREC")
+
+    async def _flush_replies(self) -> None:
+        """PUBACKs and PINGRESPs are written once no whole packet is buffered any more: a burst of
+        pipelined publishes is acknowledged with one write instead of one syscall each (and a QoS 1
+        PUBACK still only follows its routing)."""
+        data = bytes(self._replies)
+        self._replies.clear()
+        await self._send(data)
+
+    async def _send(self, packet: bytes) -> None:
+        """Under the write lock: amqtt's WebSocket writer loses bytes written during another drain."""
+        handler: Any = self
+        async with handler._write_lock:
+            handler.writer.write(packet)
+            await handler.writer.drain()
+
+    # ---- keepalive ----------------------------------------------------------------------------
+
+    def _start_watchdog(self, keepalive: float | None) -> None:
+        self._last_read = time.monotonic()
+        if keepalive and keepalive > 0:
+            self._watchdog = asyncio.get_running_loop().call_later(keepalive, self._check_silence, keepalive)
+
+    def _check_silence(self, keepalive: float) -> None:
+        silent = time.monotonic() - self._last_read
+        if silent < keepalive:
+            self._watchdog = asyncio.get_running_loop().call_later(keepalive - silent, self._check_silence, keepalive)
+            return
+        self._watchdog = None
+        self.handle_read_timeout()  # type: ignore[attr-defined]

@@ -1,0 +1,5 @@
+"""``python -m chatmq.cli``: the ``chatmq`` command."""
+
+from chatmq.cli.main import main
+
+main()
