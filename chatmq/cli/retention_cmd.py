@@ -68,8 +68,11 @@ def retention(once: bool, days: int | None, **options: Any) -> None:
             if leases.acquire(0):
                 try:
                     report = lifecycle.purge_expired(default_days, progress=keep_lease)
-                    log.info("retention pass: %d conversations, %d entries purged (default %s)",
-                             report.conversations, report.purged, f"{default_days} days" if default_days else "forever")
+                    compacted = (f", search index compacted ({report.compaction_steps} merge steps)"
+                                 if report.compaction_steps else "")
+                    log.info("retention pass: %d conversations, %d entries purged (default %s)%s",
+                             report.conversations, report.purged,
+                             f"{default_days} days" if default_days else "forever", compacted)
                 except LeaseLost as lost:
                     log.warning("retention: lease lost or stopping after %s; the next pass continues", lost)
                 finally:

@@ -7,6 +7,9 @@ The store erases the log in place (``Store.purge_expired``, ``erase_messages``,
 time: the media the erased messages attached (``chatmq.core.media.erase_media``: an upload another
 message still attaches stays), then the delivery log's copies of their text (webhook bodies and
 notification previews, redacted with the notifier's own ``webhooks.erased`` / ``push.erased``).
+Last, the search index is compacted (``Store.compact_search_index``), so the words of what was
+removed leave the index's files too, and the index does not carry dead words from pass to pass;
+every retention pass compacts as well (for users' own deletions and edits since the last one).
 Every step is idempotent, so an erasure interrupted part way is finished by running it again.
 """
 
@@ -51,10 +54,11 @@ class PurgeReport:
     purged: int = 0  # entries removed
     media: int = 0  # uploads the purged messages attached (erased unless attached elsewhere)
     by_conversation: dict[str, int] = field(default_factory=dict)
+    compaction_steps: int = 0  # of the search index after the pass (0: nothing had left it)
 
     def to_payload(self) -> dict[str, Any]:
         return {"conversations": self.conversations, "purged": self.purged, "media": self.media,
-                "by_conversation": self.by_conversation}  # fmt: skip
+                "by_conversation": self.by_conversation, "compaction_steps": self.compaction_steps}  # fmt: skip
 
 
 @dataclass
@@ -96,12 +100,18 @@ class Lifecycle:
                 log.info("retention: %s purged %d entries older than %d days", conv.id, removed, days)
             if progress is not None:
                 progress(conv.id, removed)
+        report.compaction_steps = self.store.compact_search_index()
         return report
 
     # --- an operator's erasure -------------------------------------------------------------------
     def redact(self, conv_id: str, seqs: Collection[int], *, by: str = ERASED_BY_ADMIN) -> Erased:
         """Erase messages as an operator: tombstones like a deletion, their media and delivery log
-        copies gone."""
+        copies gone, their words out of the search index's files."""
+        erased = self._redact(conv_id, seqs, by)
+        self.store.compact_search_index()
+        return erased
+
+    def _redact(self, conv_id: str, seqs: Collection[int], by: str = ERASED_BY_ADMIN) -> Erased:
         erased = self.store.erase_messages(conv_id, sorted(seqs), by, now_ms())
         self._finish(conv_id, erased)
         return erased
@@ -117,7 +127,7 @@ class Lifecycle:
         for conv in self._conversations():
             after = 0
             while seqs := self.store.messages_of(conv.id, user_id, after=after, limit=ERASE_BATCH):
-                messages += len(self.redact(conv.id, seqs).seqs)
+                messages += len(self._redact(conv.id, seqs).seqs)
                 after = seqs[-1]
             reactions += self.store.erase_reactions(conv.id, user_id)
         user = self.store.get_user(user_id)
@@ -126,6 +136,7 @@ class Lifecycle:
         left = self.store.forget_user(user_id)
         if self.presence is not None:
             self.presence.forget(user_id)
+        self.store.compact_search_index()
         log.info("erased user %s: %d messages, %d reactions, left %d conversations",
                  user_id, messages, reactions, len(left))  # fmt: skip
         return {"id": user_id, "messages_erased": messages, "reactions_erased": reactions,
@@ -134,6 +145,7 @@ class Lifecycle:
     def delete_conversation(self, conv_id: str) -> dict[str, Any]:
         erased = self.store.delete_conversation(conv_id)
         self._erase_media(conv_id, erased.media)
+        self.store.compact_search_index()
         return {"id": conv_id, "deleted": True, "media": len(erased.media)}
 
     # --- what lies outside the log ---------------------------------------------------------------

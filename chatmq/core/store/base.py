@@ -741,9 +741,11 @@ class Store(abc.ABC):
         SearchQueryError for a cursor this store did not make."""
 
     def compact_search_index(self) -> int:
-        """Rewrite the parts of the search index that still hold words of deleted messages (never
-        found, but not yet gone from the files), in short steps that let writers in between;
-        returns the steps taken. A no-op where the index drops them at once (MongoDB)."""
+        """Rewrite the parts of the search index that still hold words of deleted, erased, purged
+        or edited-away messages (never found, but not yet gone from the files), in short steps that
+        let writers in between; returns the steps taken, 0 when nothing left the index since the
+        last run. A no-op where the index drops them at once (MongoDB). The retention job and the
+        erasures of chatmq.core.lifecycle call it."""
         return 0
 
     @abc.abstractmethod

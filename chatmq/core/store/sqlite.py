@@ -20,7 +20,10 @@ Search: ``search_docs`` holds each message's words as it stands (chatmq.core.sea
 server-time order, and the FTS5 table ``search`` indexes them (external content); both are written
 in the append's transaction: a message is indexed when stored, reindexed by an edit, removed by a
 deletion (``unindex``, also for whoever removes messages otherwise). FTS5 drops removed words from
-its older segments only when it merges them: ``compact_search_index`` does so in short steps.
+its older segments only when it merges them: ``compact_search_index`` does so in short steps when
+anything left the index since it last ran (``meta.search_removed`` counts removals, edits' old
+words included; a database with messages that predates the count starts at 1, so its first run
+compacts).
 """
 
 from __future__ import annotations
@@ -359,8 +362,11 @@ class SQLiteStore(Store):
                     added.add((table, column))
             if ("messages", "kind") in added:
                 _index_attachments(conn)
-            if version < 7 and conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone():
+            has_messages = conn.execute("SELECT 1 FROM messages LIMIT 1").fetchone() is not None
+            if version < 7 and has_messages:
                 conn.execute("INSERT OR IGNORE INTO search_backfill (id, conv, seq) VALUES (1, '', 0)")
+            # an index older than the count may hold removed words: its first compaction runs
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('search_removed', ?)", (int(has_messages),))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._build_search_index()
 
@@ -778,8 +784,12 @@ class SQLiteStore(Store):
         # FTS5 drops a deleted message's words from its segments only when it merges them;
         # "merge" with a negative page count merges every level, a bounded amount per step, until
         # one segment is left (secure_delete zeroes the freed pages, the WAL is then truncated).
+        # Nothing removed since the last run: nothing to drop, and no rewrite of the whole index.
         steps = 0
         with self._connection() as conn:
+            (pending,) = conn.execute("SELECT value FROM meta WHERE key = 'search_removed'").fetchone()
+            if not pending:
+                return 0
             while True:
                 with _write(conn):
                     before = conn.total_changes
@@ -788,6 +798,8 @@ class SQLiteStore(Store):
                 steps += 1
                 if not worked:
                     break
+            with _write(conn):  # removals made meanwhile stay counted for the next run
+                conn.execute("UPDATE meta SET value = max(0, value - ?) WHERE key = 'search_removed'", (pending,))
             _truncate_wal(conn)
         return steps
 
@@ -1528,6 +1540,13 @@ def unindex(conn: sqlite3.Connection, conv: str, seq: int) -> None:
     ).fetchone()
     if row is not None:
         conn.execute("INSERT INTO search (search, rowid, words, scope) VALUES ('delete', ?, ?, ?)", row)
+        _removed_from_index(conn, 1)
+
+
+def _removed_from_index(conn: sqlite3.Connection, count: int) -> None:
+    """Count words left behind in the index's segments, for ``compact_search_index``."""
+    if count:
+        conn.execute("UPDATE meta SET value = value + ? WHERE key = 'search_removed'", (count,))
 
 
 def _unindex_span(conn: sqlite3.Connection, conv: str, low: int, high: int) -> None:
@@ -1535,6 +1554,7 @@ def _unindex_span(conn: sqlite3.Connection, conv: str, low: int, high: int) -> N
     gone = conn.execute("DELETE FROM search_docs WHERE conv = ? AND seq BETWEEN ? AND ? RETURNING id, words, scope",
                         (conv, low, high)).fetchall()  # fmt: skip
     conn.executemany("INSERT INTO search (search, rowid, words, scope) VALUES ('delete', ?, ?, ?)", gone)
+    _removed_from_index(conn, len(gone))
 
 
 def _reindex(conn: sqlite3.Connection, conv: str, seq: int, body: str) -> None:
@@ -1546,6 +1566,7 @@ def _reindex(conn: sqlite3.Connection, conv: str, seq: int, body: str) -> None:
         if old_words == words:
             return
         conn.execute("INSERT INTO search (search, rowid, words, scope) VALUES ('delete', ?, ?, ?)", row)
+        _removed_from_index(conn, 1)
         if not words:
             conn.execute("DELETE FROM search_docs WHERE id = ?", (doc_id,))
             return
