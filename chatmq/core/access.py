@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatmq.core import control
+from chatmq.core.config import ADMIN_USER, SERVICE_USER
 from chatmq.core.ids import is_valid_id
 from chatmq.core.protocol import (
     NAMESPACES,
@@ -53,6 +54,13 @@ class Identity:
     user: str
     is_service: bool = False
     is_admin: bool = False  # the operator: the admin channel only (chatmq.core.control), no chat topics
+
+
+def logged_in_identity(user: str) -> Identity:
+    """The identity behind a user name a broker logged in through chatmq (``chatcore.logins``), as
+    the HTTP hooks and the RabbitMQ session guard see it. ``@`` is outside the user-id alphabet:
+    only a login with the service's or the admin's token gets these names."""
+    return Identity(user=user, is_service=user == SERVICE_USER, is_admin=user == ADMIN_USER)
 
 
 class Membership:

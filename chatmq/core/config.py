@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     rabbitmq_hook_secret: str | None = Field(default=None, description="Basic auth password RabbitMQ must send")
     rabbitmq_vhost: str = Field(default="/", description="the vhost of RabbitMQ's MQTT plugin (mqtt.vhost)")
     rabbitmq_exchange: str = Field(default="amq.topic", description="RabbitMQ's MQTT exchange (mqtt.exchange)")
+    # The session guard (chatmq rabbitmq-guard) unbinds through RabbitMQ's management HTTP API what
+    # RabbitMQ granted before a change and chatmq's rules deny now (chatmq.adapters.rabbitmq.sessions).
+    rabbitmq_management_url: str | None = Field(default=None, description="http://USER:PASSWORD@HOST:15672 of "
+                                                "RabbitMQ's management API (an administrator of its own)")
     # External identity (chatmq.core.identity): the app's identity provider's JWTs accepted as the MQTT
     # password and HTTP bearer token, verified with the keys of a JWKS URL or one public key.
     idp_jwks_url: str | None = Field(default=None, description="the identity provider's JWKS URL")

@@ -16,8 +16,7 @@ import redis
 from flask import abort, current_app
 
 from chatmq.api.context import get_context
-from chatmq.core.access import Action, Identity, authorize
-from chatmq.core.config import ADMIN_USER, SERVICE_USER
+from chatmq.core.access import Action, Identity, authorize, logged_in_identity
 from chatmq.core.logins import log_in
 from chatmq.core.membership import MembershipView
 
@@ -77,15 +76,8 @@ def log_in_device(username: str, password: str, address: str | None, *, broker: 
         return None
 
 
-def identity_of(user: str) -> Identity:
-    """The identity of a user the broker already logged in through ``log_in_device``. ``@`` is
-    outside the user-id alphabet: only a login with the service's or the admin's token gets these
-    names, so the name alone says which it is."""
-    return Identity(user=user, is_service=user == SERVICE_USER, is_admin=user == ADMIN_USER)
-
-
 def allowed(user: str, action: Action, topic: str) -> bool:
     """``chatmq.core.access.authorize`` for a logged-in user, with the API's membership view."""
     return authorize(
-        identity_of(user), action, topic, membership(), open_outside=get_context().settings.allow_anonymous
+        logged_in_identity(user), action, topic, membership(), open_outside=get_context().settings.allow_anonymous
     )
