@@ -2,12 +2,12 @@
 
 from chatmq.clients.aio import AsyncChatClient
 from chatmq.clients.chat import ChatClient
-from chatmq.clients.events import Ack, ConnectRefused, Event
+from chatmq.clients.events import Ack, AckTimeout, ConnectRefused, Event
 from chatmq.clients.history import ApiError, HistoryClient, MqttHistory
 from chatmq.clients.receipts import Marker
 from chatmq.clients.timeline import Timeline
 
 __all__ = [
-    "Ack", "ApiError", "AsyncChatClient", "ChatClient", "ConnectRefused", "Event", "HistoryClient", "Marker",
-    "MqttHistory", "Timeline",
+    "Ack", "AckTimeout", "ApiError", "AsyncChatClient", "ChatClient", "ConnectRefused", "Event", "HistoryClient",
+    "Marker", "MqttHistory", "Timeline",
 ]

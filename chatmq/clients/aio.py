@@ -8,11 +8,11 @@ loop.call_soon_threadsafe into an asyncio.Queue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatmq.clients.chat import ChatClient
-from chatmq.clients.events import Ack, Event
+from chatmq.clients.events import Ack, AckTimeout, Event
 
 
 class AsyncChatClient:
@@ -63,6 +63,11 @@ class AsyncChatClient:
 
     async def unreact(self, conv: str, seq: int, emoji: str, **kwargs: Any) -> Ack:
         return await asyncio.wrap_future(self.core.unreact(conv, seq, emoji, **kwargs))
+
+    def on_ack_timeout(self, listener: Callable[[AckTimeout], None]) -> None:
+        """ChatClient.on_ack_timeout, the listener called on the running event loop."""
+        loop = asyncio.get_running_loop()
+        self.core.on_ack_timeout(lambda timeout: loop.call_soon_threadsafe(listener, timeout))
 
     def mark_read(self, conv: str, seq: int | None = None) -> bool:
         return self.core.mark_read(conv, seq)

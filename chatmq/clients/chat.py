@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from chatmq.clients.catchup import Message, Sequencer
-from chatmq.clients.events import Ack, ConnectRefused, Event
+from chatmq.clients.events import Ack, AckTimeout, ConnectRefused, Event
 from chatmq.clients.history import ApiError, HistoryClient, HistorySource, MqttHistory
 from chatmq.clients.outbox import Outbox, Transmission
 from chatmq.clients.receipts import Marker, Receipts
@@ -41,12 +41,13 @@ from chatmq.core.ids import require_id
 from chatmq.core.netutil import disable_nagle
 from chatmq.core.protocol import TopicKind, parse_topic
 
-__all__ = ["Ack", "ChatClient", "ConnectRefused", "ConnectionListener", "Event", "Listener"]
+__all__ = ["Ack", "AckTimeout", "ChatClient", "ConnectRefused", "ConnectionListener", "Event", "Listener"]
 
 log = logging.getLogger("chatmq.client")
 
 Listener = Callable[[Event], None]
 AckListener = Callable[[Ack], None]
+AckTimeoutListener = Callable[[AckTimeout], None]
 ConnectionListener = Callable[[bool, str], None]
 _HISTORY_PAGE = 200
 
@@ -58,7 +59,9 @@ class ChatClient:
     bridge for the same pages over the MQTT connection, else gaps are skipped. ``state_file`` keeps
     the outbox and the per-conversation cursors on disk, so a restarted process resumes both.
     ``auto_delivered`` sends a delivered receipt for what reaches the application (coalesced every
-    ``receipt_delay`` seconds); ``mark_read`` sends read receipts.
+    ``receipt_delay`` seconds); ``mark_read`` sends read receipts. A send without an ack
+    ``ack_timeout`` seconds after it was queued is reported once to ``on_ack_timeout`` listeners (and
+    still resent until acked); None turns that off.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class ChatClient:
         heartbeat_interval: float = 30.0,
         keepalive: int = 60,
         resend_after: float = 10.0,
+        ack_timeout: float | None = 30.0,
         reconnect_delay: tuple[float, float] = (0.5, 30.0),
         ws_path: str = "/mqtt",
         queue_events: bool = True,
@@ -96,6 +100,7 @@ class ChatClient:
         self._queue_events = queue_events
         self._listeners: list[tuple[TopicKind | None, bool, Listener]] = []
         self._ack_listeners: list[AckListener] = []
+        self._ack_timeout_listeners: list[AckTimeoutListener] = []
         self._connection_listeners: list[ConnectionListener] = []
 
         tls_context = ssl.create_default_context() if tls is True else (tls or None)
@@ -114,7 +119,8 @@ class ChatClient:
         owner = f"{user}.{device}"
         self._state = LocalState(state_file)
         self._owner = owner
-        self.outbox = Outbox(self._state, owner, self._publish_send, resend_after=resend_after)
+        self.outbox = Outbox(self._state, owner, self._publish_send, resend_after=resend_after,
+                             ack_timeout=ack_timeout)
         self.resumed: list[Future[Ack]] = self.outbox.restore()  # sends a previous process left unacked
 
         self._lock = threading.Lock()  # subscriptions and SUBACK bookkeeping
@@ -375,6 +381,15 @@ class ChatClient:
         self._ack_listeners.append(listener)
         return listener
 
+    def on_ack_timeout(self, listener: AckTimeoutListener) -> AckTimeoutListener:
+        """Call ``listener(AckTimeout)`` once for each send still unacked ``ack_timeout`` seconds after
+        it was queued (for a send a previous process left, after this client restored it), whether
+        connected or not. The send is not given up: it is resent with the same client_msg_id until
+        the server acks it, and its Future and ``on_ack`` report that ack as usual. Runs on the
+        client's ticker thread (started by connect()): keep it short."""
+        self._ack_timeout_listeners.append(listener)
+        return listener
+
     def on_connection(self, listener: ConnectionListener) -> ConnectionListener:
         """Call ``listener(True, "")`` each time the broker accepts a connection (the client then
         renews the subscriptions, announces presence and resends unacked sends) and
@@ -458,6 +473,7 @@ class ChatClient:
         step = max(0.05, min(1.0, self.heartbeat_interval, self.outbox.resend_after / 2, self.receipt_delay))
         next_heartbeat = time.monotonic() + self.heartbeat_interval
         while not self._closing.wait(step):
+            self._report_overdue()  # offline too: that is when an app most needs to say "not sent"
             if not self._ready.is_set():  # not before the set-up subscribed acks again: theirs would be lost
                 continue
             if time.monotonic() >= next_heartbeat:
@@ -469,6 +485,15 @@ class ChatClient:
                 retry = [c for c, s in self._convs.items() if c in self._needs_catchup or s.missing_after() is not None]
             for conv in retry:
                 self._schedule_catchup(conv)
+
+    def _report_overdue(self) -> None:
+        for overdue in self.outbox.overdue():
+            item = overdue.item
+            log.info("%s: send %s to %s not acked after %.1f s; still resending", self._owner, item.client_msg_id,
+                     item.conv, overdue.waited)
+            timeout = AckTimeout(item.client_msg_id, item.conv, overdue.waited, self.connected)
+            for listener in self._ack_timeout_listeners:
+                _safely(listener, timeout)
 
     def _publish_presence(self, status: str) -> mqtt.MQTTMessageInfo:
         return self._mqtt.publish(

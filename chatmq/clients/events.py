@@ -14,6 +14,26 @@ class ConnectRefused(ConnectionError):
         self.reason = reason
 
 
+class AckTimeout(TimeoutError):
+    """A send still without the server's ack ``waited`` seconds after it was queued (the client's
+    ``ack_timeout``): the bridge or the store may be down, or the device offline (``connected``).
+
+    A report, not a verdict: the send stays in the outbox and goes out again with the same
+    ``client_msg_id`` (after every reconnect, and every ``resend_after`` seconds while connected)
+    until the server answers; its Future stays pending and resolves then, and the server stores it
+    once. ``ChatClient.on_ack_timeout`` hands one per send to the application (which may raise it).
+    """
+
+    def __init__(self, client_msg_id: str, conv: str, waited: float, connected: bool) -> None:
+        where = "connected, the server has not answered" if connected else "not connected"
+        super().__init__(f"send {client_msg_id!r} to {conv!r} not acked after {waited:.1f} s ({where}); "
+                         "still resending")
+        self.client_msg_id = client_msg_id
+        self.conv = conv
+        self.waited = waited
+        self.connected = connected
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     """The server's answer to one send: ``received`` (durable, with its seq) or ``rejected``."""

@@ -33,6 +33,14 @@ class Pending:
     future: Future[Ack]
     sent_at: float = 0.0  # monotonic time of the last publish; 0 = never published
     transmission: Transmission | None = None
+    queued_at: float = field(default_factory=time.monotonic)  # added, or restored from a previous process
+    overdue: bool = False  # reported once as unacked past ack_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    item: QueuedSend
+    waited: float  # seconds since it was queued (or restored)
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Outbox:
     owner: str
     publish: Callable[[QueuedSend], Transmission | None]
     resend_after: float = 10.0
+    ack_timeout: float | None = None  # overdue() reports a send unacked this long; None: never
     _pending: dict[str, Pending] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,6 +99,19 @@ class Outbox:
         for pending in due:
             self._send(pending)
         return len(due)
+
+    def overdue(self) -> list[Overdue]:
+        """Sends unacked for ``ack_timeout`` seconds, each reported once (it stays queued and resent)."""
+        if self.ack_timeout is None:
+            return []
+        now = time.monotonic()
+        found = []
+        with self._lock:
+            for pending in self._pending.values():
+                if not pending.overdue and now - pending.queued_at >= self.ack_timeout:
+                    pending.overdue = True
+                    found.append(Overdue(pending.item, now - pending.queued_at))
+        return found
 
     def _due(self, pending: Pending, now: float, reconnected: bool) -> bool:
         in_transport = pending.transmission is not None and not _published(pending.transmission)
