@@ -13,6 +13,7 @@ or from ``POST /v1/admin/tokens`` with ``"admin": true``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -38,6 +39,7 @@ from chatmq.core.admin import (
 from chatmq.core.auth import claims_identity, issue_token
 from chatmq.core.config import ADMIN_USER
 from chatmq.core.lifecycle import MAX_RETENTION_DAYS, Lifecycle
+from chatmq.core.membershipsync import wait_applied
 from chatmq.core.revocation import TokenRevocations
 
 IMPORT_BODY_BYTES = 8 * 1024 * 1024  # a batch of MAX_IMPORT_ROWS rows with argon2 hashes: ~0.2 MB
@@ -91,6 +93,8 @@ def _admin() -> Admin:
         presence_of=ctx.presence,
         broker=BrokerChannel(settings.broker_host, settings.resolved_broker_port, ctx.secret),
         lifecycle=Lifecycle(ctx.store, media_store(), ctx.presence),
+        memberships_applied=partial(wait_applied, ctx.redis, ctx.store.membership_version,
+                                    settings.membership_apply_timeout_s),
     )  # fmt: skip
 
 

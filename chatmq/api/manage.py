@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-import redis
 from flask import Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +21,7 @@ from chatmq.api.context import get_context
 from chatmq.api.conversations import ConversationOut, ConvPath, member_conversation, represent
 from chatmq.api.errors import ApiError, error_responses
 from chatmq.core.ids import ID_PATTERN, is_valid_id
-from chatmq.core.membershipsync import AppliedVersions
+from chatmq.core.membershipsync import wait_applied
 from chatmq.core.store import AlreadyExists, Conversation, NotFound
 
 log = logging.getLogger(__name__)
@@ -136,11 +135,7 @@ def _applied_by_brokers() -> None:
     device relays after this answer (typing) reaches a removed member; bounded by
     CHATMQ_MEMBERSHIP_APPLY_TIMEOUT_S. Redis unreachable: logged, the brokers' poll catches up."""
     ctx = get_context()
-    try:
-        AppliedVersions(ctx.redis).announce_and_wait(ctx.store.membership_version(),
-                                                     ctx.settings.membership_apply_timeout_s)  # fmt: skip
-    except redis.RedisError as exc:
-        log.warning("could not tell the brokers of a membership change: %s", exc)
+    wait_applied(ctx.redis, ctx.store.membership_version, ctx.settings.membership_apply_timeout_s)
 
 
 @bp.patch("/<conv>", responses={200: ConversationOut, **error_responses(403, 404)})

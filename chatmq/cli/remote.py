@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -216,6 +217,7 @@ def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = 
     from chatmq.core.admin import MAX_TOKEN_TTL_S
     from chatmq.core.lifecycle import Lifecycle
     from chatmq.core.media import open_media_store
+    from chatmq.core.membershipsync import wait_applied
     from chatmq.core.presence import Presence
     from chatmq.core.revocation import TokenRevocations
     from chatmq.core.store import open_store
@@ -234,6 +236,8 @@ def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = 
             broker=LocalBroker(target) if broker else None,
             lifecycle=Lifecycle(store, media, presence),
             password_set=push_password_if_configured,
+            memberships_applied=partial(wait_applied, client, store.membership_version,
+                                        settings.membership_apply_timeout_s),
         )  # fmt: skip
     finally:
         client.close()

@@ -13,6 +13,11 @@ Deleting a user disables the account, revokes every token issued so far and clos
 connections; with a ``Lifecycle`` (chatmq/core/lifecycle.py, always given by the commands and the
 API) it erases the user's data as docs/data-lifecycle.md says. Redacting a message, deleting a
 conversation and setting a conversation's retention go through the same ``Lifecycle``.
+
+A membership change (adding or removing a member, deleting a conversation or a user) returns only
+once ``memberships_applied`` says every live broker enforces it, as the API's own routes do
+(chatmq.core.membershipsync): nothing said after `chatmq conv remove-member` returned reaches the
+removed member.
 """
 
 from __future__ import annotations
@@ -100,6 +105,9 @@ class Admin:
     lifecycle: Lifecycle | None = None  # None: a delete only disables (tests of the account part alone)
     # Called with (user, plain password) after the store took a new password (Mosquitto as broker).
     password_set: Callable[[str, str], None] | None = None
+    # Called after a membership change; returns once the live brokers enforce it
+    # (chatmq.core.membershipsync.wait_applied). None: no brokers to wait for.
+    memberships_applied: Callable[[], object] | None = None
 
     # --- users ---------------------------------------------------------------------------------
     def create_user(self, user_id: str, *, password: str | None = None, password_hash: str | None = None,
@@ -159,6 +167,7 @@ class Admin:
             report = self.lifecycle.erase_user(user_id)
             out.update(messages_erased=report["messages_erased"], reactions_erased=report["reactions_erased"],
                        conversations_left=report["conversations_left"])
+            self._memberships_changed()
         return out
 
     def _forget_push_targets(self, user_id: str) -> None:
@@ -232,6 +241,7 @@ class Admin:
         if user_id in conv.members:
             raise AdminError("conflict", f"{user_id} is already a member of {conv_id}")
         self.store.add_member(conv_id, user_id)
+        self._memberships_changed()
         return self.get_conversation(conv_id)
 
     def remove_member(self, conv_id: str, user_id: str) -> dict[str, Any]:
@@ -239,6 +249,7 @@ class Admin:
         if user_id not in conv.members:
             raise AdminError("not_found", f"{user_id} is not a member of {conv_id}")
         self.store.remove_member(conv_id, user_id)
+        self._memberships_changed()
         return self.get_conversation(conv_id)
 
     def import_conversations(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -278,9 +289,11 @@ class Admin:
         """Delete the conversation with its whole log, state, media and delivery log."""
         self._conversation(conv_id)
         try:
-            return self._lifecycle().delete_conversation(conv_id)
+            deleted = self._lifecycle().delete_conversation(conv_id)
         except NotFound:  # deleted meanwhile
             raise AdminError("not_found", f"unknown conversation {conv_id!r}") from None
+        self._memberships_changed()
+        return deleted
 
     def redact_message(self, conv_id: str, seq: int) -> dict[str, Any]:
         """Erase one message as the operator: a tombstone like a deletion, by ``@admin``."""
@@ -427,6 +440,10 @@ class Admin:
             return
         with contextlib.suppress(Exception):  # best effort: the next login is checked anyway
             self.revocations.notify(user_id)
+
+    def _memberships_changed(self) -> None:
+        if self.memberships_applied is not None:
+            self.memberships_applied()
 
     def _lifecycle(self) -> Lifecycle:
         if self.lifecycle is None:

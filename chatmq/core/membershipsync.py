@@ -15,6 +15,8 @@ close that window, one per kind of traffic:
   announces the version on Redis (``CHANGED_CHANNEL``); each broker catches up at once and reports
   the version it applied (``AppliedVersions.report``, with a short TTL as a liveness mark); the API
   answers only once every live broker reports at least that version, or after a bounded wait.
+  Every membership change an operator or a user makes goes through ``wait_applied``: the API's
+  conversation routes, the admin API and the ``chatmq`` admin commands (chatmq.core.admin).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import redis
 
 from chatmq.core.control import MEMBERSHIP_TOPIC
 
@@ -72,6 +75,17 @@ class Fence:
             if version > self._announced:
                 self._publish(MEMBERSHIP_TOPIC, {"version": version})
                 self._announced = version
+
+
+def wait_applied(client: Any, read_version: Callable[[], int], timeout_s: float) -> bool:
+    """After a membership change: announce the store's membership version and return once every live
+    broker enforces it (or after ``timeout_s``: False, logged). Redis unreachable: logged, False;
+    the brokers' poll catches up within their refresh interval."""
+    try:
+        return AppliedVersions(client).announce_and_wait(read_version(), timeout_s)
+    except redis.RedisError as exc:
+        log.warning("could not tell the brokers of a membership change: %s", exc)
+        return False
 
 
 class AppliedVersions:
