@@ -13,6 +13,7 @@ from chatmq.cli.chat import chat
 from chatmq.cli.mongo_cmd import mongo_shard_script
 from chatmq.cli.mosquitto_cmd import mosquitto_sync
 from chatmq.cli.notify_cmd import push, webhook
+from chatmq.cli.rabbitmq_cmd import rabbitmq_config, rabbitmq_guard
 from chatmq.cli.retention_cmd import retention
 from chatmq.cli.settings_opts import (
     broker_address_options,
@@ -187,6 +188,8 @@ cli.add_command(backup.verify_backup_command)
 cli.add_command(backup.restore)
 cli.add_command(convcopy.import_)
 cli.add_command(mosquitto_sync)
+cli.add_command(rabbitmq_config)
+cli.add_command(rabbitmq_guard)
 cli.add_command(mongo_shard_script)
 cli.add_command(push)
 cli.add_command(webhook)
