@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from chatmq.core.access import Identity
 from chatmq.core.config import ADMIN_USER, SERVICE_USER
-from chatmq.core.store.base import AlreadyExists, Store, User
+from chatmq.core.store.base import AlreadyExists, NotFound, Store, User
 
 if TYPE_CHECKING:
     from chatmq.core.credcache import VerifiedPasswords
@@ -161,11 +161,25 @@ class Authenticator:
 
     def user_active(self, claims: dict[str, Any]) -> bool:
         """The verified token's user exists and is not disabled. A user the identity provider
-        vouches for but this store does not know is created first, when the deployment says so."""
+        vouches for but this store does not know is created first, when the deployment says so;
+        a known one takes the token's display name when the deployment syncs names."""
         user = self._store.get_user(str(claims["sub"]))
-        if user is None and claims.get(EXTERNAL_CLAIM) and self._external is not None and self._external.create_users:
+        external = self._external if claims.get(EXTERNAL_CLAIM) else None
+        if user is None and external is not None and external.create_users:
             user = self._create_on_first_login(claims)
+        elif user is not None and not user.disabled and external is not None and external.sync_names:
+            self._sync_name(user, claims.get("name"))
         return user is not None and not user.disabled
+
+    def _sync_name(self, user: User, name: str | None) -> None:
+        """The identity provider's name for the user, when its token carries one that differs."""
+        if not name or name == user.display_name:
+            return
+        try:
+            self._store.set_profile(user.id, name, user.avatar)
+        except NotFound:  # erased meanwhile: the login is refused by whoever reads it next
+            return
+        log.info("display name of %s updated from the identity provider's token", user.id)
 
     def _create_on_first_login(self, claims: dict[str, Any]) -> User | None:
         user_id = str(claims["sub"])

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     idp_algorithms: str = Field(default="RS256,ES256,EdDSA", description="accepted signature algorithms")
     idp_user_claim: str = Field(default="sub", min_length=1, description="the claim holding the chatmq user id")
     idp_name_claim: str = Field(default="name", description="display name of users created on first login")
+    idp_sync_names: bool = Field(default=False, description="on every login, take the display name from the "
+                                 "name claim when it differs (the identity provider owns names)")
     idp_create_users: bool = Field(default=False, description="create unknown users on their first login")
     idp_leeway_s: float = Field(default=30.0, ge=0, le=600, description="clock skew allowed on exp/nbf/iat")
     idp_jwks_refresh_s: float = Field(default=300.0, ge=1, description="how often the JWKS is re-read")

@@ -61,6 +61,7 @@ class ExternalIdentityConfig:
     user_claim: str = "sub"
     name_claim: str | None = "name"  # the display name of a user created on first login
     create_users: bool = False
+    sync_names: bool = False  # and of a known user on every login, when the claim differs
     leeway_s: float = 30.0
     refresh_s: float = 300.0
     min_refetch_s: float = 10.0
@@ -92,6 +93,7 @@ class ExternalIdentityConfig:
             user_claim=settings.idp_user_claim,
             name_claim=settings.idp_name_claim or None,
             create_users=settings.idp_create_users,
+            sync_names=settings.idp_sync_names,
             leeway_s=settings.idp_leeway_s,
             refresh_s=settings.idp_jwks_refresh_s,
             min_refetch_s=settings.idp_jwks_min_refetch_s,
@@ -217,6 +219,10 @@ class ExternalTokens:
     @property
     def create_users(self) -> bool:
         return self.config.create_users
+
+    @property
+    def sync_names(self) -> bool:
+        return self.config.sync_names
 
     def handles(self, token: str) -> bool:
         """True for a token signed with one of the configured algorithms (never chatmq's HS256)."""

@@ -31,7 +31,7 @@ def jwks(idp_key: SigningKey) -> Iterator[JwksServer]:
 @pytest.fixture(scope="module")
 def idp_stack(tmp_path_factory: pytest.TempPathFactory, redis_server: LocalRedis,
               jwks: JwksServer) -> Iterator[Stack]:
-    env = idp_env(jwks.url, CHATMQ_IDP_CREATE_USERS="true", CHATMQ_IDP_JWKS_REFRESH_S="1",
+    env = idp_env(jwks.url, CHATMQ_IDP_CREATE_USERS="true", CHATMQ_IDP_SYNC_NAMES="true", CHATMQ_IDP_JWKS_REFRESH_S="1",
                   CHATMQ_IDP_JWKS_MIN_REFETCH_S="0.5")
     running = Stack(tmp_path_factory.mktemp("idp") / "data", redis_server.url, env=env).start()
     yield running
@@ -133,6 +133,19 @@ def test_unknown_user_is_created_on_first_login_with_a_display_name(idp_stack: S
     # such a user has no password: no password logs it in
     assert not mqtt_accepts(idp_stack, gina, "")
     assert idp_stack.http("POST", "/v1/auth/token", body={"username": gina, "password": "x"})[0] == 401
+
+
+def test_a_changed_name_claim_renames_the_user_on_the_next_login(idp_stack: Stack, idp_key: SigningKey,
+                                                                unique: Callable[[str], str]) -> None:
+    ivy = unique("ivy")
+    assert mqtt_accepts(idp_stack, ivy, idp_key.token(ivy, extra={"name": "Ivy"}))
+    plain = idp_key.token(ivy)  # no name claim: reads the name without changing it
+    assert idp_stack.http("GET", "/v1/me", token=plain)[1]["display_name"] == "Ivy"
+    assert mqtt_accepts(idp_stack, ivy, idp_key.token(ivy, extra={"name": "Ivy Long"}))  # renamed in the app
+    assert idp_stack.http("GET", "/v1/me", token=plain)[1]["display_name"] == "Ivy Long"
+    assert http_status(idp_stack, idp_key.token(ivy, extra={"name": "Ivy L."})) == 200  # over HTTP too
+    status, profiles = idp_stack.http("GET", f"/v1/users?id={ivy}", token=plain)
+    assert status == 200 and profiles["users"][0]["display_name"] == "Ivy L."
 
 
 def test_known_keys_keep_working_while_the_jwks_is_unreachable(idp_stack: Stack, idp_key: SigningKey,

@@ -178,3 +178,33 @@ def test_settings_build_the_verifier_or_say_what_is_missing(rsa_key: SigningKey,
     for value in (rsa_key.public_pem, str(pem_file)):
         tokens = external_tokens(Settings(idp_public_key=value, idp_issuer=ISSUER, idp_audience=AUDIENCE))
         assert tokens is not None and tokens.claims(rsa_key.token()) is not None
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["first-login-only", "synced"])
+def test_display_names_follow_the_name_claim_when_synced(rsa_key: SigningKey, tmp_path: object, sync: bool) -> None:
+    from chatmq.core.auth import Authenticator
+    from chatmq.core.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "chatmq.db"))  # type: ignore[operator]
+    try:
+        config = ExternalIdentityConfig(issuer=ISSUER, audience=AUDIENCE, public_key_pem=rsa_key.public_pem,
+                                        create_users=True, sync_names=sync)
+        auth = Authenticator(store, "s" * 32, external=ExternalTokens(config, StaticKey(rsa_key.public_pem)))
+
+        def login(name: str | None) -> str | None:
+            assert auth.authenticate("hana", rsa_key.token("hana", extra={"name": name})) is not None
+            user = store.get_user("hana")
+            assert user is not None
+            return user.display_name
+
+        assert login("Hana") == "Hana"  # created on first login, named from the claim
+        assert login("Hana Berg") == ("Hana Berg" if sync else "Hana")
+        assert login(None) == ("Hana Berg" if sync else "Hana"), "a token without the claim leaves the name"
+        assert login("  ") == ("Hana Berg" if sync else "Hana"), "nor does an unusable one"
+        store.set_disabled("hana", True)
+        assert auth.authenticate("hana", rsa_key.token("hana", extra={"name": "Someone"})) is None
+        assert store.get_user("hana").display_name == ("Hana Berg" if sync else "Hana")  # type: ignore[union-attr]
+        assert external_tokens(Settings(idp_public_key=rsa_key.public_pem, idp_issuer=ISSUER, idp_audience=AUDIENCE,
+                                        idp_sync_names=sync)).sync_names is sync  # type: ignore[union-attr]
+    finally:
+        store.close()
