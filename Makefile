@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 WEB_STAMP := web/node_modules/.installed-stamp
 ARGS   ?=
 
-.PHONY: install web web-test screenshots run test lint bench clean
+.PHONY: install web web-test screenshots run test test-slow lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@echo "==> creating $(VENV) and installing chatmq with its test tools"
@@ -40,10 +40,16 @@ screenshots: web
 run: install web
 	$(BIN)/chatmq up $(ARGS)
 
+# The suite to run after every change; the minutes-long suites (browsers, the Mosquitto
+# interoperability suite, RabbitMQ nodes and clusters: marked slow, tests/conftest.py) are
+# `make test-slow`. CI (.ci/run) runs both.
 test: install web-test
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -m "not slow" $(ARGS)
+
+test-slow: install web
+	$(BIN)/pytest -m slow $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -52,6 +52,19 @@ def mongo_test_url() -> str | None:
 
 _names = itertools.count()
 
+# Suites that take minutes: real browsers, the Mosquitto interoperability suite, RabbitMQ nodes and
+# clusters. `make test` leaves them out (it runs after every change); `make test-slow` runs them, and
+# CI (.ci/run) runs both.
+SLOW_SUITES = ("web", "interop", "rabbit")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        parts = Path(item.path).relative_to(here).parts
+        if parts and parts[0] in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: LocalRedis) -> Iterator[Stack]:
