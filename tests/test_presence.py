@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from chatmq.cli.localredis import LocalRedis
-from chatmq.core.presence import Presence
+from chatmq.core.presence import Presence, TooManyDevices, deadline_key
 from chatmq.core.redisconn import connect
 
 TTL = 1000
@@ -65,3 +65,27 @@ def test_sweep_keeps_a_device_whose_heartbeat_races_it(presence: Presence) -> No
     assert presence.expire(2_100) == []
     assert presence.get("bea", 2_100).online
     assert [c.user for c in presence.expire(3_000)] == ["bea"]
+
+
+def test_a_user_holds_at_most_devices_per_user_devices(presence: Presence) -> None:
+    """A heartbeat of a new device id beyond the limit is refused and stores nothing: one account
+    cannot make presence hold an unbounded number of keys (1,000 ids of 50 KB pinned 50 MB before)."""
+    presence.devices_per_user = 3
+    for device in ("phone", "tablet", "laptop"):
+        presence.device_online("ann", device, "c", 1_000)
+    with pytest.raises(TooManyDevices) as refused:
+        presence.device_online("ann", "junk-1", "c", 1_100)
+    assert (refused.value.user, refused.value.device, refused.value.limit) == ("ann", "junk-1", 3)
+    dev_key = "chatmq:pres:{ann}:dev"
+    assert sorted(presence._redis.hkeys(dev_key)) == [b"laptop", b"phone", b"tablet"]
+    assert presence._redis.zscore(deadline_key("ann"), "ann/junk-1") is None
+    assert presence.device_online("ann", "phone", "c", 1_200) is None  # a known device's heartbeat goes on
+    presence.device_offline("ann", "laptop", "c", 1_300)  # one leaves: its place is free
+    presence.device_online("ann", "watch", "c", 1_400)
+    with pytest.raises(TooManyDevices):
+        presence.device_online("ann", "junk-2", "c", 1_500)
+    # devices whose heartbeat deadline passed (not swept yet) give their places up to a new one
+    presence.device_online("ann", "watch", "c", 2_500)  # the others' deadlines were 2_000 and 2_200
+    presence.device_online("ann", "desktop", "c", 2_500)
+    assert sorted(presence._redis.hkeys(dev_key)) == [b"desktop", b"watch"]
+    presence.device_online("bob", "phone", "c", 2_500)  # per user: others are not affected

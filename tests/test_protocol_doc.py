@@ -285,6 +285,9 @@ def test_limits_match_the_code(doc: str) -> None:
     conn = protocol.DevicePresencePayload.model_fields["conn"].metadata
     assert limits["`conn`"] == f"1 to {next(m.max_length for m in conn if hasattr(m, 'max_length'))} characters"
     assert limits["user, conversation, device ids"] == "1 to 64 characters of `[A-Za-z0-9_.-]`, except `.` and `..`"
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    assert limits["sessions of one user on one broker"].startswith(f"{defaults['sessions_per_user']} (")
+    assert limits["devices of one user in presence"].startswith(f"{defaults['presence_devices_per_user']} live")
     alphabet = string.ascii_letters + string.digits + "_.-"
     assert all(is_valid_id(c * n) for c in alphabet if c != "." for n in (1, 2, 64))
     assert [n for n in (1, 2, 3, 64) if is_valid_id("." * n)] == [3, 64]

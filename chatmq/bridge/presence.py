@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from chatmq.bridge.outbox import Outbox
-from chatmq.core.presence import Presence, UserPresence
+from chatmq.core.presence import Presence, TooManyDevices, UserPresence
 from chatmq.core.protocol import QOS_PRESENCE, PayloadError, parse_device_presence, presence_topic
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+REFUSAL_LOG_S = 60.0  # a user's refused devices are logged once a minute, not per heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class PresenceTracker:
         self._queue: queue.Queue[DeviceEvent] = queue.Queue()
         self._stopping = threading.Event()
         self._redis_failing = False
+        self._refusals_logged: dict[str, float] = {}  # user -> when their last refusal was logged
         self._thread = threading.Thread(target=self._run, name="bridge-presence", daemon=True)
         self.on_update: Callable[[bool], None] | None = None  # e.g. metrics: called with online/offline
 
@@ -101,9 +103,23 @@ class PresenceTracker:
     def _apply(self, event: DeviceEvent, online: bool, conn: str) -> None:
         # An offline whose conn is not the device's current one is a late will: the script ignores it.
         transition = self._presence.device_online if online else self._presence.device_offline
-        self._announce([transition(event.user, event.device, conn, now_ms())])
+        try:
+            self._announce([transition(event.user, event.device, conn, now_ms())])
+        except TooManyDevices as exc:
+            self._refused(exc)
+            return
         if self.on_update is not None:
             self.on_update(online)
+
+    def _refused(self, exc: TooManyDevices) -> None:
+        now = time.monotonic()
+        if now - self._refusals_logged.get(exc.user, -REFUSAL_LOG_S) < REFUSAL_LOG_S:
+            return
+        if len(self._refusals_logged) > 10_000:
+            self._refusals_logged.clear()
+        self._refusals_logged[exc.user] = now
+        log.warning("refused presence of %s/%s: %d live devices already (CHATMQ_PRESENCE_DEVICES_PER_USER); "
+                    "its heartbeats are dropped while the others live", exc.user, exc.device, exc.limit)
 
     def _sweep(self) -> None:
         self._announce(self._presence.expire(now_ms(), accept=self._owns_user))

@@ -155,7 +155,8 @@ class Bridge:
             redis_client, settings.history_requests_per_s, settings.history_requests_burst, what="history"))
         self._events = EventPublisher(store, self._outbox)
         self._presence = PresenceTracker(
-            Presence(redis_client, int(settings.presence_ttl_s * 1000)), self._outbox,
+            Presence(redis_client, int(settings.presence_ttl_s * 1000), settings.presence_devices_per_user),
+            self._outbox,
             owns_user=None if self._gate is None else self._gate.owns,
         )
         if self._gate is not None:

@@ -54,6 +54,9 @@ class BrokerLimits:
     service_queue_bytes: int = 512 * 1024 * 1024
     typing_per_s: float = 2.0  # typing indicators relayed per user (0 = no limit)
     typing_burst: int = 10
+    # Sessions one user may hold on this broker: live connections plus persistent sessions kept
+    # offline (each bounded above, so this bounds what one account costs). 0 = no limit.
+    sessions_per_user: int = 32
 
 
 def _persistent(session: Session) -> bool:
@@ -96,6 +99,7 @@ class ChatBroker(RoutingMixin, Broker):
         self.services = services
         self._reports: set[asyncio.Task[None]] = set()
         self._typing_rate = LocalRate(self.limits.typing_per_s, self.limits.typing_burst)
+        self._user_sessions: dict[str, set[str]] = {}  # user -> client ids (pruned as it is read)
         self._stopping = False
 
     # ---- connection set-up -------------------------------------------------------------------
@@ -175,6 +179,13 @@ class ChatBroker(RoutingMixin, Broker):
             log.warning("refused client_id=%r from %s: the session belongs to another user", incoming.client_id, where)
             await self._refuse(writer, CONNACK_IDENTIFIER_REJECTED)
             raise MQTTError(f"client id {incoming.client_id!r} belongs to another user")
+        if existing is None and not self._admit_session(incoming):
+            # No await between this check and the session's registration: concurrent CONNECTs of one
+            # user cannot both take the last place.
+            log.warning("refused client_id=%r user=%r from %s: %d sessions held already (CHATMQ_SESSIONS_PER_USER)",
+                        incoming.client_id, incoming.username, where, self.limits.sessions_per_user)  # fmt: skip
+            await self._refuse(writer, CONNACK_NOT_AUTHORIZED)
+            raise MQTTError(f"user {incoming.username!r} holds {self.limits.sessions_per_user} sessions already")
 
         if existing is not None:
             await self._take_over(existing)
@@ -217,6 +228,32 @@ class ChatBroker(RoutingMixin, Broker):
         if done is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), TAKEOVER_TIMEOUT_S)
+
+    def _admit_session(self, session: Session) -> bool:
+        """A new client id of a device: within its user's ``sessions_per_user`` (then counted), or not.
+        A client id the broker holds already (a reconnect, a take-over) never gets here."""
+        identity = session_identity(session.attributes)
+        if identity is None or identity.is_service or session.client_id is None:
+            return True
+        if self.limits.sessions_per_user and self.sessions_of(identity.user) >= self.limits.sessions_per_user:
+            return False
+        self._user_sessions.setdefault(identity.user, set()).add(session.client_id)
+        return True
+
+    def sessions_of(self, user: str) -> int:
+        """Sessions this broker holds for ``user``: connected ones and persistent ones kept offline."""
+        held = self._user_sessions.get(user)
+        if not held:
+            return 0
+        for client_id in list(held):
+            session = self._sessions.get(client_id, (None, None))[0]
+            identity = session_identity(session.attributes) if session is not None else None
+            if session is None or identity is None or identity.user != user \
+                    or not (session.transitions.is_connected() or _persistent(session)):  # fmt: skip
+                held.discard(client_id)
+        if not held:
+            del self._user_sessions[user]
+        return len(held)
 
     def create_offline_session(self, client_id: str) -> tuple[BrokerProtocolHandler, Session]:
         session = LeanSession()  # chatmq/broker/lean.py: ~22 KiB less per restored session
@@ -508,6 +545,9 @@ class ChatBroker(RoutingMixin, Broker):
             handler, session = self.create_offline_session(item.client_id)
             restore_owner(session.attributes, item.owner)
             self._sessions[item.client_id] = (session, handler)
+            identity = session_identity(session.attributes)
+            if identity is not None and not identity.is_service:  # counted, never refused: it exists
+                self._user_sessions.setdefault(identity.user, set()).add(item.client_id)
             kept: dict[str, int] = session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
             for topic_filter, qos in item.subscriptions.items():
                 if await self.add_subscription((topic_filter, qos), session) != 0x80:

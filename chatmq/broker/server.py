@@ -54,7 +54,8 @@ def chat_broker(
 ) -> Broker:
     lean.install()  # ~30 KiB less per connection than stock amqtt sessions (chatmq/broker/lean.py)
     limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit, settings.session_queue_bytes,
-                          settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst)
+                          settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst,
+                          settings.sessions_per_user)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
     return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, services=services,
                      ws_permessage_deflate=settings.ws_permessage_deflate)

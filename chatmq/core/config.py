@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # bytes (a bridge outage of ~30 min at 1,000 msg/s of 300 bytes) new sends get no PUBACK.
     service_queue_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="queued bytes for the bridge")
     session_expiry_s: int = Field(default=7 * 24 * 3600, description="offline persistent sessions expire after")
+    # What one account may make the servers hold: sessions on each broker (live connections plus
+    # persistent sessions kept offline; a new client id beyond it gets CONNACK 5) and devices in
+    # presence (a heartbeat of a new device id beyond it is dropped). 0 = no limit.
+    sessions_per_user: int = Field(default=32, ge=0, description="sessions one user may hold per broker; 0 = off")
+    presence_devices_per_user: int = Field(default=32, ge=0, description="devices per user in presence; 0 = off")
     allow_anonymous: bool = Field(default=False, description="plain MQTT 3.1.1 outside the chat namespaces")
     # Rate limits (0 = off), counted in Redis across all processes.
     login_failures_per_user: int = Field(default=10, ge=0, description="failed logins per user per window")

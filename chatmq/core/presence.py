@@ -11,6 +11,9 @@ the sweep: a due entry is checked against the user's own hash before anything go
 is removed only if its score is still the one the sweep saw (a heartbeat may have moved it).
 A device is online until its deadline (about 2.5 heartbeats); an offline with a ``conn`` other
 than the device's current one is a late will from a replaced connection and is ignored.
+One user holds at most ``devices_per_user`` devices: a heartbeat of a new device id beyond it
+(after the user's expired devices are dropped) is refused (``TooManyDevices``) and stores nothing,
+so one account cannot make presence hold an unbounded number of keys.
 """
 
 from __future__ import annotations
@@ -47,6 +50,15 @@ end
 
 _ONLINE = _AGGREGATE + """
 local now = tonumber(ARGV[4])
+local cap = tonumber(ARGV[5])
+if cap > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local deadline = tonumber(string.match(all[i + 1], '|(%d+)$'))
+    if not deadline or deadline <= now then redis.call('HDEL', KEYS[1], all[i]) end
+  end
+  if redis.call('HLEN', KEYS[1]) >= cap then return {-4} end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 return aggregate(KEYS[1], KEYS[2], now)
 """
@@ -80,6 +92,12 @@ return 0
 """
 
 
+class TooManyDevices(Exception):
+    def __init__(self, user: str, device: str, limit: int) -> None:
+        super().__init__(f"{user} has {limit} live devices in presence already; {device!r} not added")
+        self.user, self.device, self.limit = user, device, limit
+
+
 @dataclass(frozen=True, slots=True)
 class UserPresence:
     user: str
@@ -104,18 +122,22 @@ ALL_DEADLINE_KEYS = tuple(f"chatmq:pres:deadlines:{{b{n}}}" for n in range(DEADL
 class Presence:
     """Presence transitions. Each method returns the new aggregate when it changed, else None."""
 
-    def __init__(self, client: redis.Redis, ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_ms: int, devices_per_user: int = 0) -> None:
         self._redis = client
         self._ttl_ms = ttl_ms
+        self.devices_per_user = devices_per_user  # 0 = no limit
         self._online = client.register_script(_ONLINE)
         self._offline = client.register_script(_OFFLINE)
         self._expire = client.register_script(_EXPIRE)
         self._unindex = client.register_script(_UNINDEX)
 
     def device_online(self, user: str, device: str, conn: str, now_ms: int) -> UserPresence | None:
+        """Raises TooManyDevices for a new device of a user at ``devices_per_user`` live devices."""
         dev, state = _keys(user)
         deadline = now_ms + self._ttl_ms
-        result = self._online(keys=[dev, state], args=[device, conn, deadline, now_ms])
+        result = self._online(keys=[dev, state], args=[device, conn, deadline, now_ms, self.devices_per_user])
+        if result and int(result[0]) == -4:
+            raise TooManyDevices(user, device, self.devices_per_user)
         self._redis.zadd(deadline_key(user), {f"{user}/{device}": deadline})
         return _changed(user, result)
 

@@ -6,6 +6,8 @@ import json
 import time
 from collections.abc import Callable
 
+import redis
+
 from tests.stack import RawClient, Stack
 
 
@@ -49,3 +51,29 @@ def test_late_will_of_a_replaced_connection_is_ignored(stack: Stack, unique: Cal
             time.sleep(0.1)
     finally:
         device.close()
+
+
+def test_presence_keeps_at_most_devices_per_user_devices_of_one_user(
+    stack: Stack, unique: Callable[[str], str]
+) -> None:
+    """A user heartbeating under 40 device ids gets 32 (CHATMQ_PRESENCE_DEVICES_PER_USER) into
+    presence; the others are refused with a log line, and the user stays online."""
+    alice = unique("alice")
+    stack.add_user(alice)
+    assert stack.redis_url is not None
+    client = redis.Redis.from_url(stack.redis_url)
+    device = RawClient(stack.mqtt_port, alice)
+    try:
+        conn = "c1"
+        for n in range(40):
+            device.publish(f"presence/{alice}/dev-{n}", json.dumps({"status": "online", "conn": conn}).encode())
+        deadline = time.monotonic() + 10
+        refusal = f"refused presence of {alice}/dev-32: 32 live devices already (CHATMQ_PRESENCE_DEVICES_PER_USER)"
+        while refusal not in stack.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, stack.log()
+            time.sleep(0.1)
+        assert client.hlen(f"chatmq:pres:{{{alice}}}:dev") == 32
+        assert stack.http("GET", f"/v1/presence/{alice}", token=stack.token(alice))[1]["status"] == "online"
+    finally:
+        device.close()
+        client.close()
