@@ -1,6 +1,8 @@
 """``chatmq chat``: a line-based terminal chat client on the client library.
 
 Plain lines, no screen control: it works over ssh, in a pipe and under a pseudo-terminal test.
+People are shown by their display names (GET /v1/users), as in the web app; the conversation list
+and /who also show their ids, which is what commands and other clients use.
 The main thread reads what you type; the client's threads print what arrives (under one lock).
 Where the stack is comes from the options, else from what ``chatmq up`` recorded in the data dir
 (chatmq.stackinfo), as for the admin commands. Log records reach the screen as ``!`` lines.
@@ -26,6 +28,8 @@ import click
 from chatmq.cli.settings_opts import make_settings
 from chatmq.cli.stackinfo import read_stack
 from chatmq.clients import Ack, ApiError, ChatClient, ConnectRefused, Event, HistoryClient, Timeline
+
+log = logging.getLogger(__name__)
 
 # Marks next to my messages: "sent" is the server's ack (stored, with its seq); "delivered" and
 # "read" come from the other members' receipts (ChatView.show_mark).
@@ -53,6 +57,24 @@ class ChatView:
         self._typing_shown: dict[str, float] = {}
         self._presence: dict[str, str] = {}
         self._lost = False
+        self._names: dict[str, str] = {}  # user id -> display name, for those who have one
+
+    def set_names(self, profiles: list[dict[str, Any]]) -> None:
+        """Profiles from GET /v1/users: who is shown by which name from now on."""
+        for profile in profiles:
+            name = profile.get("display_name")
+            if name:
+                self._names[str(profile["id"])] = str(name)
+            else:
+                self._names.pop(str(profile["id"]), None)
+
+    def name(self, user: str) -> str:
+        """What to call a user: the display name, else the id."""
+        return self._names.get(user, user)
+
+    def name_and_id(self, user: str) -> str:
+        name = self._names.get(user)
+        return f"{name} ({user})" if name and name != user else user
 
     def line(self, text: str = "") -> None:
         with self._lock:
@@ -64,7 +86,7 @@ class ChatView:
         for n, conv in enumerate(convs, 1):
             title = f' "{conv["title"]}"' if conv.get("title") else ""
             unread = conv.get("unread", "-")
-            members = ", ".join(conv.get("members", []))
+            members = ", ".join(self.name_and_id(m) for m in conv.get("members", []))
             last = conv.get("last_seq", 0)
             self.line(f"  {n}. {conv['id']}{title}  members: {members}  last #{last}  unread {unread}")
 
@@ -83,13 +105,13 @@ class ChatView:
         if kind == "edit":
             self.line(f"  {self._headline(message)}: {self._body(message)}")
         elif kind == "delete":
-            self.line(f"  #{seq} [deleted] by {by}")
+            self.line(f"  #{seq} [deleted] by {self.name(by)}")
         else:
             self.line(f"  {self._reactions(message)}")
 
     def _headline(self, message: dict[str, Any]) -> str:
         sender = message.get("sender", "?")
-        who = f"{sender} (me)" if sender == self.me else sender
+        who = f"{self.name(sender)} (me)" if sender == self.me else self.name(sender)
         reply = f" {'↪' if self._unicode else 're'} #{message['reply_to']}" if message.get("reply_to") else ""
         edited = " (edited)" if message.get("edited") else ""
         return f"#{message.get('seq')} {who}{reply}{edited}"
@@ -101,9 +123,8 @@ class ChatView:
         extra = f"  [{len(message['attachments'])} attachment(s)]" if message.get("attachments") else ""
         return f"{message.get('body', '')}{extra}"
 
-    @staticmethod
-    def _reactions(message: dict[str, Any]) -> str:
-        groups = [f"{r['emoji']} {', '.join(r['users'])}" for r in message.get("reactions") or []]
+    def _reactions(self, message: dict[str, Any]) -> str:
+        groups = [f"{r['emoji']} {', '.join(map(self.name, r['users']))}" for r in message.get("reactions") or []]
         return f"#{message.get('seq')} reactions: {' · '.join(groups) if groups else 'none'}"
 
     def search_result(self, message: dict[str, Any], *, here: bool) -> None:
@@ -132,12 +153,12 @@ class ChatView:
             self._typing_shown.pop(user, None)
         elif now - self._typing_shown.get(user, -TYPING_QUIET_S) >= TYPING_QUIET_S:
             self._typing_shown[user] = now
-            self.line(f"* {user} is typing...")
+            self.line(f"* {self.name(user)} is typing...")
 
     def presence(self, user: str, status: str) -> None:
         if user != self.me and self._presence.get(user) != status:
             self._presence[user] = status
-            self.line(f"* {user} is {status}")
+            self.line(f"* {self.name(user)} is {status}")
 
     def connection(self, connected: bool, _reason: str) -> None:
         """The link to the server: lost (the client reconnects by itself) and back again."""
@@ -180,6 +201,28 @@ class _ViewLogHandler(logging.Handler):
             self.handleError(record)
 
 
+class NameBook:
+    """The display names the view shows, asked of GET /v1/users once per person. An error leaves
+    ids on screen and is not retried per message (a live message must not wait on the API again);
+    /list asks again."""
+
+    def __init__(self, history: HistoryClient, view: ChatView) -> None:
+        self.history, self.view = history, view
+        self._asked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def load(self, users: list[str], *, again: bool = False) -> None:
+        with self._lock:
+            wanted = sorted(set(users) if again else set(users) - self._asked)
+            self._asked.update(wanted)
+        if not wanted:
+            return
+        try:
+            self.view.set_names(self.history.users(wanted))
+        except (ApiError, OSError) as exc:
+            log.warning("display names not loaded (%s); showing user ids", exc)
+
+
 class ChatSession:
     """One open conversation: history, then live events, and sending what is typed.
 
@@ -187,12 +230,14 @@ class ChatSession:
     the other members see ✓✓ read. Messages are kept as they stand (clients.Timeline) so a change
     is shown with the message it changes."""
 
-    def __init__(self, client: ChatClient, history: HistoryClient, view: ChatView, conv: dict[str, Any]) -> None:
+    def __init__(self, client: ChatClient, history: HistoryClient, view: ChatView, conv: dict[str, Any],
+                 names: NameBook | None = None) -> None:
         self.client, self.history, self.view, self.conv = client, history, view, conv
         self.others = [m for m in conv.get("members", []) if m != client.user]
         self.timeline = Timeline()
         self._marked: dict[tuple[str, str], int] = {}  # (member, status) -> my highest seq shown as such
         self._search_next: tuple[str, str] | None = None  # the last search's words and next cursor
+        self.names = names or NameBook(history, view)
 
     def open(self, history_count: int) -> None:
         conv_id = self.conv["id"]
@@ -229,12 +274,14 @@ class ChatSession:
             for user in self.others:
                 try:
                     state = self.history.presence(user)
-                    self.view.line(f"* {user}: {state.get('status')}")
+                    self.view.line(f"* {self.view.name_and_id(user)}: {state.get('status')}")
                 except ApiError as exc:
-                    self.view.line(f"* {user}: unknown ({exc})")
+                    self.view.line(f"* {self.view.name_and_id(user)}: unknown ({exc})")
         elif command == "/list":
             try:
-                self.view.conversations(self.history.conversations())
+                convs = self.history.conversations()
+                self.names.load([m for c in convs for m in c.get("members", [])], again=True)
+                self.view.conversations(convs)
             except ApiError as exc:
                 self.view.line(f"! cannot list conversations: {exc}")
         elif command == "/search":
@@ -317,6 +364,8 @@ class ChatSession:
     def _entry(self, event: Event) -> None:
         """An entry of the log, live or caught up, in seq order: shown, and then read."""
         entry = event.payload
+        if isinstance(entry.get("sender"), str):
+            self.names.load([entry["sender"]])  # someone who joined since (once per person)
         applied = self.timeline.apply(entry)
         if applied is not None:
             message = self.timeline.get(applied.seq) or {}
@@ -340,7 +389,7 @@ class ChatSession:
         if mine:
             self._marked[key] = max(mine)
             if not quiet:
-                self.view.show_mark(status, max(mine), f" ({user})")
+                self.view.show_mark(status, max(mine), f" ({self.view.name(user)})")
 
 
 def _can_encode(out: TextIO, text: str) -> bool:
@@ -439,6 +488,8 @@ def chat(user: str, conv_id: str | None, data_dir: Path | None, host: str | None
     if not convs:
         raise click.ClickException(f"{user} has no conversations yet (an admin adds you: chatmq conv create "
                                    f"--id ID --members {user},...)")
+    names = NameBook(history, view)
+    names.load([user, *(m for c in convs for m in c.get("members", []))])
     view.conversations(convs)
     conv = _choose(view, convs, conv_id)
 
@@ -450,7 +501,7 @@ def chat(user: str, conv_id: str | None, data_dir: Path | None, host: str | None
             client.connect()
         except (ConnectRefused, OSError) as exc:
             raise click.ClickException(f"cannot connect to MQTT at {server.host}:{server.port}: {exc}") from None
-        session = ChatSession(client, history, view, conv)
+        session = ChatSession(client, history, view, conv, names)
         try:
             session.open(history_count)
             while line := sys.stdin.readline():  # readline, not iteration: one Ctrl-D on a tty is EOF

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 _REFRESH_MARGIN_MS = 60_000
+_PROFILES_PER_REQUEST = 100  # GET /v1/users takes at most this many ids
 
 
 class ApiError(RuntimeError):
@@ -114,6 +115,16 @@ class HistoryClient(HistorySource):
 
     def presence(self, user: str) -> dict[str, Any]:
         return dict(self._get(f"/v1/presence/{urllib.parse.quote(user)}"))
+
+    def users(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The profiles (``id``, ``display_name``, ``avatar_url``) of those of ``ids`` the caller may
+        see (itself and the members of its conversations), in requests of at most 100."""
+        wanted = sorted(set(ids))
+        profiles: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), _PROFILES_PER_REQUEST):
+            query = urllib.parse.urlencode([("id", user) for user in wanted[start:start + _PROFILES_PER_REQUEST]])
+            profiles += self._get(f"/v1/users?{query}")["users"]
+        return profiles
 
     # --- plumbing -----------------------------------------------------------------------------
     def _get(self, path: str) -> Any:

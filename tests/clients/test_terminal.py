@@ -229,3 +229,41 @@ def test_search_in_the_terminal(stack: Stack, unique: Callable[[str], str], term
     term.expect("search failed: q: needs at least one word")
     term.sendline("/quit")
     term.expect(pexpect.EOF)
+
+
+def test_people_are_shown_by_their_display_names(stack: Stack, unique: Callable[[str], str],
+                                                 terminals: list[pexpect.spawn]) -> None:
+    alice, bob, carol, conv = unique("alice"), unique("bob"), unique("carol"), unique("conv")
+    for user in (alice, bob, carol):
+        stack.add_user(user)
+    stack.create_conv(conv, alice, bob)
+    for user, name in ((bob, "Bob Builder"), (carol, "Carol Cook")):
+        assert stack.http("PATCH", "/v1/me", token=stack.token(user), body={"display_name": name})[0] == 200
+    with stack.client(bob, device="old") as b:
+        b.send(conv, "from before").result(10)
+
+    term = _spawn(stack, alice, "--conv", conv)
+    terminals.append(term)
+    term.expect(f"members: {alice}, Bob Builder \\({bob}\\)")  # the list names the ids too
+    term.expect("#1 Bob Builder: from before")
+    term.expect("--- live")
+    with stack.client(bob, device="phone") as b:
+        term.expect("\\* Bob Builder is online")
+        b.send(conv, "live one").result(10)
+        term.expect("#2 Bob Builder: live one")
+        b.react(conv, 2, "👍").result(10)
+        term.expect("#2 reactions: 👍 Bob Builder")
+    term.sendline("from alice")
+    term.expect(f"#4 {alice} \\(me\\): from alice")  # no display name: the id
+    term.expect("✓✓ read #4 \\(Bob Builder\\)|✓ sent #4")
+
+    # someone who joined after the terminal started: named at their first message
+    assert stack.admin("conv", "add-member", conv, carol).returncode == 0
+    status, _ = stack.http("POST", f"/v1/conversations/{conv}/messages", token=stack.token(carol),
+                           body={"client_msg_id": "carol-1", "body": "hello all"})
+    assert status in (200, 201), status
+    term.expect("#5 Carol Cook: hello all")
+    term.sendline("/who")
+    term.expect(f"\\* Bob Builder \\({bob}\\): (online|offline)")
+    term.sendline("/quit")
+    term.expect(pexpect.EOF)
