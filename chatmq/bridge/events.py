@@ -11,10 +11,7 @@ refresh tick, publishes each event at QoS 1, and deletes it once the broker conf
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
-
-import paho.mqtt.client as mqtt
 
 from chatmq.bridge.outbox import Outbox
 from chatmq.core.protocol import QOS_EVENTS, EventKind, conversation_event, events_topic
@@ -41,12 +38,10 @@ class EventPublisher:
         events = self._store.pending_events()
         if not events:
             return 0
-        sent = [
-            self._outbox.publish(events_topic(user), payload_for(event, user), qos=QOS_EVENTS)
-            for event in events
-            for user in event.recipients
-        ]
-        if not _confirmed(sent, FLUSH_TIMEOUT_S):
+        for event in events:
+            for user in event.recipients:
+                self._outbox.publish(events_topic(user), payload_for(event, user), qos=QOS_EVENTS)
+        if not self._outbox.wait_confirmed(self._outbox.mark(), FLUSH_TIMEOUT_S):
             log.warning("broker did not confirm %d events yet; they will be published again", len(events))
             return 0
         self._store.delete_events([event.id for event in events])
@@ -63,13 +58,3 @@ def payload_for(event: ConversationEvent, user: str) -> dict[str, Any]:
     if event.subject is not None:
         fields["user"] = event.subject
     return conversation_event(EventKind.CONVERSATION_UPDATED, event.conv, event.ts, **fields)
-
-
-def _confirmed(sent: list[mqtt.MQTTMessageInfo], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    for info in sent:
-        try:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        except (RuntimeError, ValueError):  # not connected: paho keeps it queued for the session
-            return False
-    return all(info.is_published() for info in sent)

@@ -5,7 +5,7 @@ search (a request with ``q``, the page of ``GET /v1/search``); the answer goes t
 ``user/{me}/history/response`` (only it may read). The page is the HTTP API's (chatmq.core.history),
 with the same cursors, limits and access rule: the conversation and its members are read from the
 store for every request, so a removed member is refused at once, as over HTTP. Requests are read
-on their own thread, never on paho's network thread nor the writer's, so a slow read never
+on their own thread, never on the MQTT client's thread nor the writer's, so a slow read never
 delays a send; each answer is cut to the device's ``max_bytes``.
 """
 

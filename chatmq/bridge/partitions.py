@@ -29,10 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
 import redis
 
-from chatmq.bridge.outbox import all_confirmed
 from chatmq.bridge.worker import BatchWorker
 from chatmq.core.leases import Leases, PartitionCountMismatch, WorkerRegistry
 from chatmq.core.partitions import assignment, partition_of
@@ -52,7 +50,7 @@ class _Release:
     admit_until: float
     give_up_at: float  # release even if the broker has not confirmed our publishes (disconnected)
     marks: tuple[int, ...] | None = None  # each worker's submit count when admission stopped
-    publishes: list[mqtt.MQTTMessageInfo] | None = None  # our QoS 1 publishes to see confirmed
+    publishes: int | None = None  # the outbox's mark of our QoS 1 publishes to see confirmed
 
 
 @dataclass(slots=True)
@@ -69,7 +67,8 @@ class PartitionGate:
     leases: Leases
     partitions: int
     workers: list[BatchWorker] = field(default_factory=list)  # writer and receipts: drained before release
-    pending_publishes: Callable[[], list[mqtt.MQTTMessageInfo]] = list
+    publish_mark: Callable[[], int] = lambda: 0  # the outbox's mark of the QoS 1 publishes so far
+    publishes_confirmed: Callable[[int], bool] = lambda mark: True
     ready: Callable[[], bool] = lambda: True  # e.g. connected and subscribed to the broker
     interval_s: float = 1.0
     on_change: Callable[[int], None] | None = None  # e.g. metrics: called with the owned count
@@ -91,7 +90,7 @@ class PartitionGate:
         self._thread = threading.Thread(target=self._run, name="bridge-partitions", daemon=True)
         self.worker = self.registry.worker
 
-    # --- called from paho's network thread and the worker threads --------------------------------
+    # --- called from the MQTT client's thread and the worker threads ------------------------------
     def offer(self, key: str, deliver: Action, drop: Action, *, holdable: bool = True) -> None:
         """Route one inbound message of conversation (or user) ``key``: deliver, hold or drop it."""
         partition = partition_of(key, self.partitions)
@@ -265,8 +264,8 @@ class PartitionGate:
         if not drained and now < release.give_up_at:
             return
         if release.publishes is None:
-            release.publishes = self.pending_publishes()
-        if not all_confirmed(release.publishes) and now < release.give_up_at:
+            release.publishes = self.publish_mark()
+        if not self.publishes_confirmed(release.publishes) and now < release.give_up_at:
             return
         self.leases.release(partition)
         with self._lock:

@@ -2,7 +2,7 @@
 
 Devices publish ``presence/{user}/{device}`` (online as a heartbeat, offline explicitly or through
 their last will). Each event is one Redis script call, so this runs on its own thread rather than
-on paho's network thread; the same thread sweeps expired heartbeats every second. Whenever a
+on the MQTT client's thread; the same thread sweeps expired heartbeats every second. Whenever a
 user's aggregate changes, the retained ``presence/{user}`` is republished so late subscribers see
 the current state at once.
 

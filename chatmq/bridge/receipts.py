@@ -1,6 +1,6 @@
 """Receipts: move members' delivered/read markers forward and tell the conversation.
 
-Like sends, receipts are written on their own thread (never on paho's network thread), in batches
+Like sends, receipts are written on their own thread (never on the MQTT client's thread), in batches
 of whatever queued up, and PUBACKed only after the store returned: a marker the server announced
 on ``chat/{conv}/receipts`` is durable. A refused receipt (bad payload, not a member, a seq the
 conversation does not have yet) stores nothing and is answered on the sender's

@@ -1,9 +1,9 @@
-"""The bridge's MQTT wiring: one persistent paho session, routing inbound messages to workers.
+"""The bridge's MQTT wiring: one persistent session, routing inbound messages to workers.
 
 The session is persistent (clean_session=False, fixed client id) so the broker queues sends while
 the bridge is down, and acks are manual so the broker only forgets a send once it is stored and
-its ack is on the wire. paho's network thread only parses and routes; store and Redis I/O happen
-on the writer and presence threads.
+its ack is on the wire. The MQTT client's thread (chatmq/bridge/mqtt: asyncio, the project's codec) only
+parses and routes; store and Redis I/O happen on the writer and presence threads.
 
 With a worker id (``chatmq bridge --worker-id ID``) the bridge is one of several workers: it
 handles only the conversations (and presence users) of the partitions whose lease it holds
@@ -24,12 +24,12 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import paho.mqtt.client as mqtt
 import redis
 
 from chatmq.bridge.events import EventPublisher
 from chatmq.bridge.history import HistoryWorker, InboundRequest
 from chatmq.bridge.httpsend import HttpSends
+from chatmq.bridge.mqtt import Message, MqttClient, MqttError
 from chatmq.bridge.outbox import Outbox
 from chatmq.bridge.partitions import PartitionGate
 from chatmq.bridge.presence import DeviceEvent, PresenceTracker
@@ -45,7 +45,7 @@ from chatmq.core.liveness import BRIDGE_ALIVE_INTERVAL_S, BRIDGE_ALIVE_KEY, BRID
 from chatmq.core.media import MediaStore, open_media_store
 from chatmq.core.membership import MembershipView
 from chatmq.core.membershipsync import Fence
-from chatmq.core.netutil import disable_nagle
+from chatmq.core.mqtt.codec import SUBACK_FAILURE
 from chatmq.core.partitions import check_worker_id
 from chatmq.core.presence import Presence
 from chatmq.core.protocol import (
@@ -68,27 +68,8 @@ from chatmq.core.store.base import now_ms
 log = logging.getLogger(__name__)
 
 
-class _PahoNotConnected(logging.Filter):
-    """paho 2.2's network thread runs one more loop step after its socket closed (after disconnect()
-    and after every failed reconnect attempt) and logs it as ERROR "Client is not connected". The
-    bridge says itself when it loses the broker and when it stops; that line adds nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-PAHO_LOG = logging.getLogger("bridge.paho")
-PAHO_LOG.addFilter(_PahoNotConnected())
-
 CLIENT_ID = "chatmq-bridge"
 KEEPALIVE_S = 30
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
-# No paho-side cap on our own publishes in flight (0). With a cap, paho re-scans every unconfirmed
-# publish on each PUBACK (Client._update_inflight, O(n) per PUBACK): a cap of 1,000 cost the bridge
-# 0.18 instead of 0.14 ms of CPU per chat message (bench/e2e.py). The cap never bounded memory
-# (paho queues what it holds back in memory too); TCP's flow control bounds what is on the wire.
-MAX_INFLIGHT_OUT = 0
 WORKER_CLIENT_ID = "chatmq-bridge-{worker}"
 # Topics handled by one worker per partition: sends and receipts by conversation, presence and
 # history requests by user.
@@ -119,24 +100,20 @@ class Bridge:
 
         if worker_id is not None:
             client_id = WORKER_CLIENT_ID.format(worker=worker_id)
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+        self._client = MqttClient(
+            settings.broker_host,
+            settings.resolved_broker_port,
             client_id=client_id,
             clean_session=not persistent_session,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
+            keepalive_s=KEEPALIVE_S,
+            subscriptions=BRIDGE_SUBSCRIPTIONS,
+            credentials=self._credentials,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            on_subscribe=self._on_subscribe,
+            on_disconnect=self._on_disconnect,
+            name="bridge-mqtt",
         )
-        self._client.suppress_exceptions = True
-        self._client.enable_logger(PAHO_LOG)
-        self._client.max_inflight_messages_set(MAX_INFLIGHT_OUT)
-        self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
-        self._client.on_pre_connect = self._on_pre_connect
-        self._client.on_socket_open = lambda _client, _userdata, sock: disable_nagle(sock)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-
         self._outbox = Outbox(self._client)
         self._gate = None if worker_id is None else self._partition_gate(worker_id)
         self._membership = MembershipView(store)
@@ -176,7 +153,8 @@ class Bridge:
             WorkerRegistry(self._redis, worker_id, settings.bridge_partitions, ttl_ms),
             Leases(self._redis, worker_id, ttl_ms),
             settings.bridge_partitions,
-            pending_publishes=self._outbox.pending,
+            publish_mark=self._outbox.mark,
+            publishes_confirmed=self._outbox.confirmed,
             ready=self._connected.is_set,
             interval_s=settings.bridge_lease_s / 5,
         )
@@ -205,8 +183,7 @@ class Bridge:
             ticker.start()
         if self._gate is not None:
             self._gate.start()
-        self._client.connect_async(self._settings.broker_host, self._settings.resolved_broker_port, KEEPALIVE_S)
-        self._client.loop_start()
+        self._client.start()
         self._http_sends.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -227,33 +204,25 @@ class Bridge:
             self._outbox.flush(timeout)
         if self._gate is not None:
             self._gate.stop()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._client.stop()
         self._connected.clear()
         if self._owned_media is not None:
             self._owned_media.close()
 
-    # --- paho callbacks (network thread) -------------------------------------------------------
-    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+    # --- MQTT callbacks (the client's thread) ----------------------------------------------------
+    def _credentials(self) -> tuple[str | None, str | None]:
         # A fresh token on every attempt, so a bridge that ran past the token TTL still reconnects.
         password = self._settings.service_password  # brokers that cannot check tokens (Mosquitto)
         if not password:
             password = issue_token(self._secret, SERVICE_USER, self._settings.token_ttl_s, service=True).token
-        client.username_pw_set(SERVICE_USER, password)
+        return SERVICE_USER, password
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
-    ) -> None:
-        if reason_code.is_failure:
-            log.warning("broker refused the bridge: %s", reason_code)
-            return
+    def _on_connect(self, session_present: bool) -> None:
         self._fence.reset()  # maybe another broker: announce the membership version again
-        client.subscribe(list(BRIDGE_SUBSCRIPTIONS))
 
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[Any], properties: Any
-    ) -> None:
-        refused = [code for code in reason_codes if code.is_failure]
+    def _on_subscribe(self, return_codes: list[int]) -> None:
+        refused = [topic for (topic, _), code in zip(BRIDGE_SUBSCRIPTIONS, return_codes, strict=False)
+                   if code == SUBACK_FAILURE]  # fmt: skip
         if refused:
             log.error("broker refused the bridge's subscriptions: %s", refused)
             return
@@ -266,23 +235,21 @@ class Bridge:
             self._store_label, _redis_label(self._redis),
         )  # fmt: skip
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
-    ) -> None:
+    def _on_disconnect(self, reason: MqttError | OSError) -> None:
         self._connected.clear()
         if not self._closing:
-            log.warning("bridge lost the broker (%s); reconnecting", reason_code)
+            log.warning("bridge lost the broker (%s); reconnecting", reason)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         if self._closing:
             return  # not PUBACKed: the broker redelivers it to the next session
         try:
             self._route(msg)
-        except Exception:  # paho would swallow it silently; say what happened and free the slot
+        except Exception:  # say what happened and free the slot
             log.exception("could not handle a message on %s; dropped", msg.topic)
             self._outbox.ack(msg.mid, msg.qos)
 
-    def _route(self, msg: mqtt.MQTTMessage) -> None:
+    def _route(self, msg: Message) -> None:
         topic = parse_topic(msg.topic)
         if self._gate is not None and topic is not None and topic.kind in _PARTITIONED:
             by_user = topic.kind in _BY_USER
@@ -296,7 +263,7 @@ class Bridge:
         else:
             self._dispatch(topic, msg)
 
-    def _dispatch(self, topic: Topic | None, msg: mqtt.MQTTMessage) -> None:
+    def _dispatch(self, topic: Topic | None, msg: Message) -> None:
         if msg.retain:
             # Delivered with retain set = a broker's stored copy handed to our new subscription: a
             # replay of old state, never a live send, receipt or presence (chatmq's broker keeps no
@@ -315,7 +282,7 @@ class Bridge:
         else:
             self._outbox.ack(msg.mid, msg.qos)
 
-    def _on_send(self, conv: str, sender: str, msg: mqtt.MQTTMessage) -> None:
+    def _on_send(self, conv: str, sender: str, msg: Message) -> None:
         self._accept_send(conv, sender, msg.payload, msg.mid, msg.qos, redelivered=bool(msg.dup))
 
     def _accept_send(
@@ -346,7 +313,7 @@ class Bridge:
         retry = {"conv": request.conv, "status": RETRY_STATUS}
         self._gate.offer(request.conv, deliver, partial(reply, retry))
 
-    def _on_receipt(self, conv: str, user: str, msg: mqtt.MQTTMessage) -> None:
+    def _on_receipt(self, conv: str, user: str, msg: Message) -> None:
         try:
             payload = parse_receipt(msg.payload)
         except PayloadError as exc:
@@ -401,7 +368,7 @@ def resolve_worker_id(configured: str | None) -> str | None:
     return check_worker_id(configured)
 
 
-# A chat message costs the bridge a few dozen short-lived objects (paho's message, the parsed
+# A chat message costs the bridge a few dozen short-lived objects (the MQTT message, the parsed
 # payload, the outcome, two publishes), almost none in reference cycles: refcounting frees them,
 # and collections at the default young-generation threshold (700 allocations) find next to nothing.
 # Measured with bench/e2e.py, six interleaved pairs: 4,496 -> 4,705 msg/s at the median, bridge CPU

@@ -1,6 +1,6 @@
 """The shape every bridge worker shares: one thread draining a queue in batches.
 
-paho calls ``on_message`` on its network thread, which must never wait on a database or Redis; the
+The MQTT client calls ``on_message`` on its own thread, which must never wait on a database or Redis; the
 message is queued instead. The worker takes whatever has queued up (a lone item at once, a burst as
 one batch, up to ``batch_max``), handles it, and on stop first finishes what is already queued.
 Items are counted in and out, so a partitioned bridge can wait until everything it admitted for a

@@ -4,7 +4,7 @@ A send is any entry of the log: a message, or a change to one (edit, delete, rea
 store checks changes against the log as it stands and may refuse one (answered with a rejected
 ack); a deletion's erased attachments are removed from the media store here, before the ack.
 
-paho calls ``on_message`` on its network thread, which must never wait on a database; sends are
+The MQTT client calls ``on_message`` on its own thread, which must never wait on a database; sends are
 queued here instead. Whatever has queued up is written as one batch (one transaction), so a lone
 message is written at once and a burst costs one commit. Order matters and is kept: items are
 appended in arrival order, so each conversation's ``chat/{conv}/msg`` publishes leave in seq order.

@@ -122,8 +122,8 @@ def test_a_broker_outage_logs_no_error_per_reconnect_attempt(
         assert time.monotonic() < deadline, "bridge did not reconnect"
         time.sleep(0.05)
     bridge.stop()
-    paho = [r.getMessage() for r in caplog.records if r.name == "bridge.paho"]
-    assert not [line for line in paho if "not connected" in line], paho  # paho 2.2 said so on each attempt
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors  # a failed attempt is an INFO line with the next delay, not an error
     assert any("bridge lost the broker" in r.getMessage() for r in caplog.records)
 
 
