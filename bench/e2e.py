@@ -73,6 +73,10 @@ from chatmq.core.store.base import PushTarget, Webhook
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-e2e-secret-key-0123456789abcdef0123456789abcdef"
 BODY = "x" * 200
+# RabbitMQ's MQTT plugin lets a subscriber have 10 unacknowledged deliveries by default (mqtt.prefetch);
+# the bridge acknowledges a send once stored, in batches, so it needs more in flight: 1000 (measured
+# here: closed-loop rate 786 vs 483 msg/s, RabbitMQ CPU 0.84 vs 1.70 ms/msg). BENCH_RABBIT_PREFETCH overrides.
+RABBIT_PREFETCH = int(os.environ.get("BENCH_RABBIT_PREFETCH", "1000"))
 SERVICE_PASSWORD = "bench-e2e-service-password"  # the bridge's, where the broker cannot check tokens
 TARGETS = ("chatmq", "naive", "mosquitto", "chatmq-rabbitmq")
 DEFAULT_TARGETS = TARGETS[:3]  # chatmq-rabbitmq only when asked for
@@ -158,7 +162,8 @@ def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier
 
 def start_chatmq_rabbitmq(work: Path, redis_url: str, convs: list[Conversation], rate_limit: bool) -> Target:
     """chatmq's bridge on a private RabbitMQ node (bench/rabbitmq.py) with internal users."""
-    rabbit = RabbitCluster(size=1, plugins=("rabbitmq_mqtt",)).start()
+    prefetch = f"mqtt.prefetch = {RABBIT_PREFETCH}\n"
+    rabbit = RabbitCluster(size=1, plugins=("rabbitmq_mqtt",), extra_config=prefetch).start()
     try:
         node = rabbit.nodes[0]
         passwords = {m: f"pw-{m}" for c in convs for m in c.members}
