@@ -20,7 +20,7 @@ from chatmq.core.config import Settings
 from chatmq.core.identity import external_tokens
 from chatmq.core.presence import Presence
 from chatmq.core.ratelimit import LoginThrottle
-from chatmq.core.revocation import TokenRevocations
+from chatmq.core.revocation import RevocationMemory, TokenRevocations
 from chatmq.core.store import Store, open_store
 
 EXTENSION = "chatmq"
@@ -41,7 +41,9 @@ class ApiContext:
         self.presence = Presence(self.redis, int(settings.presence_ttl_s * 1000))
         self.throttle = LoginThrottle(self.redis, settings.login_failures_per_user,
                                       settings.login_failures_per_address, settings.login_window_s)
-        self.revocations = TokenRevocations(self.redis, settings.token_ttl_s)
+        # Revocation checks answered from memory while this worker follows chatmq:auth-changed
+        # (every request checks its token; the round trip to Redis was the dearest part of a page).
+        self.revocations = RevocationMemory(TokenRevocations(self.redis, settings.token_ttl_s), self.redis)
         self.external = external_tokens(settings)  # one per process: it caches the JWKS keys
         self._given_store = store
         self._store: Store | None = store
@@ -69,6 +71,7 @@ class ApiContext:
 
     def close(self) -> None:
         """Close what this context opened itself (a store handed in belongs to the caller)."""
+        self.revocations.close()
         if self._given_store is None and self._store is not None and self._store_pid == os.getpid():
             self._store.close()
             self._store = None

@@ -25,7 +25,7 @@ from chatmq.core.store.base import AlreadyExists, NotFound, Store, User
 if TYPE_CHECKING:
     from chatmq.core.credcache import VerifiedPasswords
     from chatmq.core.identity import ExternalTokens
-    from chatmq.core.revocation import TokenRevocations
+    from chatmq.core.revocation import RevocationMemory, TokenRevocations
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Authenticator:
     """
 
     def __init__(
-        self, store: Store, secret: str, revocations: TokenRevocations | None = None,
+        self, store: Store, secret: str, revocations: TokenRevocations | RevocationMemory | None = None,
         verified: VerifiedPasswords | None = None, external: ExternalTokens | None = None,
     ) -> None:  # fmt: skip
         self._store = store
