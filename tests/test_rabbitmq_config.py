@@ -30,6 +30,7 @@ def test_the_config_points_the_http_backend_at_the_api(tmp_path: Path) -> None:
         assert lines[f"auth_http.{kind}_path"] == f"http://rabbitmq:hook-Secret_1.2~3@api:8080/v1/rabbitmq/{kind}"
     assert lines["mqtt.allow_anonymous"] == "false" and lines["mqtt.vhost"] == "chat"
     assert lines["mqtt.exchange"] == "amq.topic" and lines["mqtt.durable_queue_type"] == "quorum"
+    assert lines["mqtt.prefetch"] == "1000"
     assert lines["mqtt.listeners.tcp.default"] == "127.0.0.1:1884"
     assert lines["web_mqtt.tcp.port"] == "15676" and lines["web_mqtt.tcp.ip"] == "127.0.0.1"
 

@@ -579,7 +579,17 @@ class ChatClient:
         else:
             if kind is TopicKind.RECEIPTS and parsed is not None and parsed.conv is not None:
                 self.receipts.announced(parsed.conv, payload)
+            elif kind is TopicKind.EVENTS and payload.get("event") == "conversation_removed":
+                self._left(payload.get("conv"))
             self._dispatch(Event(kind, message.topic, payload))
+
+    def _left(self, conv: object) -> None:
+        """Removed from a joined conversation (``user/{me}/events``): stop asking for it, so no
+        reconnect subscribes to it again (a broker refuses that; RabbitMQ closes the connection)."""
+        with self._deliver:
+            joined = isinstance(conv, str) and conv in self._convs
+        if joined:
+            self.leave(str(conv))
 
     def _on_ack(self, payload: dict[str, Any]) -> None:
         try:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ def _seed(store: Store) -> None:
     for user in ("alice", "bob", "carol"):
         store.create_user(user, hash_password(PASSWORD))
     store.create_conversation("team", ["alice", "bob"], owner="alice")
+    store.create_conversation("pair", ["alice", "carol"], owner="alice")
 
 
 @dataclass
@@ -127,3 +129,27 @@ def test_presence_by_last_will(chat: Chat) -> None:
         assert presence.json()["status"] == "offline"
     finally:
         watcher.close()
+
+
+def test_a_removed_member_s_client_leaves_and_keeps_its_connection(chat: Chat) -> None:
+    """On RabbitMQ a refused subscription closes the connection: the client library leaves a
+    conversation it was removed from (``conversation_removed``), so a reconnect never asks again."""
+    with chat.client("carol", "phone") as carol:
+        carol.subscribe("user/carol/events")
+        carol.join("pair")
+        removed = httpx.delete(f"{chat.world.api_url}/v1/conversations/pair/members/carol",
+                               headers={"Authorization": f"Bearer {chat.token('alice')}"})  # fmt: skip
+        assert removed.status_code == 204
+        event = _next(carol, TopicKind.EVENTS)
+        while event.get("event") != "conversation_removed":
+            event = _next(carol, TopicKind.EVENTS)
+        assert "pair" not in carol.joined()
+        changes: list[bool] = []
+        carol.on_connection(lambda up, _reason: changes.append(up))
+        carol._mqtt.reconnect()  # a reconnect subscribes what is joined: no refusal, so no close
+        deadline = time.monotonic() + 10
+        while True not in changes:
+            assert time.monotonic() < deadline, "carol did not connect again"
+            time.sleep(0.05)
+        time.sleep(2.0)  # RabbitMQ would have closed it by now had a subscription been refused
+        assert changes.count(False) <= 1 and changes[-1] is True and carol.connected
