@@ -2,7 +2,8 @@
 
 Users (create, page through, change, disable, delete), bulk import of users and conversations,
 conversations and members, history, presence, tokens (issue, revoke), the broker's connected
-clients, kick, and stats. The operations themselves are chatmq.core.admin's, shared with the local
+clients, kick, stats, and the notifier's webhook subscriptions and delivery log (dead letters,
+replay). The operations themselves are chatmq.core.admin's, shared with the local
 commands; this module is the HTTP skin and the broker's admin channel (chatmq/clients/control.py).
 
 Every route here is behind ``require_admin``: no token or a bad one is 401, a valid token that is
@@ -14,7 +15,7 @@ or from ``POST /v1/admin/tokens`` with ``"admin": true``.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
@@ -32,6 +33,7 @@ from chatmq.core.admin import (
     KEEP,
     MAX_IMPORT_ROWS,
     MAX_PAGE,
+    MAX_REPLAY,
     MAX_TOKEN_TTL_S,
     Admin,
     AdminError,
@@ -461,3 +463,99 @@ def kick(body: KickRequest) -> Response:
 def stats() -> Response:
     """Counts from the store and the broker's figures."""
     return _answer(_run("stats"))
+
+
+# --- the notifier: webhook subscriptions and the delivery log ---------------------------------------
+class WebhookCreate(_Strict):
+    id: str
+    url: str = Field(max_length=2048, description="http:// or https://")
+    events: list[str] | None = Field(default=None, description="event types (docs/protocol.md, Webhooks); "
+                                     "left out: all of them")
+    secret: str | None = Field(default=None, min_length=16, max_length=256,
+                               description="the signing secret; left out: a new random one")
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: int
+    secret: str | None = Field(default=None, description="only in the answer to its creation")
+
+
+class WebhooksOut(BaseModel):
+    webhooks: list[WebhookOut]
+
+
+class WebhookPath(BaseModel):
+    webhook: str
+
+
+class WebhookRemoved(BaseModel):
+    id: str
+    removed: bool
+
+
+class DeliveriesQuery(QueryModel):
+    channel: Literal["push", "webhook"] | None = None
+    state: Literal["pending", "delivered", "dead", "cancelled"] | None = None
+    target: str | None = Field(default=None, max_length=200, description="a webhook id, or USER/DEVICE for push")
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE)
+
+
+class DeliveryOut(BaseModel):
+    id: str = Field(description="the idempotency key its receiver sees")
+    channel: str
+    target: str
+    state: str
+    attempts: int
+    next_at: int
+    created_at: int
+    updated_at: int
+    last_error: str | None
+    payload: dict[str, Any]
+
+
+class DeliveriesOut(BaseModel):
+    deliveries: list[DeliveryOut]
+
+
+class ReplayRequest(_Strict):
+    ids: list[str] = Field(default_factory=list, max_length=MAX_REPLAY, description="deliveries to send again")
+    dead: bool = Field(default=False, description="and every dead letter (of channel and target, if given)")
+    channel: Literal["push", "webhook"] | None = None
+    target: str | None = Field(default=None, max_length=200)
+
+
+class ReplayOut(BaseModel):
+    replayed: int = Field(description="pending again; the notifier sends them on its next pass")
+
+
+@bp.post("/webhooks", responses={201: WebhookOut, **error_responses(409)})
+def add_webhook(body: WebhookCreate) -> Response:
+    """Subscribe a URL to events; the answer carries the signing secret (the only one that does)."""
+    return _answer(_run("add_webhook", body.id, body.url, body.events, body.secret), 201)
+
+
+@bp.get("/webhooks", responses={200: WebhooksOut})
+def list_webhooks() -> Response:
+    """Every webhook subscription (without secrets)."""
+    return _answer(_run("list_webhooks"))
+
+
+@bp.delete("/webhooks/<webhook>", responses={200: WebhookRemoved})
+def remove_webhook(path: WebhookPath) -> Response:
+    """Unsubscribe; its pending deliveries are cancelled when their turn comes."""
+    return _answer(_run("remove_webhook", path.webhook))
+
+
+@bp.get("/deliveries", responses={200: DeliveriesOut})
+def deliveries(query: DeliveriesQuery) -> Response:
+    """The delivery log of push notifications and webhooks, newest first (state=dead: the dead letters)."""
+    return _answer(_run("deliveries", query.channel, query.state, query.target, query.limit))
+
+
+@bp.post("/deliveries/replay", responses={200: ReplayOut})
+def replay(body: ReplayRequest) -> Response:
+    """Send deliveries again with their original idempotency key (404 names ids that are not deliveries)."""
+    return _answer(_run("replay_deliveries", body.ids, dead=body.dead, channel=body.channel, target=body.target))

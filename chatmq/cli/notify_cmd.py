@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
@@ -19,6 +18,7 @@ import orjson
 from chatmq.cli.admin import _when
 from chatmq.cli.settings_opts import make_settings, store_options
 from chatmq.core import webhooks
+from chatmq.core.admin import AdminError, delivery_out, replay_deliveries, webhook_events
 from chatmq.core.ids import is_valid_id
 from chatmq.core.store import AlreadyExists, NotFound, Store, open_store
 from chatmq.core.store.base import (
@@ -28,7 +28,6 @@ from chatmq.core.store.base import (
     DELIVERY_WEBHOOK,
     Delivery,
     Webhook,
-    now_ms,
 )
 
 
@@ -43,17 +42,10 @@ def _store(data_dir: Path | None, store_url: str | None) -> Iterator[Store]:
         store.close()
 
 
-def _delivery_row(delivery: Delivery) -> dict[str, Any]:
-    return {"id": delivery.id, "channel": delivery.channel, "target": delivery.target, "state": delivery.state,
-            "attempts": delivery.attempts, "next_at": delivery.next_at, "created_at": delivery.created_at,
-            "updated_at": delivery.updated_at, "last_error": delivery.last_error,
-            "payload": delivery.payload}  # fmt: skip
-
-
 def _show(deliveries: Sequence[Delivery], as_json: bool) -> None:
     if as_json:
         for delivery in deliveries:
-            click.echo(orjson.dumps(_delivery_row(delivery)).decode())
+            click.echo(orjson.dumps(delivery_out(delivery)).decode())
         return
     if not deliveries:
         click.echo("no deliveries")
@@ -64,17 +56,12 @@ def _show(deliveries: Sequence[Delivery], as_json: bool) -> None:
 
 
 def _replay(store: Store, channel: str, ids: Sequence[str], dead: bool, target: str | None) -> None:
-    chosen = list(ids)
-    if dead:
-        chosen += [d.id for d in store.list_deliveries(channel=channel, state=DELIVERY_DEAD, target=target,
-                                                       limit=1_000_000)]  # fmt: skip
-    if not chosen:
+    if not ids and not dead:
         raise click.UsageError("name deliveries to replay, or pass --dead")
-    known = {i for i in chosen if (d := store.get_delivery(i)) is not None and d.channel == channel}
-    unknown = sorted(set(chosen) - known)
-    if unknown:
-        raise click.ClickException(f"no {channel} delivery {', '.join(unknown)}")
-    count = store.replay_deliveries(sorted(known), now_ms())
+    try:
+        count = replay_deliveries(store, ids, dead=dead, channel=channel, target=target)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{count} {channel} deliveries pending again; the notifier sends them on its next pass")
 
 
@@ -153,11 +140,10 @@ def webhook() -> None:
 
 
 def _events(value: str) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(e.strip() for e in value.split(",") if e.strip()))
-    unknown = [e for e in chosen if e not in webhooks.EVENT_TYPES]
-    if unknown or not chosen:
-        raise click.BadParameter(f"choose from {', '.join(webhooks.EVENT_TYPES)} (got {value!r})")
-    return chosen
+    try:
+        return webhook_events(value.split(","))
+    except AdminError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @webhook.command("add")

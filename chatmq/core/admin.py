@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chatmq.core import webhooks
 from chatmq.core.auth import hash_password, issue_token, token_claims
 from chatmq.core.config import ADMIN_USER
 from chatmq.core.ids import ID_PATTERN, is_valid_id
@@ -44,13 +45,24 @@ from chatmq.core.provisioning import (
 )
 from chatmq.core.revocation import TokenRevocations
 from chatmq.core.store import AlreadyExists, Conversation, NotFound, Store, User
-from chatmq.core.store.base import NewUser
+from chatmq.core.store.base import (
+    DELIVERY_DEAD,
+    DELIVERY_PUSH,
+    DELIVERY_STATES,
+    DELIVERY_WEBHOOK,
+    Delivery,
+    NewUser,
+    Webhook,
+    now_ms,
+)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_IMPORT_ROWS = 1000
 MAX_IMPORT_PLAIN_PASSWORDS = 20  # argon2 at ~0.1 s each: hash the rest before sending (the CLI does)
 MAX_TOKEN_TTL_S = 365 * 24 * 3600
+MAX_REPLAY = 100_000  # dead letters one replay takes at most
+DELIVERY_CHANNELS = (DELIVERY_PUSH, DELIVERY_WEBHOOK)
 ADMIN_TOKEN_TTL_S = 3600
 KEEP: Any = object()  # "leave this field as it is" in update_user
 
@@ -382,6 +394,43 @@ class Admin:
             raise
         return {"kicked": list(result["kicked"]), "disabled": disable}
 
+    # --- webhooks and the delivery log (the notifier's: docs/protocol.md, Webhooks) -------------------
+    def add_webhook(self, webhook_id: str, url: str, events: Sequence[str] | None = None,
+                    secret: str | None = None) -> dict[str, Any]:
+        """Subscribe ``url`` to ``events`` (all by default); the answer shows the signing secret,
+        the only one that does."""
+        _require_id(webhook_id, "webhook")
+        if not url.startswith(("http://", "https://")):
+            raise AdminError("bad_request", "url: must be an http:// or https:// URL")
+        chosen = webhook_events(webhooks.EVENT_TYPES if events is None else events)
+        if secret is not None and len(secret) < 16:
+            raise AdminError("bad_request", "secret: at least 16 characters (or leave it out for a random one)")
+        try:
+            hook = self.store.add_webhook(Webhook(webhook_id, url, secret or webhooks.new_secret(), chosen, now_ms()))
+        except AlreadyExists:
+            raise AdminError("conflict", f"webhook {webhook_id!r} already exists") from None
+        return {**webhook_out(hook), "secret": hook.secret}
+
+    def list_webhooks(self) -> dict[str, Any]:
+        return {"webhooks": [webhook_out(hook) for hook in self.store.webhooks()]}
+
+    def remove_webhook(self, webhook_id: str) -> dict[str, Any]:
+        if not self.store.remove_webhook(webhook_id):
+            raise AdminError("not_found", f"no webhook {webhook_id!r}")
+        return {"id": webhook_id, "removed": True}
+
+    def deliveries(self, channel: str | None = None, state: str | None = None, target: str | None = None,
+                   limit: int | None = None) -> dict[str, Any]:
+        """The delivery log (push and webhooks), newest first, filtered."""
+        _choice(channel, DELIVERY_CHANNELS, "channel")
+        _choice(state, DELIVERY_STATES, "state")
+        found = self.store.list_deliveries(channel=channel, state=state, target=target, limit=_page_size(limit))
+        return {"deliveries": [delivery_out(d) for d in found]}
+
+    def replay_deliveries(self, ids: Sequence[str] = (), *, dead: bool = False, channel: str | None = None,
+                          target: str | None = None) -> dict[str, Any]:
+        return {"replayed": replay_deliveries(self.store, ids, dead=dead, channel=channel, target=target)}
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"users": self.store.count_users(), "conversations": self.store.count_conversations()}
         try:
@@ -472,3 +521,49 @@ def _avatar(value: str | None) -> str | None:
 
 def _not_an_object() -> Any:
     raise RowError("a row must be a JSON object")
+
+
+# --- webhooks and deliveries: shared with `chatmq webhook` / `chatmq push` (chatmq/cli/notify_cmd.py) --
+def webhook_events(events: Sequence[str]) -> tuple[str, ...]:
+    """The event types asked for, each once, in the order given; AdminError for an unknown one."""
+    chosen = tuple(dict.fromkeys(e.strip() for e in events if e.strip()))
+    unknown = [e for e in chosen if e not in webhooks.EVENT_TYPES]
+    if unknown or not chosen:
+        raise AdminError("bad_request", f"events: choose from {', '.join(webhooks.EVENT_TYPES)} "
+                                        f"(got {', '.join(unknown) or 'none'})")
+    return chosen
+
+
+def webhook_out(hook: Webhook) -> dict[str, Any]:
+    return {"id": hook.id, "url": hook.url, "events": list(hook.events), "created_at": hook.created_at}
+
+
+def delivery_out(delivery: Delivery) -> dict[str, Any]:
+    return {"id": delivery.id, "channel": delivery.channel, "target": delivery.target, "state": delivery.state,
+            "attempts": delivery.attempts, "next_at": delivery.next_at, "created_at": delivery.created_at,
+            "updated_at": delivery.updated_at, "last_error": delivery.last_error,
+            "payload": delivery.payload}  # fmt: skip
+
+
+def replay_deliveries(store: Store, ids: Sequence[str] = (), *, dead: bool = False, channel: str | None = None,
+                      target: str | None = None) -> int:
+    """Make deliveries pending again with their original idempotency key: ``ids``, and with ``dead``
+    every dead letter (of ``channel`` and ``target`` when given). Returns how many; AdminError names
+    ids that are not deliveries (of ``channel``), and nothing is replayed then."""
+    _choice(channel, DELIVERY_CHANNELS, "channel")
+    chosen = list(dict.fromkeys(ids))
+    if dead:
+        chosen += [d.id for d in store.list_deliveries(channel=channel, state=DELIVERY_DEAD, target=target,
+                                                       limit=MAX_REPLAY)]  # fmt: skip
+    if not chosen:
+        raise AdminError("bad_request", "name deliveries to replay, or ask for the dead ones")
+    known = {i for i in chosen if (d := store.get_delivery(i)) is not None and channel in (None, d.channel)}
+    unknown = sorted(set(chosen) - known)
+    if unknown:
+        raise AdminError("not_found", f"no {channel + ' ' if channel else ''}delivery {', '.join(unknown)}")
+    return store.replay_deliveries(sorted(known), now_ms())
+
+
+def _choice(value: str | None, allowed: Sequence[str], what: str) -> None:
+    if value is not None and value not in allowed:
+        raise AdminError("bad_request", f"{what}: one of {', '.join(allowed)} (got {value!r})")

@@ -32,7 +32,8 @@ def admin_routes(app: Flask) -> list[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if not (rule.rule.startswith(ADMIN_PREFIX) or rule.endpoint.startswith("admin.")):
             continue
-        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: {"conv": "c1", "seq": "1"}.get(m[1], "bob"), rule.rule)
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: {"conv": "c1", "seq": "1", "webhook": "w1"}.get(m[1], "bob"),
+                     rule.rule)
         routes += [(method, url) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return routes
 
@@ -65,7 +66,8 @@ def test_openapi_describes_the_admin_routes(app: Flask, client: FlaskClient) -> 
     doc = client.get("/openapi.json").get_json()
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     for method, url in admin_routes(app):
-        path = re.sub(r"/(bob|c1|1)(?=/|$)", lambda m: {"bob": "/{user}", "c1": "/{conv}", "1": "/{seq}"}[m[1]], url)
+        path = re.sub(r"/(bob|c1|1|w1)(?=/|$)",
+                      lambda m: {"bob": "/{user}", "c1": "/{conv}", "1": "/{seq}", "w1": "/{webhook}"}[m[1]], url)
         assert (method, path) in documented, (method, path)
         assert doc["paths"][path][method.lower()]["security"] == [{"bearer": []}]
 
@@ -208,3 +210,58 @@ def test_broker_routes_say_when_the_broker_cannot_be_asked(client: FlaskClient) 
     assert_error(client.post(f"{ADMIN_PREFIX}/kick", json={"user": "alice"}, headers=h), 503, "unavailable")
     stats = client.get(f"{ADMIN_PREFIX}/stats", headers=h).get_json()
     assert stats["users"] == 5 and stats["conversations"] == 2 and "not reachable" in stats["broker"]["error"]
+
+
+def test_webhooks_and_the_delivery_log(client: FlaskClient, store: Store) -> None:
+    from chatmq.core.store.base import DELIVERY_DEAD, DELIVERY_PUSH, DELIVERY_WEBHOOK, Attempt, Delivery
+
+    headers = admin_headers()
+    created = client.post(f"{ADMIN_PREFIX}/webhooks", headers=headers,
+                          json={"id": "crm", "url": "https://crm.example/hook", "events": ["message.created"]})
+    assert created.status_code == 201, created.get_json()
+    hook = created.get_json()
+    assert hook["events"] == ["message.created"] and len(hook["secret"]) >= 16 and hook["created_at"] > 0
+    assert store.webhooks()[0].secret == hook["secret"]  # what the notifier signs with
+    assert_error(client.post(f"{ADMIN_PREFIX}/webhooks", headers=headers,
+                             json={"id": "crm", "url": "https://x.example/"}), 409, "conflict")
+    for bad in ({"id": "b", "url": "ftp://x"}, {"id": "b", "url": "https://x", "events": ["nope"]},
+                {"id": "b", "url": "https://x", "events": []}, {"id": "b c", "url": "https://x"},
+                {"id": "b", "url": "https://x", "secret": "short"}):
+        assert_error(client.post(f"{ADMIN_PREFIX}/webhooks", headers=headers, json=bad), 400, "bad_request")
+    everything = client.post(f"{ADMIN_PREFIX}/webhooks", headers=headers,
+                             json={"id": "all", "url": "http://10.0.0.1/h", "secret": "s" * 20}).get_json()
+    assert everything["secret"] == "s" * 20 and "member.added" in everything["events"]
+    listed = client.get(f"{ADMIN_PREFIX}/webhooks", headers=headers).get_json()["webhooks"]
+    assert [(h["id"], h.get("secret")) for h in listed] == [("all", None), ("crm", None)]  # secrets shown once
+
+    store.add_deliveries([
+        Delivery("w:crm:m:c1:1", DELIVERY_WEBHOOK, "crm", "crm:c1", {"id": "m:c1:1", "type": "message.created"}),
+        Delivery("w:crm:m:c1:2", DELIVERY_WEBHOOK, "crm", "crm:c1", {"id": "m:c1:2", "type": "message.created"}),
+        Delivery("p:bob/phone:c1:1", DELIVERY_PUSH, "bob/phone", "bob/phone:c1", {"seq": 1}),
+    ])
+    store.record_attempts([Attempt("w:crm:m:c1:1", 0, DELIVERY_DEAD, 0, "HTTP 500")])
+    log = client.get(f"{ADMIN_PREFIX}/deliveries", headers=headers).get_json()["deliveries"]
+    assert {d["id"] for d in log} == {"w:crm:m:c1:1", "w:crm:m:c1:2", "p:bob/phone:c1:1"}
+    dead = client.get(f"{ADMIN_PREFIX}/deliveries?state=dead&channel=webhook&target=crm", headers=headers).get_json()
+    assert [(d["id"], d["state"], d["last_error"], d["payload"]["type"]) for d in dead["deliveries"]] == [
+        ("w:crm:m:c1:1", "dead", "HTTP 500", "message.created")]
+    pushes = client.get(f"{ADMIN_PREFIX}/deliveries?channel=push", headers=headers).get_json()["deliveries"]
+    assert [d["target"] for d in pushes] == ["bob/phone"]
+    assert_error(client.get(f"{ADMIN_PREFIX}/deliveries?state=lost", headers=headers), 400, "bad_request")
+
+    assert_error(client.post(f"{ADMIN_PREFIX}/deliveries/replay", headers=headers, json={}), 400, "bad_request")
+    missing = client.post(f"{ADMIN_PREFIX}/deliveries/replay", headers=headers, json={"ids": ["w:crm:m:c1:1", "nope"]})
+    assert_error(missing, 404, "not_found")
+    assert "nope" in missing.get_json()["error"]["message"]
+    assert store.get_delivery("w:crm:m:c1:1").state == DELIVERY_DEAD  # type: ignore[union-attr]  # all or nothing
+    replayed = client.post(f"{ADMIN_PREFIX}/deliveries/replay", headers=headers,
+                           json={"dead": True, "channel": "webhook", "target": "crm"})
+    assert replayed.status_code == 200 and replayed.get_json() == {"replayed": 1}
+    again = store.get_delivery("w:crm:m:c1:1")
+    assert again is not None and again.state == "pending" and again.attempts == 0
+    by_id = client.post(f"{ADMIN_PREFIX}/deliveries/replay", headers=headers, json={"ids": ["p:bob/phone:c1:1"]})
+    assert by_id.get_json() == {"replayed": 1}
+
+    assert client.delete(f"{ADMIN_PREFIX}/webhooks/crm", headers=headers).get_json() == {"id": "crm", "removed": True}
+    assert_error(client.delete(f"{ADMIN_PREFIX}/webhooks/crm", headers=headers), 404, "not_found")
+    assert [h.id for h in store.webhooks()] == ["all"]
