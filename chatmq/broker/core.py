@@ -23,6 +23,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
+from chatmq.broker import amqtt_seam
 from chatmq.broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qos
 from chatmq.broker.lean import LeanSession
 from chatmq.broker.routing import RoutingMixin, count_queued, queued_bytes
@@ -165,7 +166,7 @@ class ChatBroker(RoutingMixin, Broker):
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
 
-        if not await self._authenticate(incoming, None):  # type: ignore[arg-type]
+        if not await amqtt_seam.authenticate(self, incoming):
             await self._refuse(writer, CONNACK_NOT_AUTHORIZED)
             raise MQTTError(f"login refused for client_id={incoming.client_id!r} from {where}")
         if _is_device(incoming):
@@ -173,7 +174,7 @@ class ChatBroker(RoutingMixin, Broker):
 
         if not incoming.client_id:
             incoming.client_id = gen_client_id()  # MQTT-3.1.3-6 (amqtt refused it with clean_session=0)
-        existing = self._sessions.get(incoming.client_id, (None, None))[0]
+        existing = self.sessions.get(incoming.client_id, (None, None))[0]
         if existing is not None and session_owner(existing.attributes) != session_owner(incoming.attributes):
             # A client id is not a credential: another user's login must not take over a session.
             log.warning("refused client_id=%r from %s: the session belongs to another user", incoming.client_id, where)
@@ -222,7 +223,7 @@ class ChatBroker(RoutingMixin, Broker):
         if not existing.transitions.is_connected():
             return
         log.info("client_id=%r reconnected: closing its previous connection", existing.client_id)
-        old_handler = self._sessions[existing.client_id][1]  # type: ignore[index]
+        old_handler = self.sessions[existing.client_id][1]  # type: ignore[index]
         await old_handler.handle_connection_closed()
         done: asyncio.Event | None = existing.attributes.get(_LOOP_DONE_KEY)
         if done is not None:
@@ -246,7 +247,7 @@ class ChatBroker(RoutingMixin, Broker):
         if not held:
             return 0
         for client_id in list(held):
-            session = self._sessions.get(client_id, (None, None))[0]
+            session = self.sessions.get(client_id, (None, None))[0]
             identity = session_identity(session.attributes) if session is not None else None
             if session is None or identity is None or identity.user != user \
                     or not (session.transitions.is_connected() or _persistent(session)):  # fmt: skip
@@ -284,7 +285,7 @@ class ChatBroker(RoutingMixin, Broker):
         if isinstance(handler, ChatHandler):
             handler.inbound = self  # packets after CONNECT are parsed and routed inline (chatmq/broker/inbound.py)
         assert client_session.client_id is not None
-        self._sessions[client_session.client_id] = (client_session, handler)
+        self.sessions[client_session.client_id] = (client_session, handler)
         self._hold_deliveries(client_session, handler)  # what it is owed goes out before them
         done = asyncio.Event()
         client_session.attributes[_LOOP_DONE_KEY] = done
@@ -296,7 +297,7 @@ class ChatBroker(RoutingMixin, Broker):
             await self._save_session(client_session)
             await handler.start()
             await self._replay(client_session, handler, await self._take_offline_queue(client_session))
-            await self._client_message_loop(client_session, handler)
+            await amqtt_seam.message_loop(self, client_session, handler)
         finally:
             done.set()
 
@@ -329,8 +330,7 @@ class ChatBroker(RoutingMixin, Broker):
     ) -> bool:
         """Route one client publish; False only when it was not taken and must not be acknowledged."""
         plugins = self.plugins_manager
-        listened = plugins._event_plugin_callbacks  # fire_event is a coroutine call even when nobody listens
-        if BrokerEvents.MESSAGE_RECEIVED in listened:
+        if amqtt_seam.listens(plugins, BrokerEvents.MESSAGE_RECEIVED):
             await plugins.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id,
                                      message=app_message)
         topic = app_message.topic
@@ -354,7 +354,7 @@ class ChatBroker(RoutingMixin, Broker):
             retain = False
             if topic.startswith("chat/") and not self._typing_passes(client_session, topic, app_message.data):
                 return True
-        if BrokerEvents.MESSAGE_BROADCAST in listened:
+        if amqtt_seam.listens(plugins, BrokerEvents.MESSAGE_BROADCAST):
             await plugins.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id,
                                      message=app_message)
         taken = await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
@@ -503,7 +503,7 @@ class ChatBroker(RoutingMixin, Broker):
         await self._save_session(client_session)
 
     def _subscribed(self, session: Session, topic_filter: str) -> bool:
-        return any(s.client_id == session.client_id for s, _ in self._subscriptions.get(topic_filter, ()))
+        return session.client_id in (self._routing_index.subscribers(topic_filter) or {})
 
     async def _save_session(self, session: Session) -> None:
         if self.session_store is None or not session.client_id or not _persistent(session):
@@ -520,7 +520,7 @@ class ChatBroker(RoutingMixin, Broker):
 
     async def _cleanup_session(self, client_id: str) -> None:
         """Called by amqtt's expiry monitor and at shutdown: only the former ends a session for good."""
-        session = self._sessions.get(client_id, (None, None))[0]
+        session = self.sessions.get(client_id, (None, None))[0]
         await super()._cleanup_session(client_id)
         if not self._stopping and session is not None and _persistent(session):
             await self._forget(client_id)
@@ -544,7 +544,7 @@ class ChatBroker(RoutingMixin, Broker):
         for item in stored:
             handler, session = self.create_offline_session(item.client_id)
             restore_owner(session.attributes, item.owner)
-            self._sessions[item.client_id] = (session, handler)
+            self.sessions[item.client_id] = (session, handler)
             identity = session_identity(session.attributes)
             if identity is not None and not identity.is_service:  # counted, never refused: it exists
                 self._user_sessions.setdefault(identity.user, set()).add(item.client_id)
@@ -567,7 +567,7 @@ class ChatBroker(RoutingMixin, Broker):
         in-flight messages), then let amqtt shut down without deleting the stored sessions."""
         self._stopping = True
         if self.session_store is not None:
-            for client_id, (session, _) in list(self._sessions.items()):
+            for client_id, (session, _) in list(self.sessions.items()):
                 if not _persistent(session):
                     continue
                 queued = [session.retained_messages.get_nowait() for _ in range(session.retained_messages.qsize())]

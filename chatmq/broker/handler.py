@@ -15,6 +15,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.manager import PluginManager
 from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
+from chatmq.broker import amqtt_seam
 from chatmq.broker.inbound import InlineReader
 from chatmq.core.mqtt.codec import (
     CONNACK_UNACCEPTABLE_PROTOCOL_VERSION,
@@ -109,7 +110,7 @@ class ChatHandler(InlineReader, BrokerProtocolHandler):
         timeout, so a silently dead client stays connected forever and its will is never sent.
         Closing the connection here goes through the broker's abnormal-disconnect path (will)."""
         session = self.session
-        if session is None or self._disconnect_waiter is None or self._disconnect_waiter.done():
+        if session is None or not amqtt_seam.disconnect_pending(self):
             return
         log.info("keepalive expired: client_id=%r silent %.1f s, disconnecting", session.client_id, session.keep_alive)
         self._keepalive_close = asyncio.ensure_future(self.handle_connection_closed())

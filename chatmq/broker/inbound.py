@@ -33,13 +33,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from amqtt.adapters import BufferReader, StreamReaderAdapter
+from amqtt.adapters import BufferReader
 from amqtt.mqtt import packet_class
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import Subscription, UnSubscription
 from amqtt.session import IncomingApplicationMessage, Session
 
+from chatmq.broker import amqtt_seam
 from chatmq.core.mqtt.codec import (
     Decoder,
     Disconnect,
@@ -61,10 +62,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PUBLISH = PacketType.PUBLISH
+_PUBACK = PacketType.PUBACK
 _READ_SIZE = 64 * 1024  # one read takes every packet the transport has buffered, up to this
 _PINGRESP = b"\xd0\x00"
-_QOS2_WAITERS = {PacketType.PUBREC: "_pubrec_waiters", PacketType.PUBREL: "_pubrel_waiters",
-                 PacketType.PUBCOMP: "_pubcomp_waiters"}  # fmt: skip
+_QOS2_HANDSHAKE = (PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP)
 
 
 class ProtocolViolation(Exception):
@@ -107,13 +108,13 @@ class InlineReader:
         session: Session = handler.session
         source = handler.reader
         # TCP: take whatever is buffered; other transports (WebSocket) read exactly what the codec wants
-        stream = source._reader if isinstance(source, StreamReaderAdapter) else None
+        stream = amqtt_seam.tcp_stream(source)
         decoder = Decoder(self.max_packet_bytes)
         self._replies = bytearray()
         peer = f"client_id={session.client_id!r}"
         self._start_watchdog(session.keep_alive)
         self._qos2_flows = set()
-        handler._reader_ready.set()
+        amqtt_seam.reader_started(handler)
         try:
             while True:
                 frame = decoder.next_frame()
@@ -145,7 +146,7 @@ class InlineReader:
             for flow in self._qos2_flows:
                 flow.cancel()
         await handler.handle_connection_closed()
-        handler._reader_stopped.set()
+        amqtt_seam.reader_stopped(handler)
         await handler.stop()
 
     async def _dispatch(self, inbound: Inbound, session: Session, first: int, body: bytes) -> None:
@@ -156,7 +157,7 @@ class InlineReader:
                 publish.packet_id, publish.topic, publish.qos, publish.payload, publish.retain
             )
             if publish.qos == 2:  # amqtt's QoS 2 flow waits for PUBREL: it needs its own task
-                flow = asyncio.ensure_future(handler._handle_message_flow(message))
+                flow = asyncio.ensure_future(amqtt_seam.message_flow(handler, message))
                 self._qos2_flows.add(flow)
                 flow.add_done_callback(self._qos2_flows.discard)
                 return
@@ -168,12 +169,12 @@ class InlineReader:
         kind = type(packet)
         if kind is Puback:
             packet_id = packet.packet_id  # type: ignore[union-attr]
-            waiter = handler._puback_waiters.get(packet_id)
+            waiter = amqtt_seam.ack_waiters(handler, _PUBACK).get(packet_id)
             if waiter is None:  # a routed delivery (chatmq/broker/routing.py): no future per message
                 delivered = session.inflight_out.get(packet_id)
                 if delivered is not None and delivered.qos == 1:
                     del session.inflight_out[packet_id]
-                elif delivered is not None or packet_id in handler._pubcomp_waiters:
+                elif delivered is not None or packet_id in amqtt_seam.ack_waiters(handler, PacketType.PUBCOMP):
                     raise ProtocolViolation(f"PUBACK for the QoS 2 delivery {packet_id}")
             elif not waiter.done():
                 waiter.set_result(None)  # amqtt's own flows only test the outcome, not the packet
@@ -188,11 +189,11 @@ class InlineReader:
             await inbound.inbound_unsubscribe(session, handler, unsubscription)
         elif kind is Disconnect:
             await handler.handle_disconnect(DisconnectPacket())
-        elif first >> 4 in _QOS2_WAITERS:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 handshake, amqtt's waiters
+        elif first >> 4 in _QOS2_HANDSHAKE:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 handshake, amqtt's waiters
             packet_id = packet.packet_id  # type: ignore[union-attr]
             if kind is not Pubrel:
                 self._check_qos2_ack(session, kind.__name__.upper(), packet_id)
-            waiter = getattr(handler, _QOS2_WAITERS[first >> 4]).get(packet_id)
+            waiter = amqtt_seam.ack_waiters(handler, PacketType(first >> 4)).get(packet_id)
             if waiter is not None and not waiter.done():
                 header = MQTTFixedHeader(first >> 4, first & 0x0F, len(body))
                 waiter.set_result(await packet_class(header).from_stream(BufferReader(body), fixed_header=header))
@@ -205,9 +206,9 @@ class InlineReader:
         is a protocol violation."""
         handler: Any = self
         delivered = session.inflight_out.get(packet_id)
-        if (delivered is not None and delivered.qos == 1) or packet_id in handler._puback_waiters:
+        if (delivered is not None and delivered.qos == 1) or packet_id in amqtt_seam.ack_waiters(handler, _PUBACK):
             raise ProtocolViolation(f"{kind} for the QoS 1 delivery {packet_id}")
-        if kind == "PUBCOMP" and packet_id in handler._pubrec_waiters:
+        if kind == "PUBCOMP" and packet_id in amqtt_seam.ack_waiters(handler, PacketType.PUBREC):
             raise ProtocolViolation(f"PUBCOMP for the delivery {packet_id} before its PUBREC")
 
     async def _flush_replies(self) -> None:
@@ -221,7 +222,7 @@ class InlineReader:
     async def _send(self, packet: bytes) -> None:
         """Under the write lock: amqtt's WebSocket writer loses bytes written during another drain."""
         handler: Any = self
-        async with handler._write_lock:
+        async with amqtt_seam.write_lock(handler):
             handler.writer.write(packet)
             await handler.writer.drain()
 

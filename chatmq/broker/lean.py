@@ -28,6 +28,8 @@ from amqtt.mqtt.protocol import broker_handler
 from amqtt.session import Session
 from transitions import MachineError
 
+from chatmq.broker import amqtt_seam
+
 T = TypeVar("T")
 
 NEW, CONNECTED, DISCONNECTED = "new", "connected", "disconnected"
@@ -47,12 +49,12 @@ class LeanStates:
         if self.state == CONNECTED:
             raise MachineError(f"Can't trigger event connect from state {self.state}!")
         self.state = CONNECTED
-        self._session._on_enter_connected()
+        amqtt_seam.entered_connected(self._session)
         return True
 
     def disconnect(self) -> bool:
         self.state = DISCONNECTED
-        self._session._on_enter_disconnected()
+        amqtt_seam.entered_disconnected(self._session)
         return True
 
     def is_new(self) -> bool:

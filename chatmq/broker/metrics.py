@@ -36,7 +36,7 @@ class _LiveState(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         connected = sessions = queued = 0
         for broker in list(self.brokers):
-            for session, _handler in list(broker._sessions.values()):
+            for session, _handler in list(broker.sessions.values()):
                 sessions += 1
                 queued += session.retained_messages.qsize()
                 if session.transitions.is_connected():

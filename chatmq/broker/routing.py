@@ -2,11 +2,11 @@
 
 Why: stock amqtt 0.12.1 matches every message against every filter (10,000 idle filters took relay
 from ~6,000 to ~250 msg/s), spawns one task per delivery and one per plugin call, and iterates
-``self._subscriptions`` across awaits, so a SUBSCRIBE during a broadcast can raise "dictionary
+its subscriptions dict across awaits, so a SUBSCRIBE during a broadcast can raise "dictionary
 changed size during iteration". Here:
 
 - ``SubscriptionIndex`` (a ``TopicTrie`` of filter -> {client_id: (session, qos)}) finds the
-  recipients of a topic in O(depth + matches). ``self._subscriptions`` becomes a read-only
+  recipients of a topic in O(depth + matches). amqtt's subscriptions dict becomes a read-only
   ``SubscriptionsView`` over it (amqtt's ``BrokerContext.subscriptions`` and plugins read it; its
   iteration is a snapshot, so awaiting inside a loop over it is safe).
 - Overlapping subscriptions of one client deliver ONCE, at the highest granted QoS among that
@@ -53,7 +53,6 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from amqtt.adapters import StreamWriterAdapter
 from amqtt.broker import RetainedApplicationMessage
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError
@@ -62,6 +61,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import OutgoingApplicationMessage, Session
 
+from chatmq.broker import amqtt_seam
 from chatmq.broker.topictrie import TopicTrie, filter_matches, has_wildcard, valid_filter
 from chatmq.core.mqtt.codec import SUBACK_FAILURE, encode_publish
 
@@ -166,7 +166,7 @@ class SubscriptionsView(Mapping[str, list[tuple[Session, int]]]):
     """amqtt's ``dict[filter, list[(session, qos)]]`` shape, read-only, over the index.
 
     Iteration walks a snapshot of the filters, so code that awaits inside ``for f in
-    broker._subscriptions`` (stock ``_handle_client_session`` does) cannot crash when a client
+    broker.subscriptions`` (stock ``_handle_client_session`` does) cannot crash when a client
     subscribes meanwhile. ``clear()`` exists because ``Broker.start()`` calls it.
     """
 
@@ -220,7 +220,7 @@ class RoutingMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._routing_index = SubscriptionIndex()
-        self._subscriptions = SubscriptionsView(self._routing_index)  # type: ignore[assignment]
+        amqtt_seam.use_subscriptions(self, SubscriptionsView(self._routing_index))  # type: ignore[arg-type]
         self._outboxes: dict[str, _Outbox] = {}
         self._unsent: dict[BrokerProtocolHandler, bytearray] = {}  # direct deliveries of this loop turn
         self._outbox_sweep: asyncio.TimerHandle | None = None
@@ -250,7 +250,7 @@ class RoutingMixin:
     async def _broadcast_loop(self) -> None:
         """amqtt starts this task and awaits it at shutdown. Nothing is queued for it any more
         (``_broadcast_message`` routes in the caller's task), so it only waits for shutdown."""
-        await self._broadcast_shutdown_waiter  # type: ignore[attr-defined]
+        await amqtt_seam.broadcast_shutdown(self)  # type: ignore[arg-type]
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
@@ -305,7 +305,7 @@ class RoutingMixin:
         topic_plugins = self._topic_plugins_cache
         if topic_plugins is None:  # the plugins are loaded once; amqtt re-reads its config per call
             plugins = self.plugins_manager  # type: ignore[attr-defined]
-            topic_plugins = tuple(plugins._topic_plugins) if plugins.is_topic_filtering_enabled() else ()
+            topic_plugins = amqtt_seam.topic_plugins(plugins)
             self._topic_plugins_cache = topic_plugins
         for plugin in topic_plugins:
             try:
@@ -355,7 +355,8 @@ class RoutingMixin:
         self._outboxes.clear()
 
     def _enqueue(self, session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool = False) -> None:
-        handler: BrokerProtocolHandler | None = self._get_handler(session)  # type: ignore[attr-defined]
+        sessions: dict[str, tuple[Session, BrokerProtocolHandler]] = self.sessions  # type: ignore[attr-defined]
+        handler = sessions.get(session.client_id or "", (None, None))[1]
         if handler is None:
             return
         client_id = session.client_id or ""
@@ -411,7 +412,7 @@ class RoutingMixin:
                     chunks.append(encode_publish(message.topic, message.data, QOS_1, packet_id,
                                                  bool(message.retain), dup=True))  # fmt: skip
                 else:  # QoS 2 keeps amqtt's handshake (PUBREL again if PUBREC came, else the PUBLISH)
-                    self._track(handler._handle_message_flow(message), session, message.topic)
+                    self._track(amqtt_seam.message_flow(handler, message), session, message.topic)
             await self._write(handler, chunks)
             if box is not None and box.handler is handler:
                 box.queue.extendleft((topic, data, qos, False) for topic, data, qos in reversed(queued))
@@ -441,10 +442,9 @@ class RoutingMixin:
         (``_write_unsent``) instead of waking the connection's writer task (a task switch per
         delivery). Order is kept: nothing is queued and no batch is in hand, the writer task writes
         what is unsent first, and every other writer writes a packet with one call."""
-        writer = handler.writer
-        if not isinstance(writer, StreamWriterAdapter) or session.transitions.state != "connected":
+        transport = amqtt_seam.tcp_transport(handler.writer)  # None: WebSocket, its writer task writes
+        if transport is None or session.transitions.state != "connected":
             return False
-        transport = writer._writer.transport
         if transport.is_closing() or transport.get_write_buffer_size() > _DIRECT_WRITE_MAX:
             return False  # the writer task drains a slow reader
         packet = self._publish_bytes(session, topic, data, qos, retain)
@@ -474,9 +474,9 @@ class RoutingMixin:
     def _write_unsent_of(self, handler: BrokerProtocolHandler, data: bytearray | None = None) -> None:
         if data is None:
             data = self._unsent.pop(handler, None)
-        writer = handler.writer
-        if data and isinstance(writer, StreamWriterAdapter) and not writer._writer.transport.is_closing():
-            writer._writer.transport.write(data)
+        transport = amqtt_seam.tcp_transport(handler.writer)
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
         # a connection that went away keeps its QoS 1 deliveries in inflight_out: resent on reconnect
 
     @staticmethod
@@ -568,7 +568,7 @@ class RoutingMixin:
         if not chunks or writer is None:
             return
         try:
-            async with handler._write_lock:
+            async with amqtt_seam.write_lock(handler):
                 writer.write(b"".join(chunks))
                 await writer.drain()
         except (ConnectionResetError, BrokenPipeError):
@@ -603,7 +603,7 @@ class RoutingMixin:
     ) -> None:
         """Retained messages for one new subscription, after the RECEIVE check, in the session's outbox."""
         topic_filter, qos = subscription
-        retained: Mapping[str, RetainedApplicationMessage] = self._retained_messages  # type: ignore[attr-defined]
+        retained: Mapping[str, RetainedApplicationMessage] = self.retained_messages  # type: ignore[attr-defined]
         if has_wildcard(topic_filter):
             topics = [topic for topic in list(retained) if filter_matches(topic, topic_filter)]
         else:

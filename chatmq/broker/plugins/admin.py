@@ -21,7 +21,7 @@ from amqtt.broker import BrokerContext
 from amqtt.plugins.base import BasePlugin
 from amqtt.session import ApplicationMessage, Session
 
-from chatmq.broker import metrics
+from chatmq.broker import amqtt_seam, metrics
 from chatmq.broker.handler import KEEPALIVE_GRACE
 from chatmq.broker.ops import CONNECTED_AT_KEY
 from chatmq.broker.services import BrokerServices, RedisListener, session_identity
@@ -43,7 +43,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
     def __init__(self, context: BrokerContext) -> None:
         super().__init__(context)
         self.services: BrokerServices = self.config.services
-        self.broker: Any = context._broker_instance
+        self.broker: Any = amqtt_seam.broker_of(context)
         if hasattr(self.broker, "reply"):  # OpsBroker; stock amqtt (regression tests) has no hook
             self.broker.control_handler = self.handle
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=RATE_WINDOW_S + 1)
@@ -102,7 +102,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
     async def _run(self, command: Command, args: dict[str, Any], asker: Session) -> Any:
         if command is Command.CLIENTS:  # every connected client but the asking admin connection itself
             user = _optional_user(args)
-            return [self._describe(s) for s in self._sessions()
+            return [self._describe(s) for s in self._connected()
                     if s is not asker and (user is None or _user_of(s) == user)]
         if command is Command.KICK:
             return await self._kick(args)
@@ -115,8 +115,8 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             return {"kicked": await self.revalidate(user)}
         raise ControlError("unknown_command", command.value)  # pragma: no cover - parse_request filters
 
-    def _sessions(self) -> list[Session]:
-        return [s for s, _h in list(self.broker._sessions.values()) if s.transitions.is_connected()]
+    def _connected(self) -> list[Session]:
+        return [s for s, _h in list(self.broker.sessions.values()) if s.transitions.is_connected()]
 
     @staticmethod
     def _describe(session: Session) -> dict[str, Any]:
@@ -138,16 +138,16 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
         if (client_id is None) == (user is None):
             raise ControlError("bad_request", "kick needs exactly one of user or client_id")
         if client_id is not None:
-            entry = self.broker._sessions.get(client_id)
+            entry = self.broker.sessions.get(client_id)
             if entry is None or not entry[0].transitions.is_connected():
                 raise ControlError("unknown_client", f"no connected client {client_id!r}")
             victims = [entry[0]]
         else:
-            victims = [s for s in self._sessions() if _user_of(s) == user]
+            victims = [s for s in self._connected() if _user_of(s) == user]
         return {"kicked": [await self._close(s, "admin") for s in victims]}
 
     async def _close(self, session: Session, reason: str) -> str:
-        handler = self.broker._sessions.get(session.client_id, (None, None))[1]
+        handler = self.broker.sessions.get(session.client_id, (None, None))[1]
         log.warning("closing client_id=%r user=%s (%s)", session.client_id, _user_of(session), reason)
         metrics.KICKED.labels(reason=reason).inc()
         if handler is not None:
@@ -158,7 +158,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
         """Log every live connection of ``user`` in again with its own credentials; close the ones
         that no longer pass (revoked token, disabled user, changed password)."""
         kicked = []
-        for session in self._sessions():
+        for session in self._connected():
             identity = session_identity(session.attributes)
             if identity is None or identity.user != user or identity.is_service or identity.is_admin:
                 continue
@@ -171,7 +171,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
 
     def _stats(self) -> dict[str, Any]:
         totals = self.broker.totals
-        sessions = [s for s, _h in list(self.broker._sessions.values())]
+        sessions = [s for s, _h in list(self.broker.sessions.values())]
         connected = sum(1 for s in sessions if s.transitions.is_connected())
         in_rate = out_rate = 0.0
         if len(self._samples) >= 2:
@@ -182,7 +182,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             "connections": connected,
             "sessions": len(sessions),
             "queued": sum(s.retained_messages.qsize() for s in sessions),
-            "subscriptions": len(self.broker._subscriptions),
+            "subscriptions": len(self.broker.subscriptions),
             "received_total": totals.received,
             "delivered_total": totals.delivered,
             "rejected_total": totals.rejected,
