@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -148,6 +149,9 @@ INTERNALS: tuple[Internal, ...] = (
     Internal(_PROTOCOL, "_pubcomp_waiters", "read", "the QoS 2 handshake's waiters"),
     Internal(_PROTOCOL, "_reader_ready", "read", "handler.start() waits until the reader runs"),
     Internal(_PROTOCOL, "_reader_stopped", "read", "handler.stop() waits until the reader ended"),
+    Internal(_HANDLER, "_pending_subscriptions", "write", "a small queue instead of an asyncio.Queue "
+             "(~3 KiB per connection; amqtt's message loop still waits on it)"),
+    Internal(_HANDLER, "_pending_unsubscriptions", "write", "as _pending_subscriptions"),
     Internal(_HANDLER, "_disconnect_waiter", "read", "a keepalive expiry closes only a live connection"),
     Internal("amqtt.adapters.StreamReaderAdapter", "_reader", "read", "one read takes every packet the "
              "TCP socket has buffered (the adapter reads exactly n bytes)"),
@@ -190,6 +194,12 @@ def reader_started(handler: BrokerProtocolHandler) -> None:
 
 def reader_stopped(handler: BrokerProtocolHandler) -> None:
     handler._reader_stopped.set()
+
+
+def use_queues(handler: BrokerProtocolHandler, make: Callable[[], Any]) -> None:
+    """The handler's two pending-(un)subscription queues, built by ``make`` (chatmq/broker/lean.py)."""
+    handler._pending_subscriptions = make()
+    handler._pending_unsubscriptions = make()
 
 
 def disconnect_pending(handler: BrokerProtocolHandler) -> bool:

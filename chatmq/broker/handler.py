@@ -9,7 +9,7 @@ import asyncio
 import logging
 from typing import Any
 
-from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.errors import MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.manager import PluginManager
@@ -17,18 +17,26 @@ from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicat
 
 from chatmq.broker import amqtt_seam
 from chatmq.broker.inbound import InlineReader
+from chatmq.broker.lean import SmallQueue, session_from_connect
 from chatmq.core.mqtt.codec import (
+    CONNACK_IDENTIFIER_REJECTED,
     CONNACK_UNACCEPTABLE_PROTOCOL_VERSION,
     Connack,
+    Connect,
     Decoder,
     MalformedPacket,
     PacketType,
     UnsupportedProtocolLevel,
     decode,
-    encode_frame,
 )
 
 log = logging.getLogger(__name__)
+
+
+async def _refuse(writer: WriterAdapter, code: int) -> None:
+    writer.write(Connack(code).encode())
+    await writer.drain()
+    await writer.close()
 
 KEEPALIVE_GRACE = 1.5  # MQTT-3.1.2-24: disconnect after one and a half keepalive periods of silence
 
@@ -58,6 +66,15 @@ def effective_qos(data: bytes | bytearray, granted: int | None) -> int | None:
 
 
 class ChatHandler(InlineReader, BrokerProtocolHandler):
+    def __init__(
+        self,
+        plugins_manager: PluginManager[Any],
+        session: Session | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(plugins_manager, session, loop)
+        amqtt_seam.use_queues(self, SmallQueue)  # ~3 KiB less per connection (chatmq/broker/lean.py)
+
     @classmethod
     async def init_from_connect(
         cls,
@@ -69,13 +86,15 @@ class ChatHandler(InlineReader, BrokerProtocolHandler):
         max_packet_bytes: int | None = None,
     ) -> tuple[BrokerProtocolHandler, Session]:
         """The first packet is read whole through the codec (exactly its own bytes: what follows is
-        the inline reader's), checked, and handed to amqtt's parser from a buffer.
+        the inline reader's), checked, and made into the connection's session here (amqtt's own
+        CONNECT parser is not used).
 
         amqtt 0.12 defects: an MQTT 5 (or 3.1) CONNECT got no answer at all (MQTT-3.1.2-2 wants
         CONNACK 0x01 "unacceptable protocol version"); garbage instead of a CONNECT, and a CONNECT
         that breaks the standard (flags, UTF-8, missing fields: MQTT-3.1.2-3/11/13/14/22,
         MQTT-3.1.3-4/11), were read on or answered; they now close the connection without a reply
-        [MQTT-4.8.0-1]. A packet over ``max_packet_bytes`` raises the codec's ``PacketTooLarge``."""
+        [MQTT-4.8.0-1]. A packet over ``max_packet_bytes`` raises the codec's ``PacketTooLarge``.
+        As in amqtt, an empty client id with clean_session=0 is refused with CONNACK 0x02 [MQTT-3.1.3-8]."""
         decoder = Decoder(max_packet_bytes)
         while (frame := decoder.next_frame()) is None:
             try:
@@ -89,21 +108,21 @@ class ChatHandler(InlineReader, BrokerProtocolHandler):
         try:
             if first >> 4 != PacketType.CONNECT:  # MQTT-3.1.0-1
                 raise MalformedPacket(f"first packet is of type {first >> 4}, not CONNECT")
-            decode(first, body)
+            connect = decode(first, body)
         except UnsupportedProtocolLevel as refused:
             log.warning("refused CONNECT: %s", refused)
-            writer.write(Connack(CONNACK_UNACCEPTABLE_PROTOCOL_VERSION).encode())
-            await writer.drain()
-            await writer.close()
+            await _refuse(writer, CONNACK_UNACCEPTABLE_PROTOCOL_VERSION)
             raise MQTTError(f"unsupported MQTT protocol level {refused.level}") from None
         except MalformedPacket as malformed:
             await writer.close()
             raise MQTTError(f"malformed CONNECT: {malformed}") from None
-        handler, session = await super().init_from_connect(BufferReader(encode_frame(first, body)), writer,
-                                                           plugins_manager, loop)  # fmt: skip
-        if isinstance(handler, ChatHandler):
-            handler.max_packet_bytes = max_packet_bytes
-        return handler, session
+        assert isinstance(connect, Connect)
+        if not connect.client_id and not connect.clean_session:
+            await _refuse(writer, CONNACK_IDENTIFIER_REJECTED)
+            raise MQTTError("no client id with clean_session=0 [MQTT-3.1.3-8]")
+        handler = cls(plugins_manager, loop=loop)
+        handler.max_packet_bytes = max_packet_bytes
+        return handler, session_from_connect(connect, writer)
 
     def handle_read_timeout(self) -> None:
         """amqtt 0.12 defect (upstream issue #308): the stock handler ignores the keepalive read

@@ -10,11 +10,12 @@ measures the RSS): the two largest costs are bookkeeping, not connection state:
 - every ``asyncio.Queue`` holds three ``collections.deque`` plus an ``Event`` with a fourth, and
   CPython allocates a 64-slot block (~760 bytes) for each deque up front, even empty: ~3 KiB per
   queue, and a session plus its handler have four queues that are empty almost always (offline
-  messages, amqtt's delivery queue, pending (un)subscriptions). ``LeanQueue`` keeps them in lists,
-  which cost 56 bytes empty; these queues hold a handful of items (at most the session queue limit).
+  messages, amqtt's delivery queue, pending (un)subscriptions). ``SmallQueue`` keeps each in one
+  list, 56 bytes empty.
 
-``install()`` points amqtt's CONNECT handling at ``LeanSession``/``LeanQueue``; ``LeanSession`` is
-also what the broker builds for restored offline sessions. Behaviour is unchanged: the lean state
+The broker builds its sessions itself, per broker instance: ``session_from_connect`` for a CONNECT
+(chatmq/broker/handler.py), ``LeanSession()`` for a restored offline session; the handler gives itself
+small queues through the seam. Nothing of amqtt is patched. Behaviour is unchanged: the lean state
 machine raises the same ``MachineError`` for the one invalid trigger and runs the same callbacks
 (tests/broker/test_lean.py checks it against ``transitions`` for every state and trigger).
 """
@@ -22,13 +23,14 @@ machine raises the same ``MachineError`` for the one invalid trigger and runs th
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from amqtt.mqtt.protocol import broker_handler
+from amqtt.adapters import WriterAdapter
 from amqtt.session import Session
 from transitions import MachineError
 
 from chatmq.broker import amqtt_seam
+from chatmq.core.mqtt.codec import Connect
 
 T = TypeVar("T")
 
@@ -70,43 +72,106 @@ class LeanStates:
         return self.state == state
 
 
-class _SmallDeque(list[Any]):
-    """The deque methods asyncio's Queue and Event use, on a list (56 bytes empty, not 760)."""
+class SmallQueue(Generic[T]):
+    """The part of ``asyncio.Queue`` amqtt uses on a session's and a handler's queues (``put``,
+    ``put_nowait``, ``get``, ``get_nowait``, ``qsize``, ``empty``), unbounded, over one list: 56 bytes
+    when empty, where an ``asyncio.Queue`` costs ~3 KiB. Built on public asyncio only (futures), so no
+    asyncio internal is touched. FIFO for items and for waiting getters; a cancelled getter never
+    takes an item."""
 
-    __slots__ = ()
+    __slots__ = ("_head", "_items", "_waiting")
 
-    def popleft(self) -> Any:
-        return self.pop(0)
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._head = 0  # items before it were taken (amortised O(1) gets, also for a long offline queue)
+        self._waiting: list[asyncio.Future[None]] = []
 
-    def appendleft(self, item: Any) -> None:
-        self.insert(0, item)
+    def qsize(self) -> int:
+        return len(self._items) - self._head
 
+    def empty(self) -> bool:
+        return self._head == len(self._items)
 
-class LeanQueue(asyncio.Queue[T]):
-    """An asyncio.Queue for the few items a session queue holds; see the module docstring."""
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        if self._waiting:
+            self._wake_one()
 
-    def __init__(self, maxsize: int = 0) -> None:
-        super().__init__(maxsize)
-        self._getters = _SmallDeque()  # type: ignore[assignment]
-        self._putters = _SmallDeque()  # type: ignore[assignment]
-        self._finished._waiters = _SmallDeque()  # type: ignore[attr-defined]
+    async def put(self, item: T) -> None:
+        self.put_nowait(item)
 
-    def _init(self, maxsize: int) -> None:
-        self._queue = _SmallDeque()
+    def get_nowait(self) -> T:
+        items, head = self._items, self._head
+        if head == len(items):
+            raise asyncio.QueueEmpty
+        item: T = items[head]
+        items[head] = None
+        head += 1
+        if head * 2 >= len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+        return item
+
+    async def get(self) -> T:
+        while self.empty():
+            getter = asyncio.get_running_loop().create_future()
+            self._waiting.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()  # a no-op once woken
+                if getter in self._waiting:
+                    self._waiting.remove(getter)
+                if not self.empty() and not getter.cancelled():
+                    self._wake_one()  # it was woken for an item it will not take: the next getter takes it
+                raise
+        return self.get_nowait()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            getter = self._waiting.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
 
 
 class LeanSession(Session):
+    """amqtt's Session with the lean state machine and small queues (the two asyncio.Queues amqtt's
+    ``__init__`` builds are dropped at once)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.retained_messages = LeanQueue()
-        self.delivered_message_queue = LeanQueue()
+        self.retained_messages = SmallQueue()  # type: ignore[assignment]
+        self.delivered_message_queue = SmallQueue()  # type: ignore[assignment]
 
     def _init_states(self) -> None:
         self.transitions = LeanStates(self)  # type: ignore[assignment]
 
 
-def install() -> None:
-    """Make amqtt's CONNECT handling build LeanSessions and its handlers LeanQueues (process-wide:
-    ``broker_handler`` looks both names up when a connection arrives; idempotent)."""
-    broker_handler.Session = LeanSession  # type: ignore[misc]
-    broker_handler.Queue = LeanQueue  # type: ignore[misc]
+def session_from_connect(connect: Connect, writer: WriterAdapter) -> LeanSession:
+    """The session of a new connection, from its CONNECT as chatmq's codec decoded it, with the
+    fields amqtt's own CONNECT handling fills (the password as amqtt gives it: text, or the repr of
+    bytes that are not UTF-8)."""
+    session = LeanSession()
+    session.client_id = connect.client_id
+    session.clean_session = connect.clean_session
+    will = connect.will
+    session.will_flag = will is not None
+    if will is not None:
+        session.will_topic, session.will_message = will.topic, will.message
+        session.will_qos, session.will_retain = will.qos, will.retain
+    else:
+        session.will_qos, session.will_retain = 0, False
+    session.username = connect.username
+    if connect.password is not None:
+        try:
+            session.password = connect.password.decode()
+        except UnicodeDecodeError:
+            session.password = str(connect.password)
+    peer = writer.get_peer_info()
+    if peer is not None:
+        session.remote_address, session.remote_port = peer
+    session.ssl_object = writer.get_ssl_info()
+    session.keep_alive = connect.keepalive
+    return session
