@@ -21,7 +21,7 @@ KICKED = Counter("chatmq_broker_clients_kicked", "connections closed by the admi
 CONTROL_REQUESTS = Counter("chatmq_broker_control_requests", "admin channel requests", ["command", "outcome"])
 
 # Every reason label exists from the start, so a dashboard sees 0 instead of "no data".
-REJECT_REASONS = ("reserved_topic", "invalid_topic", "publish_denied", "subscribe_denied", "receive_denied",
+REJECT_REASONS = ("reserved_topic", "publish_denied", "subscribe_denied", "receive_denied",
                   "typing_invalid", "typing_rate_limited")
 for _reason in REJECT_REASONS:
     REJECTED.labels(reason=_reason)

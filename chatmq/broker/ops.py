@@ -83,8 +83,6 @@ class OpsBroker(ChatBroker):
             return True
         if topic.startswith("$") and topic != MEMBERSHIP_TOPIC:
             self._reject("reserved_topic")
-        elif not topic or "#" in topic or "+" in topic:
-            self._reject("invalid_topic")
         return await super()._route_publish(client_session, handler, app_message)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
