@@ -140,19 +140,31 @@ class MessageRate:
         self._rate = rate_per_s
         self._burst = burst
         self._what = what
-        self._script = client.register_script(_BUCKET) if rate_per_s > 0 else None
+        # EVALSHA straight into the pipeline: redis-py's Script objects ask SCRIPT EXISTS in a round
+        # trip of its own before every pipelined batch; the script is loaded again only when Redis
+        # says it lost it (a restart or SCRIPT FLUSH).
+        self._sha: str | None = None
 
     def allow(self, senders: Sequence[str]) -> list[bool]:
         """One decision per send, in order (a sender may appear several times)."""
-        if self._script is None or not senders:
+        if self._rate <= 0 or not senders:
             return [True] * len(senders)
         now = int(time.time() * 1000)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for sender in senders:
-                key = f"chatmq:rl:{self._what}:{{{sender}}}"
-                self._script(keys=[key], args=[self._rate, self._burst, now], client=pipe)
-            return [bool(result) for result in pipe.execute()]
+            try:
+                return self._run(senders, now)
+            except redis.exceptions.NoScriptError:
+                self._sha = None
+                return self._run(senders, now)
         except redis.RedisError as exc:
             log.warning("message rate limit unavailable (failing open): %s", exc)
             return [True] * len(senders)
+
+    def _run(self, senders: Sequence[str], now: int) -> list[bool]:
+        if self._sha is None:
+            self._sha = self._redis.script_load(_BUCKET)
+        sha, rate, burst, what = self._sha, self._rate, self._burst, self._what
+        pipe = self._redis.pipeline(transaction=False)
+        for sender in senders:
+            pipe.execute_command("EVALSHA", sha, 1, f"chatmq:rl:{what}:{{{sender}}}", rate, burst, now)
+        return [bool(result) for result in pipe.execute()]
