@@ -3,8 +3,11 @@ within a batch, and a script Redis lost (restart, SCRIPT FLUSH) loaded again wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
+from chatmq.core import redisconn
 from chatmq.core.ratelimit import MessageRate
 
 
@@ -29,3 +32,12 @@ def test_off_allows_everything_without_redis() -> None:
 def test_redis_down_fails_open() -> None:
     rate = MessageRate(redis.Redis(port=1, socket_connect_timeout=0.2), rate_per_s=1, burst=1)
     assert rate.allow(["x", "x"]) == [True, True]
+
+
+def test_on_a_redis_cluster(redis_cluster: Any) -> None:
+    """One key per sender, each with its own hash tag: EVALSHA is routed by key to its slot's node,
+    and the script is loaded on every primary."""
+    client = redisconn.connect(redis_cluster.url)
+    rate = MessageRate(client, rate_per_s=0.001, burst=1, what="test-cluster")
+    senders = [f"user-{i}" for i in range(20)]  # spread over the three primaries
+    assert rate.allow(senders + senders) == [True] * 20 + [False] * 20
