@@ -54,8 +54,8 @@ def read_page(
         views = store.message_view(conversation.id, before=before, after=after, limit=limit)
         return Page([v.to_payload() for v in views.messages], views.has_more, conversation.last_seq,
                     conversation.first_seq)
-    page = store.history(conversation.id, before=before, after=after, limit=limit)
-    return Page([m.to_payload() for m in page.messages], page.has_more, conversation.last_seq, conversation.first_seq)
+    page = store.history_payloads(conversation.id, before=before, after=after, limit=limit)
+    return Page(page.payloads, page.has_more, conversation.last_seq, conversation.first_seq)
 
 
 class SearchRefused(Exception):

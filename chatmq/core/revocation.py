@@ -101,7 +101,7 @@ class RevocationMemory:
     """
 
     RECONNECT_S = 1.0
-    MAX_ENTRIES = 10_000  # emptied when full
+    MAX_USERS = 10_000  # emptied when full (a user has one entry per token it uses)
 
     def __init__(self, revocations: TokenRevocations, client: redis.Redis, max_age_s: float = 10.0) -> None:
         self._revocations = revocations
@@ -130,7 +130,7 @@ class RevocationMemory:
         if following:
             with self._lock:
                 if self._subscribed and generation == self._generation:
-                    if sum(len(v) for v in self._answers.values()) >= self.MAX_ENTRIES:
+                    if user not in self._answers and len(self._answers) >= self.MAX_USERS:
                         self._answers.clear()
                     self._answers.setdefault(user, {})[key] = (revoked, now)
         return revoked

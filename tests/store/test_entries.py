@@ -395,3 +395,25 @@ def test_old_style_messages_have_the_v1_payload(store: Store) -> None:
     assert result.message is not None
     assert set(result.message.to_payload()) == {"conv", "seq", "id", "sender", "client_msg_id", "body",
                                                 "attachments", "ts"}
+
+
+def test_history_payloads_are_the_history_as_payloads(store: Store) -> None:
+    """A store may build a page's payloads from its rows (SQLite does): every kind of entry and
+    every bound gives exactly ``[m.to_payload() for m in history(...)]`` and the same has_more."""
+    seed(store)
+    attachment = {"media_id": MEDIA_A, "mime": "image/png", "size": 3}
+    store.append([msg("general", "alice", "m1", body="look", attachments=(attachment,)),
+                  msg("general", "bob", "m2", body="two"), msg("general", "alice", "m3", body="three")])
+    for entry in (reply("bob", "r1", 1), edit("alice", "e1", 1, "look at this"), react("bob", "x1", 2, "👍"),
+                  unreact("bob", "x2", 2, "👍"), delete("alice", "d1", 3)):
+        seq_of(one(store, entry))
+    kinds = {p.get("kind") for p in raw(store).values()}
+    assert kinds == {None, "edit", "react", "unreact", "delete"}
+    assert any(p.get("erased") for p in raw(store).values()) and any("reply_to" in p for p in raw(store).values())
+    for bounds in ({}, {"before": 6}, {"after": 2}, {"after": 1, "before": 7}, {"before": 1}, {"after": 99}):
+        for limit in (1, 3, 50):
+            page = store.history("general", limit=limit, **bounds)
+            payloads = store.history_payloads("general", limit=limit, **bounds)
+            assert payloads.payloads == [m.to_payload() for m in page.messages], (bounds, limit)
+            assert payloads.has_more == page.has_more, (bounds, limit)
+    assert store.history_payloads("nope").payloads == []

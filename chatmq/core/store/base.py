@@ -138,6 +138,36 @@ class NewMessage:
         return cls(conv, sender, cmid, "", ts, kind=EntryKind.DELETE, target=payload.target)
 
 
+def entry_payload(
+    conv: str, seq: int, msg_id: str, sender: str, client_msg_id: str, body: str, ts: int,
+    attachments: Sequence[Mapping[str, Any]], kind: str, target: int | None, reply_to: int | None,
+    emoji: str | None, erased: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """An entry of the log as devices get it (``Message.to_payload``; a store's history page may
+    build it straight from its rows). A message keeps the v1 shape (plus ``reply_to`` for a
+    reply); a change says its ``kind`` and ``target``."""
+    payload: dict[str, Any] = {
+        "conv": conv,
+        "seq": seq,
+        "id": msg_id,
+        "sender": sender,
+        "client_msg_id": client_msg_id,
+        "body": body,
+        "attachments": [dict(a) for a in attachments],
+        "ts": ts,
+    }
+    if kind != EntryKind.MESSAGE:
+        payload["kind"] = kind
+        payload["target"] = target
+        if emoji is not None:
+            payload["emoji"] = emoji
+    elif reply_to is not None:
+        payload["reply_to"] = reply_to
+    if erased:
+        payload["erased"] = True
+    return payload
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One stored entry of the log, as it was appended: its content is kept until a deletion of
@@ -158,28 +188,9 @@ class Message:
     erased: bool = False
 
     def to_payload(self) -> dict[str, Any]:
-        """The ``chat/{conv}/msg`` payload and the API's raw entry. A message keeps the v1 shape
-        (plus ``reply_to`` for a reply); a change says its ``kind`` and ``target``."""
-        payload: dict[str, Any] = {
-            "conv": self.conv,
-            "seq": self.seq,
-            "id": self.id,
-            "sender": self.sender,
-            "client_msg_id": self.client_msg_id,
-            "body": self.body,
-            "attachments": [dict(a) for a in self.attachments],
-            "ts": self.ts,
-        }
-        if self.kind != EntryKind.MESSAGE:
-            payload["kind"] = self.kind
-            payload["target"] = self.target
-            if self.emoji is not None:
-                payload["emoji"] = self.emoji
-        elif self.reply_to is not None:
-            payload["reply_to"] = self.reply_to
-        if self.erased:
-            payload["erased"] = True
-        return payload
+        """The ``chat/{conv}/msg`` payload and the API's raw entry (``entry_payload``)."""
+        return entry_payload(self.conv, self.seq, self.id, self.sender, self.client_msg_id, self.body, self.ts,
+                             self.attachments, self.kind, self.target, self.reply_to, self.emoji, self.erased)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +340,14 @@ def seq_bound(bound: int | None) -> int | None:
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     messages: list[Message]  # ascending seq
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadPage:
+    """``HistoryPage`` as payloads (``entry_payload``), the shape the API and MQTT history send."""
+
+    payloads: list[dict[str, Any]]  # ascending seq
     has_more: bool
 
 
@@ -724,6 +743,15 @@ class Store(abc.ABC):
         between them. A bound past ``MAX_SEQ`` means what it says (every seq is below it), never
         an overflow: see ``seq_bound``.
         """
+
+    def history_payloads(
+        self, conv_id: str, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> PayloadPage:
+        """``history`` as the payloads devices get: the same entries, bounds and ``has_more``. A
+        store may build them from its rows without the ``Message`` objects (a history page's
+        dearest part in the API, docs/benchmarks.md)."""
+        page = self.history(conv_id, before=before, after=after, limit=limit)
+        return PayloadPage([m.to_payload() for m in page.messages], page.has_more)
 
     @abc.abstractmethod
     def message_view(
