@@ -42,7 +42,7 @@ def content_security_policy(page: bytes = b"") -> str:
 
 
 def default_web_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "web" / "dist"
+    return Path(__file__).resolve().parents[2] / "web" / "dist"
 
 
 def install(app: Flask, settings: Settings) -> None:
