@@ -92,3 +92,7 @@ def test_config_tells_the_page_where_the_broker_is(make_app: Callable[..., Flask
 
 def test_the_default_build_is_web_dist_of_this_checkout() -> None:
     assert default_web_dir() == Path(__file__).resolve().parents[2] / "web" / "dist"
+
+
+def test_the_default_web_dir_is_this_checkouts_build() -> None:
+    assert default_web_dir() == Path(__file__).resolve().parents[2] / "web" / "dist"
