@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chatmq.bridge.mqtt import Message, MqttClient, MqttError
-from chatmq.core.mqtt.codec import Connack, Decoder, Pingreq, decode
+from chatmq.core.mqtt.codec import Connack, Decoder, Pingreq, Puback, decode, encode_publish
 from chatmq.core.retry import RetryPolicy
 from tests.bridge.devices import Device
 from tests.mosquitto import LocalMosquitto
@@ -144,12 +144,15 @@ def test_publishes_made_while_the_broker_is_down_go_out_after_reconnecting_in_or
 
 
 class SilentBroker:
-    """A raw TCP server: CONNACKs every CONNECT with ``return_code``, never answers a PINGREQ."""
+    """A raw TCP server: CONNACKs every CONNECT with ``return_code`` (and ``after_connack`` in the
+    same write), never answers a PINGREQ; records the PUBACKs it gets."""
 
-    def __init__(self, return_code: int = 0) -> None:
+    def __init__(self, return_code: int = 0, after_connack: bytes = b"") -> None:
         self.return_code = return_code
+        self.after_connack = after_connack
         self.connects = 0
         self.pings = 0
+        self.pubacks: list[int] = []
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._stop = False
@@ -183,9 +186,12 @@ class SilentBroker:
                     packet = decode(*frame)
                     if type(packet).__name__ == "Connect":
                         self.connects += 1
-                        conn.sendall(Connack(self.return_code).encode())
+                        conn.sendall(Connack(self.return_code, bool(self.after_connack)).encode()
+                                     + self.after_connack)
                     elif isinstance(packet, Pingreq):
                         self.pings += 1
+                    elif isinstance(packet, Puback):
+                        self.pubacks.append(packet.packet_id)
 
     def close(self) -> None:
         self._stop = True
@@ -209,5 +215,19 @@ def test_a_refused_connect_is_retried_with_backoff(make_client: Callable[..., An
         client, rec = make_client("127.0.0.1", server.port)
         rec.wait(lambda: server.connects >= 3, what="three attempts")
         assert not client.connected and rec.connects == [] and rec.disconnects == []
+    finally:
+        server.close()
+
+
+def test_a_message_right_behind_the_connack_can_be_acked(make_client: Callable[..., Any]) -> None:
+    """A resumed session's queued message in the same read as the CONNACK (RabbitMQ sends them so):
+    its PUBACK must go out. It was dropped once (the mid carried no connection yet), and RabbitMQ,
+    which delivers at most 10 unacked messages to a consumer, then stalled the bridge for good."""
+    server = SilentBroker(after_connack=encode_publish("chat/c1/send/alice", b"{}", 1, 7))
+    try:
+        client, rec = make_client("127.0.0.1", server.port, clean_session=False)
+        rec.wait(lambda: bool(rec.messages), what="the queued message")
+        client.ack(rec.messages[0].mid, 1)
+        rec.wait(lambda: server.pubacks == [7], timeout=5, what="its PUBACK")
     finally:
         server.close()

@@ -284,7 +284,7 @@ class MqttClient:
         try:
             if connack.return_code != CONNACK_ACCEPTED:
                 raise ConnectRefused(connack.return_code)
-            self._attach(conn)
+            # attached already, by the reader on the CONNACK itself (see _Connection.data_received)
             self._callback(self._on_connect, connack.session_present)
             async with asyncio.TaskGroup() as group:  # every task of the connection ends with it
                 group.create_task(self._keepalive(conn))
@@ -427,6 +427,11 @@ class _Connection(asyncio.Protocol):
                 elif kind is Pingresp:
                     self.pings_unanswered = 0
                 elif kind is Connack and not self.connack.done():
+                    # Attach before decoding what follows: a broker resuming a session sends its queued
+                    # PUBLISHes right behind the CONNACK, often in the same read (RabbitMQ does), and
+                    # their mids must carry this connection's generation or their PUBACKs are dropped.
+                    if packet.return_code == CONNACK_ACCEPTED:  # type: ignore[union-attr]
+                        client._attach(self)
                     self.connack.set_result(packet)  # type: ignore[arg-type]
                 elif kind is Suback and packet.packet_id == self.suback_id and not self.suback.done():  # type: ignore[union-attr]
                     self.suback.set_result(packet)  # type: ignore[arg-type]
