@@ -97,6 +97,7 @@ def _admin() -> Admin:
         lifecycle=Lifecycle(ctx.store, media_store(), ctx.presence),
         memberships_applied=partial(wait_applied, ctx.redis, ctx.store.membership_version,
                                     settings.membership_apply_timeout_s),
+        dotted_conversation_ids=settings.dotted_conversation_ids,
     )  # fmt: skip
 
 
@@ -110,7 +111,7 @@ def _run(operation: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return getattr(_admin(), operation)(*args, **kwargs)
     except AdminError as exc:
-        raise ApiError(_STATUS.get(exc.code, 400), exc.message) from None
+        raise ApiError(_STATUS.get(exc.code, 400), exc.message, exc.code) from None
 
 
 # --- models -------------------------------------------------------------------------------------

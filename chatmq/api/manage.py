@@ -20,7 +20,7 @@ from chatmq.api.bearer import current_user
 from chatmq.api.context import get_context
 from chatmq.api.conversations import ConversationOut, ConvPath, member_conversation, represent
 from chatmq.api.errors import ApiError, error_responses
-from chatmq.core.ids import ID_PATTERN, is_valid_id
+from chatmq.core.ids import DOTTED_ID, ID_PATTERN, dotted_conversation_id, is_valid_id
 from chatmq.core.membershipsync import wait_applied
 from chatmq.core.store import AlreadyExists, Conversation, NotFound
 
@@ -91,6 +91,9 @@ def create(body: CreateRequest) -> Response:
     me = current_user()
     _require_users(body.members)
     conv_id = body.id or uuid.uuid4().hex[:20]
+    problem = None if get_context().settings.dotted_conversation_ids else dotted_conversation_id(conv_id)
+    if problem is not None:
+        raise ApiError(400, problem, DOTTED_ID)
     try:
         conversation = get_context().store.create_conversation(conv_id, [me, *body.members], body.title, owner=me)
     except AlreadyExists:

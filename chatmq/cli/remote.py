@@ -238,6 +238,7 @@ def local_admin(data_dir: Path | None, store_url: str | None, *, broker: bool = 
             password_set=push_password_if_configured,
             memberships_applied=partial(wait_applied, client, store.membership_version,
                                         settings.membership_apply_timeout_s),
+            dotted_conversation_ids=settings.dotted_conversation_ids,
         )  # fmt: skip
     finally:
         client.close()

@@ -4,7 +4,8 @@ admin HTTP API (chatmq/api/admin.py), which remote-mode commands call.
 Every method answers plain JSON-ready data in the shape the HTTP API returns, so a command
 prints the same thing whether it ran against the store here or against a server. Failures are
 ``AdminError`` with a code the API turns into its status (``not_found`` 404, ``conflict`` 409,
-``bad_request`` 400, ``unavailable`` 503).
+``bad_request`` 400, ``unavailable`` 503; any other code is a 400 that keeps its code, such as
+``dotted_id``).
 
 The running broker (clients, kick, stats) is reached through ``BrokerControl``: the admin channel
 over MQTT (chatmq/clients/control.py), which chatmq.core itself may not import.
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from chatmq.core import webhooks
 from chatmq.core.auth import hash_password, issue_token, token_claims
 from chatmq.core.config import ADMIN_USER
-from chatmq.core.ids import ID_PATTERN, is_valid_id
+from chatmq.core.ids import DOTTED_ID, ID_PATTERN, dotted_conversation_id, is_valid_id
 from chatmq.core.lifecycle import MAX_RETENTION_DAYS, Lifecycle
 from chatmq.core.presence import Presence
 from chatmq.core.profiles import check_avatar, clean_display_name
@@ -120,6 +121,8 @@ class Admin:
     # Called after a membership change; returns once the live brokers enforce it
     # (chatmq.core.membershipsync.wait_applied). None: no brokers to wait for.
     memberships_applied: Callable[[], object] | None = None
+    # False where the broker cannot route ids with a '.' (Settings.dotted_conversation_ids: RabbitMQ).
+    dotted_conversation_ids: bool = True
 
     # --- users ---------------------------------------------------------------------------------
     def create_user(self, user_id: str, *, password: str | None = None, password_hash: str | None = None,
@@ -221,6 +224,7 @@ class Admin:
     # --- conversations -------------------------------------------------------------------------
     def create_conversation(self, conv_id: str, members: Sequence[str], title: str | None = None) -> dict[str, Any]:
         row = self._conversation_row({"id": conv_id, "members": list(members), "title": title})
+        self._routable(row.id)
         try:
             conv = self.store.create_conversation(row.id, row.members, title=row.title)
         except AlreadyExists:
@@ -287,6 +291,7 @@ class Admin:
             raise RowError(f"unknown member(s) {', '.join(sorted(missing))}")
         existing = self.store.get_conversation(row.id)
         if existing is None:
+            self._routable(row.id)
             try:
                 self.store.create_conversation(row.id, row.members, title=row.title)
                 return "created"
@@ -463,6 +468,11 @@ class Admin:
         if conv is None:
             raise AdminError("not_found", f"unknown conversation {conv_id!r}")
         return conv
+
+    def _routable(self, conv_id: str) -> None:
+        problem = None if self.dotted_conversation_ids else dotted_conversation_id(conv_id)
+        if problem is not None:
+            raise AdminError(DOTTED_ID, problem)
 
     def _conversation_row(self, data: dict[str, Any]) -> ConversationRow:
         try:

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     rabbitmq_hook_secret: str | None = Field(default=None, description="Basic auth password RabbitMQ must send")
     rabbitmq_vhost: str = Field(default="/", description="the vhost of RabbitMQ's MQTT plugin (mqtt.vhost)")
     rabbitmq_exchange: str = Field(default="amq.topic", description="RabbitMQ's MQTT exchange (mqtt.exchange)")
+    # New conversation ids with a '.' (chatmq.core.ids.dotted_conversation_id): RabbitMQ's MQTT plugin
+    # cannot keep them apart from other topics. Unset: refused when RabbitMQ is configured (a hook
+    # secret or a management URL), allowed otherwise; false keeps a deployment movable to RabbitMQ.
+    conversation_ids_with_dots: bool | None = Field(
+        default=None, description="allow '.' in new conversation ids (default: not when RabbitMQ is configured)")
     # The session guard (chatmq rabbitmq-guard) unbinds through RabbitMQ's management HTTP API what
     # RabbitMQ granted before a change and chatmq's rules deny now (chatmq.adapters.rabbitmq.sessions).
     rabbitmq_management_url: str | None = Field(default=None, description="http://USER:PASSWORD@HOST:15672 of "
@@ -196,6 +201,13 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_port(self) -> int:
         return self.broker_port or self.mqtt_port
+
+    @property
+    def dotted_conversation_ids(self) -> bool:
+        """Whether a new conversation id may contain '.' (``conversation_ids_with_dots``)."""
+        if self.conversation_ids_with_dots is not None:
+            return self.conversation_ids_with_dots
+        return self.rabbitmq_hook_secret is None and self.rabbitmq_management_url is None
 
     @property
     def presence_ttl_s(self) -> float:
