@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
-from amqtt.broker import Broker, BrokerContext
+from amqtt.broker import Broker
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.plugins.manager import PluginManager
 from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
 from chatmq.core.mqtt.codec import PacketType
@@ -109,25 +108,15 @@ INTERNALS: tuple[Internal, ...] = (
     _b("_broadcast_loop", "override", "nothing to loop over: routing happens in the caller's task; waits "
        "for shutdown", (), ("start",), ("routing",)),
     _b("_shutdown_broadcast_loop", "override", "also end every outbox writer", (), ("shutdown",), ("routing",)),
-    _b("_topic_filtering", "override", "the topic plugins called directly (stock: a task per plugin per "
-       "message)", ("session", "topic", "action"), ("add_subscription",), ("core", "ops", "routing")),
     _b("_publish_retained_messages_for_subscription", "override", "retained messages after the RECEIVE "
        "check, through the session's outbox", ("subscription", "session"), ("_handle_subscription",),
        ("routing",)),
     # ---- the Broker's own methods and state the broker uses ---------------------------------------
-    _b("_authenticate", "call", "the auth plugins' verdict, asked before any session state is touched",
-       ("session", "_")),
     _b("_client_message_loop", "call", "amqtt's loop still serves QoS 2 publishes and the disconnect "
        "waiter", ("client_session", "handler")),
     _b("_broadcast_shutdown_waiter", "read", "what _broadcast_loop waits for"),
     _b("_subscriptions", "write", "replaced by a read-only view over the subscription index, so amqtt's "
        "own readers (BrokerContext.subscriptions) see the index"),
-    Internal("amqtt.broker.BrokerContext", "_broker_instance", "read", "the admin plugin reaches the broker "
-             "it runs in (amqtt gives plugins no public handle)"),
-    Internal("amqtt.plugins.manager.PluginManager", "_event_plugin_callbacks", "read", "fire MESSAGE_RECEIVED "
-             "and MESSAGE_BROADCAST only when a plugin listens (fire_event costs a coroutine per call)"),
-    Internal("amqtt.plugins.manager.PluginManager", "_topic_plugins", "read", "the topic plugins, to call "
-             "them directly"),
     # ---- the protocol handler ----------------------------------------------------------------------
     Internal(_PROTOCOL, "_reader_loop", "override", "the inline reader (chatmq/broker/inbound.py): one sans-IO "
              "codec, routing in the reader's task, one keepalive timer", (), (f"{_PROTOCOL}.start",),
@@ -221,13 +210,6 @@ def tcp_transport(writer: WriterAdapter | None) -> asyncio.WriteTransport | None
     return None
 
 
-def listens(plugins: PluginManager[Any], event: str) -> bool:
-    """A plugin has a handler for ``event`` (fire_event is a coroutine call even when none has)."""
-    return event in plugins._event_plugin_callbacks
-
-
-def topic_plugins(plugins: PluginManager[Any]) -> tuple[Any, ...]:
-    return tuple(plugins._topic_plugins) if plugins.is_topic_filtering_enabled() else ()
 
 
 def broadcast_shutdown(broker: Broker) -> asyncio.Future[Any]:
@@ -239,12 +221,6 @@ def use_subscriptions(broker: Broker, view: Any) -> None:
     broker._subscriptions = view
 
 
-def broker_of(context: BrokerContext) -> Broker:
-    return context._broker_instance
-
-
-async def authenticate(broker: Broker, session: Session) -> bool:
-    return await broker._authenticate(session, None)  # type: ignore[arg-type]  # amqtt ignores the listener
 
 
 async def message_loop(broker: Broker, session: Session, handler: BrokerProtocolHandler) -> None:

@@ -1,20 +1,15 @@
 """The amqtt configuration for one chatmq broker, built from Settings.
 
-Only chatmq's plugins are listed: listing plugins replaces amqtt's defaults (event and packet
-loggers, $SYS), which spawn a task per packet and cost about a third of relay throughput, and the
-anonymous-auth plugin, which would let anyone in.
+No amqtt plugin is listed: the broker calls its hooks directly (chatmq/broker/hooks), and an empty
+``plugins`` replaces amqtt's defaults (event and packet loggers, $SYS: a task per packet, about a
+third of relay throughput; the anonymous-auth plugin, which would let anyone in).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chatmq.broker.services import BrokerServices
 from chatmq.core.config import Settings
-
-AUTH_PLUGIN = "chatmq.broker.plugins.auth.ChatAuthPlugin"
-ACL_PLUGIN = "chatmq.broker.plugins.acl.ChatAclPlugin"
-ADMIN_PLUGIN = "chatmq.broker.plugins.admin.ChatAdminPlugin"
 
 
 class TLSConfigError(ValueError):
@@ -38,7 +33,7 @@ def tls_listeners(settings: Settings) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
-def build_config(settings: Settings, services: BrokerServices) -> dict[str, Any]:
+def build_config(settings: Settings) -> dict[str, Any]:
     """``default`` must stay plain TCP: every other listener inherits from it the fields it leaves
     at their defaults (a TLS ``default`` would make the WebSocket listener TLS too)."""
     return {
@@ -49,9 +44,5 @@ def build_config(settings: Settings, services: BrokerServices) -> dict[str, Any]
         },
         # amqtt expires disconnected persistent sessions after this; Redis keys expire alike
         "session_expiry_interval": settings.session_expiry_s,
-        "plugins": {
-            AUTH_PLUGIN: {"services": services},
-            ACL_PLUGIN: {"services": services},
-            ADMIN_PLUGIN: {"services": services, "redis_url": settings.redis_url},
-        },
+        "plugins": {},
     }

@@ -16,21 +16,21 @@ from typing import Any
 import websockets
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker, Server
-from amqtt.contexts import Action, ListenerType
+from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.events import BrokerEvents
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from chatmq.broker import amqtt_seam
 from chatmq.broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qos
+from chatmq.broker.hooks import HOOKS_VERSION, Hooks
+from chatmq.broker.hooks.control import CONTROL_TOPICS, Control
 from chatmq.broker.lean import LeanSession
 from chatmq.broker.routing import RoutingMixin, count_queued, queued_bytes
-from chatmq.broker.services import BrokerServices, restore_owner, session_identity, session_owner
+from chatmq.broker.services import restore_owner, session_identity, session_owner
 from chatmq.broker.sessions import QueuedMessage, SessionStore
-from chatmq.core.control import MEMBERSHIP_TOPIC
-from chatmq.core.membershipsync import parse_notice
+from chatmq.core.access import Action
 from chatmq.core.mqtt.codec import CONNACK_IDENTIFIER_REJECTED, CONNACK_NOT_AUTHORIZED, Connack, PacketTooLarge
 from chatmq.core.protocol import PayloadError, parse_typing
 from chatmq.core.ratelimit import LocalRate
@@ -64,11 +64,6 @@ def _persistent(session: Session) -> bool:
     return not session.clean_session
 
 
-def _is_service(session: Session) -> bool:
-    identity = session_identity(session.attributes)
-    return identity is not None and identity.is_service
-
-
 def _is_device(session: Session) -> bool:
     """Logged in as a chat user (not the bridge's service identity, not anonymous)."""
     identity = session_identity(session.attributes)
@@ -90,15 +85,16 @@ class ChatBroker(RoutingMixin, Broker):
         *,
         limits: BrokerLimits | None = None,
         sessions: SessionStore | None = None,
-        services: BrokerServices | None = None,
+        hooks: Hooks,
         ws_permessage_deflate: bool = False,
     ) -> None:
+        if hooks.version != HOOKS_VERSION:
+            raise ValueError(f"hooks of version {hooks.version}; this broker calls version {HOOKS_VERSION}")
         super().__init__(config, loop=loop)
+        self.hooks = hooks
         self.limits = limits or BrokerLimits()
         self.ws_permessage_deflate = ws_permessage_deflate  # Settings.ws_permessage_deflate
         self.session_store = sessions
-        self.services = services
-        self._reports: set[asyncio.Task[None]] = set()
         self._typing_rate = LocalRate(self.limits.typing_per_s, self.limits.typing_burst)
         self._user_sessions: dict[str, set[str]] = {}  # user -> client ids (pruned as it is read)
         self._stopping = False
@@ -166,7 +162,7 @@ class ChatBroker(RoutingMixin, Broker):
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
 
-        if not await amqtt_seam.authenticate(self, incoming):
+        if not await self._login(incoming, where):
             await self._refuse(writer, CONNACK_NOT_AUTHORIZED)
             raise MQTTError(f"login refused for client_id={incoming.client_id!r} from {where}")
         if _is_device(incoming):
@@ -208,6 +204,21 @@ class ChatBroker(RoutingMixin, Broker):
         # handler now disconnects on it, after the 1.5x grace of MQTT-3.1.2-24.
         session.keep_alive = incoming.keep_alive * KEEPALIVE_GRACE if incoming.keep_alive > 0 else 0
         return handler, session
+
+    async def _login(self, session: Session, where: str) -> bool:
+        """The hooks let the client in (``authenticate``), and let it leave its will (``acl_check``
+        of WILL: amqtt would publish a will without any check)."""
+        try:
+            if not await self.hooks.authenticate(session):
+                return False
+        except Exception:
+            log.exception("refused login (authentication error): client_id=%r from %s", session.client_id, where)
+            return False
+        if session.will_flag and not await self._acl_check(session, Action.WILL, session.will_topic or ""):
+            log.warning("refused login (will topic %r not allowed): client_id=%r user=%r from %s",
+                        session.will_topic, session.client_id, session.username, where)  # fmt: skip
+            return False
+        return True
 
     @staticmethod
     async def _refuse(writer: WriterAdapter, code: int) -> None:
@@ -291,9 +302,6 @@ class ChatBroker(RoutingMixin, Broker):
         client_session.attributes[_LOOP_DONE_KEY] = done
         try:
             await handler.mqtt_connack_authorize(True)
-            await self.plugins_manager.fire_event(
-                BrokerEvents.CLIENT_CONNECTED, client_id=client_session.client_id, client_session=client_session
-            )
             await self._save_session(client_session)
             await handler.start()
             await self._replay(client_session, handler, await self._take_offline_queue(client_session))
@@ -330,17 +338,19 @@ class ChatBroker(RoutingMixin, Broker):
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
     ) -> bool:
         """Route one client publish; False only when it was not taken and must not be acknowledged."""
-        plugins = self.plugins_manager
-        if amqtt_seam.listens(plugins, BrokerEvents.MESSAGE_RECEIVED):
-            await plugins.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_session.client_id,
-                                     message=app_message)
         topic = app_message.topic  # never empty nor a wildcard: the codec refused such a PUBLISH [MQTT-3.3.2-2]
-        if topic == MEMBERSHIP_TOPIC and _is_service(client_session) and self.services is not None:
-            return await self._follow_fence(handler, app_message.data)
+        if topic.startswith(CONTROL_TOPICS):
+            verdict = await self.hooks.control(client_session, topic, bytes(app_message.data or b""))
+            if verdict is Control.HANDLED:
+                return True
+            if verdict is Control.REFUSED:
+                await handler.handle_connection_closed()
+                return False
         if topic.startswith("$"):
             log.info("client_id=%r published to %r: '$' topics are reserved, dropped", client_session.client_id, topic)
+            self._reject("reserved_topic")
             return True
-        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+        if not await self._acl_check(client_session, Action.PUBLISH, topic):
             log.info("client_id=%r may not publish to %r: dropped", client_session.client_id, topic)
             return True
         retain = app_message.retain
@@ -351,32 +361,10 @@ class ChatBroker(RoutingMixin, Broker):
             retain = False
             if topic.startswith("chat/") and not self._typing_passes(client_session, topic, app_message.data):
                 return True
-        if amqtt_seam.listens(plugins, BrokerEvents.MESSAGE_BROADCAST):
-            await plugins.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id,
-                                     message=app_message)
         taken = await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
         if taken and retain:
             await self.retain_message(client_session, topic, app_message.data, app_message.qos)
         return taken
-
-    async def _follow_fence(self, handler: BrokerProtocolHandler, data: bytes | bytearray | None) -> bool:
-        """The bridge's notice that memberships are at version V (chatmq.core.membershipsync): catch
-        the view up before its connection's next packet is read, so what the bridge publishes next
-        is checked against memberships at least that new. A store that cannot be read closes the
-        bridge's connection, unacknowledged: it resends once it reconnects."""
-        assert self.services is not None
-        version = parse_notice(bytes(data or b""))
-        if version is None:
-            log.warning("unreadable membership notice from the bridge: %r", bytes(data or b"")[:64])
-            return True
-        if not await self.services.reach_membership(version, report=False):
-            log.error("membership view cannot reach version %d: closing the bridge's connection", version)
-            await handler.handle_connection_closed()
-            return False
-        report = asyncio.ensure_future(self.services.report_membership())  # for the API, off this path
-        self._reports.add(report)
-        report.add_done_callback(self._reports.discard)
-        return True
 
     def _typing_passes(self, session: Session, topic: str, data: bytes | bytearray | None) -> bool:
         """Typing indicators go from device to device through the broker alone, so the broker
@@ -412,6 +400,10 @@ class ChatBroker(RoutingMixin, Broker):
             if isinstance(message, IncomingApplicationMessage):
                 await self._route_publish(client_session, handler, message)
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        try:
+            await self.hooks.disconnected(client_session)
+        except Exception:
+            log.exception("the disconnect hook failed for client_id=%r", client_session.client_id)
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None

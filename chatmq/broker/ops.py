@@ -1,29 +1,23 @@
-"""OpsBroker: ChatBroker plus the operator's view: metrics counters and the admin channel hook.
+"""OpsBroker: ChatBroker plus the operator's view: metrics counters, and the ``BrokerView`` the
+hooks see (chatmq/broker/hooks: the admin channel lists, kicks and counts through it).
 
-ChatBroker drops every client publish to a ``$`` topic (amqtt 0.12 let them through). The one
-exception is the admin request topic: it is handed to the control handler (the admin plugin,
-chatmq/broker/plugins/admin.py) before that drop, with the publishing session, so the plugin decides
-who may use it. Counting happens inline: an integer add per event, no task, no I/O.
+Counting happens inline: an integer add per event, no task, no I/O.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.contexts import Action
 from amqtt.errors import MQTTError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 
 from chatmq.broker import metrics
 from chatmq.broker.core import ChatBroker
-from chatmq.core.control import MEMBERSHIP_TOPIC, REQUEST_TOPIC
-
-CONNECTED_AT_KEY = "chatmq.connected_at"  # ms since epoch, shown by the admin ``clients`` command
-ControlHandler = Callable[[Session, ApplicationMessage], Awaitable[None]]
+from chatmq.broker.services import CONNECTED_AT_KEY
+from chatmq.core.access import Action
 
 
 @dataclass
@@ -37,21 +31,53 @@ class Totals:
     connections: int = 0
 
 
-_DENIAL_REASONS = {Action.PUBLISH: "publish_denied", Action.SUBSCRIBE: "subscribe_denied"}
+_DENIAL_REASONS = {Action.PUBLISH: "publish_denied", Action.SUBSCRIBE: "subscribe_denied",
+                   Action.RECEIVE: "receive_denied"}  # fmt: skip
 
 
 class OpsBroker(ChatBroker):
-    control_handler: ControlHandler | None = None  # set by the admin plugin when it is loaded
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.totals = Totals()
         self.started_at = time.time()
         super().__init__(*args, **kwargs)
         metrics.track(self)
 
+    # ---- lifecycle: the hooks run while the broker does -----------------------------------------
+
+    async def start(self) -> None:
+        await super().start()
+        await self.hooks.start(self)
+
+    async def shutdown(self) -> None:
+        try:
+            await self.hooks.stop()
+        finally:
+            await super().shutdown()
+
+    # ---- BrokerView (chatmq/broker/hooks) ---------------------------------------------------------------
+
+    def connected(self) -> list[Session]:
+        return [s for s, _h in list(self.sessions.values()) if s.transitions.is_connected()]
+
+    def kept_sessions(self) -> list[Session]:
+        return [s for s, _h in list(self.sessions.values())]
+
+    def session(self, client_id: str) -> Session | None:
+        return self.sessions.get(client_id, (None, None))[0]
+
+    def filter_count(self) -> int:
+        return len(self._routing_index)
+
+    async def disconnect(self, session: Session) -> None:
+        handler = self.sessions.get(session.client_id or "", (None, None))[1]
+        if handler is not None:
+            await handler.handle_connection_closed()
+
     def reply(self, session: Session, topic: str, data: bytes) -> None:
         """Send to one connection only, through the ordinary ordered delivery path (QoS 1)."""
         self._enqueue(session, topic, data, 1)
+
+    # ---- counting ------------------------------------------------------------------------------
 
     def _reject(self, reason: str) -> None:
         self.totals.rejected += 1
@@ -67,7 +93,7 @@ class OpsBroker(ChatBroker):
     async def _handle_client_session(
         self, reader: Any, writer: Any, client_session: Session, handler: BrokerProtocolHandler, server: Any,
         listener_name: str,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.totals.connections += 1
         metrics.CONNECTIONS.inc()
         client_session.attributes[CONNECTED_AT_KEY] = int(time.time() * 1000)
@@ -77,24 +103,12 @@ class OpsBroker(ChatBroker):
         self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
     ) -> bool:
         self.totals.received += 1
-        topic = app_message.topic or ""
-        if topic == REQUEST_TOPIC and self.control_handler is not None:
-            await self.control_handler(client_session, app_message)
-            return True
-        if topic.startswith("$") and topic != MEMBERSHIP_TOPIC:
-            self._reject("reserved_topic")
         return await super()._route_publish(client_session, handler, app_message)
 
-    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        allowed = await super()._topic_filtering(session, topic, action)
-        if not allowed and action in _DENIAL_REASONS:
-            self._reject(_DENIAL_REASONS[action])
-        return allowed
-
-    async def _receive_allowed(self, session: Session, topic: str) -> bool:
-        allowed = await super()._receive_allowed(session, topic)
-        if not allowed:
-            self._reject("receive_denied")
+    async def _acl_check(self, session: Session, access: Action, topic: str) -> bool:
+        allowed = await super()._acl_check(session, access, topic)
+        if not allowed and access in _DENIAL_REASONS:
+            self._reject(_DENIAL_REASONS[access])
         return allowed
 
     async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> bool:

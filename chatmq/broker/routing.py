@@ -13,9 +13,8 @@ changed size during iteration". Here:
   client's matching filters (MQTT 3.1.1 section 3.3.5 allows one copy per client or one per
   matching filter; a chat device wants each message once).
 - A repeated SUBSCRIBE to the same filter replaces its QoS [MQTT-3.8.4-3] (stock kept the old one).
-- The RECEIVE topic check still runs per recipient per message (the ACL plugin relies on it to cut
-  removed members), but calls the topic plugins directly instead of one task per plugin (so an
-  override of ``_topic_filtering`` does not reach RECEIVE: override ``_receive_allowed``).
+- The RECEIVE check runs per recipient per message (the access rules rely on it to cut removed
+  members): a direct call of the broker's hooks (``_acl_check``), not a task per plugin.
 - A delivery to an idle TCP connection is written to its transport at once (``_write_now``). Else
   the session gets an ``_Outbox``: a deque drained by ONE long-lived writer task per
   session (not one task per packet) that writes a batch of PUBLISH packets under the handler's
@@ -36,7 +35,7 @@ Hooks for subclasses (the broker core composes this mixin before ``Broker``):
 - ``_delivery_qos(broadcast, granted_qos) -> int``: the QoS of one delivery: a forced
   ``broadcast["qos"]``, else min(publish QoS, granted QoS) when ``broadcast["data"]`` has a ``qos``
   attribute (``chatmq.broker.handler.Published``), else the granted QoS (stock amqtt).
-- ``_receive_allowed(session, topic) -> bool``: the per-recipient RECEIVE check.
+- ``_acl_check(session, access, topic) -> bool``: the hooks' access check (SUBSCRIBE, RECEIVE).
 - ``_enqueue(session, topic, data, qos, retain=False)``: put one PUBLISH on a connected session's
   outbox (used for routed and retained messages alike, so their order is kept).
 - ``_undelivered(session)``: QoS>0 deliveries queued in the outbox but not yet written (a
@@ -51,10 +50,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amqtt.broker import RetainedApplicationMessage
-from amqtt.contexts import Action
 from amqtt.errors import AMQTTError
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -63,7 +61,11 @@ from amqtt.session import OutgoingApplicationMessage, Session
 
 from chatmq.broker import amqtt_seam
 from chatmq.broker.topictrie import TopicTrie, filter_matches, has_wildcard, valid_filter
+from chatmq.core.access import Action
 from chatmq.core.mqtt.codec import SUBACK_FAILURE, encode_publish
+
+if TYPE_CHECKING:
+    from chatmq.broker.hooks import Hooks
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +216,7 @@ class RoutingMixin:
     """
 
     _outbox_limit: int = 100_000
-    _topic_plugins_cache: tuple[Any, ...] | None = None
+    hooks: Hooks  # set by the broker core
     _unsent_scheduled: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -231,7 +233,7 @@ class RoutingMixin:
         topic_filter, qos = subscription
         if not valid_filter(topic_filter):
             return SUBACK_FAILURE
-        if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):  # type: ignore[attr-defined]
+        if not await self._acl_check(session, Action.SUBSCRIBE, topic_filter):
             return SUBACK_FAILURE
         max_qos = self.config.get("max-qos", qos)  # type: ignore[attr-defined]
         if isinstance(max_qos, int):
@@ -275,7 +277,7 @@ class RoutingMixin:
         topic = broadcast["topic"]
         taken = True
         for session, granted in self._routing_index.route(topic):
-            if not await self._receive_allowed(session, topic):
+            if not await self._acl_check(session, Action.RECEIVE, topic):
                 log.info("%s not allowed to receive messages from topic %s", session.client_id, topic)
                 continue
             taken = await self._deliver(session, broadcast, self._delivery_qos(broadcast, granted)) and taken
@@ -291,31 +293,13 @@ class RoutingMixin:
         published = getattr(broadcast["data"], "qos", None)
         return granted_qos if published is None else min(int(published), granted_qos)
 
-    async def _receive_allowed(self, session: Session, topic: str) -> bool:
-        """The per-recipient RECEIVE check."""
-        return await self._ask_topic_plugins(session, topic, Action.RECEIVE)
-
-    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        """The PUBLISH and SUBSCRIBE checks, same answer as stock, without its task per plugin."""
-        return await self._ask_topic_plugins(session, topic, action)
-
-    async def _ask_topic_plugins(self, session: Session, topic: str, action: Action) -> bool:
-        """amqtt's rule: every topic plugin must say True (None denies). Called directly: stock
-        ``map_plugin_topic`` spawned one task per plugin per message."""
-        topic_plugins = self._topic_plugins_cache
-        if topic_plugins is None:  # the plugins are loaded once; amqtt re-reads its config per call
-            plugins = self.plugins_manager  # type: ignore[attr-defined]
-            topic_plugins = amqtt_seam.topic_plugins(plugins)
-            self._topic_plugins_cache = topic_plugins
-        for plugin in topic_plugins:
-            try:
-                allowed = await plugin.topic_filtering(session=session, topic=topic, action=action)
-            except Exception:
-                log.exception("topic plugin %s failed; %s on %r denied", type(plugin).__name__, action.value, topic)
-                return False
-            if not allowed:
-                return False
-        return True
+    async def _acl_check(self, session: Session, access: Action, topic: str) -> bool:
+        """The hooks decide (chatmq/broker/hooks: chatmq.core.access.authorize); a hook that fails denies."""
+        try:
+            return await self.hooks.acl_check(session, access, topic)
+        except Exception:
+            log.exception("access check failed; %s on %r denied", access.value, topic)
+            return False
 
     async def _deliver(self, session: Session, broadcast: dict[str, Any], qos: int) -> bool:
         """False when the session refused the message (a full queue that must not drop)."""
@@ -610,7 +594,7 @@ class RoutingMixin:
             topics = [topic_filter] if topic_filter in retained else []
         for topic in topics:
             message = retained.get(topic)
-            if message is None or not await self._receive_allowed(session, topic):
+            if message is None or not await self._acl_check(session, Action.RECEIVE, topic):
                 continue
             self._enqueue(session, topic, message.data, min(qos, message.qos or qos), retain=True)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from chatmq.broker.config import build_config
 from chatmq.broker.core import BrokerLimits
 from chatmq.broker.health import start_ops_server
+from chatmq.broker.hooks import ChatHooks, Hooks
 from chatmq.broker.ops import OpsBroker
 from chatmq.broker.services import BrokerServices, MembershipRefresher, RedisListener, keep_membership_fresh
 from chatmq.broker.sessions import SessionStore
@@ -41,21 +42,19 @@ log = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings, BrokerServices], "Broker"]
+BrokerFactory = Callable[[dict[str, Any], asyncio.AbstractEventLoop, Settings, Hooks], "Broker"]
 
 
 def verified_passwords(settings: Settings) -> VerifiedPasswords | None:
     return VerifiedPasswords(settings.password_cache_s) if settings.password_cache_s > 0 else None
 
 
-def chat_broker(
-    config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, services: BrokerServices
-) -> Broker:
+def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, hooks: Hooks) -> Broker:
     limits = BrokerLimits(settings.max_packet_bytes, settings.session_queue_limit, settings.session_queue_bytes,
                           settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst,
                           settings.sessions_per_user)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
-    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, services=services,
+    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, hooks=hooks,
                      ws_permessage_deflate=settings.ws_permessage_deflate)
 
 
@@ -65,7 +64,7 @@ async def serve(
     """Serve until SIGINT/SIGTERM (when run in the main thread) or until cancelled.
 
     ``ready`` is set once both listeners accept connections. ``broker_factory`` lets the
-    regression tests run stock amqtt with the same plugins side by side with ours.
+    regression tests run stock amqtt with the same hooks (as amqtt plugins) side by side with ours.
     """
     loop = asyncio.get_running_loop()
     store = await asyncio.to_thread(open_store, settings.resolved_store_url)
@@ -90,8 +89,9 @@ async def serve(
         )
         follower = RedisListener(settings.redis_url, {CHANGED_CHANNEL: _follow(services)}, "membership-changes")
         follower.start(loop)
+        hooks = ChatHooks(services, settings.redis_url)
         try:
-            broker = broker_factory(build_config(settings, services), loop, settings, services)
+            broker = broker_factory(build_config(settings), loop, settings, hooks)
             await broker.start()
             ops = start_ops_server(settings, store)
             try:
@@ -102,6 +102,7 @@ async def serve(
                 await broker.shutdown()
                 log.info("broker stopped")
         finally:
+            await hooks.stop()
             follower.stop()
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

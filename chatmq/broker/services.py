@@ -26,10 +26,11 @@ from chatmq.core.ratelimit import ConnectionRate, LoginThrottle
 log = logging.getLogger(__name__)
 
 REACH_TIMEOUT_S = 10.0
-# Where the auth plugin leaves the authenticated Identity for the access-control plugin.
+# Where the login hook leaves the authenticated Identity for the access checks.
 IDENTITY_KEY = "chatmq.identity"
 # Set instead of an identity for a client let in without credentials (allow_anonymous).
 ANONYMOUS_KEY = "chatmq.anonymous"
+CONNECTED_AT_KEY = "chatmq.connected_at"  # ms since epoch, shown by the admin ``clients`` command
 
 
 class MembershipRefresher:

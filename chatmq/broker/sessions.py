@@ -64,7 +64,7 @@ class QueuedMessage:
 @dataclass(frozen=True, slots=True)
 class StoredSession:
     client_id: str
-    owner: dict[str, object]  # how the auth plugin identified the client (see broker.services)
+    owner: dict[str, object]  # how the login hook identified the client (see chatmq.broker.services)
     subscriptions: dict[str, int]
     queue: list[QueuedMessage]
 

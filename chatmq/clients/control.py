@@ -104,7 +104,7 @@ class ControlClient(Session):
                 topic, payload = self.messages.get(timeout=timeout)
             except queue.Empty:
                 raise ControlUnreachable(f"no answer to {command.value!r} within {timeout:g} s "
-                                         "(is this broker a chatmq broker with the admin plugin?)") from None
+                                         "(is this broker a chatmq broker with its admin channel?)") from None
             if topic == expected:
                 break
         answer = orjson.loads(payload)

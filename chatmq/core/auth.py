@@ -99,7 +99,7 @@ def looks_like_token(secret_or_password: str) -> bool:
 class Authenticator:
     """Checks a (username, password-or-token) pair against the store. Blocking: run it in a thread.
 
-    The one login path: the amqtt broker's auth plugin, the EMQX hook and the API call it. The
+    The one login path: chatmq's broker's login hook, the EMQX hook and the API call it. The
     password field holds a password, a chatmq token, or (with ``external``) a token of the app's
     identity provider (chatmq.core.identity); a token's user must be the username, exist (or be
     created on first login when the deployment says so) and not be disabled.

@@ -1,6 +1,6 @@
 """The one login path of every broker and of the API: the failed-login throttle, then the credentials.
 
-The amqtt broker's auth plugin, the EMQX authentication hook and ``POST /v1/auth/token`` all call
+chatmq's broker's login hook, the EMQX authentication hook and ``POST /v1/auth/token`` all call
 ``log_in``, so a revoked token, a disabled user or a throttled address is refused the same way
 whichever door a client knocks on. Blocking (store, Redis, argon2): run it in a thread.
 """

@@ -31,7 +31,7 @@ def parse_levels(spec: str) -> dict[str, int]:
 
 def configure(level: str = "INFO", fmt: str = "text", levels: str = "") -> None:
     """``levels`` (CHATMQ_LOG_LEVELS) sets per-component levels over the global one, for example
-    ``chatmq.broker.plugins.admin=DEBUG,bridge=WARNING``."""
+    ``chatmq.broker.hooks.admin=DEBUG,bridge=WARNING``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(

@@ -1,4 +1,4 @@
-"""A broker served in-process on its own event-loop thread, stock amqtt or ours, with our plugins.
+"""A broker served in-process on its own event-loop thread, stock amqtt or ours, with our hooks.
 
 The defect regression tests run each case against both: stock ``amqtt.broker.Broker`` (marked
 xfail strict, so the suite proves the defect exists) and ``ChatBroker``.
@@ -18,17 +18,19 @@ from typing import Any
 import pytest
 from amqtt.broker import Broker
 
+from chatmq.broker.hooks import Hooks
 from chatmq.broker.server import chat_broker, serve
 from chatmq.core.config import Settings
 from chatmq.core.netutil import free_port
 from tests.broker.conftest import SECRET
+from tests.broker.stock import stock_plugins
 
 STOCK, OURS = "stock", "ours"
 BOTH = [pytest.param(STOCK, marks=pytest.mark.xfail(strict=True, reason="amqtt 0.12.1 defect")), OURS]
 
 
-def stock_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, _services: Any) -> Broker:
-    return Broker(config, loop=loop)
+def stock_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, hooks: Hooks) -> Broker:
+    return Broker({**config, "plugins": stock_plugins(hooks)}, loop=loop)
 
 
 @dataclass
@@ -55,8 +57,8 @@ class InProcessBroker:
     def start(self) -> InProcessBroker:
         factory = stock_broker if self.kind == STOCK else chat_broker
 
-        def make(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, services: Any) -> Broker:
-            made = factory(config, loop, settings, services)
+        def make(config: dict[str, Any], loop: asyncio.AbstractEventLoop, settings: Settings, hooks: Hooks) -> Broker:
+            made = factory(config, loop, settings, hooks)
             self.brokers.append(made)
             return made
 

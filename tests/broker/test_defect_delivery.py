@@ -8,9 +8,9 @@ import queue
 from typing import Any
 
 import pytest
-from amqtt.contexts import Action as AmqttAction
 
-from chatmq.broker.plugins.acl import ChatAclPlugin
+from chatmq.broker.hooks.access import AccessControl
+from chatmq.core.access import Action
 from chatmq.core.auth import issue_token
 from chatmq.core.config import SERVICE_USER
 from tests.broker.conftest import PASSWORDS, SECRET
@@ -32,14 +32,14 @@ def test_acknowledged_qos1_publishes_survive_the_publisher_disconnecting(
 ) -> None:
     # A slightly slow PUBLISH access check (1 ms, as when a check must confirm with the store) lets
     # the reader PUBACK ahead of the message loop, so the race is certain rather than load-dependent.
-    check = ChatAclPlugin.topic_filtering
+    check = AccessControl.check
 
-    async def slow_check(self: ChatAclPlugin, **kwargs: Any) -> bool:
-        if kwargs.get("action") is AmqttAction.PUBLISH:
+    async def slow_check(self: AccessControl, session: Any, action: Action, topic: str) -> bool:
+        if action is Action.PUBLISH:
             await asyncio.sleep(0.001)
-        return await check(self, **kwargs)
+        return await check(self, session, action, topic)
 
-    monkeypatch.setattr(ChatAclPlugin, "topic_filtering", slow_check)
+    monkeypatch.setattr(AccessControl, "check", slow_check)
     running = run_broker(kind)
     service = _service(running)
     alice = Mqtt(running.port, "alice", PASSWORDS["alice"])

@@ -1,5 +1,5 @@
 """Password logins: the verified-password cache (chatmq/core/credcache.py) and the argon2 pool of the
-auth plugin. Correctness only (no timings): what the cache may never accept, and where argon2 runs."""
+login hook. Correctness only (no timings): what the cache may never accept, and where argon2 runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""RoutingMixin on a real amqtt broker (in a thread of this process) with real paho clients."""
+"""Routing (chatmq/broker/routing.py) in the production broker, served in a thread of this process with
+hooks of the test's own (every login accepted, RECEIVE refused to some clients), and real paho
+clients."""
 
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from amqtt.broker import Broker
-from amqtt.contexts import Action
 from amqtt.mqtt.publish import PublishPacket
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from chatmq.broker.routing import RoutingMixin, SubscriptionsView, routing_index
+from chatmq.broker.hooks import HOOKS_VERSION, BrokerView, Control
+from chatmq.broker.ops import OpsBroker
+from chatmq.broker.routing import SubscriptionsView, routing_index
+from chatmq.core.access import Action
 from chatmq.core.mqtt.codec import encode_publish
 from chatmq.core.netutil import free_port
 from tests.broker.mqtt import Mqtt
@@ -27,42 +29,46 @@ from tests.broker.mqtt import Mqtt
 pytestmark = pytest.mark.timeout(60)
 
 
-class _TrieBroker(RoutingMixin, Broker):
-    pass
+class GateHooks:
+    """Every CONNECT is accepted and is NOT anonymous, so persistent sessions queue offline. RECEIVE
+    is denied to client ids starting with "deny"; a RECEIVE of topic "mutate/now" subscribes another
+    client mid-broadcast (the "dictionary changed size" crash on stock)."""
 
+    version = HOOKS_VERSION
+    broker: OpsBroker
 
-class AllowAll(BaseAuthPlugin):
-    """Every CONNECT is accepted and is NOT anonymous, so persistent sessions queue offline."""
+    async def start(self, broker: BrokerView) -> None:
+        pass
 
-    async def authenticate(self, *, session: Session) -> bool:
+    async def stop(self) -> None:
+        pass
+
+    async def authenticate(self, session: Session) -> bool:
         return True
 
-
-class Gate(BaseTopicPlugin):
-    """RECEIVE is denied to client ids starting with "deny"; a RECEIVE of topic "mutate/now"
-    subscribes another client mid-broadcast (the "dictionary changed size" crash on stock)."""
-
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
-    ) -> bool:
-        if action is Action.RECEIVE and session is not None:
+    async def acl_check(self, session: Session, access: Action, topic: str) -> bool:
+        if access is Action.RECEIVE:
             if topic == "mutate/now":
-                await self.context.add_subscription("late-joiner", f"mutate/{time.monotonic_ns()}", 1)  # type: ignore[attr-defined]
+                _handler, late = self.broker.create_offline_session(f"late-joiner-{time.monotonic_ns()}")
+                await self.broker.add_subscription((f"mutate/{time.monotonic_ns()}", 1), late)
                 await asyncio.sleep(0)
             return not (session.client_id or "").startswith("deny")
         return True
 
+    async def control(self, session: Session, topic: str, payload: bytes) -> Control:
+        return Control.NOT_MINE
+
+    async def disconnected(self, session: Session) -> None:
+        pass
+
 
 def _config(port: int) -> dict[str, Any]:
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "plugins": {f"{__name__}.AllowAll": {}, f"{__name__}.Gate": {}},
-    }
+    return {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}, "plugins": {}}
 
 
 @dataclass
 class Running:
-    broker: Broker
+    broker: OpsBroker
     loop: asyncio.AbstractEventLoop
     port: int
 
@@ -80,13 +86,14 @@ class Running:
         return done.result(5)
 
 
-def _serve(broker_cls: type[Broker]) -> Iterator[Running]:
+def _serve() -> Iterator[Running]:
     port = free_port()
     ready: Future[Running] = Future()
     stop = threading.Event()
 
     async def main() -> None:
-        broker = broker_cls(_config(port))
+        hooks = GateHooks()
+        broker = hooks.broker = OpsBroker(_config(port), hooks=hooks)
         await broker.start()
         ready.set_result(Running(broker, asyncio.get_running_loop(), port))
         while not stop.is_set():
@@ -102,8 +109,8 @@ def _serve(broker_cls: type[Broker]) -> Iterator[Running]:
 
 
 @pytest.fixture(scope="module")
-def trie_broker() -> Iterator[Running]:
-    yield from _serve(_TrieBroker)
+def served() -> Iterator[Running]:
+    yield from _serve()
 
 
 class Client(Mqtt):
@@ -127,11 +134,11 @@ class Client(Mqtt):
 
 
 @pytest.fixture
-def connect(trie_broker: Running) -> Iterator[Any]:
+def connect(served: Running) -> Iterator[Any]:
     made: list[Client] = []
 
     def make(client_id: str, clean: bool = True) -> Client:
-        client = Client(trie_broker.port, f"{client_id}-{time.monotonic_ns()}", clean)
+        client = Client(served.port, f"{client_id}-{time.monotonic_ns()}", clean)
         assert client.connect() == 0
         made.append(client)
         return client
@@ -141,13 +148,13 @@ def connect(trie_broker: Running) -> Iterator[Any]:
         client.stop()
 
 
-def test_wildcards_and_dollar_topics(trie_broker: Running, connect: Any) -> None:
+def test_wildcards_and_dollar_topics(served: Running, connect: Any) -> None:
     sub, pub = connect("sub"), connect("pub")
     for topic_filter in ("w/+/x", "w/#", "#"):
         assert sub.subscribe(topic_filter, 0) == 0
     pub.publish("w/a/x", b"one")
     # Clients may not publish '$' topics; the broker itself may, and '#' must not match them.
-    trie_broker.call(lambda: asyncio.ensure_future(trie_broker.broker.internal_message_broadcast("$d/a", b"$", 0)))
+    served.call(lambda: asyncio.ensure_future(served.broker.internal_message_broadcast("$d/a", b"$", 0)))
     pub.publish("w", b"parent")  # w/# includes the parent level
     got = sub.wait_for(b"parent")
     assert [m.payload for m in got] == [b"one", b"parent"]  # once each, not once per filter
@@ -198,26 +205,26 @@ def test_subscribing_during_a_broadcast_does_not_crash_routing(connect: Any) -> 
         assert [m.payload for m in sub.wait_for(b"b")] == [b"a", b"b"]
 
 
-def test_unsubscribe_and_subscriptions_view(trie_broker: Running, connect: Any) -> None:
+def test_unsubscribe_and_subscriptions_view(served: Running, connect: Any) -> None:
     sub, pub = connect("view"), connect("pub")
     client_id = sub.client._client_id.decode()
     assert sub.subscribe("v/1", 1) == 1
     assert sub.subscribe("v/+", 0) == 0
-    view = trie_broker.call(lambda: trie_broker.broker.plugins_manager.context.subscriptions)
+    view = served.call(lambda: served.broker.plugins_manager.context.subscriptions)
     assert isinstance(view, SubscriptionsView)
-    assert trie_broker.call(lambda: [s.client_id for s, q in view["v/1"]]) == [client_id]
-    assert trie_broker.call(lambda: {"v/1", "v/+"} <= set(view))
+    assert served.call(lambda: [s.client_id for s, q in view["v/1"]]) == [client_id]
+    assert served.call(lambda: {"v/1", "v/+"} <= set(view))
     sub.client.unsubscribe("v/1")
     sub.client.unsubscribe("v/+")
     deadline = time.monotonic() + 3
-    while trie_broker.call(lambda: routing_index(trie_broker.broker).filters_of(client_id)):
+    while served.call(lambda: routing_index(served.broker).filters_of(client_id)):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     pub.publish("v/1", b"gone")
     assert sub.drain(0.3) == []
     sub.stop()
     deadline = time.monotonic() + 5  # a clean session's subscriptions leave with it
-    while trie_broker.call(lambda: client_id in {s.client_id for f in list(view) for s, _ in view.get(f, [])}):
+    while served.call(lambda: client_id in {s.client_id for f in list(view) for s, _ in view.get(f, [])}):
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -245,21 +252,21 @@ def _flags(client: Client, settle: float = 0.3) -> list[tuple[bytes, int, bool]]
     return out
 
 
-def test_offline_persistent_session_gets_queued_messages(trie_broker: Running) -> None:
+def test_offline_persistent_session_gets_queued_messages(served: Running) -> None:
     client_id = f"persist-{time.monotonic_ns()}"
-    sub = Client(trie_broker.port, client_id, clean=False)
+    sub = Client(served.port, client_id, clean=False)
     assert sub.connect() == 0
     assert sub.subscribe("off/t", 1) == 1
     sub.stop()
-    pub = Client(trie_broker.port, f"pub-{time.monotonic_ns()}")
+    pub = Client(served.port, f"pub-{time.monotonic_ns()}")
     assert pub.connect() == 0
     try:
         deadline = time.monotonic() + 3
-        while trie_broker.call(lambda: trie_broker.broker.sessions[client_id][0].transitions.state) == "connected":
+        while served.call(lambda: served.broker.sessions[client_id][0].transitions.state) == "connected":
             assert time.monotonic() < deadline
             time.sleep(0.01)
         pub.publish("off/t", b"while-away", qos=1)
-        again = Client(trie_broker.port, client_id, clean=False)
+        again = Client(served.port, client_id, clean=False)
         assert again.connect() == 0
         try:
             assert again.expect().payload == b"while-away"

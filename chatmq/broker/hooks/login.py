@@ -1,9 +1,8 @@
-"""Authentication: who may connect, and which last will they may leave.
+"""Logins: who may connect.
 
 Devices log in with their user id and a password or API token; the bridge logs in as the service
-identity with a service token. amqtt publishes a last will without any topic check, so the will is
-checked here, at CONNECT, by the rule table (``Action.WILL``: a device may only leave
-``presence/{self}/{device}``, its offline notice).
+identity with a service token. (The will a client leaves is checked next, by the broker asking
+``acl_check(WILL)``: a device may only leave ``presence/{self}/{device}``, its offline notice.)
 """
 
 from __future__ import annotations
@@ -12,14 +11,11 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from amqtt.contexts import BaseContext
-from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
 from chatmq.broker.services import ANONYMOUS_KEY, IDENTITY_KEY, BrokerServices
-from chatmq.core.access import Action, Identity, authorize
+from chatmq.core.access import Identity
 from chatmq.core.auth import looks_like_token
 from chatmq.core.logins import log_in
 
@@ -36,18 +32,13 @@ PASSWORD_WORKERS = max(1, min(4, os.cpu_count() or 1))
 LOGIN_WORKERS = 16
 
 
-class ChatAuthPlugin(BaseAuthPlugin):
-    @dataclass
-    class Config:
-        services: BrokerServices
-
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self.services: BrokerServices = self.config.services
+class Logins:
+    def __init__(self, services: BrokerServices) -> None:
+        self.services = services
         self._password_pool = ThreadPoolExecutor(PASSWORD_WORKERS, thread_name_prefix="chatmq-argon2")
         self._login_pool = ThreadPoolExecutor(LOGIN_WORKERS, thread_name_prefix="chatmq-login")
 
-    async def close(self) -> None:
+    def close(self) -> None:
         self._password_pool.shutdown(wait=False, cancel_futures=True)
         self._login_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -56,11 +47,7 @@ class ChatAuthPlugin(BaseAuthPlugin):
         login = log_in(self.services.authenticator, self.services.throttle, username, password, address)
         return RATE_LIMITED if login.rate_limited else login.identity
 
-    def _will_allowed(self, identity: Identity | None, will_topic: str | None) -> bool:
-        return authorize(identity, Action.WILL, will_topic or "", self.services.membership,
-                         open_outside=self.services.allow_anonymous)
-
-    async def authenticate(self, *, session: Session) -> bool:
+    async def authenticate(self, session: Session) -> bool:
         # A persistent session is reused across connections: never let a previous login's
         # identity survive a failed one.
         session.attributes.pop(IDENTITY_KEY, None)
@@ -76,9 +63,6 @@ class ChatAuthPlugin(BaseAuthPlugin):
             log.warning("refused connection (too many from this address; rate limited): %s", where)
             return False
         if self.services.allow_anonymous and not session.username and not session.password:
-            if session.will_flag and not self._will_allowed(None, session.will_topic):
-                log.warning("refused anonymous login (will topic %r not allowed): %s", session.will_topic, where)
-                return False
             session.attributes[ANONYMOUS_KEY] = True
             return True
         # Blocking (store, Redis, argon2): off the event loop. Tokens are microseconds of HMAC plus
@@ -97,9 +81,6 @@ class ChatAuthPlugin(BaseAuthPlugin):
         if not isinstance(identity, Identity):
             reason = "no credentials" if not session.username or not session.password else "bad credentials"
             log.warning("refused login (%s): %s", reason, where)
-            return False
-        if session.will_flag and not self._will_allowed(identity, session.will_topic):
-            log.warning("refused login (will topic %r not allowed): %s", session.will_topic, where)
             return False
         session.attributes[IDENTITY_KEY] = identity
         return True

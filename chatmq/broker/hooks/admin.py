@@ -1,10 +1,11 @@
 """The admin channel: list clients, kick, stats, and re-checking live logins after a revoke.
 
-Requests arrive on ``$CONTROL/chatmq/v1/request`` (chatmq.core.control), handed over by OpsBroker
-before its drop of client ``$`` publishes; only a session logged in with the admin identity is
-answered (anyone else is logged and ignored: no response topic to probe). The response goes to
-the requesting connection alone. The plugin also listens on Redis for auth changes (a token
-revoke, a user disabled) and closes the affected live connections at once.
+Requests arrive on ``$CONTROL/chatmq/v1/request`` (chatmq.core.control), handed over by the broker's
+control hook before its drop of client ``$`` publishes; only a session logged in with the admin
+identity is answered (anyone else is logged and ignored: no response topic to probe). The response
+goes to the requesting connection alone. It also listens on Redis for auth changes (a token
+revoke, a user disabled) and closes the affected live connections at once. It sees the broker
+only through ``BrokerView`` (chatmq/broker/hooks/__init__.py).
 """
 
 from __future__ import annotations
@@ -14,62 +15,53 @@ import collections
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amqtt.broker import BrokerContext
-from amqtt.plugins.base import BasePlugin
-from amqtt.session import ApplicationMessage, Session
+from amqtt.session import Session
 
-from chatmq.broker import amqtt_seam, metrics
+from chatmq.broker import metrics
 from chatmq.broker.handler import KEEPALIVE_GRACE
-from chatmq.broker.ops import CONNECTED_AT_KEY
-from chatmq.broker.services import BrokerServices, RedisListener, session_identity
+from chatmq.broker.services import CONNECTED_AT_KEY, BrokerServices, RedisListener, session_identity
 from chatmq.core.control import Command, ControlError, error_response, ok_response, parse_request, response_topic
 from chatmq.core.ids import is_valid_id
 from chatmq.core.revocation import AUTH_CHANGED_CHANNEL
+
+if TYPE_CHECKING:
+    from chatmq.broker.hooks import BrokerView
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 10  # "per second" figures are averaged over this many seconds
 
 
-class ChatAdminPlugin(BasePlugin[BrokerContext]):
-    @dataclass
-    class Config:
-        services: BrokerServices
-        redis_url: str | None = None  # where auth changes are announced (chatmq.core.revocation)
-
-    def __init__(self, context: BrokerContext) -> None:
-        super().__init__(context)
-        self.services: BrokerServices = self.config.services
-        self.broker: Any = amqtt_seam.broker_of(context)
-        if hasattr(self.broker, "reply"):  # OpsBroker; stock amqtt (regression tests) has no hook
-            self.broker.control_handler = self.handle
+class Admin:
+    def __init__(self, services: BrokerServices, redis_url: str | None = None) -> None:
+        self.services = services
+        self.broker: BrokerView | None = None  # set by start()
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=RATE_WINDOW_S + 1)
         self._tasks: list[asyncio.Task[None]] = []
         self._revalidations: set[asyncio.Task[list[str]]] = set()
-        self._listener = RedisListener(self.config.redis_url or "", {AUTH_CHANGED_CHANNEL: self._auth_changed},
+        self._redis_url = redis_url
+        self._listener = RedisListener(redis_url or "", {AUTH_CHANGED_CHANNEL: self._auth_changed},
                                        "admin-auth-changes")  # fmt: skip
 
     # --- lifecycle ----------------------------------------------------------------------------
-    async def on_broker_post_start(self) -> None:
+    async def start(self, broker: BrokerView) -> None:
+        self.broker = broker
         self._tasks.append(asyncio.create_task(self._sample_loop(), name="admin-stats"))
-        if self.config.redis_url:
+        if self._redis_url:
             self._listener.start(asyncio.get_running_loop())
 
-    async def on_broker_pre_shutdown(self) -> None:
+    async def stop(self) -> None:
         self._listener.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def close(self) -> None:
-        self._listener.stop()
+        self._tasks.clear()
 
     # --- requests -----------------------------------------------------------------------------
-    async def handle(self, session: Session, message: ApplicationMessage) -> None:
+    async def handle(self, session: Session, payload: bytes) -> None:
         identity = session_identity(session.attributes)
         if identity is None or not identity.is_admin:
             who = identity.user if identity else "anonymous"
@@ -78,7 +70,7 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             metrics.CONTROL_REQUESTS.labels(command="-", outcome="refused").inc()
             return
         try:
-            request_id, command, args = parse_request(bytes(message.data or b""))
+            request_id, command, args = parse_request(payload)
         except ControlError as exc:
             log.warning("unreadable admin request from client_id=%r: %s", session.client_id, exc.message)
             metrics.CONTROL_REQUESTS.labels(command="-", outcome="bad_request").inc()
@@ -97,12 +89,12 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             outcome = "ok"
         log.info("admin request id=%s command=%s args=%s outcome=%s", request_id, command.value, args, outcome)
         metrics.CONTROL_REQUESTS.labels(command=command.value, outcome=outcome).inc()
-        self.broker.reply(session, response_topic(request_id), reply)
+        self._view().reply(session, response_topic(request_id), reply)
 
     async def _run(self, command: Command, args: dict[str, Any], asker: Session) -> Any:
         if command is Command.CLIENTS:  # every connected client but the asking admin connection itself
             user = _optional_user(args)
-            return [self._describe(s) for s in self._connected()
+            return [self._describe(s) for s in self._view().connected()
                     if s is not asker and (user is None or _user_of(s) == user)]
         if command is Command.KICK:
             return await self._kick(args)
@@ -115,8 +107,10 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             return {"kicked": await self.revalidate(user)}
         raise ControlError("unknown_command", command.value)  # pragma: no cover - parse_request filters
 
-    def _connected(self) -> list[Session]:
-        return [s for s, _h in list(self.broker.sessions.values()) if s.transitions.is_connected()]
+    def _view(self) -> BrokerView:
+        if self.broker is None:
+            raise ControlError("internal", "the admin channel has not started")
+        return self.broker
 
     @staticmethod
     def _describe(session: Session) -> dict[str, Any]:
@@ -138,27 +132,25 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
         if (client_id is None) == (user is None):
             raise ControlError("bad_request", "kick needs exactly one of user or client_id")
         if client_id is not None:
-            entry = self.broker.sessions.get(client_id)
-            if entry is None or not entry[0].transitions.is_connected():
+            found = self._view().session(client_id)
+            if found is None or not found.transitions.is_connected():
                 raise ControlError("unknown_client", f"no connected client {client_id!r}")
-            victims = [entry[0]]
+            victims = [found]
         else:
-            victims = [s for s in self._connected() if _user_of(s) == user]
+            victims = [s for s in self._view().connected() if _user_of(s) == user]
         return {"kicked": [await self._close(s, "admin") for s in victims]}
 
     async def _close(self, session: Session, reason: str) -> str:
-        handler = self.broker.sessions.get(session.client_id, (None, None))[1]
         log.warning("closing client_id=%r user=%s (%s)", session.client_id, _user_of(session), reason)
         metrics.KICKED.labels(reason=reason).inc()
-        if handler is not None:
-            await handler.handle_connection_closed()
+        await self._view().disconnect(session)
         return str(session.client_id)
 
     async def revalidate(self, user: str) -> list[str]:
         """Log every live connection of ``user`` in again with its own credentials; close the ones
         that no longer pass (revoked token, disabled user, changed password)."""
         kicked = []
-        for session in self._connected():
+        for session in self._view().connected():
             identity = session_identity(session.attributes)
             if identity is None or identity.user != user or identity.is_service or identity.is_admin:
                 continue
@@ -170,9 +162,10 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
         return kicked
 
     def _stats(self) -> dict[str, Any]:
-        totals = self.broker.totals
-        sessions = [s for s, _h in list(self.broker.sessions.values())]
-        connected = sum(1 for s in sessions if s.transitions.is_connected())
+        broker = self._view()
+        totals = broker.totals
+        sessions = broker.kept_sessions()
+        connected = len(broker.connected())
         in_rate = out_rate = 0.0
         if len(self._samples) >= 2:
             (t0, r0, d0), (t1, r1, d1) = self._samples[0], self._samples[-1]
@@ -182,19 +175,19 @@ class ChatAdminPlugin(BasePlugin[BrokerContext]):
             "connections": connected,
             "sessions": len(sessions),
             "queued": sum(s.retained_messages.qsize() for s in sessions),
-            "subscriptions": len(self.broker.subscriptions),
+            "subscriptions": broker.filter_count(),
             "received_total": totals.received,
             "delivered_total": totals.delivered,
             "rejected_total": totals.rejected,
             "connections_total": totals.connections,
             "in_per_s": round(in_rate, 2),
             "out_per_s": round(out_rate, 2),
-            "uptime_s": round(time.time() - self.broker.started_at, 1),
+            "uptime_s": round(time.time() - broker.started_at, 1),
         }
 
     async def _sample_loop(self) -> None:
         while True:
-            totals = self.broker.totals
+            totals = self._view().totals
             self._samples.append((time.monotonic(), totals.received, totals.delivered))
             await asyncio.sleep(1.0)
 

@@ -1,1 +1,0 @@
-"""amqtt plugins, registered by dotted class path in the broker config (see broker.config)."""
