@@ -69,36 +69,36 @@ INTERNALS: tuple[Internal, ...] = (
     # ---- the Broker's methods the broker classes override (amqtt calls them) --------------------
     _b("_create_server_instance", "override", "listen backlog 4096 and the WebSocket frame limit sized from "
        "max_packet_bytes (stock: backlog 100, 1 MiB)", ("listener_name", "listener_type", "address", "port",
-       "ssl_context"), ("_start_listeners",), ("core",)),
+       "ssl_context"), ("_start_listeners",), ("chatbroker",)),
     _b("_start_listeners", "override", "restore persistent sessions from Redis before the first client "
-       "connects", (), ("start",), ("core",)),
+       "connects", (), ("start",), ("chatbroker",)),
     _b("_initialize_client_session", "override", "authenticate before touching an existing session; "
        "take-over; keepalive grace", ("reader", "writer", "remote_address", "remote_port"),
-       ("_client_connected",), ("core", "ops")),
+       ("_client_connected",), ("chatbroker", "ops")),
     _b("_handle_client_session", "override", "CONNACK, replay of what the session is owed, then the "
        "message loop, without stock's push of every filter's retained messages",
        ("reader", "writer", "client_session", "handler", "server", "listener_name"), ("_client_connected",),
-       ("core", "ops")),
+       ("chatbroker", "ops")),
     _b("_handle_message_delivery", "override", "a publish from the message loop (QoS 2) goes through "
-       "_route_publish", ("client_session", "handler", "wait_deliver"), ("_client_message_loop",), ("core",)),
+       "_route_publish", ("client_session", "handler", "wait_deliver"), ("_client_message_loop",), ("chatbroker",)),
     _b("_handle_disconnect", "override", "route publishes already acknowledged before the session ends; "
        "then amqtt's (will, transitions)", ("client_session", "handler", "disconnect_waiter"),
-       ("_client_message_loop",), ("core",)),
+       ("_client_message_loop",), ("chatbroker",)),
     _b("_handle_subscription", "override", "persist the session's filters; amqtt's sends SUBACK and "
        "retained messages", ("client_session", "handler", "subscribe_waiter"), ("_client_message_loop",),
-       ("core",)),
+       ("chatbroker",)),
     _b("_handle_unsubscription", "override", "persist the session's filters",
-       ("client_session", "handler", "unsubscribe_waiter"), ("_client_message_loop",), ("core",)),
+       ("client_session", "handler", "unsubscribe_waiter"), ("_client_message_loop",), ("chatbroker",)),
     _b("_broadcast_message", "override", "route in the caller's task through the index (stock: one shared "
        "queue and a task per delivery); a will at min(will QoS, granted QoS)",
        ("session", "topic", "data", "force_qos"), ("_handle_disconnect", "internal_message_broadcast"),
-       ("core", "routing")),
+       ("chatbroker", "routing")),
     _b("_retain_broadcast_message", "override", "bounded offline queue at min(publish, granted) QoS, kept "
-       "in Redis", ("broadcast", "qos", "target_session"), (), ("core", "routing")),
+       "in Redis", ("broadcast", "qos", "target_session"), (), ("chatbroker", "routing")),
     _b("_delete_session", "override", "also delete the stored session", ("client_id",),
-       ("_initialize_client_session",), ("core",)),
+       ("_initialize_client_session",), ("chatbroker",)),
     _b("_cleanup_session", "override", "expiry deletes the stored session, shutdown keeps it",
-       ("client_id",), ("_session_monitor", "shutdown"), ("core",)),
+       ("client_id",), ("_session_monitor", "shutdown"), ("chatbroker",)),
     _b("add_subscription", "override", "the subscription index (stock: a list scanned per message)",
        ("subscription", "session"), ("_handle_subscription",), ("routing",)),
     _b("_del_subscription", "override", "the subscription index", ("a_filter", "session"),
@@ -118,16 +118,16 @@ INTERNALS: tuple[Internal, ...] = (
     _b("_subscriptions", "write", "replaced by a read-only view over the subscription index, so amqtt's "
        "own readers (BrokerContext.subscriptions) see the index"),
     # ---- the protocol handler ----------------------------------------------------------------------
-    Internal(_PROTOCOL, "_reader_loop", "override", "the inline reader (chatmq/broker/inbound.py): one sans-IO "
+    Internal(_PROTOCOL, "_reader_loop", "override", "the inline reader (chatmq/broker/reader.py): one sans-IO "
              "codec, routing in the reader's task, one keepalive timer", (), (f"{_PROTOCOL}.start",),
-             ("inbound",)),
+             ("reader",)),
     Internal(_PROTOCOL, "_retry_deliveries", "override", "nothing: the broker replays unacknowledged "
-             "deliveries itself, pipelined", (), (f"{_PROTOCOL}.start",), ("handler",)),
+             "deliveries itself, pipelined", (), (f"{_PROTOCOL}.start",), ("connection",)),
     Internal(_PROTOCOL, "_handle_qos1_message_flow", "override", "keep an unacknowledged delivery in "
              "flight when the connection drops", ("app_message",), (f"{_PROTOCOL}._handle_message_flow",),
-             ("handler",)),
+             ("connection",)),
     Internal(_PROTOCOL, "_handle_qos2_message_flow", "override", "as QoS 1", ("app_message",),
-             (f"{_PROTOCOL}._handle_message_flow",), ("handler",)),
+             (f"{_PROTOCOL}._handle_message_flow",), ("connection",)),
     Internal(_PROTOCOL, "_handle_message_flow", "call", "QoS 2 publishes and deliveries keep amqtt's "
              "handshake", ("app_message",)),
     Internal(_PROTOCOL, "_write_lock", "read", "one writer at a time (amqtt's WebSocket writer loses bytes "
@@ -146,9 +146,9 @@ INTERNALS: tuple[Internal, ...] = (
              "TCP socket has buffered (the adapter reads exactly n bytes)"),
     Internal("amqtt.adapters.StreamWriterAdapter", "_writer", "read", "deliveries to an idle TCP "
              "connection are written to its transport at the end of the loop turn"),
-    # ---- sessions (chatmq/broker/lean.py) -----------------------------------------------------------------
+    # ---- sessions (chatmq/broker/session.py) -----------------------------------------------------------------
     Internal(_SESSION, "_init_states", "override", "a two-field state machine instead of a transitions "
-             "Machine (~16 KiB and 15% of a CONNECT's CPU)", (), (f"{_SESSION}.__init__",), ("lean",)),
+             "Machine (~16 KiB and 15% of a CONNECT's CPU)", (), (f"{_SESSION}.__init__",), ("session",)),
     Internal(_SESSION, "_on_enter_connected", "call", "the connect time, as transitions would call it", ()),
     Internal(_SESSION, "_on_enter_disconnected", "call", "the disconnect time (session expiry)", ()),
 )
@@ -186,7 +186,7 @@ def reader_stopped(handler: BrokerProtocolHandler) -> None:
 
 
 def use_queues(handler: BrokerProtocolHandler, make: Callable[[], Any]) -> None:
-    """The handler's two pending-(un)subscription queues, built by ``make`` (chatmq/broker/lean.py)."""
+    """The handler's two pending-(un)subscription queues, built by ``make`` (chatmq/broker/session.py)."""
     handler._pending_subscriptions = make()
     handler._pending_unsubscriptions = make()
 

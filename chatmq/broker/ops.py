@@ -15,7 +15,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 
 from chatmq.broker import metrics
-from chatmq.broker.core import ChatBroker
+from chatmq.broker.chatbroker import ChatBroker
 from chatmq.broker.services import CONNECTED_AT_KEY
 from chatmq.core.access import Action
 

@@ -20,7 +20,7 @@ changed size during iteration". Here:
   session (not one task per packet) that writes a batch of PUBLISH packets under the handler's
   write lock and drains once. Per-subscriber order is publish order; a slow subscriber delays
   only itself. QoS 1 deliveries are pipelined: the message goes to ``session.inflight_out`` and
-  its PUBACK removes it there (chatmq/broker/inbound.py; no future per delivery), instead of awaiting
+  its PUBACK removes it there (chatmq/broker/reader.py; no future per delivery), instead of awaiting
   each PUBACK in turn.
   An unacknowledged QoS 1 delivery stays in ``inflight_out`` when the connection drops (stock
   dropped it after 5 s), so amqtt's ``_retry_deliveries`` resends it with DUP on reconnect.
@@ -34,7 +34,7 @@ Hooks for subclasses (the broker core composes this mixin before ``Broker``):
   optional ``qos``). Default: offline queueing as stock, else ``_enqueue``.
 - ``_delivery_qos(broadcast, granted_qos) -> int``: the QoS of one delivery: a forced
   ``broadcast["qos"]``, else min(publish QoS, granted QoS) when ``broadcast["data"]`` has a ``qos``
-  attribute (``chatmq.broker.handler.Published``), else the granted QoS (stock amqtt).
+  attribute (``chatmq.broker.connection.Published``), else the granted QoS (stock amqtt).
 - ``_acl_check(session, access, topic) -> bool``: the hooks' access check (SUBSCRIBE, RECEIVE).
 - ``_enqueue(session, topic, data, qos, retain=False)``: put one PUBLISH on a connected session's
   outbox (used for routed and retained messages alike, so their order is kept).
@@ -285,7 +285,7 @@ class RoutingMixin:
 
     def _delivery_qos(self, broadcast: dict[str, Any], granted_qos: int) -> int:
         """A forced QoS (amqtt's ``broadcast["qos"]``) wins; else min(publish QoS, granted QoS)
-        when the payload carries its publish QoS as a ``qos`` attribute (broker.handler.Published),
+        when the payload carries its publish QoS as a ``qos`` attribute (chatmq.broker.connection.Published),
         else the granted QoS as stock amqtt does."""
         forced = broadcast.get("qos")
         if forced is not None:
@@ -465,7 +465,7 @@ class RoutingMixin:
 
     @staticmethod
     def _publish_bytes(session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> bytes | None:
-        """A QoS 0/1 PUBLISH; a QoS 1 delivery enters ``inflight_out`` until its PUBACK (chatmq/broker/inbound.py)."""
+        """A QoS 0/1 PUBLISH; a QoS 1 delivery enters ``inflight_out`` until its PUBACK (chatmq/broker/reader.py)."""
         if qos == QOS_0:
             return encode_publish(topic, data, QOS_0, None, retain)
         try:

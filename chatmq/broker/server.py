@@ -16,13 +16,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from chatmq.broker.chatbroker import BrokerLimits
 from chatmq.broker.config import build_config
-from chatmq.broker.core import BrokerLimits
 from chatmq.broker.health import start_ops_server
 from chatmq.broker.hooks import ChatHooks, Hooks
 from chatmq.broker.ops import OpsBroker
 from chatmq.broker.services import BrokerServices, MembershipRefresher, RedisListener, keep_membership_fresh
-from chatmq.broker.sessions import SessionStore
+from chatmq.broker.session_store import SessionStore
 from chatmq.core import redisconn
 from chatmq.core.auth import Authenticator
 from chatmq.core.config import Settings

@@ -30,7 +30,7 @@ OWN = {
     "_lock",  # MembershipRefresher's
     "_loop",  # RedisListener's
     "_stats",  # the admin hook's stats command
-    "_session",  # LeanStates' session
+    "_session",  # SessionStates' session
 }
 _NAMED = re.compile(r"(?:\.|\bdef\s+|\")(_[a-z]\w*)")
 
@@ -43,7 +43,7 @@ def _amqtt_private_names() -> set[str]:
 
 
 def _modules() -> dict[str, str]:
-    """Every broker module but the seam, by its short name (``core``, ``hooks.admin``)."""
+    """Every broker module but the seam, by its short name (``chatbroker``, ``hooks.admin``)."""
     found = {}
     for path in sorted(BROKER_DIR.rglob("*.py")):
         name = ".".join(path.relative_to(BROKER_DIR).with_suffix("").parts)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from amqtt.session import Session
 
 from chatmq.broker import metrics
-from chatmq.broker.handler import KEEPALIVE_GRACE
+from chatmq.broker.connection import KEEPALIVE_GRACE
 from chatmq.broker.services import CONNECTED_AT_KEY, BrokerServices, RedisListener, session_identity
 from chatmq.core.control import Command, ControlError, error_response, ok_response, parse_request, response_topic
 from chatmq.core.ids import is_valid_id

@@ -23,13 +23,13 @@ from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Sessio
 from amqtt.utils import gen_client_id
 
 from chatmq.broker import amqtt_seam
-from chatmq.broker.handler import KEEPALIVE_GRACE, ChatHandler, Published, effective_qos
+from chatmq.broker.connection import KEEPALIVE_GRACE, ConnectionHandler, Published, effective_qos
 from chatmq.broker.hooks import HOOKS_VERSION, Hooks
 from chatmq.broker.hooks.control import CONTROL_TOPICS, Control
-from chatmq.broker.lean import LeanSession
 from chatmq.broker.routing import RoutingMixin, count_queued, queued_bytes
 from chatmq.broker.services import restore_owner, session_identity, session_owner
-from chatmq.broker.sessions import QueuedMessage, SessionStore
+from chatmq.broker.session import BrokerSession
+from chatmq.broker.session_store import QueuedMessage, SessionStore
 from chatmq.core.access import Action
 from chatmq.core.mqtt.codec import CONNACK_IDENTIFIER_REJECTED, CONNACK_NOT_AUTHORIZED, Connack, PacketTooLarge
 from chatmq.core.protocol import PayloadError, parse_typing
@@ -106,7 +106,7 @@ class ChatBroker(RoutingMixin, Broker):
     ) -> Any:
         """amqtt 0.12 defect: the websockets library's own 1 MiB message limit closes the connection
         (and loses the message) before amqtt sees it; size it from our limit so the codec's limit,
-        shared with TCP, decides (``ChatHandler`` and chatmq/broker/inbound.py read through it).
+        shared with TCP, decides (``ConnectionHandler`` and chatmq/broker/reader.py read through it).
 
         amqtt 0.12 defect: both listeners had asyncio's default listen backlog (100). When every
         device reconnects after a restart, the kernel drops the SYNs beyond it and the clients' TCP
@@ -144,7 +144,7 @@ class ChatBroker(RoutingMixin, Broker):
         where = f"{remote_address}:{remote_port}"
         try:
             handler, incoming = await asyncio.wait_for(
-                ChatHandler.init_from_connect(reader, writer, self.plugins_manager,
+                ConnectionHandler.init_from_connect(reader, writer, self.plugins_manager,
                                               max_packet_bytes=self.limits.max_packet_bytes),
                 CONNECT_TIMEOUT_S,
             )  # fmt: skip
@@ -268,10 +268,10 @@ class ChatBroker(RoutingMixin, Broker):
         return len(held)
 
     def create_offline_session(self, client_id: str) -> tuple[BrokerProtocolHandler, Session]:
-        session = LeanSession()  # chatmq/broker/lean.py: ~22 KiB less per restored session
+        session = BrokerSession()  # chatmq/broker/session.py: ~22 KiB less per restored session
         session.client_id = client_id
         session.clean_session = False
-        handler = ChatHandler(self.plugins_manager, session)
+        handler = ConnectionHandler(self.plugins_manager, session)
         session.transitions.disconnect()
         return handler, session
 
@@ -293,8 +293,8 @@ class ChatBroker(RoutingMixin, Broker):
             client_session.transitions.disconnect()
         client_session.transitions.connect()
         handler.attach(client_session, reader, writer)
-        if isinstance(handler, ChatHandler):
-            handler.inbound = self  # packets after CONNECT are parsed and routed inline (chatmq/broker/inbound.py)
+        if isinstance(handler, ConnectionHandler):
+            handler.inbound = self  # packets after CONNECT are parsed and routed inline (chatmq/broker/reader.py)
         assert client_session.client_id is not None
         self.sessions[client_session.client_id] = (client_session, handler)
         self._hold_deliveries(client_session, handler)  # what it is owed goes out before them

@@ -1,4 +1,4 @@
-"""chatmq/broker/lean.py: the lean session state machine and queues behave like amqtt's originals, a
+"""chatmq/broker/session.py: the lean session state machine and queues behave like amqtt's originals, a
 CONNECT makes the session amqtt's own CONNECT handling made, nothing of amqtt is patched, and the
 session store survives the burst of writes of a reconnect storm (memory figures: bench/connections.py)."""
 
@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transitions import MachineError
 
-from chatmq.broker.lean import LeanSession, SmallQueue, session_from_connect
-from chatmq.broker.sessions import SessionStore
+from chatmq.broker.session import BrokerSession, SmallQueue, session_from_connect
+from chatmq.broker.session_store import SessionStore
 from chatmq.core.mqtt.codec import Connect, Decoder, Will, decode
 
 STATES = ("new", "connected", "disconnected")
@@ -48,11 +48,11 @@ def _outcome(session: Session, start: str, trigger: str) -> tuple[str, str, bool
 @pytest.mark.parametrize("trigger", TRIGGERS)
 def test_lean_states_match_transitions(start: str, trigger: str) -> None:
     """Same resulting state, same MachineError, same on-enter hooks (the connect/disconnect times)."""
-    assert _outcome(LeanSession(), start, trigger) == _outcome(Session(), start, trigger)
+    assert _outcome(BrokerSession(), start, trigger) == _outcome(Session(), start, trigger)
 
 
 def test_lean_states_predicates() -> None:
-    session = LeanSession()
+    session = BrokerSession()
     assert session.transitions.is_new() and not session.transitions.is_connected()
     session.transitions.connect()
     assert session.transitions.is_connected() and repr(session).endswith("state=connected)")
@@ -112,13 +112,13 @@ def test_amqtt_uses_only_what_small_queue_has() -> None:
 
 
 def test_lean_session_queues_are_small() -> None:
-    session = LeanSession()
+    session = BrokerSession()
     assert isinstance(session.retained_messages, SmallQueue)
     assert isinstance(session.delivered_message_queue, SmallQueue)
 
 
 def test_nothing_of_amqtt_is_patched(run_broker: Any) -> None:
-    """Our sessions are built per broker (chatmq/broker/lean.py), not by repointing amqtt's module globals."""
+    """Our sessions are built per broker (chatmq/broker/session.py), not by repointing amqtt's module globals."""
     running = run_broker("ours")
     assert running.broker is not None
     assert broker_handler.Session is Session

@@ -1,4 +1,7 @@
-"""Per-connection memory: amqtt 0.12 spends about 52 KiB of Python heap on every connected client.
+"""The broker's sessions: amqtt's Session with a two-field state machine and small queues, made
+from a CONNECT or restored, per broker instance.
+
+Why, per-connection memory: amqtt 0.12 spends about 52 KiB of Python heap on every connected client.
 
 Measured with tracemalloc in an in-process broker with 1,000 connected devices (bench/connections.py
 measures the RSS): the two largest costs are bookkeeping, not connection state:
@@ -6,7 +9,7 @@ measures the RSS): the two largest costs are bookkeeping, not connection state:
 - ``Session._init_states`` builds a ``transitions.Machine`` per session: ~16 KiB and ~235 objects
   (events, transitions, bound partials for ``may_*``/``to_*``/``is_*``) for a three-state machine
   with two triggers. It is also ~15% of the broker's CPU per CONNECT, which matters in a reconnect
-  storm. ``LeanStates`` is the same machine in one object with two fields.
+  storm. ``SessionStates`` is the same machine in one object with two fields.
 - every ``asyncio.Queue`` holds three ``collections.deque`` plus an ``Event`` with a fourth, and
   CPython allocates a 64-slot block (~760 bytes) for each deque up front, even empty: ~3 KiB per
   queue, and a session plus its handler have four queues that are empty almost always (offline
@@ -14,10 +17,10 @@ measures the RSS): the two largest costs are bookkeeping, not connection state:
   list, 56 bytes empty.
 
 The broker builds its sessions itself, per broker instance: ``session_from_connect`` for a CONNECT
-(chatmq/broker/handler.py), ``LeanSession()`` for a restored offline session; the handler gives itself
+(chatmq/broker/connection.py), ``BrokerSession()`` for a restored offline session; the handler gives itself
 small queues through the seam. Nothing of amqtt is patched. Behaviour is unchanged: the lean state
 machine raises the same ``MachineError`` for the one invalid trigger and runs the same callbacks
-(tests/broker/test_lean.py checks it against ``transitions`` for every state and trigger).
+(tests/broker/test_session.py checks it against ``transitions`` for every state and trigger).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ T = TypeVar("T")
 NEW, CONNECTED, DISCONNECTED = "new", "connected", "disconnected"
 
 
-class LeanStates:
+class SessionStates:
     """Session.states with Session's transitions: connect (new|disconnected -> connected) and
     disconnect (any -> disconnected), calling the session's on-enter hooks like transitions does."""
 
@@ -136,7 +139,7 @@ class SmallQueue(Generic[T]):
                 return
 
 
-class LeanSession(Session):
+class BrokerSession(Session):
     """amqtt's Session with the lean state machine and small queues (the two asyncio.Queues amqtt's
     ``__init__`` builds are dropped at once)."""
 
@@ -146,14 +149,14 @@ class LeanSession(Session):
         self.delivered_message_queue = SmallQueue()  # type: ignore[assignment]
 
     def _init_states(self) -> None:
-        self.transitions = LeanStates(self)  # type: ignore[assignment]
+        self.transitions = SessionStates(self)  # type: ignore[assignment]
 
 
-def session_from_connect(connect: Connect, writer: WriterAdapter) -> LeanSession:
+def session_from_connect(connect: Connect, writer: WriterAdapter) -> BrokerSession:
     """The session of a new connection, from its CONNECT as chatmq's codec decoded it, with the
     fields amqtt's own CONNECT handling fills (the password as amqtt gives it: text, or the repr of
     bytes that are not UTF-8)."""
-    session = LeanSession()
+    session = BrokerSession()
     session.client_id = connect.client_id
     session.clean_session = connect.clean_session
     will = connect.will

@@ -1,4 +1,4 @@
-"""The inline reader (chatmq/broker/inbound.py): packets pipelined in one TCP write are handled in order,
+"""The inline reader (chatmq/broker/reader.py): packets pipelined in one TCP write are handled in order,
 QoS 1 publishes are acknowledged in order after routing, and QoS 2 keeps amqtt's handshake."""
 
 from __future__ import annotations

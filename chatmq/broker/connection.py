@@ -1,6 +1,6 @@
 """chatmq's protocol handler: amqtt's BrokerProtocolHandler with its defects fixed.
 
-The packet reader after CONNECT is ``chatmq.broker.inbound.InlineReader``; this module covers CONNECT,
+The packet reader after CONNECT is ``chatmq.broker.reader.PacketReader``; this module covers CONNECT,
 keepalive expiry, delivery QoS and redelivery."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from amqtt.plugins.manager import PluginManager
 from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
 from chatmq.broker import amqtt_seam
-from chatmq.broker.inbound import InlineReader
-from chatmq.broker.lean import SmallQueue, session_from_connect
+from chatmq.broker.reader import PacketReader
+from chatmq.broker.session import SmallQueue, session_from_connect
 from chatmq.core.mqtt.codec import (
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_UNACCEPTABLE_PROTOCOL_VERSION,
@@ -46,7 +46,7 @@ class Published(bytes):
 
     amqtt 0.12 defect: routing sends every message at the subscription's QoS, upgrading QoS 0
     publishes (MQTT-3.8.4-6 says min(publish QoS, granted QoS)). The routing code passes the payload
-    through untouched, so tagging it lets ``ChatHandler.mqtt_publish`` and the offline queue apply
+    through untouched, so tagging it lets ``ConnectionHandler.mqtt_publish`` and the offline queue apply
     the minimum without changing routing.
     """
 
@@ -65,7 +65,7 @@ def effective_qos(data: bytes | bytearray, granted: int | None) -> int | None:
     return min(published, granted)
 
 
-class ChatHandler(InlineReader, BrokerProtocolHandler):
+class ConnectionHandler(PacketReader, BrokerProtocolHandler):
     def __init__(
         self,
         plugins_manager: PluginManager[Any],
@@ -73,7 +73,7 @@ class ChatHandler(InlineReader, BrokerProtocolHandler):
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(plugins_manager, session, loop)
-        amqtt_seam.use_queues(self, SmallQueue)  # ~3 KiB less per connection (chatmq/broker/lean.py)
+        amqtt_seam.use_queues(self, SmallQueue)  # ~3 KiB less per connection (chatmq/broker/session.py)
 
     @classmethod
     async def init_from_connect(

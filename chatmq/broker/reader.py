@@ -6,7 +6,7 @@ a second task for its handler, a PUBLISH a trip through ``session.delivered_mess
 one task per topic plugin for the PUBLISH access check and a hop through the global broadcast
 queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same machine.
 
-``InlineReader._reader_loop`` replaces the stock loop once a broker has attached an ``Inbound``:
+``PacketReader._reader_loop`` replaces the stock loop once a broker has attached an ``Inbound``:
 
 - bytes are framed and parsed by the sans-IO codec (``chatmq.core.mqtt.codec``): on TCP one read takes
   every packet already buffered, and the maximum packet size is checked on each fixed header,
@@ -89,7 +89,7 @@ class Inbound(Protocol):
     ) -> None: ...
 
 
-class InlineReader:
+class PacketReader:
     """Mixin for ``BrokerProtocolHandler``: see the module docstring."""
 
     inbound: Inbound | None = None
