@@ -286,6 +286,10 @@ def test_dependencies_resolve_and_can_be_satisfied(services: dict[str, Any]) -> 
 
 
 def test_no_dependency_cycle(services: dict[str, Any]) -> None:
+    assert_no_dependency_cycle(services)
+
+
+def assert_no_dependency_cycle(services: dict[str, Any]) -> None:
     done: set[str] = set()
 
     def visit(name: str, path: tuple[str, ...]) -> None:
@@ -315,6 +319,11 @@ def test_chatmq_waits_for_a_sharded_store_a_formed_redis_cluster_and_the_broker(
 
 
 def test_environment_names_are_settings_fields(services: dict[str, Any]) -> None:
+    assert_only_settings_fields(services)
+
+
+def assert_only_settings_fields(services: dict[str, Any]) -> None:
+    """chatmq services are told only Settings fields; third-party services nothing of chatmq's."""
     fields = set(Settings.model_fields)
     for name, service in services.items():
         env = _environment(service)
@@ -359,14 +368,14 @@ def test_urls_point_at_services_that_listen_there(services: dict[str, Any], monk
 # The proxy
 
 
-def _haproxy() -> dict[str, Any]:
+def _haproxy(path: Path = HAPROXY_CFG) -> dict[str, Any]:
     """frontends (bind port -> backend), backends (name -> [(host, port)]) and check paths."""
     binds: dict[int, str] = {}
     backends: dict[str, list[tuple[str, int]]] = {}
     checks: dict[str, str] = {}
     section, name, bind = "", "", None
     monitor = {}
-    for raw in HAPROXY_CFG.read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue

@@ -56,3 +56,18 @@ def test_the_command_prints_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHATMQ_RABBITMQ_HOOK_SECRET")
     result = runner.invoke(cli, ["rabbitmq-config", "--api-url", "http://127.0.0.1:8080"])
     assert result.exit_code != 0 and "CHATMQ_RABBITMQ_HOOK_SECRET is not set" in result.output
+
+
+def test_the_command_writes_it_to_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATMQ_RABBITMQ_HOOK_SECRET", "file-secret")
+    target = tmp_path / "50-chatmq.conf"
+    target.write_text("old\n")
+    result = CliRunner().invoke(cli, ["rabbitmq-config", "--api-url", "http://api:8080", "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    assert target.read_text() == node_config(Settings(data_dir=tmp_path, rabbitmq_hook_secret="file-secret"),
+                                             "http://api:8080")  # fmt: skip
+    assert target.stat().st_mode & 0o777 == 0o644 and [p.name for p in tmp_path.iterdir()] == ["50-chatmq.conf"]
+    monkeypatch.delenv("CHATMQ_RABBITMQ_HOOK_SECRET")
+    result = CliRunner().invoke(cli, ["rabbitmq-config", "--api-url", "http://api:8080", "--output", str(target)])
+    assert result.exit_code != 0
+    assert target.read_text().startswith("# chatmq on RabbitMQ"), "a refusal keeps the old file"

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 @click.option("--api-url", required=True, help="where RabbitMQ reaches chatmq's API, e.g. http://api:8080")
 @click.option("--mqtt-listener", default="1883", show_default=True, help="MQTT listener: a port or IP:PORT")
 @click.option("--web-mqtt-port", type=int, default=15675, show_default=True, help="MQTT over WebSocket (path /ws)")
-def rabbitmq_config(api_url: str, mqtt_listener: str, web_mqtt_port: int) -> None:
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write it to this file (replaced whole, never half-written) instead of printing it")
+def rabbitmq_config(api_url: str, mqtt_listener: str, web_mqtt_port: int, output: Path | None) -> None:
     """Print chatmq's part of rabbitmq.conf: the HTTP auth backend pointed at the API (with
     CHATMQ_RABBITMQ_HOOK_SECRET), the MQTT plugin's settings and listeners (docs/brokers.md).
 
@@ -29,9 +31,20 @@ def rabbitmq_config(api_url: str, mqtt_listener: str, web_mqtt_port: int) -> Non
     from chatmq.adapters.rabbitmq.config import Listeners, node_config
 
     try:
-        click.echo(node_config(make_settings(), api_url, Listeners(mqtt_listener, web_mqtt_port)), nl=False)
+        text = node_config(make_settings(), api_url, Listeners(mqtt_listener, web_mqtt_port))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    # A node starting beside this job must never read half a file: write beside it, then rename.
+    # Readable by all (0644): the RabbitMQ nodes read it as their own user; it holds the hook secret,
+    # so keep it on a volume only the nodes mount.
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text(text)
+    partial.chmod(0o644)
+    partial.replace(output)
+    click.echo(f"wrote {output}", err=True)
 
 
 @click.command("rabbitmq-guard")
@@ -67,7 +80,7 @@ def rabbitmq_guard(data_dir: Path | None, store_url: str | None, redis_url: str 
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _frame: stop.set())
-        name = f"rabbitmq-guard-{os.uname().nodename}-{os.getpid()}"
+        name = guard_name()
         log.info("rabbitmq guard %s following membership and credential changes", name)
         run(guard, redis_client, name, stop, refresh_s=settings.membership_refresh_s, on_pass=_log_pass)
     except ValueError as exc:
@@ -75,6 +88,11 @@ def rabbitmq_guard(data_dir: Path | None, store_url: str | None, redis_url: str 
     finally:
         redis_client.close()
         store.close()
+
+
+def guard_name() -> str:
+    """The name the guard reports its enforced version under (the compose healthcheck looks for it)."""
+    return f"rabbitmq-guard-{os.uname().nodename}-{os.getpid()}"
 
 
 def _log_pass(version: int, removed: int) -> None:
