@@ -152,6 +152,7 @@ class SilentBroker:
         self.return_code = return_code
         self.after_connack = after_connack
         self.connects = 0
+        self.closed_by_client = 0
         self.pings = 0
         self.pubacks: list[int] = []
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -181,6 +182,7 @@ class SilentBroker:
                 except OSError:
                     return
                 if not data:
+                    self.closed_by_client += 1
                     return
                 decoder.feed(data)
                 while (frame := decoder.next_frame()) is not None:
@@ -231,4 +233,33 @@ def test_a_message_right_behind_the_connack_can_be_acked(make_client: Callable[.
         client.ack(rec.messages[0].mid, 1)
         rec.wait(lambda: server.pubacks == [7], timeout=5, what="its PUBACK")
     finally:
+        server.close()
+
+
+def test_a_connect_timeout_right_after_the_connack_ends_that_connection() -> None:
+    """The connect timeout may fire after the reader attached the connection on its CONNACK but
+    before the session's await saw it: that connection must be detached and closed like any other
+    that ended, not left live (publishes written to it, its socket open) beside the next one."""
+    server = SilentBroker()
+    rec = Recorder()
+    client = MqttClient("127.0.0.1", server.port, client_id="test-bridge", on_message=rec.messages.append,
+                        on_connect=rec.connects.append,
+                        on_disconnect=rec.disconnects.append, retry=FAST_RETRY, connect_timeout_s=0.3)  # fmt: skip
+    attach = client._attach
+    slowed: list[object] = []
+
+    def attach_then_stall(conn: Any) -> None:  # the loop busy past the deadline, once
+        attach(conn)
+        if not slowed:
+            slowed.append(conn)
+            time.sleep(0.6)
+
+    client._attach = attach_then_stall  # type: ignore[method-assign]
+    client.start()
+    try:
+        rec.wait(lambda: server.connects >= 2 and client.connected, what="the reconnect")
+        rec.wait(lambda: server.closed_by_client >= 1, timeout=5, what="the first connection closed by the client")
+        assert "CONNACK" in str(rec.disconnects[0]) and rec.connects == [False], "the session never started"
+    finally:
+        client.stop()
         server.close()

@@ -251,10 +251,10 @@ class MqttClient:
             self._established = False
             try:
                 await self._session()
+            except TimeoutError:  # before OSError, its base class
+                error: MqttError | OSError = ConnectionLost(f"no CONNACK within {self._connect_timeout_s:g} s")
             except (MqttError, OSError) as exc:
-                error: MqttError | OSError = exc
-            except TimeoutError:
-                error = ConnectionLost(f"no CONNACK within {self._connect_timeout_s:g} s")
+                error = exc
             else:  # pragma: no cover - a session always ends with its reason
                 error = ConnectionLost("ended")
             if self._stopping:
@@ -272,16 +272,19 @@ class MqttClient:
     async def _session(self) -> None:
         """One connection, from TCP connect to its end; raises what ended it."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout_s):
-            _, conn = await loop.create_connection(lambda: _Connection(self, loop), self.host, self.port)
-            self._current = conn
-            username, password = self._credentials()
-            conn.write(Connect(
-                self._client_id, self._clean_session, self._keepalive_s, username,
-                None if password is None else password.encode(),
-            ).encode())  # fmt: skip
-            connack = await conn.connack
+        conn: _Connection | None = None
         try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(lambda: _Connection(self, loop), self.host, self.port)
+                self._current = conn
+                username, password = self._credentials()
+                conn.write(Connect(
+                    self._client_id, self._clean_session, self._keepalive_s, username,
+                    None if password is None else password.encode(),
+                ).encode())  # fmt: skip
+                # The reader attaches the connection on the CONNACK; the timeout may still fire before
+                # this await sees it: the finally below ends that connection too, never left live.
+                connack = await conn.connack
             if connack.return_code != CONNACK_ACCEPTED:
                 raise ConnectRefused(connack.return_code)
             # attached already, by the reader on the CONNACK itself (see _Connection.data_received)
@@ -292,8 +295,9 @@ class MqttClient:
                     group.create_task(self._subscribe(conn))
             raise conn.closed.result()
         finally:
-            self._detach(conn)
-            conn.close()
+            if conn is not None:
+                self._detach(conn)
+                conn.close()
 
     def _attach(self, conn: _Connection) -> None:
         """CONNACKed: publishes go out on this connection from now on, the unconfirmed ones first
