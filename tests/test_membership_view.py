@@ -88,3 +88,23 @@ def test_a_slower_thread_cannot_roll_the_view_back(store: CountingStore) -> None
     assert stale is not None
     view._apply(stale)
     assert view.is_member("general", "dave") and view.version == store.membership_version()
+
+
+def test_refresh_losses_names_who_may_have_lost_access(store: CountingStore) -> None:
+    """The RabbitMQ session guard checks only these users' queues (chatmq.adapters.rabbitmq.sessions)."""
+    store.create_conversation("team", ["alice", "bob", "carol", "dave"])
+    view = MembershipView(store)
+    assert view.refresh_losses() is None  # read whole: anyone may have lost something
+    assert view.refresh_losses() == set()
+    store.add_member("general", "dave")
+    assert view.refresh_losses() == set()  # gains only
+    store.remove_member("team", "dave")  # dave still shares general with alice and bob, nothing with carol
+    assert view.refresh_losses() == {"dave", "carol"}
+    store.remove_member("team", "alice")  # alice still shares general with bob and dave, nothing with carol
+    store.remove_member("random", "carol")  # carol shares team with bob: no presence lost beside hers
+    assert view.refresh_losses() == {"alice", "carol"}
+    store.create_conversation("pair", ["bob", "dave"])
+    store.remove_member("general", "bob")
+    store.remove_member("general", "dave")
+    assert view.refresh_losses() == {"bob", "dave", "alice"}  # alice shares nothing with either any more
+    same_as_a_fresh_view(view, store)

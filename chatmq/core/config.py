@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     rabbitmq_hook_secret: str | None = Field(default=None, description="Basic auth password RabbitMQ must send")
     rabbitmq_vhost: str = Field(default="/", description="the vhost of RabbitMQ's MQTT plugin (mqtt.vhost)")
     rabbitmq_exchange: str = Field(default="amq.topic", description="RabbitMQ's MQTT exchange (mqtt.exchange)")
+    # How long a client id stays claimed for its user after its last login on RabbitMQ (chatmq.core.clientids):
+    # well above RabbitMQ's mqtt.subscription_ttl (24 h), so no one takes over a queue still holding messages.
+    rabbitmq_client_id_ttl_s: int = Field(default=30 * 24 * 3600, ge=2 * 24 * 3600,
+                                          description="a client id's claim lasts this long after its last login")
     # New conversation ids with a '.' (chatmq.core.ids.dotted_conversation_id): RabbitMQ's MQTT plugin
     # cannot keep them apart from other topics. Unset: refused when RabbitMQ is configured (a hook
     # secret or a management URL), allowed otherwise; false keeps a deployment movable to RabbitMQ.

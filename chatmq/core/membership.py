@@ -40,6 +40,29 @@ class MembershipView(Membership):
         self._reload(version)
         return True
 
+    def refresh_losses(self) -> set[str] | None:
+        """Catch up like ``refresh`` and say who may have lost access by it: every user removed
+        from a conversation (or whose conversation is gone), and every former fellow member who
+        shares no conversation with such a user any more (their presence is no longer each
+        other's). Empty when nothing changed; None when the view was read whole (then anyone may
+        have lost something). For one caller at a time (the RabbitMQ session guard)."""
+        version = self._store.membership_version()
+        if version == self._version:
+            return set()
+        changes = None if self._version is None else self._store.membership_changes(self._version)
+        if changes is None:
+            self._reload(version)
+            return None
+        before = {conv: self.members(conv) for conv in changes.members}
+        self._apply(changes)
+        losers: set[str] = set()
+        for conv, was in before.items():
+            gone = was - self.members(conv)
+            losers |= gone
+            for user in gone:
+                losers.update(peer for peer in was - losers if not self.shares_conversation(user, peer))
+        return losers
+
     def _apply(self, changes: MembershipChanges) -> None:
         """Readers look up without the lock: each dict entry is replaced whole, never mutated."""
         with self._lock:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatmq.adapters.rabbitmq.sessions import Management, SessionGuard, run
+from chatmq.adapters.rabbitmq.sessions import Binding, Management, SessionGuard, run
 from chatmq.core.auth import hash_password
 from chatmq.core.clientids import ClientIds
 from chatmq.core.redisconn import connect as redis_connect
@@ -46,10 +46,27 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_server: object) -> Ite
         yield world
 
 
+class CountingManagement(Management):
+    """Counts the management calls a pass makes: sweeps, and the client ids whose queues were read."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.sweeps = 0
+        self.read: list[str] = []
+
+    def session_bindings(self) -> list[Binding]:
+        self.sweeps += 1
+        return super().session_bindings()
+
+    def client_bindings(self, client_id: str) -> list[Binding]:
+        self.read.append(client_id)
+        return super().client_bindings(client_id)
+
+
 @pytest.fixture(scope="module")
 def guard(world: HookedRabbit) -> Iterator[SessionGuard]:
     redis_client = redis_connect(world.settings.redis_url)
-    management = Management(f"http://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{world.node.management_port}",
+    management = CountingManagement(f"http://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{world.node.management_port}",
                             world.settings.rabbitmq_vhost, world.settings.rabbitmq_exchange)  # fmt: skip
     guard = SessionGuard(management, world.store, ClientIds(redis_client))
     stop = threading.Event()
@@ -117,10 +134,18 @@ def test_a_removed_member_stops_receiving_before_the_api_answers(world: HookedRa
     service.publish("chat/c1/msg", b"before")
     assert _got(bob_live, "chat/c1/msg", b"before") and _got(carol, "chat/c1/msg", b"before")
 
+    management = guard.management
+    assert isinstance(management, CountingManagement)
+    sweeps = management.sweeps
+    management.read.clear()
     with _api(world) as api:
         removed = api.delete("/v1/conversations/c1/members/bob",
                              headers={"Authorization": f"Bearer {_token(api, 'alice')}"})  # fmt: skip
     assert removed.status_code == 204
+    # The pass read the queues of the users the change concerns only (bob, and carol who shares
+    # nothing with bob any more; not alice, who still shares c2), not every binding of the exchange.
+    assert management.sweeps == sweeps
+    assert set(management.read) == {"bob.phone", "bob.tablet", "carol.phone"}, management.read
 
     service.publish("chat/c1/msg", b"after")
     alice = _device(world, "alice", "alice.phone")

@@ -14,11 +14,17 @@ asked again.
 It follows changes the way chatmq's brokers do (chatmq.core.membershipsync): woken by the API's
 notice on ``CHANGED_CHANNEL``, polling the store's membership version between notices, and
 reporting the version it enforced in ``AppliedVersions``, so the API answers a member's removal
-only once the guard has unbound it. A pass runs again one refresh interval later (the API's hook
-views may have let a subscription in on the old memberships meanwhile), and once a minute.
+only once the guard has unbound it.
 
-Each pass reads every session binding of the MQTT exchange (one management call; the cost grows
-with connected and persistent devices: docs/brokers.md).
+A pass costs what the change concerns, not what RabbitMQ holds: the view's catch-up says who may
+have lost access (``MembershipView.refresh_losses``: the removed members, and fellow members who
+share nothing with them any more), and the guard reads the bindings of those users' session queues
+only (the client ids each one holds, ``ClientIds.of_user``; two management calls per client id).
+It passes over them again one refresh interval later (the API's hook views may have let a
+subscription in on the old memberships meanwhile). A sweep over every session binding of the
+exchange (one management call, its size growing with the devices' subscriptions) runs at start,
+when the view had to be read whole, and every ``SWEEP_EVERY_S`` as a safety net; it also renews
+the claims of the client ids it finds bound. Users a failed pass did not get to stay due.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import redis
 
-from chatmq.adapters.rabbitmq.topics import session_client_id, topic_of
+from chatmq.adapters.rabbitmq.topics import SESSION_QUEUE_PREFIX, session_client_id, topic_of
 from chatmq.core.access import Action, authorize, logged_in_identity
 from chatmq.core.clientids import ClientIds
 from chatmq.core.config import Settings
@@ -46,7 +52,7 @@ from chatmq.core.store import Store
 
 log = logging.getLogger("chatmq.rabbitmq")
 
-FULL_PASS_EVERY_S = 60.0
+SWEEP_EVERY_S = 300.0
 # The management API lists connections from statistics it collects every 5 s (RabbitMQ's
 # collect_statistics_interval): a connection opened just before a credential change may show up
 # only then, so the guard closes a user's connections again for this long after the change.
@@ -72,6 +78,7 @@ class Management:
         self._http = httpx.Client(base_url=base, auth=(parts.username, parts.password or ""), timeout=timeout_s)
         self._vhost = quote(vhost, safe="")
         self._exchange = quote(exchange, safe="")
+        self._exchange_name = exchange
 
     def close(self) -> None:
         self._http.close()
@@ -87,6 +94,18 @@ class Management:
             )
             if client_id is not None:
                 bindings.append(Binding(row["destination"], client_id, row["routing_key"], row["properties_key"]))
+        return bindings
+
+    def client_bindings(self, client_id: str) -> list[Binding]:
+        """The bindings of ``client_id``'s session queues (qos0, qos1) to the exchange."""
+        bindings = []
+        for queue in (f"{SESSION_QUEUE_PREFIX}{client_id}qos0", f"{SESSION_QUEUE_PREFIX}{client_id}qos1"):
+            response = self._http.get(f"/api/queues/{self._vhost}/{quote(queue, safe='')}/bindings")
+            if response.status_code == 404:  # no such session, or no subscription of that QoS
+                continue
+            response.raise_for_status()
+            bindings += [Binding(queue, client_id, row["routing_key"], row["properties_key"])
+                         for row in response.json() if row.get("source") == self._exchange_name]  # fmt: skip
         return bindings
 
     def unbind(self, binding: Binding) -> None:
@@ -107,8 +126,9 @@ class Management:
 
 
 class SessionGuard:
-    """One pass: unbind every session binding chatmq's rules deny now (``check``); close a user's
-    connections (``close_user``). Blocking; the runner (``run``) decides when."""
+    """Unbind the session bindings chatmq's rules deny now: all of them (``check``) or those of the
+    users a membership change concerns (``follow``); close a user's connections (``close_user``).
+    Blocking; the runner (``run``) decides when."""
 
     def __init__(self, management: Management, store: Store, client_ids: ClientIds, *,
                  open_outside: bool = False) -> None:  # fmt: skip
@@ -117,13 +137,37 @@ class SessionGuard:
         self.view = MembershipView(store)
         self._client_ids = client_ids
         self._open_outside = open_outside
+        self._due: set[str] = set()  # users a caught-up change concerns whose queues are not checked yet
 
     def check(self) -> tuple[int, int]:
-        """(the membership version enforced, bindings removed)."""
+        """A sweep over every session binding: (the membership version enforced, bindings removed)."""
         self.view.refresh()
         version = self.view.version or 0
         bindings = self.management.session_bindings()
         owners = self._client_ids.owners({binding.client_id for binding in bindings})
+        removed = self._enforce(bindings, owners)
+        self._client_ids.renew(owners)
+        self._due.clear()
+        return version, removed
+
+    def follow(self, again: set[str] | frozenset[str] = frozenset()) -> tuple[int, int, set[str] | None]:
+        """Catch up and check the session queues of the users the change concerns, with ``again``
+        and those a failed pass left due: (version, bindings removed, the users the change
+        concerns; None when the view was read whole and this was a sweep)."""
+        losers = self.view.refresh_losses()
+        if losers is None:
+            version, removed = self.check()
+            return version, removed, None
+        self._due |= losers | again
+        removed = 0
+        for user in sorted(self._due):
+            client_ids = self._client_ids.of_user(user)
+            bindings = [b for client_id in client_ids for b in self.management.client_bindings(client_id)]
+            removed += self._enforce(bindings, dict.fromkeys(client_ids, user))
+            self._due.discard(user)
+        return self.view.version or 0, removed, losers
+
+    def _enforce(self, bindings: list[Binding], owners: dict[str, str]) -> int:
         removed = 0
         for binding in bindings:
             owner = owners.get(binding.client_id)
@@ -134,7 +178,7 @@ class SessionGuard:
             self.management.unbind(binding)
             removed += 1
             log.info("unbound %s from %s (user %s): the rules deny it now", topic, binding.queue, owner)
-        return version, removed
+        return removed
 
     def close_user(self, user: str) -> int:
         closed = self.management.close_connections(user, "chatmq: credentials changed")
@@ -144,13 +188,15 @@ class SessionGuard:
 
 
 def run(guard: SessionGuard, redis_client: Any, name: str, stop: threading.Event, *,
-        refresh_s: float = 0.5, on_pass: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+        refresh_s: float = 0.5, sweep_every_s: float = SWEEP_EVERY_S,
+        on_pass: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
     """Follow membership and credential changes until ``stop`` is set (see the module docstring)."""
     applied = AppliedVersions(redis_client)
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(CHANGED_CHANNEL, AUTH_CHANGED_CHANNEL)
-    known: int | None = None  # the membership version the last pass enforced
-    again_at = full_at = 0.0
+    sweep_at = 0.0  # a sweep first
+    again: set[str] = set()  # users to check once more at again_at
+    again_at = float("inf")
     closing: dict[str, float] = {}  # user -> until when its connections are closed again
     try:
         while not stop.is_set():
@@ -163,18 +209,24 @@ def run(guard: SessionGuard, redis_client: Any, name: str, stop: threading.Event
                     if time.monotonic() >= until:
                         del closing[user]
                 now = time.monotonic()
-                if guard.store.membership_version() != known:
-                    again_at = now + refresh_s  # the pass now, and one more then
-                elif now >= again_at:
-                    again_at = float("inf")
-                elif now < full_at:
-                    applied.report(name, known or 0)
-                    continue
-                known, removed = guard.check()
-                full_at = now + FULL_PASS_EVERY_S
-                applied.report(name, known)
-                if on_pass is not None:
-                    on_pass(known, removed)
+                rechecking, swept = now >= again_at, now >= sweep_at
+                if swept:
+                    losers = guard.view.refresh_losses() or set()  # for the pass again below
+                    version, removed = guard.check()
+                    sweep_at = now + sweep_every_s
+                else:
+                    version, removed, concerned = guard.follow(again if rechecking else frozenset())
+                    if concerned is None:  # the view was read whole: that was a sweep
+                        swept, sweep_at = True, now + sweep_every_s
+                    losers = concerned or set()
+                if rechecking:
+                    again, again_at = set(), float("inf")
+                if losers:  # once more a refresh interval later
+                    again |= losers
+                    again_at = now + refresh_s
+                applied.report(name, version)
+                if on_pass is not None and (swept or losers or rechecking):
+                    on_pass(version, removed)
             except (httpx.HTTPError, redis.RedisError) as exc:
                 log.warning("session guard: %s; retrying", exc)
                 stop.wait(refresh_s)
@@ -204,4 +256,5 @@ def guard_from_settings(settings: Settings, store: Store, redis_client: Any) -> 
     if not settings.rabbitmq_management_url:
         raise ValueError("CHATMQ_RABBITMQ_MANAGEMENT_URL is not set")
     management = Management(settings.rabbitmq_management_url, settings.rabbitmq_vhost, settings.rabbitmq_exchange)
-    return SessionGuard(management, store, ClientIds(redis_client), open_outside=settings.allow_anonymous)
+    return SessionGuard(management, store, ClientIds(redis_client, settings.rabbitmq_client_id_ttl_s),
+                        open_outside=settings.allow_anonymous)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-_SESSION_QUEUE = re.compile(r"mqtt-subscription-(?P<client_id>.+)qos[01]")
+SESSION_QUEUE_PREFIX = "mqtt-subscription-"
+_SESSION_QUEUE = re.compile(re.escape(SESSION_QUEUE_PREFIX) + r"(?P<client_id>.+)qos[01]")
 
 
 def topic_of(routing_key: str) -> str:

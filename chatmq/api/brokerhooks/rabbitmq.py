@@ -79,7 +79,8 @@ def user() -> Response:
         log.warning("rabbitmq login: user %r has a '.' in its id; refused on RabbitMQ", identity.user)
         return _answer(False)
     try:
-        mine = ClientIds(get_context().redis).claim(values["client_id"], identity.user)
+        ctx = get_context()
+        mine = ClientIds(ctx.redis, ctx.settings.rabbitmq_client_id_ttl_s).claim(values["client_id"], identity.user)
     except redis.RedisError:
         log.warning("rabbitmq login: cannot check the client id's owner; denied")
         return _answer(False)
