@@ -27,6 +27,7 @@ from chatmq.api.conversations import MessagesResponse
 from chatmq.api.errors import ApiError, error_responses
 from chatmq.api.media import media_store
 from chatmq.api.presence import PresenceResponse
+from chatmq.api.push import TargetsResponse
 from chatmq.api.querymodel import QueryModel
 from chatmq.clients.control import ControlClient, ControlRefused, ControlUnreachable
 from chatmq.core.admin import (
@@ -365,6 +366,12 @@ def import_users(body: ImportUsers) -> Response:
 def user_presence(path: UserPath) -> Response:
     """A user's presence (online while any device is)."""
     return _answer(_run("presence", path.user))
+
+
+@bp.get("/users/<user>/push-targets", responses={200: TargetsResponse})
+def user_push_targets(path: UserPath) -> Response:
+    """The devices a user registered for push notifications."""
+    return _answer(_run("push_targets", path.user))
 
 
 # --- conversations --------------------------------------------------------------------------------

@@ -152,6 +152,34 @@ class RemoteAdmin:
     def stats(self) -> Any:
         return self.call("GET", "/stats")
 
+    # --- push targets, webhooks and the delivery log --------------------------------------------
+    def push_targets(self, user_id: str) -> Any:
+        return self.call("GET", f"/users/{_part(user_id)}/push-targets")
+
+    def add_webhook(self, webhook_id: str, url: str, events: list[str] | None = None,
+                    secret: str | None = None) -> Any:
+        return self.call("POST", "/webhooks", {"id": webhook_id, "url": url,
+                                               **_given({"events": events, "secret": secret})})
+
+    def list_webhooks(self, *, secrets: bool = False) -> Any:
+        if secrets:
+            raise AdminError("bad_request", "--show-secrets works on the local store only: the admin API shows "
+                                            "a webhook's secret only in the answer to its creation")
+        return self.call("GET", "/webhooks")
+
+    def remove_webhook(self, webhook_id: str) -> Any:
+        return self.call("DELETE", f"/webhooks/{_part(webhook_id)}")
+
+    def deliveries(self, channel: str | None = None, state: str | None = None, target: str | None = None,
+                   limit: int | None = None) -> Any:
+        return self.call("GET", "/deliveries", query={"channel": channel, "state": state, "target": target,
+                                                      "limit": limit})
+
+    def replay_deliveries(self, ids: list[str] | tuple[str, ...] = (), *, dead: bool = False,
+                          channel: str | None = None, target: str | None = None) -> Any:
+        return self.call("POST", "/deliveries/replay", {"ids": list(ids), "dead": dead,
+                                                        **_given({"channel": channel, "target": target})})
+
 
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}

@@ -399,7 +399,14 @@ class Admin:
             raise
         return {"kicked": list(result["kicked"]), "disabled": disable}
 
-    # --- webhooks and the delivery log (the notifier's: docs/protocol.md, Webhooks) -------------------
+    # --- push targets, webhooks and the delivery log (the notifier's: docs/protocol.md) ---------------
+    def push_targets(self, user_id: str) -> dict[str, Any]:
+        """The devices ``user_id`` registered for push (POST /v1/push/targets)."""
+        self._user(user_id)
+        return {"targets": [{"device": t.device, "platform": t.platform, "token": t.token, "app_id": t.app_id,
+                             "preview": t.preview, "updated_at": t.updated_at}
+                            for t in self.store.push_targets([user_id])]}  # fmt: skip
+
     def add_webhook(self, webhook_id: str, url: str, events: Sequence[str] | None = None,
                     secret: str | None = None) -> dict[str, Any]:
         """Subscribe ``url`` to ``events`` (all by default); the answer shows the signing secret,
@@ -416,8 +423,11 @@ class Admin:
             raise AdminError("conflict", f"webhook {webhook_id!r} already exists") from None
         return {**webhook_out(hook), "secret": hook.secret}
 
-    def list_webhooks(self) -> dict[str, Any]:
-        return {"webhooks": [webhook_out(hook) for hook in self.store.webhooks()]}
+    def list_webhooks(self, *, secrets: bool = False) -> dict[str, Any]:
+        """Every subscription; with ``secrets`` (the local command's --show-secrets, never the API)
+        their signing secrets too."""
+        return {"webhooks": [{**webhook_out(hook), **({"secret": hook.secret} if secrets else {})}
+                             for hook in self.store.webhooks()]}  # fmt: skip
 
     def remove_webhook(self, webhook_id: str) -> dict[str, Any]:
         if not self.store.remove_webhook(webhook_id):

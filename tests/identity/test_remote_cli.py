@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,3 +145,48 @@ def test_bulk_import_of_10000_users_then_again(stack: Stack, remote: Callable[..
     made = remote("conv", "import", str(convs), check=False)
     assert "conversations: 1 created" in made.stdout and "line 3: unknown member(s) ghost-user" in made.stderr
     assert "0 created, 1 already there" in remote("conv", "import", str(convs), check=False).stdout
+
+
+def test_webhook_and_push_commands_work_remotely(stack: Stack, remote: Callable[..., subprocess.CompletedProcess[str]],
+                                                 unique: Callable[[str], str]) -> None:
+    hook, alice, bob, conv = unique("rhook"), unique("whalice"), unique("whbob"), unique("whconv")
+    added = remote("webhook", "add", hook, "http://127.0.0.1:1/hook", "--events", "message.created").stdout
+    assert f"webhook {hook} -> http://127.0.0.1:1/hook for message.created\nsecret: " in added
+    duplicate = remote("webhook", "add", hook, "http://127.0.0.1:1/hook", check=False)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    listed = remote("webhook", "list").stdout
+    assert any(line.startswith(f"{hook}  http://127.0.0.1:1/hook  message.created  since ")
+               for line in listed.splitlines()), listed
+    secrets = remote("webhook", "list", "--show-secrets", check=False)
+    assert secrets.returncode == 1 and "local store only" in secrets.stderr
+
+    for user in (alice, bob):
+        stack.add_user(user)
+    stack.create_conv(conv, alice, bob)
+    status, ack = stack.http("POST", f"/v1/conversations/{conv}/messages", token=stack.token(alice),
+                             body={"client_msg_id": "w1", "body": "for the webhook"})
+    assert status == 200, ack
+    delivery = f"w:{hook}:m:{conv}:{ack['seq']}"
+    deadline = time.monotonic() + 30
+    while delivery not in (log := remote("webhook", "log", hook).stdout) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the notifier writes the delivery (the receiver is down: it retries)
+    assert delivery in log and "message.created" in log
+    rows = [json.loads(line) for line in remote("webhook", "log", hook, "--json").stdout.splitlines()]
+    assert [(row["id"], row["channel"], row["target"]) for row in rows] == [(delivery, "webhook", hook)]
+    assert remote("webhook", "dead", hook).stdout == "no deliveries\n"
+    assert remote("webhook", "replay", delivery).stdout.startswith("1 webhook deliveries pending again")
+    unknown = remote("webhook", "replay", "w:nope", check=False)
+    assert unknown.returncode == 1 and "no webhook delivery w:nope" in unknown.stderr
+    assert remote("webhook", "remove", hook).stdout == f"webhook {hook} removed\n"
+    gone = remote("webhook", "remove", hook, check=False)
+    assert gone.returncode == 1 and f"no webhook '{hook}'" in gone.stderr
+
+    assert remote("push", "targets", bob).stdout == f"{bob} has no push targets\n"
+    status, _ = stack.http("POST", "/v1/push/targets", token=stack.token(bob),
+                           body={"device": "phone", "platform": "fcm", "token": "fcm-token-0123456789abcdef"})
+    assert status in (200, 201)
+    targets = remote("push", "targets", bob).stdout
+    assert targets.startswith("phone  fcm  fcm-toke…abcdef  app=-  preview=on  registered "), targets
+    nobody = remote("push", "targets", unique("nobody"), check=False)
+    assert nobody.returncode == 1 and "unknown user" in nobody.stderr
+    assert remote("push", "log", f"{bob}/phone").stdout == "no deliveries\n"  # push is off on this stack
