@@ -59,7 +59,8 @@ class Load:
     """One device per user; ``run`` sends ``rate`` messages per second in total until stopped."""
 
     def __init__(self, mqtt_port: int, api_url: str, state_dir: Path, conversations: dict[str, list[str]],
-                 rate: float, *, resend_after: float = 3.0, seed: int = 1) -> None:
+                 rate: float, *, resend_after: float = 3.0, seed: int = 1, ws_port: int | None = None,
+                 ws_path: str = "/mqtt", ws_users: frozenset[str] = frozenset()) -> None:
         self.conversations = conversations
         self.record = Record()
         self.rate = rate
@@ -69,14 +70,20 @@ class Load:
         state_dir.mkdir(parents=True, exist_ok=True)
         users = sorted({m for ms in conversations.values() for m in ms})
         self.convs_of = {u: [c for c, ms in conversations.items() if u in ms] for u in users}
-        self.clients = {
-            user: ChatClient(
-                "127.0.0.1", mqtt_port, user, PASSWORD, device="d", api_url=api_url,
+        if ws_users and ws_port is None:
+            raise ValueError("devices over WebSocket need ws_port")
+        self.ws_users = ws_users  # these connect over MQTT over WebSocket, as browsers do
+
+        def device(user: str) -> ChatClient:
+            over_ws = user in ws_users
+            return ChatClient(
+                "127.0.0.1", (ws_port or 0) if over_ws else mqtt_port, user, PASSWORD, device="d", api_url=api_url,
                 state_file=state_dir / f"{user}.db", heartbeat_interval=1.0, resend_after=resend_after,
-                reconnect_delay=(0.2, 2.0), queue_events=False,
-            )
-            for user in users
-        }  # fmt: skip
+                reconnect_delay=(0.2, 2.0), queue_events=False, transport="websockets" if over_ws else "tcp",
+                ws_path=ws_path,
+            )  # fmt: skip
+
+        self.clients = {user: device(user) for user in users}
 
     def start(self) -> Load:
         for user, client in self.clients.items():

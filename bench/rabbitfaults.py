@@ -13,10 +13,15 @@ node it was on. Afterwards: every send acked, every member handed every message,
 harness's checker (bench/faultcheck.py) compares acks and deliveries with the stored history.
 Exit status 0 only if nothing acked was lost, duplicated, reordered, left unacked or undelivered.
 
-Logins: RabbitMQ's internal users (one per device user, and ``@bridge`` with the service password)
-unless ``--auth-url`` points the nodes at chatmq's HTTP auth backend.
+Logins: ``--auth internal`` gives every device user, and ``@bridge`` with the service password, a
+user in RabbitMQ's internal database; ``--auth chatmq`` runs as a deployment does: the nodes ask the
+API (the API process of the run) through rabbitmq_auth_backend_http with the configuration
+``chatmq rabbitmq-config`` renders (auth backends, quorum sessions, ``mqtt.prefetch``), devices log
+in with their chatmq passwords and the bridge with a service token it signs. ``--ws-share`` puts
+that share of the devices on MQTT over WebSocket (rabbitmq_web_mqtt, ``/ws``) through a second front.
 
     .venv/bin/python -m bench.rabbitfaults --nodes 3 --cycles 2
+    .venv/bin/python -m bench.rabbitfaults --nodes 3 --cycles 4 --auth chatmq --ws-share 0.5
     .venv/bin/python -m bench.rabbitfaults --nodes 3 --cycles 4 --rate 40 --json
 """
 
@@ -37,10 +42,15 @@ from bench.faultcheck import Report, check, read_history
 from bench.faultload import PASSWORD, Load, plan, provision
 from bench.rabbitmq import RabbitCluster, RabbitNode
 from bench.tcpfront import TcpFront
+from chatmq.adapters.rabbitmq.config import auth_lines, mqtt_lines
+from chatmq.core.config import Settings
+from chatmq.core.netutil import free_port
 
 SERVICE_USER = "@bridge"
 SERVICE_PASSWORD = "fault-harness-service-password"
 BRIDGE_CLIENT_ID = "chatmq-bridge"
+HOOK_SECRET = "fault-harness-rabbitmq-hook-secret"
+AUTH_MODES = ("internal", "chatmq")
 
 
 @dataclass
@@ -55,6 +65,8 @@ class Options:
     up_s: tuple[float, float] = (2.0, 4.0)  # load on the whole cluster between faults
     settle_s: float = 90.0
     seed: int = 1
+    auth: str = "internal"  # "chatmq": RabbitMQ asks chatmq's API (rabbitmq_auth_backend_http)
+    ws_share: float = 0.0  # share of the devices on MQTT over WebSocket
 
 
 @dataclass
@@ -63,10 +75,14 @@ class Outcome:
     seconds: float
     report: Report
     front: dict[str, int] = field(default_factory=dict)  # connections the front sent to each node
+    ws_front: dict[str, int] = field(default_factory=dict)  # the same for MQTT over WebSocket
+    auth: str = "internal"
+    ws_devices: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cycles": self.cycles, "seconds": round(self.seconds, 1), "front_connections": self.front,
-                "check": self.report.as_dict()}
+        return {"auth": self.auth, "ws_devices": self.ws_devices, "cycles": self.cycles,
+                "seconds": round(self.seconds, 1), "front_connections": self.front,
+                "ws_front_connections": self.ws_front, "check": self.report.as_dict()}
 
 
 def bridge_node(rabbit: RabbitCluster) -> RabbitNode | None:
@@ -86,31 +102,41 @@ def bridge_node(rabbit: RabbitCluster) -> RabbitNode | None:
 
 
 def run(options: Options, data_dir: Path, log: Any = print) -> Outcome:
+    if options.auth not in AUTH_MODES:
+        raise ValueError(f"auth must be one of {AUTH_MODES}, not {options.auth!r}")
     rng = random.Random(options.seed)
     conversations = plan(options.users, options.convs, options.members)
+    users = sorted({m for ms in conversations.values() for m in ms})
+    ws_users = frozenset(users[: round(len(users) * options.ws_share)])
     started = time.monotonic()
     cycles: list[dict[str, Any]] = []
-    rabbit = RabbitCluster(size=options.nodes)
+    front_port, ws_front_port = free_port(), free_port()  # the fronts start once the nodes have ports
+    # The API's port is known before anything starts, so the nodes' config can name it.
+    env = {"CHATMQ_BROKER_HOST": "127.0.0.1", "CHATMQ_BRIDGE_CLIENT_ID": BRIDGE_CLIENT_ID}
+    if options.auth == "chatmq":
+        env["CHATMQ_RABBITMQ_HOOK_SECRET"] = HOOK_SECRET  # the API answers RabbitMQ; the bridge signs a token
+    else:
+        env["CHATMQ_SERVICE_PASSWORD"] = SERVICE_PASSWORD
+    cluster = Cluster(data_dir, mqtt_port=front_port, own_broker=False, extra_env=env)
+    rabbit = RabbitCluster(size=options.nodes, extra_config=_node_config(options.auth, data_dir, cluster.api_url))
     front: TcpFront | None = None
-    cluster: Cluster | None = None
+    ws_front: TcpFront | None = None
     load: Load | None = None
     try:
-        log(f"starting {options.nodes} RabbitMQ nodes")
+        log(f"starting {options.nodes} RabbitMQ nodes (logins: {options.auth})")
         rabbit.start()
-        users = sorted({m for ms in conversations.values() for m in ms})
-        for user in users:
-            rabbit.nodes[0].add_user(user, PASSWORD)
-        rabbit.nodes[0].add_user(SERVICE_USER, SERVICE_PASSWORD)
-        front = TcpFront([(n.host, n.mqtt_port) for n in rabbit.nodes]).start()
-        cluster = Cluster(data_dir, mqtt_port=front.port, own_broker=False, extra_env={
-            "CHATMQ_BROKER_HOST": "127.0.0.1", "CHATMQ_SERVICE_PASSWORD": SERVICE_PASSWORD,
-            "CHATMQ_BRIDGE_CLIENT_ID": BRIDGE_CLIENT_ID,
-        })  # fmt: skip
+        if options.auth == "internal":
+            for user in users:
+                rabbit.nodes[0].add_user(user, PASSWORD)
+            rabbit.nodes[0].add_user(SERVICE_USER, SERVICE_PASSWORD)
+        front = TcpFront([(n.host, n.mqtt_port) for n in rabbit.nodes], port=front_port).start()
+        ws_front = TcpFront([(n.host, n.ws_port) for n in rabbit.nodes], port=ws_front_port).start()
         provision(cluster.store_url, conversations)
         cluster.start()
         load = Load(front.port, cluster.api_url, data_dir / "devices", conversations, options.rate,
-                    seed=options.seed).start()
-        log(f"load running at {options.rate}/s over {len(users)} devices ({time.monotonic() - started:.0f} s)")
+                    seed=options.seed, ws_port=ws_front.port, ws_path="/ws", ws_users=ws_users).start()
+        log(f"load running at {options.rate}/s over {len(users)} devices, {len(ws_users)} of them over WebSocket "
+            f"({time.monotonic() - started:.0f} s)")
         time.sleep(rng.uniform(*options.up_s))
         for n in range(options.cycles):
             victim = (bridge_node(rabbit) if n == 0 else None) or rabbit.nodes[n % len(rabbit.nodes)]
@@ -143,13 +169,25 @@ def run(options: Options, data_dir: Path, log: Any = print) -> Outcome:
     finally:
         if load is not None:
             load.close()
-        if cluster is not None:
-            cluster.stop()
-        if front is not None:
-            front.stop()
+        cluster.stop()
+        for started_front in (front, ws_front):
+            if started_front is not None:
+                started_front.stop()
         rabbit.stop()
-    chosen = {f"{h}:{p}": count for (h, p), count in (front.chosen.items() if front else [])}
-    return Outcome(cycles, time.monotonic() - started, report, chosen)
+    return Outcome(cycles, time.monotonic() - started, report, _chosen(front), _chosen(ws_front), options.auth,
+                   len(ws_users))
+
+
+def _node_config(auth: str, data_dir: Path, api_url: str) -> str:
+    """What the nodes add to their config: with chatmq's auth, what `chatmq rabbitmq-config` renders."""
+    if auth == "internal":
+        return ""
+    settings = Settings(data_dir=data_dir, rabbitmq_hook_secret=HOOK_SECRET)
+    return "\n".join([*auth_lines(settings, api_url), *mqtt_lines(settings)]) + "\n"
+
+
+def _chosen(front: TcpFront | None) -> dict[str, int]:
+    return {f"{host}:{port}": count for (host, port), count in (front.chosen.items() if front else [])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,11 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--settle-seconds", type=float, default=90.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--auth", choices=AUTH_MODES, default="internal",
+                        help="logins: RabbitMQ's internal users, or chatmq's API through rabbitmq_auth_backend_http")
+    parser.add_argument("--ws-share", type=float, default=0.0, help="share of the devices on MQTT over WebSocket")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep state and logs here (default: temp)")
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     args = parser.parse_args(argv)
     options = Options(nodes=args.nodes, cycles=args.cycles, users=args.users, convs=args.convs,
-                      members=args.members, rate=args.rate, settle_s=args.settle_seconds, seed=args.seed)
+                      members=args.members, rate=args.rate, settle_s=args.settle_seconds, seed=args.seed,
+                      auth=args.auth, ws_share=args.ws_share)
     log = (lambda *_: None) if args.json else print
     if args.data_dir is not None:
         outcome = run(options, args.data_dir, log)
