@@ -15,7 +15,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import click
 
 from chatmq.cli.settings_opts import make_settings
 from chatmq.cli.stackinfo import read_stack
-from chatmq.clients import Ack, ApiError, ChatClient, ConnectRefused, Event, HistoryClient, Timeline
+from chatmq.clients import Ack, AckTimeout, ApiError, ChatClient, ConnectRefused, Event, HistoryClient, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # "read" come from the other members' receipts (ChatView.show_mark).
 MARKS = {"sent": ("✓", "[sent]"), "delivered": ("✓✓", "[delivered]"), "read": ("✓✓", "[read]")}
 TYPING_QUIET_S = 3.0
-UNACKED_WARN_S = 5.0  # a send without the server's ack this long gets a warning line
+UNACKED_WARN_S = 5.0  # the client's ack_timeout: a send without the server's ack this long gets a warning line
 HELP = ("Type a message and press Enter. Commands, N being a message's #number: /reply N text, /edit N text, "
         "/delete N, /react N emoji, /unreact N emoji, /search words (all your conversations; /search more: older "
         "results), /list (conversations, unread), /who (presence), /help, /quit (or Ctrl-D).")
@@ -169,10 +170,10 @@ class ChatView:
             self._lost = False
             self.line("--- connected again")
 
-    def unacked(self, text: str, waited: float, connected: bool) -> None:
+    def unacked(self, text: str, timeout: AckTimeout) -> None:
         preview = text if len(text) <= 40 else text[:37] + "..."
-        where = "still sending" if connected else "not connected; sent when the connection is back"
-        self.line(f"  ! not acked after {waited:g} s ({where}): {preview}")
+        where = "still sending" if timeout.connected else "not connected; sent when the connection is back"
+        self.line(f"  ! not acked after {timeout.waited:.0f} s ({where}): {preview}")
 
     @contextmanager
     def logs_as_lines(self) -> Iterator[None]:
@@ -237,6 +238,7 @@ class ChatSession:
         self.timeline = Timeline()
         self._marked: dict[tuple[str, str], int] = {}  # (member, status) -> my highest seq shown as such
         self._search_next: tuple[str, str] | None = None  # the last search's words and next cursor
+        self._sending: dict[str, str] = {}  # client_msg_id -> what was typed, until its ack
         self.names = names or NameBook(history, view)
 
     def open(self, history_count: int) -> None:
@@ -252,6 +254,7 @@ class ChatSession:
         self.client.on_presence(self._presence)
         self.client.on_receipt(self._receipt)
         self.client.on_ack(self.view.ack)
+        self.client.on_ack_timeout(self._unacked)
         self.client.on_connection(self.view.connection)
         self.client.join(conv_id, after=self.timeline.last_seq)
         for marker in self.client.markers(conv_id).values():  # what the others had read before
@@ -291,7 +294,7 @@ class ChatSession:
         elif command.startswith("/"):
             self.view.line(f"! unknown command {command} (/help lists them)")
         elif text.strip():
-            self._watch_ack(self.client.send(self.conv["id"], text), text)
+            self._sent(lambda cmid: self.client.send(self.conv["id"], text, client_msg_id=cmid), text)
         return True
 
     def _search(self, words: str) -> None:
@@ -332,26 +335,25 @@ class ChatSession:
             self.view.line(f"! usage: {USAGE[kind]}")
             return
         seq, conv, rest = int(number), self.conv["id"], rest.strip()
-        sent = {
-            "reply": lambda: self.client.send(conv, rest, reply_to=seq),
-            "edit": lambda: self.client.edit(conv, seq, rest),
-            "delete": lambda: self.client.delete(conv, seq),
-            "react": lambda: self.client.react(conv, seq, rest),
-            "unreact": lambda: self.client.unreact(conv, seq, rest),
-        }[kind]()
-        self._watch_ack(sent, f"/{kind} {args}")
+        send = {
+            "reply": lambda cmid: self.client.send(conv, rest, reply_to=seq, client_msg_id=cmid),
+            "edit": lambda cmid: self.client.edit(conv, seq, rest, client_msg_id=cmid),
+            "delete": lambda cmid: self.client.delete(conv, seq, client_msg_id=cmid),
+            "react": lambda cmid: self.client.react(conv, seq, rest, client_msg_id=cmid),
+            "unreact": lambda cmid: self.client.unreact(conv, seq, rest, client_msg_id=cmid),
+        }[kind]
+        self._sent(send, f"/{kind} {args}")
 
-    def _watch_ack(self, sent: Future[Ack], text: str) -> None:
-        """Say so when a send stays unacked for UNACKED_WARN_S (the client keeps resending it)."""
+    def _sent(self, send: Callable[[str], Future[Ack]], text: str) -> None:
+        """Send with a client_msg_id of ours, so the client's ack timeout (``on_ack_timeout``) can say
+        which line is still unacked (the client keeps resending it)."""
+        cmid = uuid.uuid4().hex
+        self._sending[cmid] = text
+        send(cmid).add_done_callback(lambda _f: self._sending.pop(cmid, None))
 
-        def check() -> None:
-            if not sent.done():
-                self.view.unacked(text, UNACKED_WARN_S, self.client.connected)
-
-        timer = threading.Timer(UNACKED_WARN_S, check)
-        timer.daemon = True
-        timer.start()
-        sent.add_done_callback(lambda _f: timer.cancel())
+    def _unacked(self, timeout: AckTimeout) -> None:
+        text = self._sending.get(timeout.client_msg_id, f"a message queued earlier ({timeout.client_msg_id})")
+        self.view.unacked(text, timeout)
 
     def _typing(self, event: Event) -> None:
         if event.conv == self.conv["id"] and event.user:
@@ -495,7 +497,7 @@ def chat(user: str, conv_id: str | None, data_dir: Path | None, host: str | None
 
     client = ChatClient(server.host, server.port, user, password, token=token, device=device,
                         api_url=server.http_url, state_file=state_file, queue_events=False,
-                        heartbeat_interval=heartbeat)
+                        heartbeat_interval=heartbeat, ack_timeout=UNACKED_WARN_S)
     with view.logs_as_lines():
         try:
             client.connect()
