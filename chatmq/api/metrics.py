@@ -1,4 +1,5 @@
-"""``GET /metrics`` and the HTTP request latency histogram (by route, method and status).
+"""``GET /metrics`` and the HTTP request latency histogram (by route, method and status), which
+chatmq/api/requestlog.py's hook feeds through ``observe``, beside the request's log line.
 
 The server (granian) runs several worker processes, and a scrape reaches one of them: each worker's
 own counts would be a random slice. So the server (chatmq/api/server.py) sets PROMETHEUS_MULTIPROC_DIR (under
@@ -11,13 +12,15 @@ imported inside these functions: it picks its storage mode once, at import.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _state: dict[str, Any] = {}
+# (route, method, status) -> its histogram child: prometheus_client's labels() checks and joins the
+# label values under a lock on every call; the set of keys is bounded by routes x methods x statuses.
+_children: dict[tuple[str, str, int], Any] = {}
 
 
 def _histogram() -> Any:
@@ -33,24 +36,16 @@ def _histogram() -> Any:
 
 def install(app: Flask) -> None:
     _histogram()
-    app.before_request(_start_timer)
-    app.after_request(_observe)
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
 
 
-def _start_timer() -> None:
-    g.chatmq_started = time.perf_counter()
-
-
-def _observe(response: Response) -> Response:
-    started = g.get("chatmq_started")
-    if started is not None:
-        # The route pattern, never the raw path: one series per endpoint, not per conversation id.
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        _histogram().labels(route=route, method=request.method, status=str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-    return response
+def observe(route: str, method: str, status: int, seconds: float) -> None:
+    """One request's latency; ``route`` is the route's pattern, never the raw path."""
+    key = (route, method, status)
+    child = _children.get(key)
+    if child is None:  # two threads may both make it: labels() returns the same child to each
+        child = _children[key] = _histogram().labels(route=route, method=method, status=str(status))
+    child.observe(seconds)
 
 
 def metrics_view() -> Response:
