@@ -16,12 +16,13 @@ from chatmq.api.querymodel import QueryModel
 from chatmq.core.history import read_page
 from chatmq.core.ids import is_valid_id
 from chatmq.core.protocol import DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, fanout_mode
-from chatmq.core.store import Conversation, Marker, Store
+from chatmq.core.store import Conversation, LogAccess, Marker, Store
 from chatmq.core.store.base import MAX_SEQ
 
 DEFAULT_LIMIT = DEFAULT_HISTORY_LIMIT
 MAX_LIMIT = MAX_HISTORY_LIMIT
 PREVIEW_CHARS = 140
+NOT_A_MEMBER = "not a member of this conversation"
 
 bp = APIBlueprint(
     "conversations",
@@ -138,8 +139,19 @@ def member_conversation(conv: str) -> Conversation:
     if conversation is None:
         raise ApiError(404, f"no conversation {conv!r}")
     if current_user() not in conversation.members:
-        raise ApiError(403, "not a member of this conversation")
+        raise ApiError(403, NOT_A_MEMBER)
     return conversation
+
+
+def member_log(conv: str) -> LogAccess:
+    """``member_conversation``'s check and answers for a history page, which needs only the log's
+    bounds: one read, without the member list."""
+    access = get_context().store.log_access(conv, current_user()) if is_valid_id(conv) else None
+    if access is None:
+        raise ApiError(404, f"no conversation {conv!r}")
+    if not access.member:
+        raise ApiError(403, NOT_A_MEMBER)
+    return access
 
 
 class HistoryQuery(QueryModel):
@@ -184,8 +196,7 @@ def history(path: ConvPath, query: HistoryQuery) -> Response:
     """
     if query.before is not None and query.after is not None:
         raise ApiError(400, "use either before or after, not both")
-    conversation = member_conversation(path.conv)
-    page = read_page(get_context().store, conversation, query.view, before=query.before, after=query.after,
+    page = read_page(get_context().store, member_log(path.conv), query.view, before=query.before, after=query.after,
                      limit=query.limit)
     return jsonify({"messages": page.messages, "has_more": page.has_more, "last_seq": page.last_seq,
                     "first_seq": page.first_seq})

@@ -11,7 +11,7 @@ import orjson
 
 from chatmq.core.ids import is_valid_id
 from chatmq.core.search import SearchQuery, SearchQueryError, parse_query
-from chatmq.core.store.base import Conversation, SearchPage, Store, search_result
+from chatmq.core.store.base import Conversation, LogAccess, SearchPage, Store, search_result
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class Page:
 
 
 def read_page(
-    store: Store, conversation: Conversation, view: str, *,
+    store: Store, conversation: Conversation | LogAccess, view: str, *,
     before: int | None = None, after: int | None = None, limit: int = 50,
 ) -> Page:  # fmt: skip
     """One page of ``view`` ("entries": the raw log; "messages": messages as they stand now).

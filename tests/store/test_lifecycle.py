@@ -13,6 +13,7 @@ from chatmq.core.store.base import (
     OUTBOX_EVENT,
     Change,
     Delivery,
+    LogAccess,
     NewMessage,
     NotFound,
     PushTarget,
@@ -35,6 +36,31 @@ def at(conv: str, sender: str, cmid: str, ts: int, body: str = "hi", **extra: ob
 
 def seqs(store: Store, conv: str = "general") -> list[int]:
     return [m.seq for m in store.history(conv, limit=200).messages]
+
+
+def test_log_access_agrees_with_the_conversation(store: Store) -> None:
+    """The history route's one read (bounds and membership) answers as get_conversation does,
+    through appends, a purge that moves first_seq and membership changes."""
+
+    def expected(user: str) -> LogAccess | None:
+        conv = store.get_conversation("general")
+        return None if conv is None else LogAccess("general", conv.last_seq, conv.first_seq, user in conv.members)
+
+    seed(store)
+    assert store.log_access("general", "alice") == LogAccess("general", 0, 1, True)
+    assert store.log_access("general", "carol") == LogAccess("general", 0, 1, False)
+    assert store.log_access("nope", "alice") is None
+    store.append([at("general", "alice", f"old-{i}", TS + i) for i in range(4)])
+    store.purge_expired("general", TS + DAY, 2)
+    for user in ("alice", "bob", "carol", "ghost"):
+        assert store.log_access("general", user) == expected(user), user
+    assert store.log_access("general", "alice") == LogAccess("general", 4, 3, True)
+    store.add_member("general", "carol")
+    store.remove_member("general", "alice")
+    assert store.log_access("general", "carol") == LogAccess("general", 4, 3, True)
+    assert store.log_access("general", "alice") == LogAccess("general", 4, 3, False)
+    store.delete_conversation("general")
+    assert store.log_access("general", "bob") is None
 
 
 # --- retention ---------------------------------------------------------------------------------

@@ -344,6 +344,17 @@ class HistoryPage:
 
 
 @dataclass(frozen=True, slots=True)
+class LogAccess:
+    """What a history page needs before it is read: the conversation's log bounds (as
+    ``Conversation`` has them) and whether one user is a member."""
+
+    id: str
+    last_seq: int
+    first_seq: int
+    member: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PayloadPage:
     """``HistoryPage`` as payloads (``entry_payload``), the shape the API and MQTT history send."""
 
@@ -752,6 +763,15 @@ class Store(abc.ABC):
         dearest part in the API, docs/benchmarks.md)."""
         page = self.history(conv_id, before=before, after=after, limit=limit)
         return PayloadPage([m.to_payload() for m in page.messages], page.has_more)
+
+    def log_access(self, conv_id: str, user: str) -> LogAccess | None:
+        """The conversation's log bounds and whether ``user`` is a member, as ``get_conversation``
+        would give them; None when there is no such conversation. A store may answer it without
+        reading every member (SQLite: one statement instead of a transaction of three)."""
+        conversation = self.get_conversation(conv_id)
+        if conversation is None:
+            return None
+        return LogAccess(conversation.id, conversation.last_seq, conversation.first_seq, user in conversation.members)
 
     @abc.abstractmethod
     def message_view(

@@ -66,6 +66,7 @@ from chatmq.core.store.base import (
     DispatchBatch,
     Erased,
     HistoryPage,
+    LogAccess,
     LogEntry,
     Marker,
     MembershipChanges,
@@ -566,6 +567,15 @@ class SQLiteStore(Store):
                 r[0] for r in conn.execute("SELECT user FROM members WHERE conv = ? ORDER BY user", (conv_id,))
             ]
         return _conversation(row, members)
+
+    def log_access(self, conv_id: str, user: str) -> LogAccess | None:
+        with self._connection() as conn:  # one statement: one consistent snapshot
+            row = conn.execute(
+                "SELECT last_seq, first_seq, EXISTS (SELECT 1 FROM members WHERE conv = ?1 AND user = ?2)"
+                " FROM conversations WHERE id = ?1",
+                (conv_id, user),
+            ).fetchone()
+        return None if row is None else LogAccess(conv_id, row[0], row[1], bool(row[2]))
 
     def list_conversations(
         self, member: str | None = None, *, after: str | None = None, limit: int | None = None
