@@ -85,12 +85,16 @@ class LeanClient(asyncio.Protocol):
     def connected(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    async def connect(self, host: str, port: int, *, clean: bool = False, timeout: float = 30.0) -> bool:
-        """Open the socket, send CONNECT and wait for CONNACK; returns the session-present flag."""
+    async def connect(
+        self, host: str, port: int, *, clean: bool = False, timeout: float = 30.0, source: str | None = None
+    ) -> bool:
+        """Open the socket (from ``source``, a local address, when given), send CONNECT and wait for
+        CONNACK; returns the session-present flag."""
         loop = asyncio.get_running_loop()
         self._decoder = Decoder()
         self.lost = loop.create_future()
-        await asyncio.wait_for(loop.create_connection(lambda: self, host, port), timeout)
+        local = None if source is None else (source, 0)
+        await asyncio.wait_for(loop.create_connection(lambda: self, host, port, local_addr=local), timeout)
         self._waiter = loop.create_future()
         password = None if self.password is None else self.password.encode()
         self._send(Connect(self.client_id, clean, self.keepalive, self.username, password).encode())
