@@ -818,6 +818,9 @@ class SQLiteStore(Store):
         # "merge" with a negative page count merges every level, a bounded amount per step, until
         # one segment is left (secure_delete zeroes the freed pages, the WAL is then truncated).
         # Nothing removed since the last run: nothing to drop, and no rewrite of the whole index.
+        # Each step holds the write lock while it rewrites SEARCH_MERGE_PAGES pages; the pause
+        # after it lets the writers queued meanwhile (the bridge's sends) in before the next one:
+        # SQLite's busy handler retries on its own schedule, so back-to-back steps would starve them.
         steps = 0
         with self._connection() as conn:
             (pending,) = conn.execute("SELECT value FROM meta WHERE key = 'search_removed'").fetchone()
@@ -831,6 +834,7 @@ class SQLiteStore(Store):
                 steps += 1
                 if not worked:
                     break
+                time.sleep(SEARCH_MERGE_PAUSE_S)
             with _write(conn):  # removals made meanwhile stay counted for the next run
                 conn.execute("UPDATE meta SET value = max(0, value - ?) WHERE key = 'search_removed'", (pending,))
             _truncate_wal(conn)
@@ -1535,7 +1539,10 @@ _MAX_DOC_TS = 1 << 50  # ms; far beyond any real clock, and ts * 4096 stays insi
 SCOPE_MAX_CONVS = 200  # up to this many conversations a search names them to the index (see search)
 SEARCH_BACKFILL_BATCH = 2_000  # messages per write transaction while indexing an older database
 SEARCH_PROGRESS_EVERY_S = 5.0  # how often that indexing logs its progress
-SEARCH_MERGE_PAGES = 1_000  # index pages one compaction step rewrites (one short write transaction)
+# Index pages one compaction step rewrites in one write transaction, and the pause between steps
+# (docs/benchmarks.md, "Search index compaction": what a send waits while it runs).
+SEARCH_MERGE_PAGES = 1_000
+SEARCH_MERGE_PAUSE_S = 0.0
 
 
 def _index_message(conn: sqlite3.Connection, conv: str, seq: int, sender: str, ts: int, body: str) -> None:
