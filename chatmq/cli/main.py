@@ -38,7 +38,8 @@ def cli(log_level: str, log_format: str, log_levels: str) -> None:
     """chatmq: a chat backend for devices that speak MQTT.
 
     Run the whole stack with `chatmq up`, or the broker, bridge and API as separate services.
-    Admin commands (user, conv, history, presence) work on the same store while it runs.
+    Admin commands (user, conv, history, presence, ...) work on the same store while it runs, or with
+    --server URL through a deployment's admin HTTP API.
     """
     try:
         logs.configure(log_level, log_format, log_levels)
@@ -51,7 +52,8 @@ def cli(log_level: str, log_format: str, log_levels: str) -> None:
 @server_options
 @redis_option
 def up(data_dir: Path | None, store_url: str | None, redis_url: str | None, **ports: Any) -> None:
-    """Run broker, bridge, notifier (push and webhooks) and API together until Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+    """Run broker, bridge, notifier (push and webhooks), retention job and API together until Ctrl-C (SIGINT),
+    SIGTERM or SIGHUP.
 
     Uses CHATMQ_REDIS_URL when it is reachable, else starts a private redis-server in the data dir.
     One stack per data dir: a second `chatmq up` on it is refused while the first runs.
@@ -126,9 +128,10 @@ def bridge(**options: Any) -> None:
 @broker_address_options
 @click.option("--host", default=None, help="address to listen on [default 127.0.0.1]")
 @click.option("--http-port", type=int, default=None, help="HTTP port [default 8080]")
-@click.option("--workers", "api_workers", type=int, default=None, help="WSGI worker processes [default 2]")
+@click.option("--workers", "api_workers", type=int, default=None, help="API worker processes (granian) [default 2]")
 def api(**options: Any) -> None:
-    """Run the HTTP API (history, tokens, conversations, presence, health)."""
+    """Run the HTTP API (tokens, history, search, conversations, media, presence, the admin API, health)
+    and serve the web app at /app/."""
     from chatmq.api.server import run
 
     run(make_settings(**options))

@@ -6,6 +6,7 @@ They reach the broker's admin channel as the admin identity (chatmq.adminclient)
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -319,6 +320,10 @@ def token_issue(user: str | None, admin_scope: bool, ttl: int | None, data_dir: 
     admin-scoped token, signed with the deployment's secret key (CHATMQ_SECRET_KEY or the data dir's)."""
     if (user is None) != admin_scope:
         raise click.UsageError("give USER, or --admin for an admin-scoped token")
+    if server and admin_scope and not admin_token and not os.environ.get("CHATMQ_SECRET_KEY"):
+        raise click.UsageError(
+            "an admin token is signed with the deployment's secret key: give it as CHATMQ_SECRET_KEY, "
+            "or run this without --server (and CHATMQ_SERVER) where the data dir with the key is")
     if server:
         with admin_session(server, admin_token) as admin:
             answer = admin.issue_token(user, ttl, admin=admin_scope)

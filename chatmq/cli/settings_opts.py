@@ -47,8 +47,10 @@ def server_options(func: F) -> F:
 
 def broker_address_options(func: F) -> F:
     """For the bridge and the API: where the (any standard) MQTT broker is."""
-    func = click.option("--broker-port", type=int, default=None, help="broker port [default: --mqtt-port]")(func)
-    func = click.option("--broker-host", default=None, help="broker host [default 127.0.0.1]")(func)
+    func = click.option("--broker-port", type=int, default=None,
+                        help="broker port [env CHATMQ_BROKER_PORT; default: CHATMQ_MQTT_PORT, else 1883]")(func)
+    func = click.option("--broker-host", default=None,
+                        help="broker host [env CHATMQ_BROKER_HOST; default 127.0.0.1]")(func)
     return func
 
 

@@ -41,3 +41,18 @@ def test_log_level_default_is_one_of_its_choices() -> None:
     default = re.search(r"\[default: (\w+)\]", output)
     assert choices is not None and default is not None, output
     assert default.group(1) in choices.group(1).split("|")
+
+
+def test_options_named_in_help_exist_on_that_command() -> None:
+    """An option's help that sends the reader to another option (`[default: --mqtt-port]`) names one
+    the same command has (the API and the bridge have no --mqtt-port)."""
+    for path in _commands(cli):
+        command: click.Command = cli
+        for name in path:
+            assert isinstance(command, click.Group)
+            command = command.commands[name]
+        offered = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        for param in command.params:
+            own_words = re.sub(r"`[^`]*`", "", getattr(param, "help", None) or "")  # `chatmq x --y`: another command
+            for named in re.findall(r"(?<![\w-])--[a-z][a-z-]+", own_words):
+                assert named in offered, (path, param.name, named)
