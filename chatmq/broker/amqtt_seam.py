@@ -1,14 +1,18 @@
 """The seam: the one module of the broker that touches amqtt's internals.
 
-chatmq's broker is built on amqtt 0.12.1 (its listeners, WebSocket transport, sessions and plugin
-loading) but replaces much of its hot path, because amqtt's version there is the defect (docs/brokers.md,
-"The seam"). Wherever that takes an amqtt name that starts with an underscore, the name is listed
-in ``INTERNALS`` below with what the broker does with it and why, and every read or write of such
-a name goes through a function of this module. ``moved()`` checks each entry against the installed
-amqtt (the attribute still exists, the method still takes the parameters we pass or receive, amqtt
-still calls the method we override from where we expect it); tests/broker/test_amqtt_seam.py fails
-with its list when an upgrade moved anything, and checks that no other broker module names an
-amqtt internal outside this table.
+chatmq's broker is built on amqtt 0.12.1 (its listeners, WebSocket transport, connection accounting,
+session expiry and shutdown sequence) but replaces much of its hot path, because amqtt's version
+there is the defect (docs/brokers.md, "The seam"). The three amqtt classes the broker runs are
+defined here and nowhere else: ``AmqttBroker`` (amqtt's Broker), ``AmqttConnection`` (its protocol
+handler) and ``AmqttSession`` (its session). Every method of amqtt they override is a call into
+chatmq's plain broker objects (``BrokerCore``: chatmq/broker/chatbroker.py, with its router,
+deliveries, offline queues and retained messages). Wherever this takes an amqtt name that starts
+with an underscore, the name is listed in ``INTERNALS`` below with what the broker does with it and
+why; other broker modules reach such a name only through a function of this module. ``moved()``
+checks each entry against the installed amqtt (the attribute still exists, the method still takes
+the parameters we pass or receive, amqtt still calls the method we override from where we expect
+it); tests/broker/test_amqtt_seam.py fails with its list when an upgrade moved anything, and checks
+that no other broker module names an amqtt internal or extends an amqtt class.
 
 Upgrading amqtt: bump the pin in setup.cfg and ``AMQTT_VERSION`` here, run
 ``pytest tests/broker/test_amqtt_seam.py``: each line it prints is one place to read again in the new
@@ -22,14 +26,21 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, Protocol
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
-from amqtt.broker import Broker
+from amqtt.broker import Broker, Server
+from amqtt.contexts import ListenerType
+from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
+from amqtt.plugins.manager import PluginManager
+from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
+from transitions import MachineError
 
+from chatmq.broker.session import SmallQueue
 from chatmq.core.mqtt.codec import PacketType
 
 AMQTT_VERSION = "0.12.1"
@@ -45,11 +56,11 @@ _SESSION = "amqtt.session.Session"
 class Internal:
     """One amqtt internal the broker relies on.
 
-    ``kind``: ``override`` (a broker class defines it and amqtt calls it), ``call`` (the broker calls
-    amqtt's own), ``read``/``write`` (an attribute). ``params``: for methods, the parameter names
-    (without self) amqtt passes or the broker passes. ``callers``: the amqtt functions that must still
-    call an overridden method, or the override does nothing. ``where``: the broker modules that
-    name it (besides this one)."""
+    ``kind``: ``override`` (a class of this module defines it and amqtt calls it), ``call`` (the
+    broker calls amqtt's own), ``read``/``write`` (an attribute). ``params``: for methods, the
+    parameter names (without self) amqtt passes or the broker passes. ``callers``: the amqtt functions
+    that must still call an overridden method, or the override does nothing. Every one is named in
+    this module only (the canary checks the other broker modules)."""
 
     owner: str
     name: str
@@ -57,77 +68,55 @@ class Internal:
     why: str
     params: tuple[str, ...] | None = None
     callers: tuple[str, ...] = ()
-    where: tuple[str, ...] = ()
 
 
-def _b(name: str, kind: Kind, why: str, params: tuple[str, ...] | None = None, callers: tuple[str, ...] = (),
-       where: tuple[str, ...] = ()) -> Internal:  # fmt: skip
-    return Internal(_BROKER, name, kind, why, params, tuple(f"{_BROKER}.{c}" for c in callers), where)
+def _b(name: str, kind: Kind, why: str, params: tuple[str, ...] | None = None,
+       callers: tuple[str, ...] = ()) -> Internal:  # fmt: skip
+    return Internal(_BROKER, name, kind, why, params, tuple(f"{_BROKER}.{c}" for c in callers))
 
 
 INTERNALS: tuple[Internal, ...] = (
-    # ---- the Broker's methods the broker classes override (amqtt calls them) --------------------
+    # ---- the Broker's methods AmqttBroker overrides (amqtt calls them) ----------------------------
     _b("_create_server_instance", "override", "listen backlog 4096 and the WebSocket frame limit sized from "
        "max_packet_bytes (stock: backlog 100, 1 MiB)", ("listener_name", "listener_type", "address", "port",
-       "ssl_context"), ("_start_listeners",), ("chatbroker",)),
+       "ssl_context"), ("_start_listeners",)),
     _b("_start_listeners", "override", "restore persistent sessions from Redis before the first client "
-       "connects", (), ("start",), ("chatbroker",)),
+       "connects", (), ("start",)),
     _b("_initialize_client_session", "override", "authenticate before touching an existing session; "
        "take-over; keepalive grace", ("reader", "writer", "remote_address", "remote_port"),
-       ("_client_connected",), ("chatbroker", "ops")),
-    _b("_handle_client_session", "override", "CONNACK, replay of what the session is owed, then the "
+       ("_client_connected",)),
+    _b("_handle_client_session", "override", "CONNACK, replay of what the session is owed, then amqtt's "
        "message loop, without stock's push of every filter's retained messages",
-       ("reader", "writer", "client_session", "handler", "server", "listener_name"), ("_client_connected",),
-       ("chatbroker", "ops")),
-    _b("_handle_message_delivery", "override", "a publish from the message loop (QoS 2) goes through "
-       "_route_publish", ("client_session", "handler", "wait_deliver"), ("_client_message_loop",), ("chatbroker",)),
+       ("reader", "writer", "client_session", "handler", "server", "listener_name"), ("_client_connected",)),
+    _b("_handle_message_delivery", "override", "a QoS 2 publish, once amqtt's handshake delivered it, is "
+       "routed as any other", ("client_session", "handler", "wait_deliver"), ("_client_message_loop",)),
     _b("_handle_disconnect", "override", "route publishes already acknowledged before the session ends; "
-       "then amqtt's (will, transitions)", ("client_session", "handler", "disconnect_waiter"),
-       ("_client_message_loop",), ("chatbroker",)),
-    _b("_handle_subscription", "override", "persist the session's filters; amqtt's sends SUBACK and "
-       "retained messages", ("client_session", "handler", "subscribe_waiter"), ("_client_message_loop",),
-       ("chatbroker",)),
-    _b("_handle_unsubscription", "override", "persist the session's filters",
-       ("client_session", "handler", "unsubscribe_waiter"), ("_client_message_loop",), ("chatbroker",)),
-    _b("_broadcast_message", "override", "route in the caller's task through the index (stock: one shared "
-       "queue and a task per delivery); a will at min(will QoS, granted QoS)",
-       ("session", "topic", "data", "force_qos"), ("_handle_disconnect", "internal_message_broadcast"),
-       ("chatbroker", "routing")),
-    _b("_retain_broadcast_message", "override", "bounded offline queue at min(publish, granted) QoS, kept "
-       "in Redis", ("broadcast", "qos", "target_session"), (), ("chatbroker", "routing")),
-    _b("_delete_session", "override", "also delete the stored session", ("client_id",),
-       ("_initialize_client_session",), ("chatbroker",)),
+       "then amqtt's (will, transitions); then the disconnect hook",
+       ("client_session", "handler", "disconnect_waiter"), ("_client_message_loop",)),
+    _b("_broadcast_message", "override", "a will (and internal_message_broadcast) is routed in the "
+       "caller's task through the router at min(its QoS, granted QoS) (stock: one shared queue and a "
+       "task per delivery)", ("session", "topic", "data", "force_qos"),
+       ("_handle_disconnect", "internal_message_broadcast")),
     _b("_cleanup_session", "override", "expiry deletes the stored session, shutdown keeps it",
-       ("client_id",), ("_session_monitor", "shutdown"), ("chatbroker",)),
-    _b("add_subscription", "override", "the subscription index (stock: a list scanned per message)",
-       ("subscription", "session"), ("_handle_subscription",), ("routing",)),
-    _b("_del_subscription", "override", "the subscription index", ("a_filter", "session"),
-       ("_handle_unsubscription",), ("routing",)),
-    _b("_del_all_subscriptions", "override", "the subscription index, O(the client's filters)",
-       ("session",), ("_cleanup_session", "_delete_session"), ("routing",)),
+       ("client_id",), ("_session_monitor", "shutdown")),
+    _b("_del_all_subscriptions", "override", "the router's subscription index, O(the client's filters)",
+       ("session",), ("_cleanup_session",)),
     _b("_broadcast_loop", "override", "nothing to loop over: routing happens in the caller's task; waits "
-       "for shutdown", (), ("start",), ("routing",)),
-    _b("_shutdown_broadcast_loop", "override", "also end every outbox writer", (), ("shutdown",), ("routing",)),
-    _b("_publish_retained_messages_for_subscription", "override", "retained messages after the RECEIVE "
-       "check, through the session's outbox", ("subscription", "session"), ("_handle_subscription",),
-       ("routing",)),
+       "for shutdown", (), ("start",)),
+    _b("_shutdown_broadcast_loop", "override", "also end every outbox writer", (), ("shutdown",)),
     # ---- the Broker's own methods and state the broker uses ---------------------------------------
     _b("_client_message_loop", "call", "amqtt's loop still serves QoS 2 publishes and the disconnect "
        "waiter", ("client_session", "handler")),
     _b("_broadcast_shutdown_waiter", "read", "what _broadcast_loop waits for"),
-    _b("_subscriptions", "write", "replaced by a read-only view over the subscription index, so amqtt's "
+    _b("_subscriptions", "write", "replaced by a read-only view over the router's index, so amqtt's "
        "own readers (BrokerContext.subscriptions) see the index"),
-    # ---- the protocol handler ----------------------------------------------------------------------
-    Internal(_PROTOCOL, "_reader_loop", "override", "the inline reader (chatmq/broker/reader.py): one sans-IO "
-             "codec, routing in the reader's task, one keepalive timer", (), (f"{_PROTOCOL}.start",),
-             ("reader",)),
+    # ---- the protocol handler (AmqttConnection) -----------------------------------------------------
+    Internal(_PROTOCOL, "_reader_loop", "override", "the packet reader (chatmq/broker/reader.py): one sans-IO "
+             "codec, routing in the reader's task, one keepalive timer", (), (f"{_PROTOCOL}.start",)),
     Internal(_PROTOCOL, "_retry_deliveries", "override", "nothing: the broker replays unacknowledged "
-             "deliveries itself, pipelined", (), (f"{_PROTOCOL}.start",), ("connection",)),
-    Internal(_PROTOCOL, "_handle_qos1_message_flow", "override", "keep an unacknowledged delivery in "
-             "flight when the connection drops", ("app_message",), (f"{_PROTOCOL}._handle_message_flow",),
-             ("connection",)),
-    Internal(_PROTOCOL, "_handle_qos2_message_flow", "override", "as QoS 1", ("app_message",),
-             (f"{_PROTOCOL}._handle_message_flow",), ("connection",)),
+             "deliveries itself, pipelined", (), (f"{_PROTOCOL}.start",)),
+    Internal(_PROTOCOL, "_handle_qos2_message_flow", "override", "keep an unacknowledged QoS 2 delivery in "
+             "flight when the connection drops", ("app_message",), (f"{_PROTOCOL}._handle_message_flow",)),
     Internal(_PROTOCOL, "_handle_message_flow", "call", "QoS 2 publishes and deliveries keep amqtt's "
              "handshake", ("app_message",)),
     Internal(_PROTOCOL, "_write_lock", "read", "one writer at a time (amqtt's WebSocket writer loses bytes "
@@ -146,15 +135,233 @@ INTERNALS: tuple[Internal, ...] = (
              "TCP socket has buffered (the adapter reads exactly n bytes)"),
     Internal("amqtt.adapters.StreamWriterAdapter", "_writer", "read", "deliveries to an idle TCP "
              "connection are written to its transport at the end of the loop turn"),
-    # ---- sessions (chatmq/broker/session.py) -----------------------------------------------------------------
+    # ---- sessions (AmqttSession) ------------------------------------------------------------------
     Internal(_SESSION, "_init_states", "override", "a two-field state machine instead of a transitions "
-             "Machine (~16 KiB and 15% of a CONNECT's CPU)", (), (f"{_SESSION}.__init__",), ("session",)),
+             "Machine (~16 KiB and 15% of a CONNECT's CPU)", (), (f"{_SESSION}.__init__",)),
     Internal(_SESSION, "_on_enter_connected", "call", "the connect time, as transitions would call it", ()),
     Internal(_SESSION, "_on_enter_disconnected", "call", "the disconnect time (session expiry)", ()),
 )
 
 
-# ---- the accessors: every read or write of an internal above goes through one of these -----------
+# ---- the three amqtt classes the broker runs ----------------------------------------------------
+
+NEW, CONNECTED, DISCONNECTED = "new", "connected", "disconnected"
+
+
+class SessionStates:
+    """Session.states with Session's transitions: connect (new|disconnected -> connected) and
+    disconnect (any -> disconnected), calling the session's on-enter hooks like transitions does."""
+
+    __slots__ = ("_session", "state")
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.state = NEW
+
+    def connect(self) -> bool:
+        if self.state == CONNECTED:
+            raise MachineError(f"Can't trigger event connect from state {self.state}!")
+        self.state = CONNECTED
+        self._session._on_enter_connected()
+        return True
+
+    def disconnect(self) -> bool:
+        self.state = DISCONNECTED
+        self._session._on_enter_disconnected()
+        return True
+
+    def is_new(self) -> bool:
+        return self.state == NEW
+
+    def is_connected(self) -> bool:
+        return self.state == CONNECTED
+
+    def is_disconnected(self) -> bool:
+        return self.state == DISCONNECTED
+
+    def is_state(self, state: str, _model: Any = None) -> bool:
+        return self.state == state
+
+
+class AmqttSession(Session):
+    """amqtt's Session with ``SessionStates`` and small queues (chatmq/broker/session.py: the two
+    asyncio.Queues amqtt's ``__init__`` builds are dropped at once; ~22 KiB less per session)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retained_messages = SmallQueue()  # type: ignore[assignment]  # the offline queue
+        self.delivered_message_queue = SmallQueue()  # type: ignore[assignment]
+
+    def _init_states(self) -> None:
+        self.transitions = SessionStates(self)  # type: ignore[assignment]
+
+
+class PacketSource(Protocol):
+    """What reads a connection's packets after CONNECT (chatmq/broker/reader.py)."""
+
+    async def run(self) -> None: ...
+
+
+class AmqttConnection(BrokerProtocolHandler):
+    """amqtt's protocol handler: its start/stop, write lock and QoS 2 handshake are amqtt's; the
+    packets after CONNECT are read by ``packets`` (set by the broker before ``start()``)."""
+
+    packets: PacketSource
+
+    def __init__(self, plugins_manager: PluginManager[Any], session: Session | None = None) -> None:
+        super().__init__(plugins_manager, session)
+        self._pending_subscriptions = SmallQueue()  # type: ignore[assignment]  # ~3 KiB less each
+        self._pending_unsubscriptions = SmallQueue()  # type: ignore[assignment]
+
+    async def _reader_loop(self) -> None:
+        await self.packets.run()
+
+    async def _retry_deliveries(self) -> None:
+        """Nothing here: the broker replays unacknowledged deliveries itself once the connection is
+        up (``Deliveries.replay``), pipelined and ahead of anything routed after the reconnect.
+        amqtt's version awaited each PUBACK (5 s timeout each) in tasks nobody retrieved."""
+
+    async def _handle_qos2_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        """amqtt 0.12 drops an unacknowledged outgoing message from the session's in-flight set when
+        the connection goes away, so a persistent session would never get it again (MQTT-4.4.0-1
+        wants it resent on reconnect): it is put back."""
+        session = self.session
+        try:
+            await super()._handle_qos2_message_flow(app_message)
+        except BaseException:
+            if app_message.direction == OUTGOING and app_message.pubcomp_packet is None \
+                    and session is not None and not session.clean_session and app_message.packet_id is not None:
+                session.inflight_out[app_message.packet_id] = app_message  # type: ignore[assignment]
+            raise
+
+
+class BrokerCore(Protocol):
+    """What ``AmqttBroker`` calls: chatmq's broker (chatmq/broker/chatbroker.py ``ChatBroker``)."""
+
+    def attach(self, host: AmqttBroker) -> Any: ...
+    async def started(self) -> None: ...
+    async def stopping(self) -> None: ...
+    async def stopped(self) -> None: ...
+    async def listen(self, kind: ListenerType, accept: Callable[..., Any], address: str | None, port: int,
+                     ssl_context: Any) -> Any: ...  # fmt: skip
+    async def restore_sessions(self) -> None: ...
+    async def accept(self, reader: ReaderAdapter, writer: WriterAdapter,
+                     where: str) -> tuple[AmqttConnection, AmqttSession]: ...  # fmt: skip
+    def connection(self, session: Session, handler: AmqttConnection, reader: ReaderAdapter,
+                   writer: WriterAdapter) -> AbstractAsyncContextManager[None]: ...  # fmt: skip
+    async def publish_from(self, session: Session, handler: AmqttConnection, message: Any) -> bool: ...
+    async def route_acknowledged(self, session: Session, handler: AmqttConnection) -> None: ...
+    async def disconnected(self, session: Session) -> None: ...
+    async def publish(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> bool: ...
+    async def retain(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> None: ...
+    async def subscribe(self, session: Session, topic_filter: str, qos: int) -> int: ...
+    def unsubscribe_all(self, session: Session) -> None: ...
+    async def cleaned_up(self, session: Session | None) -> None: ...
+    async def close_deliveries(self) -> None: ...
+    def offline_session(self, client_id: str) -> tuple[AmqttConnection, AmqttSession]: ...
+
+
+class AmqttBroker(Broker):
+    """amqtt's Broker hosting chatmq's: every method of amqtt's that chatmq replaces is here, each a
+    call into the ``BrokerCore``. What is not here is amqtt's own: listeners, connection accounting,
+    the message loop (QoS 2 and the disconnect waiter), session expiry, the shutdown sequence."""
+
+    def __init__(self, config: Any, core: BrokerCore, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, loop=loop)
+        self.core = core
+        self._subscriptions = core.attach(self)  # a read-only view over the router's index
+
+    async def start(self) -> None:
+        await super().start()
+        await self.core.started()
+
+    async def shutdown(self) -> None:
+        try:
+            await self.core.stopping()
+        finally:
+            try:
+                await super().shutdown()
+            finally:
+                await self.core.stopped()
+
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
+    ) -> Any:
+        if listener_type not in (ListenerType.TCP, ListenerType.WS):
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        accept = self.stream_connected if listener_type == ListenerType.TCP else self.ws_connected
+        return await self.core.listen(listener_type, partial(accept, listener_name=listener_name), address, port,
+                                      ssl_context)  # fmt: skip
+
+    async def _start_listeners(self) -> None:
+        await self.core.restore_sessions()
+        await super()._start_listeners()
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        return await self.core.accept(reader, writer, f"{remote_address}:{remote_port}")
+
+    async def _handle_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, client_session: Session, handler: BrokerProtocolHandler,
+        server: Server, listener_name: str,
+    ) -> None:  # fmt: skip
+        assert isinstance(handler, AmqttConnection)
+        async with self.core.connection(client_session, handler, reader, writer):
+            await self._client_message_loop(client_session, handler)
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        assert isinstance(handler, AmqttConnection)
+        if wait_deliver.result() is not None:
+            await self.core.publish_from(client_session, handler, wait_deliver.result())
+        return True
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        assert isinstance(handler, AmqttConnection)
+        await self.core.route_acknowledged(client_session, handler)
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        await self.core.disconnected(client_session)
+
+    async def _broadcast_message(  # type: ignore[override]
+        self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
+    ) -> bool:
+        return await self.core.publish(topic, data, force_qos)
+
+    async def retain_message(
+        self, source_session: Session | None, topic_name: str | None, data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:  # fmt: skip
+        await self.core.retain(topic_name, data, qos)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        return await self.core.subscribe(session, subscription[0], subscription[1])
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        self.core.unsubscribe_all(session)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        session = self.sessions.get(client_id, (None, None))[0]
+        await super()._cleanup_session(client_id)
+        await self.core.cleaned_up(session)
+
+    async def _broadcast_loop(self) -> None:
+        await self._broadcast_shutdown_waiter
+
+    async def _shutdown_broadcast_loop(self) -> None:
+        await super()._shutdown_broadcast_loop()
+        await self.core.close_deliveries()
+
+    def create_offline_session(self, client_id: str) -> tuple[BrokerProtocolHandler, Session]:
+        return self.core.offline_session(client_id)
+
+
+# ---- the accessors: other broker modules read amqtt internals through these only -----------------
 
 def write_lock(handler: BrokerProtocolHandler) -> asyncio.Lock:
     return handler._write_lock
@@ -176,6 +383,12 @@ async def message_flow(handler: BrokerProtocolHandler,
     await handler._handle_message_flow(message)
 
 
+async def clean_disconnect(handler: BrokerProtocolHandler) -> None:
+    """The client sent DISCONNECT: amqtt's message loop ends the session without its will (amqtt
+    tells a clean end by the type of what its disconnect waiter receives)."""
+    await handler.handle_disconnect(DisconnectPacket())
+
+
 def reader_started(handler: BrokerProtocolHandler) -> None:
     assert handler._reader_ready is not None  # created by handler.start() before the reader runs
     handler._reader_ready.set()
@@ -183,12 +396,6 @@ def reader_started(handler: BrokerProtocolHandler) -> None:
 
 def reader_stopped(handler: BrokerProtocolHandler) -> None:
     handler._reader_stopped.set()
-
-
-def use_queues(handler: BrokerProtocolHandler, make: Callable[[], Any]) -> None:
-    """The handler's two pending-(un)subscription queues, built by ``make`` (chatmq/broker/session.py)."""
-    handler._pending_subscriptions = make()
-    handler._pending_unsubscriptions = make()
 
 
 def disconnect_pending(handler: BrokerProtocolHandler) -> bool:
@@ -208,31 +415,6 @@ def tcp_transport(writer: WriterAdapter | None) -> asyncio.WriteTransport | None
         transport: asyncio.WriteTransport = writer._writer.transport
         return transport
     return None
-
-
-
-
-def broadcast_shutdown(broker: Broker) -> asyncio.Future[Any]:
-    return broker._broadcast_shutdown_waiter
-
-
-def use_subscriptions(broker: Broker, view: Any) -> None:
-    """amqtt's ``_subscriptions`` dict becomes ``view``: amqtt and its plugins read it, chatmq routes."""
-    broker._subscriptions = view
-
-
-
-
-async def message_loop(broker: Broker, session: Session, handler: BrokerProtocolHandler) -> None:
-    await broker._client_message_loop(session, handler)
-
-
-def entered_connected(session: Session) -> None:
-    session._on_enter_connected()
-
-
-def entered_disconnected(session: Session) -> None:
-    session._on_enter_disconnected()
 
 
 # ---- the canary ----------------------------------------------------------------------------------

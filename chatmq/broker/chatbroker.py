@@ -1,7 +1,21 @@
-"""ChatBroker: amqtt's Broker with the session, delivery and connection defects of 0.12 fixed.
+"""ChatBroker: chatmq's broker, plain objects composed; amqtt hosts it through the seam.
 
-Routing (matching topics against filters) is not touched here: it belongs to ``RoutingMixin``
-(chatmq/broker/routing.py). Every override below names the amqtt 0.12 defect it fixes.
+``build_broker`` makes the amqtt broker that serves (``amqtt_seam.AmqttBroker``) around a
+``ChatBroker``, which owns what amqtt 0.12 got wrong and what chatmq adds:
+
+- connections: CONNECT through chatmq's codec (chatmq/broker/connection.py), login and will check
+  through the hooks before any existing session is touched, take-over, the per-user session cap;
+- the packets after CONNECT: ``PacketReader`` (chatmq/broker/reader.py) hands each PUBLISH,
+  SUBSCRIBE and UNSUBSCRIBE to this class (``publish_from``, ``subscribe_from``, ``unsubscribe_from``);
+- ``router`` (chatmq/broker/routing.py): subscriptions, access checks, retained messages, routing;
+- ``deliveries`` (chatmq/broker/deliveries.py): the connected sessions' outboxes;
+- ``offline`` (chatmq/broker/offline.py): offline queues, kept with the sessions in ``session_store``;
+- ``hooks`` (chatmq/broker/hooks): authentication, access, control, disconnect events;
+- ``counters`` (chatmq/broker/ops.py) and the ``BrokerView`` the hooks see.
+
+A PUBLISH from bytes to every subscriber's socket: ``PacketReader.run`` -> ``ChatBroker.publish_from``
+-> ``Router.route`` -> ``Deliveries.enqueue`` (``_write_now``: the subscriber's transport, or its
+outbox's writer task) or ``OfflineQueues.put``.
 """
 
 from __future__ import annotations
@@ -9,29 +23,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import websockets
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker, Server
 from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
-from chatmq.broker import amqtt_seam
-from chatmq.broker.connection import KEEPALIVE_GRACE, ConnectionHandler, Published, effective_qos
+from chatmq.broker import metrics
+from chatmq.broker.amqtt_seam import AmqttBroker, AmqttConnection, AmqttSession
+from chatmq.broker.connection import KEEPALIVE_GRACE, read_connect
+from chatmq.broker.deliveries import Deliveries
 from chatmq.broker.hooks import HOOKS_VERSION, Hooks
 from chatmq.broker.hooks.control import CONTROL_TOPICS, Control
-from chatmq.broker.routing import RoutingMixin, count_queued, queued_bytes
-from chatmq.broker.services import restore_owner, session_identity, session_owner
-from chatmq.broker.session import BrokerSession
+from chatmq.broker.offline import OfflineQueues
+from chatmq.broker.ops import Counters, Totals
+from chatmq.broker.reader import PacketReader
+from chatmq.broker.routing import Router, SubscriptionsView
+from chatmq.broker.services import CONNECTED_AT_KEY, restore_owner, session_identity, session_owner
 from chatmq.broker.session_store import QueuedMessage, SessionStore
 from chatmq.core.access import Action
-from chatmq.core.mqtt.codec import CONNACK_IDENTIFIER_REJECTED, CONNACK_NOT_AUTHORIZED, Connack, PacketTooLarge
+from chatmq.core.mqtt.codec import (
+    CONNACK_IDENTIFIER_REJECTED,
+    CONNACK_NOT_AUTHORIZED,
+    Connack,
+    PacketTooLarge,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+)
 from chatmq.core.protocol import PayloadError, parse_typing
 from chatmq.core.ratelimit import LocalRate
 
@@ -42,7 +69,6 @@ LISTEN_BACKLOG = 4096  # pending connections the kernel keeps (capped by net.cor
 TAKEOVER_TIMEOUT_S = 5.0
 _SUBSCRIPTIONS_KEY = "chatmq.subscriptions"  # filter -> granted QoS, what a persistent session keeps
 _LOOP_DONE_KEY = "chatmq.loop_done"
-_OVERFLOW_KEY = "chatmq.queue_overflowing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +86,20 @@ class BrokerLimits:
     sessions_per_user: int = 32
 
 
+def build_broker(
+    config: dict[str, Any],
+    *,
+    hooks: Hooks,
+    limits: BrokerLimits | None = None,
+    sessions: SessionStore | None = None,
+    ws_permessage_deflate: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> AmqttBroker:
+    """The broker that serves: amqtt's listeners around a ``ChatBroker``."""
+    core = ChatBroker(hooks=hooks, limits=limits, sessions=sessions, ws_permessage_deflate=ws_permessage_deflate)
+    return AmqttBroker(config, core, loop=loop)
+
+
 def _persistent(session: Session) -> bool:
     return not session.clean_session
 
@@ -70,60 +110,86 @@ def _is_device(session: Session) -> bool:
     return identity is not None and not identity.is_service
 
 
-def _resolved(value: Any) -> asyncio.Future[Any]:
-    """amqtt's subscription handlers take the future their message loop waited on."""
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
+class ChatBroker:
+    """See the module docstring. Also the ``BrokerView`` the hooks see (chatmq/broker/hooks)."""
 
-
-class ChatBroker(RoutingMixin, Broker):
     def __init__(
         self,
-        config: Any,
-        loop: asyncio.AbstractEventLoop | None = None,
         *,
+        hooks: Hooks,
         limits: BrokerLimits | None = None,
         sessions: SessionStore | None = None,
-        hooks: Hooks,
         ws_permessage_deflate: bool = False,
     ) -> None:
         if hooks.version != HOOKS_VERSION:
             raise ValueError(f"hooks of version {hooks.version}; this broker calls version {HOOKS_VERSION}")
-        super().__init__(config, loop=loop)
         self.hooks = hooks
         self.limits = limits or BrokerLimits()
         self.ws_permessage_deflate = ws_permessage_deflate  # Settings.ws_permessage_deflate
         self.session_store = sessions
+        self.counters = Counters()
+        self.sessions: dict[str, tuple[Session, AmqttConnection]] = {}  # amqtt's, from attach()
+        self.offline = OfflineQueues(self.limits, sessions)
+        self.deliveries = Deliveries(self.sessions)
+        self.router = Router(hooks, self.counters, self.deliveries, self.offline)
         self._typing_rate = LocalRate(self.limits.typing_per_s, self.limits.typing_burst)
         self._user_sessions: dict[str, set[str]] = {}  # user -> client ids (pruned as it is read)
         self._stopping = False
+        self._host: AmqttBroker | None = None
 
-    # ---- connection set-up -------------------------------------------------------------------
+    def attach(self, host: AmqttBroker) -> SubscriptionsView:
+        """The amqtt broker that serves this one: its sessions dict and configuration."""
+        self._host = host
+        self.sessions = self.deliveries.sessions = host.sessions  # type: ignore[assignment]
+        max_qos = host.config.get("max-qos") if "max-qos" in host.config else None
+        self.router.max_qos = max_qos if isinstance(max_qos, int) else None
+        metrics.track(self)
+        return SubscriptionsView(self.router.index)
 
-    async def _create_server_instance(
-        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def started(self) -> None:
+        await self.hooks.start(self)
+
+    async def stopping(self) -> None:
+        """Before amqtt shuts down: the hooks stop; what persistent sessions still owe their clients
+        (unacknowledged in-flight, outbox, offline queue) is written back; amqtt's session cleanup
+        then keeps the stored sessions."""
+        try:
+            await self.hooks.stop()
+        finally:
+            self._stopping = True
+            if self.session_store is not None:
+                for session, _handler in list(self.sessions.values()):
+                    if _persistent(session):
+                        owed = [QueuedMessage(m.topic, bytes(m.data), m.qos or 1)
+                                for m in session.inflight_out.values()]  # fmt: skip
+                        owed += [QueuedMessage(t, bytes(d), q) for t, d, q in self.deliveries.undelivered(session)]
+                        await self.offline.persist(session, owed)
+
+    async def stopped(self) -> None:
+        self.router.retained.clear()
+        if self.session_store is not None:
+            await self.session_store.close()
+
+    async def close_deliveries(self) -> None:
+        await self.deliveries.close()
+
+    async def listen(
+        self, kind: ListenerType, accept: Callable[..., Any], address: str | None, port: int, ssl_context: Any
     ) -> Any:
         """amqtt 0.12 defect: the websockets library's own 1 MiB message limit closes the connection
         (and loses the message) before amqtt sees it; size it from our limit so the codec's limit,
-        shared with TCP, decides (``ConnectionHandler`` and chatmq/broker/reader.py read through it).
+        shared with TCP, decides (chatmq/broker/reader.py reads through it).
 
         amqtt 0.12 defect: both listeners had asyncio's default listen backlog (100). When every
         device reconnects after a restart, the kernel drops the SYNs beyond it and the clients' TCP
         retransmits (after 1, 3, 7, 15 s...) stretched a 2,000-device storm to 40 s."""
-        if listener_type == ListenerType.TCP:
-            return await asyncio.start_server(
-                partial(self.stream_connected, listener_name=listener_name),
-                address,
-                port,
-                reuse_address=True,
-                ssl=ssl_context,
-                backlog=LISTEN_BACKLOG,
-            )
-        if listener_type != ListenerType.WS:
-            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        if kind == ListenerType.TCP:
+            return await asyncio.start_server(accept, address, port, reuse_address=True, ssl=ssl_context,
+                                              backlog=LISTEN_BACKLOG)  # fmt: skip
         return await websockets.serve(
-            partial(self.ws_connected, listener_name=listener_name),
+            accept,
             address,
             port,
             ssl=ssl_context,
@@ -134,20 +200,27 @@ class ChatBroker(RoutingMixin, Broker):
             backlog=LISTEN_BACKLOG,
         )
 
-    async def _initialize_client_session(
-        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
-    ) -> tuple[BrokerProtocolHandler, Session]:
+    # ---- connection set-up -------------------------------------------------------------------
+
+    async def accept(
+        self, reader: ReaderAdapter, writer: WriterAdapter, where: str
+    ) -> tuple[AmqttConnection, AmqttSession]:
+        try:
+            return await self._accept(reader, writer, where)
+        except MQTTError:
+            self.counters.login_refused()
+            raise
+
+    async def _accept(
+        self, reader: ReaderAdapter, writer: WriterAdapter, where: str
+    ) -> tuple[AmqttConnection, AmqttSession]:
         """amqtt 0.12 defect: a CONNECT reusing a live client id kicked the victim, reported its
         session-present flag and (clean session) deleted its subscriptions BEFORE authentication,
         and every failed login left a session behind. Here authentication comes first and a refused
         CONNECT touches no existing state."""
-        where = f"{remote_address}:{remote_port}"
         try:
-            handler, incoming = await asyncio.wait_for(
-                ConnectionHandler.init_from_connect(reader, writer, self.plugins_manager,
-                                              max_packet_bytes=self.limits.max_packet_bytes),
-                CONNECT_TIMEOUT_S,
-            )  # fmt: skip
+            incoming = await asyncio.wait_for(read_connect(reader, writer, self.limits.max_packet_bytes),
+                                              CONNECT_TIMEOUT_S)  # fmt: skip
         except PacketTooLarge as exc:
             log.warning("closing connection from %s: packet of %d bytes exceeds max_packet_bytes=%d", where, exc.size,
                         exc.limit)  # fmt: skip
@@ -166,7 +239,7 @@ class ChatBroker(RoutingMixin, Broker):
             await self._refuse(writer, CONNACK_NOT_AUTHORIZED)
             raise MQTTError(f"login refused for client_id={incoming.client_id!r} from {where}")
         if _is_device(incoming):
-            incoming.will_retain = False  # a device's will is its offline notice: never kept (see _route_publish)
+            incoming.will_retain = False  # a device's will is its offline notice: never kept (see publish_from)
 
         if not incoming.client_id:
             incoming.client_id = gen_client_id()  # MQTT-3.1.3-6 (amqtt refused it with clean_session=0)
@@ -188,10 +261,11 @@ class ChatBroker(RoutingMixin, Broker):
             await self._take_over(existing)
         if incoming.clean_session or existing is None:
             if existing is not None:
-                await self._delete_session(incoming.client_id)
+                await self._end_session(existing)
             session = incoming
             session.parent = 0
         else:
+            assert isinstance(existing, AmqttSession)
             for field in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive"):
                 setattr(existing, field, getattr(incoming, field))
             existing.username, existing.password = incoming.username, incoming.password
@@ -201,9 +275,13 @@ class ChatBroker(RoutingMixin, Broker):
             session = existing
             session.parent = 1
         # amqtt 0.12 defect: the reader's timeout is the bare keepalive and expiry is ignored; the
-        # handler now disconnects on it, after the 1.5x grace of MQTT-3.1.2-24.
+        # reader now disconnects on it, after the 1.5x grace of MQTT-3.1.2-24.
         session.keep_alive = incoming.keep_alive * KEEPALIVE_GRACE if incoming.keep_alive > 0 else 0
-        return handler, session
+        return self._connection(), session
+
+    def _connection(self) -> AmqttConnection:
+        assert self._host is not None
+        return AmqttConnection(self._host.plugins_manager)
 
     async def _login(self, session: Session, where: str) -> bool:
         """The hooks let the client in (``authenticate``), and let it leave its will (``acl_check``
@@ -214,7 +292,7 @@ class ChatBroker(RoutingMixin, Broker):
         except Exception:
             log.exception("refused login (authentication error): client_id=%r from %s", session.client_id, where)
             return False
-        if session.will_flag and not await self._acl_check(session, Action.WILL, session.will_topic or ""):
+        if session.will_flag and not await self.router.allowed(session, Action.WILL, session.will_topic or ""):
             log.warning("refused login (will topic %r not allowed): client_id=%r user=%r from %s",
                         session.will_topic, session.client_id, session.username, where)  # fmt: skip
             return False
@@ -240,6 +318,13 @@ class ChatBroker(RoutingMixin, Broker):
         if done is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), TAKEOVER_TIMEOUT_S)
+
+    async def _end_session(self, session: Session) -> None:
+        """A clean-session CONNECT ends the session its client id held (and its stored copy)."""
+        self.sessions.pop(session.client_id or "", None)
+        self.router.remove_client(session)
+        session.clear_queues()
+        await self._forget(session.client_id or "")
 
     def _admit_session(self, session: Session) -> bool:
         """A new client id of a device: within its user's ``sessions_per_user`` (then counted), or not.
@@ -267,103 +352,81 @@ class ChatBroker(RoutingMixin, Broker):
             del self._user_sessions[user]
         return len(held)
 
-    def create_offline_session(self, client_id: str) -> tuple[BrokerProtocolHandler, Session]:
-        session = BrokerSession()  # chatmq/broker/session.py: ~22 KiB less per restored session
+    def offline_session(self, client_id: str) -> tuple[AmqttConnection, AmqttSession]:
+        session = AmqttSession()
         session.client_id = client_id
         session.clean_session = False
-        handler = ConnectionHandler(self.plugins_manager, session)
         session.transitions.disconnect()
-        return handler, session
+        return self._connection(), session
 
-    async def _handle_client_session(
-        self,
-        reader: ReaderAdapter,
-        writer: WriterAdapter,
-        client_session: Session,
-        handler: BrokerProtocolHandler,
-        server: Server,
-        listener_name: str,
-    ) -> None:
-        """Authentication already happened in ``_initialize_client_session``.
+    @asynccontextmanager
+    async def connection(
+        self, session: Session, handler: AmqttConnection, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> AsyncIterator[None]:
+        """A connection's life after its CONNECT was accepted; amqtt's message loop runs inside.
 
         amqtt 0.12 defect: after CONNACK amqtt pushed the retained messages of every filter any
         client held, at QoS 0 and without the RECEIVE check; retained messages are now only sent
-        for a client's own new subscription (``_publish_retained_messages_for_subscription``)."""
-        if client_session.transitions.is_connected():  # the previous connection's loop did not end in time
-            client_session.transitions.disconnect()
-        client_session.transitions.connect()
-        handler.attach(client_session, reader, writer)
-        if isinstance(handler, ConnectionHandler):
-            handler.inbound = self  # packets after CONNECT are parsed and routed inline (chatmq/broker/reader.py)
-        assert client_session.client_id is not None
-        self.sessions[client_session.client_id] = (client_session, handler)
-        self._hold_deliveries(client_session, handler)  # what it is owed goes out before them
+        for a client's own new subscription (``subscribe_from``)."""
+        self.counters.connected()
+        session.attributes[CONNECTED_AT_KEY] = int(time.time() * 1000)
+        if session.transitions.is_connected():  # the previous connection's loop did not end in time
+            session.transitions.disconnect()
+        session.transitions.connect()
+        handler.attach(session, reader, writer)
+        handler.packets = PacketReader(handler, self, self.limits.max_packet_bytes)
+        assert session.client_id is not None
+        self.sessions[session.client_id] = (session, handler)
+        self.deliveries.hold(session, handler)  # what it is owed goes out before them
         done = asyncio.Event()
-        client_session.attributes[_LOOP_DONE_KEY] = done
+        session.attributes[_LOOP_DONE_KEY] = done
         try:
-            await handler.mqtt_connack_authorize(True)
-            await self._save_session(client_session)
+            await self._send(handler, Connack(0, bool(session.parent)).encode())
+            await self._save_session(session)
             await handler.start()
-            await self._replay(client_session, handler, await self._take_offline_queue(client_session))
-            await amqtt_seam.message_loop(self, client_session, handler)
+            await self.deliveries.replay(session, handler, await self.offline.take(session))
+            yield
         finally:
             done.set()
 
-    # ---- publishes from clients --------------------------------------------------------------
+    @staticmethod
+    async def _send(handler: AmqttConnection, packet: bytes) -> None:
+        await handler.packets.send(packet)
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
-    ) -> bool:
-        """A QoS 2 publish, once its handshake delivered it. amqtt 0.12 defect: a publish to a ``$``
-        topic ended the message loop but left the socket open (a zombie that never answers again);
-        ``_route_publish`` drops it. (A wildcard or empty topic never gets here: the codec closes
-        the connection on such a PUBLISH, MQTT-3.3.2-2.)"""
-        app_message = wait_deliver.result()
-        if app_message is not None:
-            await self._route_publish(client_session, handler, app_message)
-        return True
+    # ---- packets from clients ---------------------------------------------------------------
 
-    async def inbound_publish(
-        self, session: Session, handler: BrokerProtocolHandler, message: IncomingApplicationMessage
-    ) -> bool:
-        return await self._route_publish(session, handler, message)
-
-    async def inbound_subscribe(self, session: Session, handler: BrokerProtocolHandler, subscription: Any) -> None:
-        await self._handle_subscription(session, handler, _resolved(subscription))
-
-    async def inbound_unsubscribe(self, session: Session, handler: BrokerProtocolHandler, unsubscription: Any) -> None:
-        await self._handle_unsubscription(session, handler, _resolved(unsubscription))
-
-    async def _route_publish(
-        self, client_session: Session, handler: BrokerProtocolHandler, app_message: ApplicationMessage
-    ) -> bool:
-        """Route one client publish; False only when it was not taken and must not be acknowledged."""
-        topic = app_message.topic  # never empty nor a wildcard: the codec refused such a PUBLISH [MQTT-3.3.2-2]
+    async def publish_from(self, session: Session, handler: AmqttConnection, message: ApplicationMessage) -> bool:
+        """Route one client publish; False only when it was not taken and must not be acknowledged.
+        (amqtt 0.12 defect: a publish to a ``$`` topic ended the message loop but left the socket
+        open, a zombie that never answers again: it is dropped here.)"""
+        self.counters.totals.received += 1
+        topic = message.topic  # never empty nor a wildcard: the codec refused such a PUBLISH [MQTT-3.3.2-2]
         if topic.startswith(CONTROL_TOPICS):
-            verdict = await self.hooks.control(client_session, topic, bytes(app_message.data or b""))
+            verdict = await self.hooks.control(session, topic, bytes(message.data or b""))
             if verdict is Control.HANDLED:
                 return True
             if verdict is Control.REFUSED:
                 await handler.handle_connection_closed()
                 return False
         if topic.startswith("$"):
-            log.info("client_id=%r published to %r: '$' topics are reserved, dropped", client_session.client_id, topic)
-            self._reject("reserved_topic")
+            log.info("client_id=%r published to %r: '$' topics are reserved, dropped", session.client_id, topic)
+            self.counters.rejected("reserved_topic")
             return True
-        if not await self._acl_check(client_session, Action.PUBLISH, topic):
-            log.info("client_id=%r may not publish to %r: dropped", client_session.client_id, topic)
+        if not await self.router.allowed(session, Action.PUBLISH, topic):
+            log.info("client_id=%r may not publish to %r: dropped", session.client_id, topic)
             return True
-        retain = app_message.retain
-        if _is_device(client_session):
+        retain = message.retain
+        if _is_device(session):
             # A device publishes only chat topics and its device presence: events, never state. A
             # retained one would be replayed to every new subscriber (stale typing, a send stored
             # again by a restarted bridge) and held by the broker for ever: relayed, never retained.
             retain = False
-            if topic.startswith("chat/") and not self._typing_passes(client_session, topic, app_message.data):
+            if topic.startswith("chat/") and not self._typing_passes(session, topic, message.data):
                 return True
-        taken = await self._broadcast_message(client_session, topic, Published(app_message.data, app_message.qos or 0))
+        data = message.data or b""
+        taken = await self.router.route(topic, data, message.qos or 0)
         if taken and retain:
-            await self.retain_message(client_session, topic, app_message.data, app_message.qos)
+            self.router.retained.set(topic, data, message.qos or 0)
         return taken
 
     def _typing_passes(self, session: Session, topic: str, data: bytes | bytearray | None) -> bool:
@@ -378,121 +441,73 @@ class ChatBroker(RoutingMixin, Broker):
             parse_typing(bytes(data or b""))
         except PayloadError as error:
             log.debug("client_id=%r: typing on %r dropped (%s)", session.client_id, topic, error.message)
-            self._reject("typing_invalid")
+            self.counters.rejected("typing_invalid")
             return False
         if not self._typing_rate.allow(levels[3]):
-            self._reject("typing_rate_limited")
+            self.counters.rejected("typing_rate_limited")
             return False
         return True
 
-    def _reject(self, reason: str) -> None:
-        """A publish or delivery refused, for the operator's counters (chatmq/broker/ops.py)."""
+    async def subscribe_from(self, session: Session, handler: AmqttConnection, packet: Subscribe) -> None:
+        """SUBACK with each filter's granted QoS (or failure), then the retained messages of each
+        granted filter; a persistent session's filters are stored."""
+        codes = [await self.router.subscribe(session, topic_filter, qos) for topic_filter, qos in packet.topics]
+        await self._send(handler, Suback(packet.packet_id, codes).encode())
+        kept: dict[str, int] = session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
+        for (topic_filter, qos), code in zip(packet.topics, codes, strict=True):
+            if code <= 2:
+                await self.router.send_retained(session, topic_filter, code)
+            if self.router.subscribed(session, topic_filter):
+                kept[topic_filter] = qos
+        await self._save_session(session)
 
+    async def unsubscribe_from(self, session: Session, handler: AmqttConnection, packet: Unsubscribe) -> None:
+        kept: dict[str, int] = session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
+        for topic_filter in packet.topics:
+            self.router.unsubscribe(session, topic_filter)
+            kept.pop(topic_filter, None)
+        await self._send(handler, Unsuback(packet.packet_id).encode())
+        await self._save_session(session)
 
-    async def _handle_disconnect(
-        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
-    ) -> None:
-        """amqtt 0.12 defect: publishes already acknowledged (PUBACK sent) but still waiting in the
-        session's delivery queue were dropped when the publisher disconnected. Route them first."""
-        queue = client_session.delivered_message_queue
+    # ---- what amqtt's message loop and expiry hand over --------------------------------------
+
+    async def route_acknowledged(self, session: Session, handler: AmqttConnection) -> None:
+        """amqtt 0.12 defect: publishes already acknowledged (QoS 2: PUBREC sent) but still waiting in
+        the session's delivery queue were dropped when the publisher disconnected. Route them first."""
+        queue = session.delivered_message_queue
         while not queue.empty():
             message = queue.get_nowait()
             if isinstance(message, IncomingApplicationMessage):
-                await self._route_publish(client_session, handler, message)
-        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+                await self.publish_from(session, handler, message)
+
+    async def disconnected(self, session: Session) -> None:
         try:
-            await self.hooks.disconnected(client_session)
+            await self.hooks.disconnected(session)
         except Exception:
-            log.exception("the disconnect hook failed for client_id=%r", client_session.client_id)
+            log.exception("the disconnect hook failed for client_id=%r", session.client_id)
 
-    async def _broadcast_message(
-        self, session: Session | None, topic: str | None, data: bytes | bytearray | None, force_qos: int | None = None
-    ) -> bool:
-        """A last will is broadcast with a forced QoS: deliver it at min(will QoS, granted QoS)."""
-        if session is not None and force_qos is not None and data is not None:
-            data, force_qos = Published(data, force_qos), None
-        return await super()._broadcast_message(session, topic, data, force_qos)
-
-    # ---- offline queues, redelivery and retained messages ------------------------------------
-
-    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> bool:
-        """amqtt 0.12 defect: offline messages were queued at the subscription's QoS (QoS 0 upgraded)
-        and without a bound. Queue at min(publish, granted) QoS, QoS 0 not at all, and in Redis so a
-        restart keeps them. A device session keeps at most ``session_queue_limit`` messages and
-        ``session_queue_bytes`` (beyond, new messages are dropped: the history API has them). The
-        bridge's session is only bounded by ``service_queue_bytes``, and a message that does not fit
-        is refused (False): its publisher gets no PUBACK instead of a promise the broker cannot keep."""
-        data = broadcast["data"]
-        qos = effective_qos(data, qos) or 0
-        if qos == 0:
+    async def publish(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> bool:
+        """A will (amqtt publishes it, at min(will QoS, granted QoS)) or a broker message."""
+        if topic is None:
             return True
-        queue = target_session.retained_messages
-        held = queued_bytes(target_session)
-        identity = session_identity(target_session.attributes)
-        if identity is not None and identity.is_service:
-            full = held + len(data) > self.limits.service_queue_bytes
-            limit = f"service_queue_bytes={self.limits.service_queue_bytes}: withholding PUBACKs from senders"
-        else:
-            full = (queue.qsize() >= self.limits.session_queue_limit
-                    or held + len(data) > self.limits.session_queue_bytes)  # fmt: skip
-            limit = (f"session_queue_limit={self.limits.session_queue_limit}, session_queue_bytes="
-                     f"{self.limits.session_queue_bytes}: dropping new messages")  # fmt: skip
-        if full:
-            if not target_session.attributes.get(_OVERFLOW_KEY):
-                log.warning("offline queue of client_id=%r is full (%s) until it reconnects",
-                            target_session.client_id, limit)  # fmt: skip
-            target_session.attributes[_OVERFLOW_KEY] = True
-            return identity is None or not identity.is_service
-        message = ApplicationMessage(None, broadcast["topic"], qos, bytes(data), False)
-        queue.put_nowait(message)
-        count_queued(target_session, len(data))
-        if self.session_store is not None and target_session.client_id:
-            try:
-                stored = QueuedMessage(message.topic, message.data, qos)
-                await self.session_store.enqueue(target_session.client_id, stored)
-            except Exception:
-                log.exception("could not persist a queued message for client_id=%r", target_session.client_id)
-        return True
+        return await self.router.route(topic, data or b"", qos)
 
-    async def _take_offline_queue(self, session: Session) -> list[tuple[str, bytes | bytearray, int]]:
-        """The messages queued while the session was offline, for ``_replay``. amqtt 0.12 defect:
-        they were delivered with retain=1 (MQTT-3.3.1-9 wants 0), one task and ack wait each, and
-        after live messages routed meanwhile."""
-        session.attributes.pop(_OVERFLOW_KEY, None)
-        count_queued(session, -queued_bytes(session))
-        queued: list[tuple[str, bytes | bytearray, int]] = []
-        while not session.retained_messages.empty():
-            message = session.retained_messages.get_nowait()
-            queued.append((message.topic, message.data, message.qos or 1))
-        if self.session_store is not None and session.client_id and _persistent(session):
-            # what is not acknowledged yet is in flight from here on; shutdown writes it back
-            with contextlib.suppress(Exception):
-                await self.session_store.replace_queue(session.client_id, [])
-        return queued
+    async def retain(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> None:
+        if topic is not None:
+            self.router.retained.set(topic, data or b"", qos or 0)
+
+    async def subscribe(self, session: Session, topic_filter: str, qos: int) -> int:
+        return await self.router.subscribe(session, topic_filter, qos)
+
+    def unsubscribe_all(self, session: Session) -> None:
+        self.router.remove_client(session)
+
+    async def cleaned_up(self, session: Session | None) -> None:
+        """After amqtt's expiry monitor or shutdown dropped a session: only the former ends it for good."""
+        if not self._stopping and session is not None and _persistent(session):
+            await self._forget(session.client_id or "")
 
     # ---- persistence of sessions ------------------------------------------------------------
-
-    async def _handle_subscription(
-        self, client_session: Session, handler: BrokerProtocolHandler, subscribe_waiter: asyncio.Future[Any]
-    ) -> None:
-        await super()._handle_subscription(client_session, handler, subscribe_waiter)
-        kept: dict[str, int] = client_session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
-        for topic_filter, qos in subscribe_waiter.result().topics:
-            if self._subscribed(client_session, topic_filter):
-                kept[topic_filter] = qos
-        await self._save_session(client_session)
-
-    async def _handle_unsubscription(
-        self, client_session: Session, handler: BrokerProtocolHandler, unsubscribe_waiter: asyncio.Future[Any]
-    ) -> None:
-        await super()._handle_unsubscription(client_session, handler, unsubscribe_waiter)
-        kept: dict[str, int] = client_session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
-        for topic_filter in unsubscribe_waiter.result().topics:
-            kept.pop(topic_filter, None)
-        await self._save_session(client_session)
-
-    def _subscribed(self, session: Session, topic_filter: str) -> bool:
-        return session.client_id in (self._routing_index.subscribers(topic_filter) or {})
 
     async def _save_session(self, session: Session) -> None:
         if self.session_store is None or not session.client_id or not _persistent(session):
@@ -503,35 +518,21 @@ class ChatBroker(RoutingMixin, Broker):
         except Exception:
             log.exception("could not persist the session of client_id=%r", session.client_id)
 
-    async def _delete_session(self, client_id: str) -> None:
-        await super()._delete_session(client_id)
-        await self._forget(client_id)
-
-    async def _cleanup_session(self, client_id: str) -> None:
-        """Called by amqtt's expiry monitor and at shutdown: only the former ends a session for good."""
-        session = self.sessions.get(client_id, (None, None))[0]
-        await super()._cleanup_session(client_id)
-        if not self._stopping and session is not None and _persistent(session):
-            await self._forget(client_id)
-
     async def _forget(self, client_id: str) -> None:
-        if self.session_store is not None:
+        if self.session_store is not None and client_id:
             try:
                 await self.session_store.delete(client_id)
             except Exception:
                 log.exception("could not delete the stored session of client_id=%r", client_id)
 
-    async def _start_listeners(self) -> None:
-        """Restore stored sessions after amqtt cleared its state in start(), before any client connects."""
-        if self.session_store is not None:
-            await self.session_store.check()
-            await self._restore_sessions(self.session_store)
-        await super()._start_listeners()
-
-    async def _restore_sessions(self, store: SessionStore) -> None:
-        stored = await store.load_all()
+    async def restore_sessions(self) -> None:
+        """Stored sessions, after amqtt cleared its state in start(), before any client connects."""
+        if self.session_store is None:
+            return
+        await self.session_store.check()
+        stored = await self.session_store.load_all()
         for item in stored:
-            handler, session = self.create_offline_session(item.client_id)
+            handler, session = self.offline_session(item.client_id)
             restore_owner(session.attributes, item.owner)
             self.sessions[item.client_id] = (session, handler)
             identity = session_identity(session.attributes)
@@ -539,36 +540,39 @@ class ChatBroker(RoutingMixin, Broker):
                 self._user_sessions.setdefault(identity.user, set()).add(item.client_id)
             kept: dict[str, int] = session.attributes.setdefault(_SUBSCRIPTIONS_KEY, {})
             for topic_filter, qos in item.subscriptions.items():
-                if await self.add_subscription((topic_filter, qos), session) != 0x80:
+                if await self.router.subscribe(session, topic_filter, qos) <= 2:
                     kept[topic_filter] = qos  # the access check runs again: memberships may have changed
-            identity = session_identity(session.attributes)
-            keep = item.queue if identity is not None and identity.is_service else \
-                item.queue[-self.limits.session_queue_limit :]
-            for message in keep:  # everything the bridge has not stored yet; a device's newest
-                queued = ApplicationMessage(None, message.topic, message.qos, message.data, False)
-                session.retained_messages.put_nowait(queued)
-                count_queued(session, len(message.data))
+            self.offline.restore(session, item)
         if stored:
             log.info("restored %d persistent sessions", len(stored))
 
-    async def shutdown(self) -> None:
-        """Write back what persistent sessions still owe their clients (queued and unacknowledged
-        in-flight messages), then let amqtt shut down without deleting the stored sessions."""
-        self._stopping = True
-        if self.session_store is not None:
-            for client_id, (session, _) in list(self.sessions.items()):
-                if not _persistent(session):
-                    continue
-                queued = [session.retained_messages.get_nowait() for _ in range(session.retained_messages.qsize())]
-                owed = [QueuedMessage(m.topic, bytes(m.data), m.qos or 1) for m in session.inflight_out.values()]
-                owed += [QueuedMessage(topic, bytes(data), qos) for topic, data, qos in self._undelivered(session)]
-                owed += [QueuedMessage(m.topic, bytes(m.data), m.qos or 1) for m in queued]
-                try:
-                    await self.session_store.replace_queue(client_id, owed)
-                except Exception:
-                    log.exception("could not persist the queue of client_id=%r at shutdown", client_id)
-        try:
-            await super().shutdown()
-        finally:
-            if self.session_store is not None:
-                await self.session_store.close()
+    # ---- BrokerView (chatmq/broker/hooks) ---------------------------------------------------
+
+    @property
+    def totals(self) -> Totals:
+        return self.counters.totals
+
+    @property
+    def started_at(self) -> float:
+        return self.counters.started_at
+
+    def connected(self) -> list[Session]:
+        return [s for s, _h in list(self.sessions.values()) if s.transitions.is_connected()]
+
+    def kept_sessions(self) -> list[Session]:
+        return [s for s, _h in list(self.sessions.values())]
+
+    def session(self, client_id: str) -> Session | None:
+        return self.sessions.get(client_id, (None, None))[0]
+
+    def filter_count(self) -> int:
+        return len(self.router.index)
+
+    async def disconnect(self, session: Session) -> None:
+        handler = self.sessions.get(session.client_id or "", (None, None))[1]
+        if handler is not None:
+            await handler.handle_connection_closed()
+
+    def reply(self, session: Session, topic: str, data: bytes) -> None:
+        """Send to one connection only, through the ordinary ordered delivery path (QoS 1)."""
+        self.deliveries.enqueue(session, topic, data, 1)

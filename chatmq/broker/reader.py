@@ -6,7 +6,7 @@ a second task for its handler, a PUBLISH a trip through ``session.delivered_mess
 one task per topic plugin for the PUBLISH access check and a hop through the global broadcast
 queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same machine.
 
-``PacketReader._reader_loop`` replaces the stock loop once a broker has attached an ``Inbound``:
+``PacketReader.run`` replaces the stock reader loop (``AmqttConnection`` in the seam calls it):
 
 - bytes are framed and parsed by the sans-IO codec (``chatmq.core.mqtt.codec``): on TCP one read takes
   every packet already buffered, and the maximum packet size is checked on each fixed header,
@@ -17,7 +17,8 @@ queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same
 - PUBACK, PINGREQ and DISCONNECT are handled inline; SUBSCRIBE and UNSUBSCRIBE too, through the
   broker, so a PUBLISH that follows a SUBSCRIBE on one connection is routed after it;
 - keepalive is a single timer per connection that compares the time of the last packet, not a
-  timeout task per read;
+  timeout task per read; after 1.5 keepalive periods of silence the connection is closed as an
+  abnormal end (its will is published; amqtt 0.12 ignored the keepalive, upstream issue #308);
 - QoS 2 and its PUBREC/PUBREL/PUBCOMP handshake keep amqtt's own (task based) flow;
 - a malformed packet (the codec's ``MalformedPacket``: wrong fixed-header flags, QoS 3, bad UTF-8,
   wildcards in a PUBLISH topic, packet id 0, wrong lengths, ...) closes the connection as MQTT 3.1.1
@@ -31,13 +32,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from amqtt.adapters import BufferReader
-from amqtt.mqtt import packet_class
-from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.packet import MQTTFixedHeader
-from amqtt.mqtt.protocol.broker_handler import Subscription, UnSubscription
 from amqtt.session import IncomingApplicationMessage, Session
 
 from chatmq.broker import amqtt_seam
@@ -57,7 +53,7 @@ from chatmq.core.mqtt.codec import (
 )
 
 if TYPE_CHECKING:
-    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+    from chatmq.broker.amqtt_seam import AmqttConnection
 
 log = logging.getLogger(__name__)
 
@@ -76,44 +72,44 @@ class ProtocolViolation(Exception):
 class Inbound(Protocol):
     """What the reader hands to the broker."""
 
-    async def inbound_publish(
-        self, session: Session, handler: BrokerProtocolHandler, message: IncomingApplicationMessage
-    ) -> bool: ...
+    async def publish_from(
+        self, session: Session, handler: AmqttConnection, message: IncomingApplicationMessage
+    ) -> bool:
+        """Route one client publish; False when it was not taken and must not be acknowledged."""
+        ...
 
-    async def inbound_subscribe(
-        self, session: Session, handler: BrokerProtocolHandler, subscription: Subscription
-    ) -> None: ...
+    async def subscribe_from(self, session: Session, handler: AmqttConnection, packet: Subscribe) -> None: ...
 
-    async def inbound_unsubscribe(
-        self, session: Session, handler: BrokerProtocolHandler, unsubscription: UnSubscription
-    ) -> None: ...
+    async def unsubscribe_from(self, session: Session, handler: AmqttConnection, packet: Unsubscribe) -> None: ...
 
 
 class PacketReader:
-    """Mixin for ``BrokerProtocolHandler``: see the module docstring."""
+    """One connection's packets after CONNECT: see the module docstring."""
 
-    inbound: Inbound | None = None
-    max_packet_bytes: int | None = None
-    _last_read: float = 0.0
-    _watchdog: asyncio.TimerHandle | None = None
-    _qos2_flows: set[asyncio.Future[None]]
-    _replies: bytearray
+    __slots__ = ("_closing", "_last_read", "_qos2_flows", "_replies", "_watchdog", "handler", "inbound",
+                 "max_packet_bytes")  # fmt: skip
 
-    async def _reader_loop(self) -> None:
+    def __init__(self, handler: AmqttConnection, inbound: Inbound, max_packet_bytes: int | None) -> None:
+        self.handler = handler
+        self.inbound = inbound
+        self.max_packet_bytes = max_packet_bytes
+        self._last_read = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._qos2_flows: set[asyncio.Future[None]] = set()
+        self._replies = bytearray()
+        self._closing: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
         inbound = self.inbound
-        if inbound is None:
-            await super()._reader_loop()  # type: ignore[misc]
-            return
-        handler: Any = self
-        session: Session = handler.session
+        handler = self.handler
+        session = handler.session
+        assert session is not None
         source = handler.reader
         # TCP: take whatever is buffered; other transports (WebSocket) read exactly what the codec wants
-        stream = amqtt_seam.tcp_stream(source)
+        stream = amqtt_seam.tcp_stream(source)  # type: ignore[arg-type]
         decoder = Decoder(self.max_packet_bytes)
-        self._replies = bytearray()
         peer = f"client_id={session.client_id!r}"
         self._start_watchdog(session.keep_alive)
-        self._qos2_flows = set()
         amqtt_seam.reader_started(handler)
         try:
             while True:
@@ -121,7 +117,8 @@ class PacketReader:
                 if frame is None:  # nothing whole is buffered: acknowledge what was handled, then read
                     if self._replies:
                         await self._flush_replies()
-                    data = await (stream.read(_READ_SIZE) if stream is not None else source.read(decoder.wanted))
+                    data = await (stream.read(_READ_SIZE) if stream is not None else
+                                  source.read(decoder.wanted))  # type: ignore[union-attr]  # fmt: skip
                     if not data:
                         break
                     self._last_read = time.monotonic()
@@ -150,7 +147,7 @@ class PacketReader:
         await handler.stop()
 
     async def _dispatch(self, inbound: Inbound, session: Session, first: int, body: bytes) -> None:
-        handler: Any = self
+        handler = self.handler
         if first >> 4 == _PUBLISH:
             publish = decode_publish(first, body)
             message = IncomingApplicationMessage(
@@ -161,7 +158,7 @@ class PacketReader:
                 self._qos2_flows.add(flow)
                 flow.add_done_callback(self._qos2_flows.discard)
                 return
-            taken = await inbound.inbound_publish(session, handler, message)
+            taken = await inbound.publish_from(session, handler, message)
             if publish.qos and taken:  # not taken: no PUBACK, the client resends it later
                 self._replies += b"\x40\x02" + publish.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
             return
@@ -181,22 +178,18 @@ class PacketReader:
         elif kind is Pingreq:
             self._replies += _PINGRESP
         elif kind is Subscribe:
-            subscribe: Subscribe = packet  # type: ignore[assignment]
-            await inbound.inbound_subscribe(session, handler, Subscription(subscribe.packet_id, subscribe.topics))
+            await inbound.subscribe_from(session, handler, packet)  # type: ignore[arg-type]
         elif kind is Unsubscribe:
-            unsubscribe: Unsubscribe = packet  # type: ignore[assignment]
-            unsubscription = UnSubscription(unsubscribe.packet_id, unsubscribe.topics)
-            await inbound.inbound_unsubscribe(session, handler, unsubscription)
+            await inbound.unsubscribe_from(session, handler, packet)  # type: ignore[arg-type]
         elif kind is Disconnect:
-            await handler.handle_disconnect(DisconnectPacket())
+            await amqtt_seam.clean_disconnect(handler)
         elif first >> 4 in _QOS2_HANDSHAKE:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 handshake, amqtt's waiters
             packet_id = packet.packet_id  # type: ignore[union-attr]
             if kind is not Pubrel:
                 self._check_qos2_ack(session, kind.__name__.upper(), packet_id)
             waiter = amqtt_seam.ack_waiters(handler, PacketType(first >> 4)).get(packet_id)
             if waiter is not None and not waiter.done():
-                header = MQTTFixedHeader(first >> 4, first & 0x0F, len(body))
-                waiter.set_result(await packet_class(header).from_stream(BufferReader(body), fixed_header=header))
+                waiter.set_result(packet)  # amqtt's flow keeps it and tests it for None only
         else:  # CONNECT again [MQTT-3.1.0-2], or a packet only a broker sends
             raise ProtocolViolation(f"a client sent {type(packet).__name__.upper()} after CONNECT")
 
@@ -204,7 +197,7 @@ class PacketReader:
         """A PUBREC or PUBCOMP must answer a QoS 2 delivery, and a PUBCOMP must follow its PUBREC
         (section 4.3.3): one for a QoS 1 delivery, or a PUBCOMP while the PUBREC is still awaited,
         is a protocol violation."""
-        handler: Any = self
+        handler = self.handler
         delivered = session.inflight_out.get(packet_id)
         if (delivered is not None and delivered.qos == 1) or packet_id in amqtt_seam.ack_waiters(handler, _PUBACK):
             raise ProtocolViolation(f"{kind} for the QoS 1 delivery {packet_id}")
@@ -219,12 +212,21 @@ class PacketReader:
         self._replies.clear()
         await self._send(data)
 
+    async def send(self, packet: bytes) -> None:
+        """A packet the broker answers with (CONNACK, SUBACK, UNSUBACK): a connection that went away
+        ends as amqtt's own writes end it."""
+        try:
+            await self._send(packet)
+        except (ConnectionResetError, BrokenPipeError):
+            await self.handler.handle_connection_closed()
+
     async def _send(self, packet: bytes) -> None:
         """Under the write lock: amqtt's WebSocket writer loses bytes written during another drain."""
-        handler: Any = self
-        async with amqtt_seam.write_lock(handler):
-            handler.writer.write(packet)
-            await handler.writer.drain()
+        writer = self.handler.writer
+        assert writer is not None
+        async with amqtt_seam.write_lock(self.handler):
+            writer.write(packet)
+            await writer.drain()
 
     # ---- keepalive ----------------------------------------------------------------------------
 
@@ -239,4 +241,8 @@ class PacketReader:
             self._watchdog = asyncio.get_running_loop().call_later(keepalive - silent, self._check_silence, keepalive)
             return
         self._watchdog = None
-        self.handle_read_timeout()  # type: ignore[attr-defined]
+        handler = self.handler
+        if handler.session is None or not amqtt_seam.disconnect_pending(handler):
+            return
+        log.info("keepalive expired: client_id=%r silent %.1f s, disconnecting", handler.session.client_id, keepalive)
+        self._closing = asyncio.ensure_future(handler.handle_connection_closed())

@@ -16,11 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chatmq.broker.chatbroker import BrokerLimits
+from chatmq.broker.chatbroker import BrokerLimits, build_broker
 from chatmq.broker.config import build_config
 from chatmq.broker.health import start_ops_server
 from chatmq.broker.hooks import ChatHooks, Hooks
-from chatmq.broker.ops import OpsBroker
 from chatmq.broker.services import BrokerServices, MembershipRefresher, RedisListener, keep_membership_fresh
 from chatmq.broker.session_store import SessionStore
 from chatmq.core import redisconn
@@ -54,8 +53,8 @@ def chat_broker(config: dict[str, Any], loop: asyncio.AbstractEventLoop, setting
                           settings.service_queue_bytes, settings.typing_per_s, settings.typing_burst,
                           settings.sessions_per_user)
     sessions = SessionStore(settings.redis_url, settings.session_expiry_s)
-    return OpsBroker(config, loop=loop, limits=limits, sessions=sessions, hooks=hooks,
-                     ws_permessage_deflate=settings.ws_permessage_deflate)
+    return build_broker(config, hooks=hooks, limits=limits, sessions=sessions,
+                        ws_permessage_deflate=settings.ws_permessage_deflate, loop=loop)
 
 
 async def serve(

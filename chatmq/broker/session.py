@@ -6,7 +6,7 @@ Why, per-connection memory: amqtt 0.12 spends about 52 KiB of Python heap on eve
 Measured with tracemalloc in an in-process broker with 1,000 connected devices (bench/connections.py
 measures the RSS): the two largest costs are bookkeeping, not connection state:
 
-- ``Session._init_states`` builds a ``transitions.Machine`` per session: ~16 KiB and ~235 objects
+- amqtt's Session builds a ``transitions.Machine`` per session: ~16 KiB and ~235 objects
   (events, transitions, bound partials for ``may_*``/``to_*``/``is_*``) for a three-state machine
   with two triggers. It is also ~15% of the broker's CPU per CONNECT, which matters in a reconnect
   storm. ``SessionStates`` is the same machine in one object with two fields.
@@ -16,11 +16,12 @@ measures the RSS): the two largest costs are bookkeeping, not connection state:
   messages, amqtt's delivery queue, pending (un)subscriptions). ``SmallQueue`` keeps each in one
   list, 56 bytes empty.
 
-The broker builds its sessions itself, per broker instance: ``session_from_connect`` for a CONNECT
-(chatmq/broker/connection.py), ``BrokerSession()`` for a restored offline session; the handler gives itself
-small queues through the seam. Nothing of amqtt is patched. Behaviour is unchanged: the lean state
-machine raises the same ``MachineError`` for the one invalid trigger and runs the same callbacks
-(tests/broker/test_session.py checks it against ``transitions`` for every state and trigger).
+The broker builds its sessions itself, per broker instance (``AmqttSession`` in the seam,
+chatmq/broker/amqtt_seam.py, with ``SessionStates`` for the machine and this module's ``SmallQueue``
+for its queues; ``session_from_connect`` in chatmq/broker/connection.py fills one from a CONNECT).
+Nothing of amqtt is patched. Behaviour is unchanged: the lean state machine raises the same
+``MachineError`` for the one invalid trigger and runs the same callbacks (tests/broker/test_session.py
+checks it against ``transitions`` for every state and trigger).
 """
 
 from __future__ import annotations
@@ -28,51 +29,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Generic, TypeVar
 
-from amqtt.adapters import WriterAdapter
-from amqtt.session import Session
-from transitions import MachineError
-
-from chatmq.broker import amqtt_seam
-from chatmq.core.mqtt.codec import Connect
-
 T = TypeVar("T")
-
-NEW, CONNECTED, DISCONNECTED = "new", "connected", "disconnected"
-
-
-class SessionStates:
-    """Session.states with Session's transitions: connect (new|disconnected -> connected) and
-    disconnect (any -> disconnected), calling the session's on-enter hooks like transitions does."""
-
-    __slots__ = ("_session", "state")
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self.state = NEW
-
-    def connect(self) -> bool:
-        if self.state == CONNECTED:
-            raise MachineError(f"Can't trigger event connect from state {self.state}!")
-        self.state = CONNECTED
-        amqtt_seam.entered_connected(self._session)
-        return True
-
-    def disconnect(self) -> bool:
-        self.state = DISCONNECTED
-        amqtt_seam.entered_disconnected(self._session)
-        return True
-
-    def is_new(self) -> bool:
-        return self.state == NEW
-
-    def is_connected(self) -> bool:
-        return self.state == CONNECTED
-
-    def is_disconnected(self) -> bool:
-        return self.state == DISCONNECTED
-
-    def is_state(self, state: str, _model: Any = None) -> bool:
-        return self.state == state
 
 
 class SmallQueue(Generic[T]):
@@ -137,44 +94,3 @@ class SmallQueue(Generic[T]):
             if not getter.done():
                 getter.set_result(None)
                 return
-
-
-class BrokerSession(Session):
-    """amqtt's Session with the lean state machine and small queues (the two asyncio.Queues amqtt's
-    ``__init__`` builds are dropped at once)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.retained_messages = SmallQueue()  # type: ignore[assignment]
-        self.delivered_message_queue = SmallQueue()  # type: ignore[assignment]
-
-    def _init_states(self) -> None:
-        self.transitions = SessionStates(self)  # type: ignore[assignment]
-
-
-def session_from_connect(connect: Connect, writer: WriterAdapter) -> BrokerSession:
-    """The session of a new connection, from its CONNECT as chatmq's codec decoded it, with the
-    fields amqtt's own CONNECT handling fills (the password as amqtt gives it: text, or the repr of
-    bytes that are not UTF-8)."""
-    session = BrokerSession()
-    session.client_id = connect.client_id
-    session.clean_session = connect.clean_session
-    will = connect.will
-    session.will_flag = will is not None
-    if will is not None:
-        session.will_topic, session.will_message = will.topic, will.message
-        session.will_qos, session.will_retain = will.qos, will.retain
-    else:
-        session.will_qos, session.will_retain = 0, False
-    session.username = connect.username
-    if connect.password is not None:
-        try:
-            session.password = connect.password.decode()
-        except UnicodeDecodeError:
-            session.password = str(connect.password)
-    peer = writer.get_peer_info()
-    if peer is not None:
-        session.remote_address, session.remote_port = peer
-    session.ssl_object = writer.get_ssl_info()
-    session.keep_alive = connect.keepalive
-    return session

@@ -18,9 +18,10 @@ import pytest
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import Session
 
+from chatmq.broker.amqtt_seam import AmqttBroker
+from chatmq.broker.chatbroker import ChatBroker, build_broker
 from chatmq.broker.hooks import HOOKS_VERSION, BrokerView, Control
-from chatmq.broker.ops import OpsBroker
-from chatmq.broker.routing import SubscriptionsView, routing_index
+from chatmq.broker.routing import SubscriptionsView
 from chatmq.core.access import Action
 from chatmq.core.mqtt.codec import encode_publish
 from chatmq.core.netutil import free_port
@@ -35,7 +36,7 @@ class GateHooks:
     client mid-broadcast (the "dictionary changed size" crash on stock)."""
 
     version = HOOKS_VERSION
-    broker: OpsBroker
+    broker: AmqttBroker
 
     async def start(self, broker: BrokerView) -> None:
         pass
@@ -62,13 +63,18 @@ class GateHooks:
         pass
 
 
+def _core(broker: AmqttBroker) -> ChatBroker:
+    assert isinstance(broker.core, ChatBroker)
+    return broker.core
+
+
 def _config(port: int) -> dict[str, Any]:
     return {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}, "plugins": {}}
 
 
 @dataclass
 class Running:
-    broker: OpsBroker
+    broker: AmqttBroker
     loop: asyncio.AbstractEventLoop
     port: int
 
@@ -93,7 +99,7 @@ def _serve() -> Iterator[Running]:
 
     async def main() -> None:
         hooks = GateHooks()
-        broker = hooks.broker = OpsBroker(_config(port), hooks=hooks)
+        broker = hooks.broker = build_broker(_config(port), hooks=hooks)
         await broker.start()
         ready.set_result(Running(broker, asyncio.get_running_loop(), port))
         while not stop.is_set():
@@ -217,7 +223,7 @@ def test_unsubscribe_and_subscriptions_view(served: Running, connect: Any) -> No
     sub.client.unsubscribe("v/1")
     sub.client.unsubscribe("v/+")
     deadline = time.monotonic() + 3
-    while served.call(lambda: routing_index(served.broker).filters_of(client_id)):
+    while served.call(lambda: _core(served.broker).router.index.filters_of(client_id)):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     pub.publish("v/1", b"gone")

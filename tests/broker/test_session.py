@@ -20,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transitions import MachineError
 
-from chatmq.broker.session import BrokerSession, SmallQueue, session_from_connect
+from chatmq.broker.amqtt_seam import AmqttSession
+from chatmq.broker.connection import session_from_connect
+from chatmq.broker.session import SmallQueue
 from chatmq.broker.session_store import SessionStore
 from chatmq.core.mqtt.codec import Connect, Decoder, Will, decode
 
@@ -48,11 +50,11 @@ def _outcome(session: Session, start: str, trigger: str) -> tuple[str, str, bool
 @pytest.mark.parametrize("trigger", TRIGGERS)
 def test_lean_states_match_transitions(start: str, trigger: str) -> None:
     """Same resulting state, same MachineError, same on-enter hooks (the connect/disconnect times)."""
-    assert _outcome(BrokerSession(), start, trigger) == _outcome(Session(), start, trigger)
+    assert _outcome(AmqttSession(), start, trigger) == _outcome(Session(), start, trigger)
 
 
 def test_lean_states_predicates() -> None:
-    session = BrokerSession()
+    session = AmqttSession()
     assert session.transitions.is_new() and not session.transitions.is_connected()
     session.transitions.connect()
     assert session.transitions.is_connected() and repr(session).endswith("state=connected)")
@@ -112,7 +114,7 @@ def test_amqtt_uses_only_what_small_queue_has() -> None:
 
 
 def test_lean_session_queues_are_small() -> None:
-    session = BrokerSession()
+    session = AmqttSession()
     assert isinstance(session.retained_messages, SmallQueue)
     assert isinstance(session.delivered_message_queue, SmallQueue)
 
