@@ -291,3 +291,14 @@ def test_known_bytes() -> None:
     assert Connack(5).encode() == b"\x20\x02\x00\x05"
     assert Pingreq().encode() == b"\xc0\x00"
     assert encode_remaining_length(321) == b"\xc1\x02"
+
+
+@pytest.mark.parametrize("payload_length", [0, 100, 123, 124, 125, 16_379, 16_380, 2_097_000, 2_097_200])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_size_is_the_encoded_length(payload_length: int, qos: int) -> None:
+    """The client library sizes a send with it before sending (chatmq/clients/chat.py): across each
+    boundary of the remaining length's 1-4 bytes it equals what the encoder writes."""
+    topic = "chat/é/send/u"
+    packet_id = 7 if qos else None
+    encoded = codec.encode_publish(topic, b"x" * payload_length, qos, packet_id, False)
+    assert codec.publish_size(topic, payload_length, qos) == len(encoded)

@@ -38,6 +38,7 @@ from chatmq.clients.receipts import Marker, Receipts
 from chatmq.clients.state import LocalState, QueuedSend
 from chatmq.core import protocol
 from chatmq.core.ids import require_id
+from chatmq.core.mqtt.codec import publish_size
 from chatmq.core.netutil import disable_nagle
 from chatmq.core.protocol import TopicKind, parse_topic
 
@@ -319,7 +320,7 @@ class ChatClient:
         require_id(conv, "conversation")
         cmid = client_msg_id or uuid.uuid4().hex
         payload = {"client_msg_id": cmid, **entry}
-        size = _publish_packet_bytes(protocol.send_topic(conv, self.user), orjson.dumps(payload))
+        size = publish_size(protocol.send_topic(conv, self.user), len(orjson.dumps(payload)), 1)
         if size > self.max_packet_bytes:
             message = f"the send is a {size}-byte MQTT packet; the broker takes at most {self.max_packet_bytes}"
             return self._refuse_locally(Ack(cmid, conv, "rejected", error={"code": "too_large", "message": message}))
@@ -683,11 +684,3 @@ def _safely(listener: Callable[..., None], *args: Any) -> None:
         listener(*args)
     except Exception:
         log.exception("a client listener failed")
-
-
-def _publish_packet_bytes(topic: str, payload: bytes) -> int:
-    """The size of a QoS 1 PUBLISH: fixed header (1 byte + a 1-4 byte remaining length), the
-    topic with its 2-byte length, the 2-byte packet id, the payload."""
-    remaining = 2 + len(topic.encode()) + 2 + len(payload)
-    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
-    return 1 + length_bytes + remaining

@@ -123,6 +123,13 @@ def encode_remaining_length(length: int) -> bytes:
         out.append(byte | 0x80)
 
 
+def publish_size(topic: str, payload_length: int, qos: int) -> int:
+    """The bytes of a PUBLISH on the wire: fixed header (1 byte and its remaining length), the topic
+    with its 2-byte length, the packet id (QoS 1 and 2), the payload."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + payload_length
+    return 1 + len(encode_remaining_length(remaining)) + remaining
+
+
 def encode_frame(first: int, body: bytes | bytearray = b"") -> bytes:
     """A whole packet: its first byte (type and flags), the remaining length, the body."""
     return bytes((first,)) + encode_remaining_length(len(body)) + body
