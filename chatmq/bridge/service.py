@@ -125,7 +125,7 @@ class Bridge:
             media=media or self._owned_media,
             rate=MessageRate(redis_client, settings.messages_per_s, settings.messages_burst),
             may_write=None if self._gate is None else self._gate.owns, fence=self._fence,
-            edit_window_ms=settings.edit_window_s * 1000,
+            edit_window_ms=settings.edit_window_s * 1000, commit_delay_s=settings.bridge_commit_delay_ms / 1000,
         )
         self._receipts = ReceiptWorker(store, self._membership, self._outbox, fence=self._fence)
         self._history = HistoryWorker(store, self._outbox, rate=MessageRate(

@@ -3,6 +3,10 @@
 The MQTT client calls ``on_message`` on its own thread, which must never wait on a database or Redis; the
 message is queued instead. The worker takes whatever has queued up (a lone item at once, a burst as
 one batch, up to ``batch_max``), handles it, and on stop first finishes what is already queued.
+With ``linger_s`` set, the worker waits that long after the first item of a batch before taking
+the rest (a group-commit window, as PostgreSQL's ``commit_delay``): every item then waits up to that
+much longer, and at a steady rate batches grow, so the per-batch costs (a commit, a round trip,
+the wake-ups of the threads that hand items over) are shared by more items.
 Items are counted in and out, so a partitioned bridge can wait until everything it admitted for a
 partition was settled before handing the partition over (``mark`` / ``settled``): the queue is
 FIFO with one thread, so all items before a mark are settled once that many were handled.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -20,6 +25,7 @@ T = TypeVar("T")
 
 class BatchWorker(Generic[T]):
     batch_max = 500
+    linger_s = 0.0
 
     def __init__(self, name: str) -> None:
         # SimpleQueue: a put is one C call (queue.Queue takes a Condition and notifies per put,
@@ -80,6 +86,8 @@ class BatchWorker(Generic[T]):
             batch = [self._queue.get(timeout=0.1)]
         except queue.Empty:
             return []
+        if self.linger_s:
+            time.sleep(self.linger_s)
         while len(batch) < self.batch_max:
             try:
                 batch.append(self._queue.get_nowait())

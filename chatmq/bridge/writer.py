@@ -84,8 +84,10 @@ class Writer(BatchWorker[Inbound]):
         may_write: Callable[[str], bool] | None = None,
         fence: Fence | None = None,
         edit_window_ms: int = 0,
+        commit_delay_s: float = 0.0,
     ) -> None:
         super().__init__("bridge-writer")
+        self.linger_s = commit_delay_s  # a group-commit window (Settings.bridge_commit_delay_ms)
         self._fence = fence  # the broker's membership view catches up before our publishes
         self._may_write = may_write  # partitioned workers: still the conversation's lease holder?
         self.batch_max = batch_max

@@ -105,6 +105,28 @@ def test_a_burst_is_one_transaction_and_duplicates_are_broadcast_once(store: Sto
     assert all(e[0] == "PUBACK" for e in outbox.events[first_puback:])
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.4])
+def test_a_commit_delay_gathers_sends_that_arrive_within_it(store: Store, delay_s: float) -> None:
+    """Settings.bridge_commit_delay_ms: sends arriving while the writer waits after a batch's first
+    send share its commit; without the delay the first is written at once, alone."""
+    counting = CountingStore(store)
+    view = MembershipView(counting)  # type: ignore[arg-type]
+    view.refresh()
+    outbox = RecordingOutbox()
+    writer = Writer(counting, view, outbox, commit_delay_s=delay_s)  # type: ignore[arg-type]
+    writer.start()
+    writer.submit(item(1, "c1", "m1"))
+    time.sleep(0.1)
+    writer.submit(item(2, "c1", "m2"))
+    deadline = time.monotonic() + 10
+    while sum(1 for e in outbox.events if e[0] == "PUBACK") < 2:
+        assert time.monotonic() < deadline, f"writer did not ack everything: {outbox.events}"
+        time.sleep(0.01)
+    writer.stop()
+    assert counting.batches == ([2] if delay_s else [1, 1])
+    assert [p["seq"] for t, p in outbox.events if t == "chat/c1/msg"] == [1, 2]
+
+
 def test_a_redelivered_duplicate_is_broadcast_again(store: Store) -> None:
     """After a crash between store and fan-out, the broker's redelivery must still reach devices."""
     view = MembershipView(store)
