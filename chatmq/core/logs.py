@@ -2,7 +2,8 @@
 
 ``CHATMQ_LOG_FORMAT=json`` gives one JSON object per line (for log shippers); the default is
 readable text. ``CHATMQ_LOG_LEVEL`` sets chatmq's level; the chattiest third-party loggers
-(amqtt logs every connection, transitions every state change) stay at WARNING unless DEBUG.
+(amqtt logs every connection, transitions every state change, httpx every request the notifier, the
+push gateway and the RabbitMQ session guard make) stay at WARNING unless DEBUG.
 Secrets never reach a log line: code logs user ids and client ids, never passwords or tokens.
 """
 
@@ -14,7 +15,7 @@ import sys
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-NOISY = ("amqtt", "transitions", "websockets")
+NOISY = ("amqtt", "transitions", "websockets", "httpx", "httpcore")
 
 
 def parse_levels(spec: str) -> dict[str, int]:
@@ -31,7 +32,7 @@ def parse_levels(spec: str) -> dict[str, int]:
 
 def configure(level: str = "INFO", fmt: str = "text", levels: str = "") -> None:
     """``levels`` (CHATMQ_LOG_LEVELS) sets per-component levels over the global one, for example
-    ``chatmq.broker.hooks.admin=DEBUG,bridge=WARNING``."""
+    ``chatmq.broker.hooks.admin=DEBUG,chatmq.bridge=WARNING``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(

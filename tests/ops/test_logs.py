@@ -38,3 +38,16 @@ def test_the_cli_refuses_a_bad_spec() -> None:
     result = subprocess.run([sys.executable, "-m", "chatmq.cli", "--log-levels", "nonsense", "user", "--help"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--log-levels" in result.stderr
+
+
+def test_third_party_request_lines_stay_quiet_unless_debug() -> None:
+    """httpx logged one INFO line per HTTP request (the RabbitMQ session guard's management calls, the
+    notifier's webhook and gateway calls) into the stack's log."""
+    def emitted(level: str) -> str:
+        code = (f"import logging; from chatmq.core import logs; logs.configure({level!r});"
+                "logging.getLogger('httpx').info('httpx-request-line');"
+                "logging.getLogger('chatmq.x').info('chatmq-info')")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20).stderr
+    quiet = emitted("INFO")
+    assert "chatmq-info" in quiet and "httpx-request-line" not in quiet
+    assert "httpx-request-line" in emitted("DEBUG")
