@@ -98,7 +98,8 @@ def measure_here(job: dict[str, Any]) -> dict[str, Any]:
         run(per_batch)
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("HISTORY_APP_SORT", "tottime")).print_stats(int(os.environ.get("HISTORY_APP_LINES", "30")))
+        stats = pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("HISTORY_APP_SORT", "tottime"))
+        stats.print_stats(int(os.environ.get("HISTORY_APP_LINES", "30")))
         result["profile"] = out.getvalue()
     return result
 
