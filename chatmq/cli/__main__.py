@@ -1,5 +1,5 @@
-"""``python -m chatmq.cli``: the ``chatmq`` command."""
+"""``python -m chatmq.cli``: the ``chatmq`` command (says what to install when the server's part is missing)."""
 
-from chatmq.cli.main import main
+from chatmq.cli.entry import main
 
 main()
