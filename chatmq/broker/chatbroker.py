@@ -33,7 +33,7 @@ import websockets
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.session import ApplicationMessage, Session
+from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from chatmq.broker import metrics
@@ -47,6 +47,7 @@ from chatmq.broker.ops import Counters, Totals
 from chatmq.broker.reader import PacketReader
 from chatmq.broker.routing import Router, SubscriptionsView
 from chatmq.broker.services import CONNECTED_AT_KEY, restore_owner, session_identity, session_owner
+from chatmq.broker.session import SmallEvent
 from chatmq.broker.session_store import QueuedMessage, SessionStore
 from chatmq.core.access import Action
 from chatmq.core.mqtt.codec import (
@@ -314,7 +315,7 @@ class ChatBroker:
         log.info("client_id=%r reconnected: closing its previous connection", existing.client_id)
         old_handler = self.sessions[existing.client_id][1]  # type: ignore[index]
         await old_handler.handle_connection_closed()
-        done: asyncio.Event | None = existing.attributes.get(_LOOP_DONE_KEY)
+        done: SmallEvent | None = existing.attributes.get(_LOOP_DONE_KEY)
         if done is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), TAKEOVER_TIMEOUT_S)
@@ -378,7 +379,7 @@ class ChatBroker:
         assert session.client_id is not None
         self.sessions[session.client_id] = (session, handler)
         self.deliveries.hold(session, handler)  # what it is owed goes out before them
-        done = asyncio.Event()
+        done = SmallEvent()
         session.attributes[_LOOP_DONE_KEY] = done
         try:
             await self._send(handler, Connack(0, bool(session.parent)).encode())
@@ -396,9 +397,9 @@ class ChatBroker:
     # ---- packets from clients ---------------------------------------------------------------
 
     async def publish_from(self, session: Session, handler: AmqttConnection, message: ApplicationMessage) -> bool:
-        """Route one client publish (QoS 2: once released); False only when it was not taken and must
-        not be acknowledged. (amqtt 0.12 defect: a publish to a ``$`` topic ended the message loop
-        but left the socket open, a zombie that never answers again: it is dropped here.)"""
+        """Route one client publish; False only when it was not taken and must not be acknowledged.
+        (amqtt 0.12 defect: a publish to a ``$`` topic ended the message loop but left the socket
+        open, a zombie that never answers again: it is dropped here.)"""
         self.counters.totals.received += 1
         topic = message.topic  # never empty nor a wildcard: the codec refused such a PUBLISH [MQTT-3.3.2-2]
         if topic.startswith(CONTROL_TOPICS):
@@ -470,6 +471,15 @@ class ChatBroker:
         await self._save_session(session)
 
     # ---- what amqtt's message loop and expiry hand over --------------------------------------
+
+    async def route_acknowledged(self, session: Session, handler: AmqttConnection) -> None:
+        """amqtt 0.12 defect: publishes already acknowledged (QoS 2: PUBREC sent) but still waiting in
+        the session's delivery queue were dropped when the publisher disconnected. Route them first."""
+        queue = session.delivered_message_queue
+        while not queue.empty():
+            message = queue.get_nowait()
+            if isinstance(message, IncomingApplicationMessage):
+                await self.publish_from(session, handler, message)
 
     async def disconnected(self, session: Session) -> None:
         try:

@@ -2,7 +2,7 @@
 
 A delivery to an idle TCP connection is written to its transport at the end of the loop turn
 (``_write_now``: one write per connection per turn for every delivery routed to it). Else the
-session gets an ``Outbox``: a deque drained by ONE long-lived writer task per session (not one task
+session gets an ``Outbox``: a list drained by ONE long-lived writer task per session (not one task
 per packet) that writes a batch of PUBLISH packets under the handler's write lock and drains once.
 Per-subscriber order is publish order; a slow subscriber delays only itself. QoS 1 deliveries are
 pipelined: the message goes to ``session.inflight_out`` and its PUBACK removes it there
@@ -10,15 +10,14 @@ pipelined: the message goes to ``session.inflight_out`` and its PUBACK removes i
 unacknowledged QoS 1 delivery stays in ``inflight_out`` when the connection drops, and ``replay``
 resends it with DUP when the session reconnects, before anything routed after the reconnect.
 A connection that goes away with deliveries queued hands their QoS>0 ones to the session's offline
-queue (chatmq/broker/offline.py). QoS 2 deliveries are written and tracked the same way (their
-PUBREC and PUBCOMP are read by chatmq/broker/reader.py).
+queue (chatmq/broker/offline.py). QoS 2 keeps amqtt's handshake (``handler.mqtt_publish``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from typing import Any
 
 from amqtt.errors import AMQTTError
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
@@ -27,8 +26,9 @@ from amqtt.session import OutgoingApplicationMessage, Session
 
 from chatmq.broker import amqtt_seam
 from chatmq.broker.offline import keep_offline
+from chatmq.broker.session import SmallEvent
 from chatmq.broker.session_store import QueuedMessage
-from chatmq.core.mqtt.codec import Pubrel, encode_publish
+from chatmq.core.mqtt.codec import encode_publish
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ class Outbox:
 
     def __init__(self, handler: BrokerProtocolHandler) -> None:
         self.handler = handler
-        self.queue: deque[tuple[str, bytes | bytearray, int, bool]] = deque()
-        self.wake = asyncio.Event()
+        # a list and a SmallEvent: an empty deque and an asyncio.Event cost ~1.6 KiB per idle connection
+        self.queue: list[tuple[str, bytes | bytearray, int, bool]] = []
+        self.wake = SmallEvent()
         self.task: asyncio.Task[None] | None = None
         self.overflowing = False
         self.busy = False  # the writer task holds a batch not fully written yet
@@ -100,7 +101,7 @@ class Deliveries:
             box.wake.set()  # the old connection's writer sees the handler change and ends
             box = None
         idle = box is None or (not box.queue and not box.busy and not box.held)
-        if idle and self._write_now(handler, session, topic, data, qos, retain):
+        if idle and qos != QOS_2 and self._write_now(handler, session, topic, data, qos, retain):
             return
         if box is None:
             box = self._outboxes[client_id] = Outbox(handler)
@@ -137,26 +138,37 @@ class Deliveries:
     ) -> None:
         """What a reconnecting session is owed, oldest first, then release the held deliveries:
         deliveries written to an earlier connection and never acknowledged, again with DUP set
-        [MQTT-4.4.0-1] (a QoS 2 one whose PUBREC came: its PUBREL again), pipelined (the reader
-        takes their acknowledgements out of ``inflight_out``), then the messages queued while it
-        was offline (at their QoS, retain off [MQTT-3.3.1-9])."""
+        [MQTT-4.4.0-1] (QoS 1 pipelined: the PUBACK removes them from ``inflight_out``), then the
+        messages queued while it was offline (at their QoS, retain off [MQTT-3.3.1-9])."""
         box = self._outboxes.get(session.client_id or "")
         try:
             chunks: list[bytes] = []
             for packet_id, message in sorted(session.inflight_out.items()):
-                if message.qos == QOS_2 and message.pubrec_packet is not None:
-                    chunks.append(Pubrel(packet_id).encode())
-                else:
-                    chunks.append(encode_publish(message.topic, message.data, message.qos or QOS_1, packet_id,
+                if message.qos == QOS_1:
+                    chunks.append(encode_publish(message.topic, message.data, QOS_1, packet_id,
                                                  bool(message.retain), dup=True))  # fmt: skip
+                else:  # QoS 2 keeps amqtt's handshake (PUBREL again if PUBREC came, else the PUBLISH)
+                    self._track(amqtt_seam.message_flow(handler, message), session, message.topic)
             await self._write(handler, chunks)
             if box is not None and box.handler is handler:
-                box.queue.extendleft((m.topic, m.data, m.qos, False) for m in reversed(queued))
+                box.queue[:0] = [(m.topic, m.data, m.qos, False) for m in queued]
         finally:
             if box is not None:
                 box.held = False
                 if box.queue:
                     self._wake(session.client_id or "", box)
+
+    def _track(self, flow: Any, session: Session, topic: str) -> None:
+        """A QoS 2 handshake runs as its own task: its failure (a timeout, a closed connection) is
+        logged here, never left as an unretrieved task exception."""
+        task = asyncio.ensure_future(flow)
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            if not finished.cancelled() and finished.exception() is not None:
+                log.info("QoS 2 delivery to %s on %s not completed: %r", session.client_id, topic,
+                         finished.exception())  # fmt: skip
+
+        task.add_done_callback(done)
 
     def _write_now(
         self, handler: BrokerProtocolHandler, session: Session, topic: str, data: bytes | bytearray, qos: int,
@@ -201,12 +213,11 @@ class Deliveries:
         transport = amqtt_seam.tcp_transport(handler.writer)
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
-        # a connection that went away keeps its QoS 1/2 deliveries in inflight_out: resent on reconnect
+        # a connection that went away keeps its QoS 1 deliveries in inflight_out: resent on reconnect
 
     @staticmethod
     def _publish_bytes(session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> bytes | None:
-        """A PUBLISH; a QoS 1 or 2 delivery enters ``inflight_out`` until its PUBACK or PUBCOMP
-        (chatmq/broker/reader.py)."""
+        """A QoS 0/1 PUBLISH; a QoS 1 delivery enters ``inflight_out`` until its PUBACK (chatmq/broker/reader.py)."""
         if qos == QOS_0:
             return encode_publish(topic, data, QOS_0, None, retain)
         try:
@@ -214,8 +225,9 @@ class Deliveries:
         except AMQTTError:
             log.warning("%s has 65535 unacknowledged deliveries; dropping one on %s", session.client_id, topic)
             return None
-        session.inflight_out[packet_id] = OutgoingApplicationMessage(packet_id, topic, qos, data, retain)
-        return encode_publish(topic, data, qos, packet_id, retain)
+        message = OutgoingApplicationMessage(packet_id, topic, QOS_1, data, retain)
+        session.inflight_out[packet_id] = message
+        return encode_publish(topic, data, QOS_1, packet_id, retain)
 
     def _sweep_outboxes(self) -> None:
         """Wake the writers of connections that closed, so they end instead of waiting forever."""
@@ -256,7 +268,7 @@ class Deliveries:
         if session is None or writer is None or session.transitions.state != "connected":
             self._requeue_offline(box)
             return
-        batch, box.queue = box.queue, deque()
+        batch, box.queue = box.queue, []
         box.overflowing = False
         box.busy = True
         try:
@@ -265,15 +277,23 @@ class Deliveries:
             box.busy = False
 
     async def _write_batch(
-        self, box: Outbox, session: Session, batch: deque[tuple[str, bytes | bytearray, int, bool]]
+        self, box: Outbox, session: Session, batch: list[tuple[str, bytes | bytearray, int, bool]]
     ) -> None:
         handler = box.handler
         self._write_unsent_of(handler)  # deliveries written directly earlier in this turn go first
         chunks: list[bytes] = []
         for topic, data, qos, retain in batch:
-            packet = self._publish_bytes(session, topic, data, qos, retain)
-            if packet is not None:
-                chunks.append(packet)
+            if qos in (QOS_0, QOS_1):
+                packet = self._publish_bytes(session, topic, data, qos, retain)
+                if packet is not None:
+                    chunks.append(packet)
+            else:  # QoS 2 is rare: keep order by writing what came before, then run amqtt's full flow
+                await self._write(handler, chunks)
+                chunks = []
+                try:
+                    await handler.mqtt_publish(topic, data, qos, retain=retain)
+                except Exception as error:  # the flow's own timeouts and closed connections
+                    log.info("QoS 2 delivery to %s on %s failed: %r", session.client_id, topic, error)
         await self._write(handler, chunks)
 
     async def _write(self, handler: BrokerProtocolHandler, chunks: list[bytes]) -> None:
@@ -292,7 +312,7 @@ class Deliveries:
         """A writer ended with deliveries queued: to the session's new connection, else offline."""
         session = box.handler.session
         if session is not None and session.transitions.state == "connected":
-            pending, box.queue = box.queue, deque()
+            pending, box.queue = box.queue, []
             for topic, data, qos, retain in pending:
                 self.enqueue(session, topic, data, qos, retain)
         else:
@@ -301,7 +321,7 @@ class Deliveries:
     def _requeue_offline(self, box: Outbox) -> None:
         """The connection went away with deliveries still queued: a persistent session keeps its QoS>0 ones."""
         session = box.handler.session
-        pending, box.queue = box.queue, deque()
+        pending, box.queue = box.queue, []
         if session is None or session.clean_session or session.is_anonymous:
             return
         for topic, data, qos, _retain in pending:

@@ -202,3 +202,29 @@ async def _burst_of_saves(redis_url: str, prefix: str) -> None:
     finally:
         await asyncio.gather(*(store.delete(c) for c in clients))
         await store.close()
+
+
+def test_small_event_behaves_as_asyncio_event() -> None:
+    """SmallEvent: set wakes every waiter, a cancelled waiter leaves the others waiting, clear re-arms."""
+    asyncio.run(_small_event())
+
+
+async def _small_event() -> None:
+    from chatmq.broker.session import SmallEvent
+
+    event = SmallEvent()
+    assert not event.is_set()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    await asyncio.sleep(0)
+    assert waiters[0].cancelled() and not waiters[1].done()
+    event.set()
+    assert await waiters[1] is True and await waiters[2] is True
+    assert event.is_set() and await event.wait() is True
+    event.clear()
+    late = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    event.set()
+    assert await asyncio.wait_for(late, 1) is True
