@@ -111,7 +111,8 @@ class Target:
 
 
 def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier: bool = False,
-                 rate_limit: bool = True, rabbitmq: RabbitNode | None = None) -> Target:  # fmt: skip
+                 rate_limit: bool = True, rabbitmq: RabbitNode | None = None, commit_delay_ms: float = 0
+                 ) -> Target:  # fmt: skip
     """chatmq's broker and bridge; with ``rabbitmq`` the bridge runs on that node instead of chatmq's broker."""
     store_url = "sqlite:///" + str(work / "chatmq.db")
     store = open_store(store_url)
@@ -137,6 +138,8 @@ def start_chatmq(work: Path, redis_url: str, convs: list[Conversation], notifier
     )  # fmt: skip
     if not rate_limit:
         env["CHATMQ_MESSAGES_PER_S"] = "0"
+    if commit_delay_ms:
+        env["CHATMQ_BRIDGE_COMMIT_DELAY_MS"] = f"{commit_delay_ms:g}"
     if rabbitmq is None:
         target = Target("chatmq", port, chat=True)
         broker = popen([sys.executable, "-m", "chatmq.broker"], work / "broker.log", env)
@@ -500,7 +503,8 @@ def start_target(name: str, work: Path, redis: LocalRedis, convs: list[Conversat
     place = work / name
     place.mkdir()
     if name == "chatmq":
-        target = start_chatmq(place, redis.url, convs, args.notifier, rate_limit=not args.no_rate_limit)
+        target = start_chatmq(place, redis.url, convs, args.notifier, rate_limit=not args.no_rate_limit,
+                              commit_delay_ms=args.commit_delay_ms)
         if redis.process is not None:
             target.pids["redis"] = redis.process.pid
     elif name == "chatmq-rabbitmq":
@@ -622,6 +626,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-rate-limit",
         action="store_true",
         help="chatmq: turn the per-sender rate limiter off (on by default, at production settings)",
+    )
+    parser.add_argument(
+        "--commit-delay-ms",
+        type=float,
+        default=0.0,
+        help="chatmq: the bridge writer's group-commit window (CHATMQ_BRIDGE_COMMIT_DELAY_MS; default 0, as shipped)",
     )
     parser.add_argument(
         "--notifier",

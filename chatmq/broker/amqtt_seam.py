@@ -38,11 +38,10 @@ from amqtt.errors import ProtocolHandlerError
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.manager import PluginManager
-from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
+from amqtt.session import Session
 from transitions import MachineError
 
 from chatmq.broker.session import SmallEvent, SmallQueue
-from chatmq.core.mqtt.codec import PacketType
 
 AMQTT_VERSION = "0.12.1"
 
@@ -89,10 +88,7 @@ INTERNALS: tuple[Internal, ...] = (
     _b("_handle_client_session", "override", "CONNACK, replay of what the session is owed, then amqtt's "
        "message loop, without stock's push of every filter's retained messages",
        ("reader", "writer", "client_session", "handler", "server", "listener_name"), ("_client_connected",)),
-    _b("_handle_message_delivery", "override", "a QoS 2 publish, once amqtt's handshake delivered it, is "
-       "routed as any other", ("client_session", "handler", "wait_deliver"), ("_client_message_loop",)),
-    _b("_handle_disconnect", "override", "route publishes already acknowledged before the session ends; "
-       "then amqtt's (will, transitions); then the disconnect hook",
+    _b("_handle_disconnect", "override", "amqtt's (will, transitions), then the disconnect hook",
        ("client_session", "handler", "disconnect_waiter"), ("_client_message_loop",)),
     _b("_broadcast_message", "override", "a will (and internal_message_broadcast) is routed in the "
        "caller's task through the router at min(its QoS, granted QoS) (stock: one shared queue and a "
@@ -106,8 +102,8 @@ INTERNALS: tuple[Internal, ...] = (
        "for shutdown", (), ("start",)),
     _b("_shutdown_broadcast_loop", "override", "also end every outbox writer", (), ("shutdown",)),
     # ---- the Broker's own methods and state the broker uses ---------------------------------------
-    _b("_client_message_loop", "call", "amqtt's loop still serves QoS 2 publishes and the disconnect "
-       "waiter", ("client_session", "handler")),
+    _b("_client_message_loop", "call", "amqtt's loop still waits for the disconnect (its other waiters "
+       "never fire: the reader handles every packet)", ("client_session", "handler")),
     _b("_broadcast_shutdown_waiter", "read", "what _broadcast_loop waits for"),
     _b("_subscriptions", "write", "replaced by a read-only view over the router's index, so amqtt's "
        "own readers (BrokerContext.subscriptions) see the index"),
@@ -116,16 +112,8 @@ INTERNALS: tuple[Internal, ...] = (
              "codec, routing in the reader's task, one keepalive timer", (), (f"{_PROTOCOL}.start",)),
     Internal(_PROTOCOL, "_retry_deliveries", "override", "nothing: the broker replays unacknowledged "
              "deliveries itself, pipelined", (), (f"{_PROTOCOL}.start",)),
-    Internal(_PROTOCOL, "_handle_qos2_message_flow", "override", "keep an unacknowledged QoS 2 delivery in "
-             "flight when the connection drops", ("app_message",), (f"{_PROTOCOL}._handle_message_flow",)),
-    Internal(_PROTOCOL, "_handle_message_flow", "call", "QoS 2 publishes and deliveries keep amqtt's "
-             "handshake", ("app_message",)),
     Internal(_PROTOCOL, "_write_lock", "read", "one writer at a time (amqtt's WebSocket writer loses bytes "
              "written during another drain)"),
-    Internal(_PROTOCOL, "_puback_waiters", "read", "a PUBACK for one of amqtt's own QoS 1 flows"),
-    Internal(_PROTOCOL, "_pubrec_waiters", "read", "the QoS 2 handshake's waiters"),
-    Internal(_PROTOCOL, "_pubrel_waiters", "read", "the QoS 2 handshake's waiters"),
-    Internal(_PROTOCOL, "_pubcomp_waiters", "read", "the QoS 2 handshake's waiters"),
     Internal(_HANDLER, "start", "override", "amqtt's start (ProtocolHandler's and this one's: re-read both "
              "on an upgrade) without asyncio.Events nor keepalive timer per connection (~1.9 KiB)", (),
              ("amqtt.broker.Broker._handle_client_session",)),
@@ -209,8 +197,8 @@ class PacketSource(Protocol):
 
 
 class AmqttConnection(BrokerProtocolHandler):
-    """amqtt's protocol handler: its start/stop, write lock and QoS 2 handshake are amqtt's; the
-    packets after CONNECT are read by ``packets`` (set by the broker before ``start()``)."""
+    """amqtt's protocol handler: its start/stop and write lock are amqtt's; the packets after CONNECT
+    are read by ``packets`` (set by the broker before ``start()``), acknowledgements included."""
 
     packets: PacketSource
 
@@ -243,21 +231,6 @@ class AmqttConnection(BrokerProtocolHandler):
         up (``Deliveries.replay``), pipelined and ahead of anything routed after the reconnect.
         amqtt's version awaited each PUBACK (5 s timeout each) in tasks nobody retrieved."""
 
-    async def _handle_qos2_message_flow(
-        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
-    ) -> None:
-        """amqtt 0.12 drops an unacknowledged outgoing message from the session's in-flight set when
-        the connection goes away, so a persistent session would never get it again (MQTT-4.4.0-1
-        wants it resent on reconnect): it is put back."""
-        session = self.session
-        try:
-            await super()._handle_qos2_message_flow(app_message)
-        except BaseException:
-            if app_message.direction == OUTGOING and app_message.pubcomp_packet is None \
-                    and session is not None and not session.clean_session and app_message.packet_id is not None:
-                session.inflight_out[app_message.packet_id] = app_message  # type: ignore[assignment]
-            raise
-
 
 class BrokerCore(Protocol):
     """What ``AmqttBroker`` calls: chatmq's broker (chatmq/broker/chatbroker.py ``ChatBroker``)."""
@@ -273,8 +246,6 @@ class BrokerCore(Protocol):
                      where: str) -> tuple[AmqttConnection, AmqttSession]: ...  # fmt: skip
     def connection(self, session: Session, handler: AmqttConnection, reader: ReaderAdapter,
                    writer: WriterAdapter) -> AbstractAsyncContextManager[None]: ...  # fmt: skip
-    async def publish_from(self, session: Session, handler: AmqttConnection, message: Any) -> bool: ...
-    async def route_acknowledged(self, session: Session, handler: AmqttConnection) -> None: ...
     async def disconnected(self, session: Session) -> None: ...
     async def publish(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> bool: ...
     async def retain(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> None: ...
@@ -288,7 +259,7 @@ class BrokerCore(Protocol):
 class AmqttBroker(Broker):
     """amqtt's Broker hosting chatmq's: every method of amqtt's that chatmq replaces is here, each a
     call into the ``BrokerCore``. What is not here is amqtt's own: listeners, connection accounting,
-    the message loop (QoS 2 and the disconnect waiter), session expiry, the shutdown sequence."""
+    the message loop (it waits for the disconnect), session expiry, the shutdown sequence."""
 
     def __init__(self, config: Any, core: BrokerCore, loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, loop=loop)
@@ -334,19 +305,9 @@ class AmqttBroker(Broker):
         async with self.core.connection(client_session, handler, reader, writer):
             await self._client_message_loop(client_session, handler)
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
-    ) -> bool:
-        assert isinstance(handler, AmqttConnection)
-        if wait_deliver.result() is not None:
-            await self.core.publish_from(client_session, handler, wait_deliver.result())
-        return True
-
     async def _handle_disconnect(
         self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
     ) -> None:
-        assert isinstance(handler, AmqttConnection)
-        await self.core.route_acknowledged(client_session, handler)
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
         await self.core.disconnected(client_session)
 
@@ -387,22 +348,6 @@ class AmqttBroker(Broker):
 
 def write_lock(handler: BrokerProtocolHandler) -> asyncio.Lock:
     return handler._write_lock
-
-
-_WAITERS = {PacketType.PUBACK: "_puback_waiters", PacketType.PUBREC: "_pubrec_waiters",
-            PacketType.PUBREL: "_pubrel_waiters", PacketType.PUBCOMP: "_pubcomp_waiters"}  # fmt: skip
-
-
-def ack_waiters(handler: BrokerProtocolHandler, kind: PacketType) -> dict[int, asyncio.Future[Any]]:
-    """amqtt's own QoS 1/2 flows wait here, by packet id, for the acknowledgement of ``kind``."""
-    waiters: dict[int, asyncio.Future[Any]] = getattr(handler, _WAITERS[kind])
-    return waiters
-
-
-async def message_flow(handler: BrokerProtocolHandler,
-                       message: IncomingApplicationMessage | OutgoingApplicationMessage) -> None:  # fmt: skip
-    """amqtt's QoS handshake for one message (the broker uses it for QoS 2 only)."""
-    await handler._handle_message_flow(message)
 
 
 async def clean_disconnect(handler: BrokerProtocolHandler) -> None:

@@ -33,7 +33,7 @@ import websockets
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.session import ApplicationMessage, IncomingApplicationMessage, Session
+from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from chatmq.broker import metrics
@@ -397,9 +397,9 @@ class ChatBroker:
     # ---- packets from clients ---------------------------------------------------------------
 
     async def publish_from(self, session: Session, handler: AmqttConnection, message: ApplicationMessage) -> bool:
-        """Route one client publish; False only when it was not taken and must not be acknowledged.
-        (amqtt 0.12 defect: a publish to a ``$`` topic ended the message loop but left the socket
-        open, a zombie that never answers again: it is dropped here.)"""
+        """Route one client publish (QoS 2: once released); False only when it was not taken and must
+        not be acknowledged. (amqtt 0.12 defect: a publish to a ``$`` topic ended the message loop
+        but left the socket open, a zombie that never answers again: it is dropped here.)"""
         self.counters.totals.received += 1
         topic = message.topic  # never empty nor a wildcard: the codec refused such a PUBLISH [MQTT-3.3.2-2]
         if topic.startswith(CONTROL_TOPICS):
@@ -471,15 +471,6 @@ class ChatBroker:
         await self._save_session(session)
 
     # ---- what amqtt's message loop and expiry hand over --------------------------------------
-
-    async def route_acknowledged(self, session: Session, handler: AmqttConnection) -> None:
-        """amqtt 0.12 defect: publishes already acknowledged (QoS 2: PUBREC sent) but still waiting in
-        the session's delivery queue were dropped when the publisher disconnected. Route them first."""
-        queue = session.delivered_message_queue
-        while not queue.empty():
-            message = queue.get_nowait()
-            if isinstance(message, IncomingApplicationMessage):
-                await self.publish_from(session, handler, message)
 
     async def disconnected(self, session: Session) -> None:
         try:

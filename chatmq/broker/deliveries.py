@@ -10,14 +10,14 @@ pipelined: the message goes to ``session.inflight_out`` and its PUBACK removes i
 unacknowledged QoS 1 delivery stays in ``inflight_out`` when the connection drops, and ``replay``
 resends it with DUP when the session reconnects, before anything routed after the reconnect.
 A connection that goes away with deliveries queued hands their QoS>0 ones to the session's offline
-queue (chatmq/broker/offline.py). QoS 2 keeps amqtt's handshake (``handler.mqtt_publish``).
+queue (chatmq/broker/offline.py). QoS 2 deliveries are written and tracked the same way (their
+PUBREC and PUBCOMP are read by chatmq/broker/reader.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from amqtt.errors import AMQTTError
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
@@ -28,7 +28,7 @@ from chatmq.broker import amqtt_seam
 from chatmq.broker.offline import keep_offline
 from chatmq.broker.session import SmallEvent
 from chatmq.broker.session_store import QueuedMessage
-from chatmq.core.mqtt.codec import encode_publish
+from chatmq.core.mqtt.codec import Pubrel, encode_publish
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Deliveries:
             box.wake.set()  # the old connection's writer sees the handler change and ends
             box = None
         idle = box is None or (not box.queue and not box.busy and not box.held)
-        if idle and qos != QOS_2 and self._write_now(handler, session, topic, data, qos, retain):
+        if idle and self._write_now(handler, session, topic, data, qos, retain):
             return
         if box is None:
             box = self._outboxes[client_id] = Outbox(handler)
@@ -138,17 +138,18 @@ class Deliveries:
     ) -> None:
         """What a reconnecting session is owed, oldest first, then release the held deliveries:
         deliveries written to an earlier connection and never acknowledged, again with DUP set
-        [MQTT-4.4.0-1] (QoS 1 pipelined: the PUBACK removes them from ``inflight_out``), then the
-        messages queued while it was offline (at their QoS, retain off [MQTT-3.3.1-9])."""
+        [MQTT-4.4.0-1] (a QoS 2 one whose PUBREC came: its PUBREL again), pipelined (the reader
+        takes their acknowledgements out of ``inflight_out``), then the messages queued while it
+        was offline (at their QoS, retain off [MQTT-3.3.1-9])."""
         box = self._outboxes.get(session.client_id or "")
         try:
             chunks: list[bytes] = []
             for packet_id, message in sorted(session.inflight_out.items()):
-                if message.qos == QOS_1:
-                    chunks.append(encode_publish(message.topic, message.data, QOS_1, packet_id,
+                if message.qos == QOS_2 and message.pubrec_packet is not None:
+                    chunks.append(Pubrel(packet_id).encode())
+                else:
+                    chunks.append(encode_publish(message.topic, message.data, message.qos or QOS_1, packet_id,
                                                  bool(message.retain), dup=True))  # fmt: skip
-                else:  # QoS 2 keeps amqtt's handshake (PUBREL again if PUBREC came, else the PUBLISH)
-                    self._track(amqtt_seam.message_flow(handler, message), session, message.topic)
             await self._write(handler, chunks)
             if box is not None and box.handler is handler:
                 box.queue[:0] = [(m.topic, m.data, m.qos, False) for m in queued]
@@ -157,18 +158,6 @@ class Deliveries:
                 box.held = False
                 if box.queue:
                     self._wake(session.client_id or "", box)
-
-    def _track(self, flow: Any, session: Session, topic: str) -> None:
-        """A QoS 2 handshake runs as its own task: its failure (a timeout, a closed connection) is
-        logged here, never left as an unretrieved task exception."""
-        task = asyncio.ensure_future(flow)
-
-        def done(finished: asyncio.Future[Any]) -> None:
-            if not finished.cancelled() and finished.exception() is not None:
-                log.info("QoS 2 delivery to %s on %s not completed: %r", session.client_id, topic,
-                         finished.exception())  # fmt: skip
-
-        task.add_done_callback(done)
 
     def _write_now(
         self, handler: BrokerProtocolHandler, session: Session, topic: str, data: bytes | bytearray, qos: int,
@@ -213,11 +202,12 @@ class Deliveries:
         transport = amqtt_seam.tcp_transport(handler.writer)
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
-        # a connection that went away keeps its QoS 1 deliveries in inflight_out: resent on reconnect
+        # a connection that went away keeps its QoS 1/2 deliveries in inflight_out: resent on reconnect
 
     @staticmethod
     def _publish_bytes(session: Session, topic: str, data: bytes | bytearray, qos: int, retain: bool) -> bytes | None:
-        """A QoS 0/1 PUBLISH; a QoS 1 delivery enters ``inflight_out`` until its PUBACK (chatmq/broker/reader.py)."""
+        """A PUBLISH; a QoS 1 or 2 delivery enters ``inflight_out`` until its PUBACK or PUBCOMP
+        (chatmq/broker/reader.py)."""
         if qos == QOS_0:
             return encode_publish(topic, data, QOS_0, None, retain)
         try:
@@ -225,9 +215,8 @@ class Deliveries:
         except AMQTTError:
             log.warning("%s has 65535 unacknowledged deliveries; dropping one on %s", session.client_id, topic)
             return None
-        message = OutgoingApplicationMessage(packet_id, topic, QOS_1, data, retain)
-        session.inflight_out[packet_id] = message
-        return encode_publish(topic, data, QOS_1, packet_id, retain)
+        session.inflight_out[packet_id] = OutgoingApplicationMessage(packet_id, topic, qos, data, retain)
+        return encode_publish(topic, data, qos, packet_id, retain)
 
     def _sweep_outboxes(self) -> None:
         """Wake the writers of connections that closed, so they end instead of waiting forever."""
@@ -283,17 +272,9 @@ class Deliveries:
         self._write_unsent_of(handler)  # deliveries written directly earlier in this turn go first
         chunks: list[bytes] = []
         for topic, data, qos, retain in batch:
-            if qos in (QOS_0, QOS_1):
-                packet = self._publish_bytes(session, topic, data, qos, retain)
-                if packet is not None:
-                    chunks.append(packet)
-            else:  # QoS 2 is rare: keep order by writing what came before, then run amqtt's full flow
-                await self._write(handler, chunks)
-                chunks = []
-                try:
-                    await handler.mqtt_publish(topic, data, qos, retain=retain)
-                except Exception as error:  # the flow's own timeouts and closed connections
-                    log.info("QoS 2 delivery to %s on %s failed: %r", session.client_id, topic, error)
+            packet = self._publish_bytes(session, topic, data, qos, retain)
+            if packet is not None:
+                chunks.append(packet)
         await self._write(handler, chunks)
 
     async def _write(self, handler: BrokerProtocolHandler, chunks: list[bytes]) -> None:

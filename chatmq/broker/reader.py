@@ -19,7 +19,9 @@ queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same
 - keepalive is a single timer per connection that compares the time of the last packet, not a
   timeout task per read; after 1.5 keepalive periods of silence the connection is closed as an
   abnormal end (its will is published; amqtt 0.12 ignored the keepalive, upstream issue #308);
-- QoS 2 and its PUBREC/PUBREL/PUBCOMP handshake keep amqtt's own (task based) flow;
+- QoS 2 without a task either: a client's QoS 2 PUBLISH is kept in ``session.inflight_in`` and
+  answered PUBREC, and routed once when its PUBREL comes (then PUBCOMP); a QoS 2 delivery's PUBREC
+  is answered PUBREL and its PUBCOMP ends it (chatmq/broker/deliveries.py writes it pipelined);
 - a malformed packet (the codec's ``MalformedPacket``: wrong fixed-header flags, QoS 3, bad UTF-8,
   wildcards in a PUBLISH topic, packet id 0, wrong lengths, ...) closes the connection as MQTT 3.1.1
   requires (stock amqtt logged and kept reading), and so does a ``ProtocolViolation``: a second
@@ -34,7 +36,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from amqtt.session import IncomingApplicationMessage, Session
+from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage, Session
 
 from chatmq.broker import amqtt_seam
 from chatmq.core.mqtt.codec import (
@@ -45,6 +47,8 @@ from chatmq.core.mqtt.codec import (
     PacketType,
     Pingreq,
     Puback,
+    Pubcomp,
+    Pubrec,
     Pubrel,
     Subscribe,
     Unsubscribe,
@@ -58,10 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PUBLISH = PacketType.PUBLISH
-_PUBACK = PacketType.PUBACK
 _READ_SIZE = 64 * 1024  # one read takes every packet the transport has buffered, up to this
 _PINGRESP = b"\xd0\x00"
-_QOS2_HANDSHAKE = (PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP)
 
 
 class ProtocolViolation(Exception):
@@ -86,7 +88,7 @@ class Inbound(Protocol):
 class PacketReader:
     """One connection's packets after CONNECT: see the module docstring."""
 
-    __slots__ = ("_closing", "_last_read", "_qos2_flows", "_replies", "_watchdog", "handler", "inbound",
+    __slots__ = ("_closing", "_last_read", "_replies", "_watchdog", "handler", "inbound",
                  "max_packet_bytes")  # fmt: skip
 
     def __init__(self, handler: AmqttConnection, inbound: Inbound, max_packet_bytes: int | None) -> None:
@@ -95,7 +97,6 @@ class PacketReader:
         self.max_packet_bytes = max_packet_bytes
         self._last_read = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
-        self._qos2_flows: set[asyncio.Future[None]] = set()
         self._replies = bytearray()
         self._closing: asyncio.Future[None] | None = None
 
@@ -140,8 +141,6 @@ class PacketReader:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            for flow in self._qos2_flows:
-                flow.cancel()
         await handler.handle_connection_closed()
         amqtt_seam.reader_stopped(handler)
         await handler.stop()
@@ -153,10 +152,9 @@ class PacketReader:
             message = IncomingApplicationMessage(
                 publish.packet_id, publish.topic, publish.qos, publish.payload, publish.retain
             )
-            if publish.qos == 2:  # amqtt's QoS 2 flow waits for PUBREL: it needs its own task
-                flow = asyncio.ensure_future(amqtt_seam.message_flow(handler, message))
-                self._qos2_flows.add(flow)
-                flow.add_done_callback(self._qos2_flows.discard)
+            if publish.qos == 2:  # kept until released (PUBREL), then routed once; a resend replaces it
+                session.inflight_in[publish.packet_id] = message  # type: ignore[index]
+                self._replies += Pubrec(publish.packet_id).encode()  # type: ignore[arg-type]
                 return
             taken = await inbound.publish_from(session, handler, message)
             if publish.qos and taken:  # not taken: no PUBACK, the client resends it later
@@ -166,15 +164,11 @@ class PacketReader:
         kind = type(packet)
         if kind is Puback:
             packet_id = packet.packet_id  # type: ignore[union-attr]
-            waiter = amqtt_seam.ack_waiters(handler, _PUBACK).get(packet_id)
-            if waiter is None:  # a routed delivery (chatmq/broker/routing.py): no future per message
-                delivered = session.inflight_out.get(packet_id)
-                if delivered is not None and delivered.qos == 1:
-                    del session.inflight_out[packet_id]
-                elif delivered is not None or packet_id in amqtt_seam.ack_waiters(handler, PacketType.PUBCOMP):
-                    raise ProtocolViolation(f"PUBACK for the QoS 2 delivery {packet_id}")
-            elif not waiter.done():
-                waiter.set_result(None)  # amqtt's own flows only test the outcome, not the packet
+            delivered = session.inflight_out.get(packet_id)
+            if delivered is not None and delivered.qos == 1:  # a routed delivery (chatmq/broker/deliveries.py)
+                del session.inflight_out[packet_id]
+            elif delivered is not None:
+                raise ProtocolViolation(f"PUBACK for the QoS 2 delivery {packet_id}")
         elif kind is Pingreq:
             self._replies += _PINGRESP
         elif kind is Subscribe:
@@ -183,26 +177,36 @@ class PacketReader:
             await inbound.unsubscribe_from(session, handler, packet)  # type: ignore[arg-type]
         elif kind is Disconnect:
             await amqtt_seam.clean_disconnect(handler)
-        elif first >> 4 in _QOS2_HANDSHAKE:  # PUBREC, PUBREL, PUBCOMP: the QoS 2 handshake, amqtt's waiters
+        elif kind is Pubrel:  # a client's QoS 2 publish released: routed now, then completed
             packet_id = packet.packet_id  # type: ignore[union-attr]
-            if kind is not Pubrel:
-                self._check_qos2_ack(session, kind.__name__.upper(), packet_id)
-            waiter = amqtt_seam.ack_waiters(handler, PacketType(first >> 4)).get(packet_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(packet)  # amqtt's flow keeps it and tests it for None only
+            released = session.inflight_in.pop(packet_id, None)
+            if released is not None:
+                await inbound.publish_from(session, handler, released)
+            self._replies += Pubcomp(packet_id).encode()
+        elif kind is Pubrec:  # a QoS 2 delivery received: release it
+            packet_id = packet.packet_id  # type: ignore[union-attr]
+            delivered = self._qos2_delivery(session, "PUBREC", packet_id)
+            if delivered is not None:
+                delivered.pubrec_packet = packet  # type: ignore[assignment]  # replayed as PUBREL from now on
+                self._replies += Pubrel(packet_id).encode()
+        elif kind is Pubcomp:  # a QoS 2 delivery completed
+            packet_id = packet.packet_id  # type: ignore[union-attr]
+            delivered = self._qos2_delivery(session, "PUBCOMP", packet_id)
+            if delivered is not None:
+                if delivered.pubrec_packet is None:
+                    raise ProtocolViolation(f"PUBCOMP for the delivery {packet_id} before its PUBREC")
+                del session.inflight_out[packet_id]
         else:  # CONNECT again [MQTT-3.1.0-2], or a packet only a broker sends
             raise ProtocolViolation(f"a client sent {type(packet).__name__.upper()} after CONNECT")
 
-    def _check_qos2_ack(self, session: Session, kind: str, packet_id: int) -> None:
-        """A PUBREC or PUBCOMP must answer a QoS 2 delivery, and a PUBCOMP must follow its PUBREC
-        (section 4.3.3): one for a QoS 1 delivery, or a PUBCOMP while the PUBREC is still awaited,
-        is a protocol violation."""
-        handler = self.handler
+    @staticmethod
+    def _qos2_delivery(session: Session, kind: str, packet_id: int) -> OutgoingApplicationMessage | None:
+        """The QoS 2 delivery a PUBREC or PUBCOMP answers (section 4.3.3); one for a QoS 1 delivery is a
+        protocol violation, one for no delivery in flight is ignored."""
         delivered = session.inflight_out.get(packet_id)
-        if (delivered is not None and delivered.qos == 1) or packet_id in amqtt_seam.ack_waiters(handler, _PUBACK):
+        if delivered is not None and delivered.qos == 1:
             raise ProtocolViolation(f"{kind} for the QoS 1 delivery {packet_id}")
-        if kind == "PUBCOMP" and packet_id in amqtt_seam.ack_waiters(handler, PacketType.PUBREC):
-            raise ProtocolViolation(f"PUBCOMP for the delivery {packet_id} before its PUBREC")
+        return delivered
 
     async def _flush_replies(self) -> None:
         """PUBACKs and PINGRESPs are written once no whole packet is buffered any more: a burst of

@@ -90,6 +90,26 @@ def test_qos2_publish_keeps_the_full_handshake(running: InProcessBroker) -> None
         sender.close()
 
 
+def test_a_qos2_publish_resent_before_its_pubrel_is_routed_once(running: InProcessBroker) -> None:
+    """Kept until released: a resend of the PUBLISH (DUP) before PUBREL is answered PUBREC again and
+    replaces it; the PUBREL routes it once, and the next publish shows nothing else came."""
+    listener, sender = _pair(running, "plain/q2once")
+    try:
+        sender.send(publish("plain/q2once", b"once", qos=2, packet_id=9))
+        assert sender.read(4) == b"\x50\x02\x00\x09"
+        sender.send(publish("plain/q2once", b"once", qos=2, packet_id=9))
+        assert sender.read(4) == b"\x50\x02\x00\x09"
+        sender.send(Pubrel(9).encode() + Pubrel(9).encode())  # a second PUBREL releases nothing
+        assert sender.read(8) == b"\x70\x02\x00\x09" * 2
+        sender.send(publish("plain/q2once", b"after", qos=1, packet_id=10))
+        assert sender.read(4) == b"\x40\x02\x00\x0a"
+        payloads = [body for _first, body in _read_packets(listener, 2)]
+        assert payloads[0].endswith(b"once") and payloads[1].endswith(b"after")
+    finally:
+        listener.close()
+        sender.close()
+
+
 def test_pingreq_is_answered_and_a_reserved_flag_closes_the_connection(running: InProcessBroker) -> None:
     client = _connected(running, "pinger")
     try:
