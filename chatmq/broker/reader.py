@@ -2,7 +2,7 @@
 
 amqtt 0.12 defect (the relay ceiling): every received packet costs a ``wait_for`` task (keepalive),
 a second task for its handler, a PUBLISH a trip through ``session.delivered_message_queue`` into
-``_client_message_loop`` (an ``asyncio.wait`` over four futures and a new future per message),
+amqtt's ``_client_message_loop`` (an ``asyncio.wait`` over four futures and a new future per message),
 one task per topic plugin for the PUBLISH access check and a hop through the global broadcast
 queue. With that, amqtt relayed about a fifth of what Mosquitto does on the same machine.
 
