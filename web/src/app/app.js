@@ -1,21 +1,31 @@
 // The app shell: sign-in, the connection banner, the conversation list and the open conversation.
 
 import { h } from 'preact';
-import { useEffect, useReducer, useState } from 'preact/hooks';
+import { useEffect, useReducer, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 import { ConversationView } from './conversation.js';
 import { conversationName, timeOf } from './format.js';
 import { Search } from './search.js';
+import { SNAPSHOT_EVENTS } from '../lib/client.js';
 
 const html = htm.bind(h);
 const BACK_ONLINE_MS = 3_000;
 
-/** The client's snapshot as component state, re-rendered on every event that changes it. */
+/**
+ * The client's snapshot as component state, re-rendered on every event that changes it. The listener
+ * comes in an effect, which runs only after the browser painted this render: a change that arrived in
+ * between (the worker's first answers often do) is caught by the client's version, else the view would
+ * stay stale until some later event (after a reload while offline: a list that never shows).
+ */
 function useSnapshot(client) {
   const [, bump] = useReducer((n) => n + 1, 0);
-  useEffect(() => client.on('*', (name) => {
-    if (['state', 'session', 'conversations', 'outbox', 'presence', 'snapshot', 'listing'].includes(name)) bump();
-  }), [client]);
+  const rendered = useRef(client.version);
+  rendered.current = client.version;
+  useEffect(() => {
+    const off = client.on('*', (name) => SNAPSHOT_EVENTS.has(name) && bump());
+    if (client.version !== rendered.current) bump();
+    return off;
+  }, [client]);
   return client.snapshot;
 }
 

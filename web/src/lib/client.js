@@ -20,6 +20,8 @@ import { TAB_CALLS, tabLockName } from './hub.js';
 import { SESSION_CHANNEL, shareSession } from './tabsync.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
+/** The events that change ``client.snapshot`` (and ``client.version``). */
+export const SNAPSHOT_EVENTS = new Set(['snapshot', 'state', 'session', 'conversations', 'outbox', 'listing', 'presence']);
 
 export class ChatClient {
   /**
@@ -38,6 +40,8 @@ export class ChatClient {
     this.api = new HistoryApi({ baseUrl: this.config.apiUrl });
     this.listeners = new Map();
     this.snapshot = null;
+    /** Counts the changes to ``snapshot``: a view that starts listening late sees whether it missed one. */
+    this.version = 0;
     this.calls = new Map();
     this.nextCall = 1;
     /** @type {Map<string, {id: string, display_name?: string|null}>} profiles loaded so far */
@@ -126,6 +130,7 @@ export class ChatClient {
     else if (name === 'outbox') this.snapshot.outbox = data;
     else if (name === 'listing') this.snapshot.listing = data;
     else if (name === 'presence') this.snapshot.presence[data.user] = data;
+    if (SNAPSHOT_EVENTS.has(name)) this.version += 1;
     for (const listener of this.listeners.get(name) ?? []) listener(data);
     for (const listener of this.listeners.get('*') ?? []) listener(name, data);
   }
