@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -209,6 +210,34 @@ def test_reload_keeps_an_unsent_message_and_sends_it(stack: Stack, app: Callable
         stored = history(stack, bob_id, conv)
         assert [(m["body"], m["client_msg_id"]) for m in stored] == [("survives a reload", queued[0]["client_msg_id"])]
         assert alice.shown() == [(1, "survives a reload")]
+    finally:
+        link.close()
+
+
+def test_what_arrives_before_the_app_listens_is_shown(stack: Stack, app: Callable[..., ChatPage], new_context: Any,
+                                                    pair: tuple[str, str, str]) -> None:
+    """The app listens to the client in an effect, which runs only after the first paint; the worker's
+    first answers (the list) often come in between. Held open here with the page's clock paused (no
+    timer, no animation frame runs, so no effect), and with the broker out of reach no later event
+    comes to re-render: the list must show from what came meanwhile."""
+    alice_id, _, conv = pair
+    link = FlakyLink(stack.ws_port)
+    try:
+        context = new_context()
+        _through(link, context)
+        alice = app(alice_id, context=context)
+        alice.open_conversation(conv)
+        link.down()
+        alice.page.locator("[data-testid=banner]", has_text="Connection lost").wait_for()
+
+        alice.page.clock.install()
+        alice.page.clock.pause_at(time.time() + 3600)
+        alice.page.reload()
+        alice.rendered()
+        assert eventually(lambda: alice.page.evaluate("chatmq.snapshot.listing.loaded"))  # in the snapshot...
+        assert alice.page.locator("[data-testid=conversation]").count() == 0  # ...not on screen yet
+        alice.page.clock.resume()
+        alice.page.locator(f"[data-testid=conversation][data-conv='{conv}']").wait_for(timeout=5_000)
     finally:
         link.close()
 
