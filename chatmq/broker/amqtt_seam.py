@@ -26,7 +26,6 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -245,8 +244,8 @@ class BrokerCore(Protocol):
     async def restore_sessions(self) -> None: ...
     async def accept(self, reader: ReaderAdapter, writer: WriterAdapter,
                      where: str) -> tuple[AmqttConnection, AmqttSession]: ...  # fmt: skip
-    def connection(self, session: Session, handler: AmqttConnection, reader: ReaderAdapter,
-                   writer: WriterAdapter) -> AbstractAsyncContextManager[None]: ...  # fmt: skip
+    async def open_connection(self, session: Session, handler: AmqttConnection, reader: ReaderAdapter,
+                              writer: WriterAdapter) -> SmallEvent: ...  # fmt: skip
     async def disconnected(self, session: Session) -> None: ...
     async def publish(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> bool: ...
     async def retain(self, topic: str | None, data: bytes | bytearray | None, qos: int | None) -> None: ...
@@ -303,8 +302,11 @@ class AmqttBroker(Broker):
         server: Server, listener_name: str,
     ) -> None:  # fmt: skip
         assert isinstance(handler, AmqttConnection)
-        async with self.core.connection(client_session, handler, reader, writer):
+        ended = await self.core.open_connection(client_session, handler, reader, writer)
+        try:
             await self._client_message_loop(client_session, handler)
+        finally:
+            ended.set()
 
     async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
         """Wait for the connection's end, in the connection's own task. amqtt's loop waited on four

@@ -44,7 +44,7 @@ class SmallQueue(Generic[T]):
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._head = 0  # items before it were taken (amortised O(1) gets, also for a long offline queue)
-        self._waiting: list[asyncio.Future[None]] = []
+        self._waiting: list[asyncio.Future[None]] | None = None  # made by the first getter that waits
 
     def qsize(self) -> int:
         return len(self._items) - self._head
@@ -76,12 +76,14 @@ class SmallQueue(Generic[T]):
     async def get(self) -> T:
         while self.empty():
             getter = asyncio.get_running_loop().create_future()
+            if self._waiting is None:
+                self._waiting = []
             self._waiting.append(getter)
             try:
                 await getter
             except BaseException:
                 getter.cancel()  # a no-op once woken
-                if getter in self._waiting:
+                if self._waiting is not None and getter in self._waiting:
                     self._waiting.remove(getter)
                 if not self.empty() and not getter.cancelled():
                     self._wake_one()  # it was woken for an item it will not take: the next getter takes it
