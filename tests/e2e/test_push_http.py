@@ -33,11 +33,15 @@ def push_stack(
     gateway, hooks = receivers
     env = {"CHATMQ_PUSH_GATEWAY_URL": gateway.url + "/notify", "CHATMQ_PUSH_COLLAPSE_S": "0"}
     running = Stack(tmp_path_factory.mktemp("push") / "data", redis_server.url, env=env).start()
-    for user in ("ann", "ben", "cat", "dan"):
-        running.add_user(user)
-    running.create_conv("crew", "ann", "ben", "cat", "dan")
-    running.admin("webhook", "add", "sink", hooks.url + "/hooks", "--events", "message.created,member.added",
-                  "--secret", "s3")  # fmt: skip
+    try:  # a failed set-up must stop the stack too: its notifier would keep the shared Redis's lease
+        for user in ("ann", "ben", "cat", "dan"):
+            running.add_user(user)
+        running.create_conv("crew", "ann", "ben", "cat", "dan")
+        running.admin("webhook", "add", "sink", hooks.url + "/hooks", "--events", "message.created,member.added",
+                      "--secret", "s3-0123456789abcdef")  # fmt: skip
+    except BaseException:
+        running.stop()
+        raise
     yield running
     assert running.stop() == 0, running.log()
 
