@@ -145,7 +145,9 @@ def test_a_removed_member_stops_receiving_before_the_api_answers(world: HookedRa
     # The pass read the queues of the users the change concerns only (bob, and carol who shares
     # nothing with bob any more; not alice, who still shares c2), not every binding of the exchange.
     assert management.sweeps == sweeps
-    assert set(management.read) == {"bob.phone", "bob.tablet", "carol.phone"}, management.read
+    # (client ids an earlier test of this module claimed for bob or carol are theirs too)
+    assert {"bob.phone", "bob.tablet", "carol.phone"} <= set(management.read), management.read
+    assert all(cid.split(".")[0] in ("bob", "carol") for cid in management.read), management.read
 
     service.publish("chat/c1/msg", b"after")
     alice = _device(world, "alice", "alice.phone")
